@@ -1,0 +1,28 @@
+# The README's commands. Each target sets up what it needs in .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+
+.PHONY: install demo test lint bench
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first: the pinned CPU build; later ranges that 2.13.0 satisfies install nothing more
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+demo: install
+	HF_HUB_OFFLINE=1 $(VENV)/bin/realspo demo --out runs/demo --overwrite
+
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+bench: install
+	$(PY) -m pip install -q -e ".[test,bench]"
+	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py

@@ -1,0 +1,165 @@
+"""One configuration mechanism for every command.
+
+Each command declares a dataclass whose fields carry their help text (:func:`option`). From
+it :func:`add_options` builds the argparse options, and :func:`resolve` merges, in order of
+precedence, the dataclass defaults < a YAML file (``--config run.yaml``) < flags given on the
+command line. Unknown YAML keys and wrongly typed values are rejected, never ignored. The
+dataclass's ``validate()`` method, if it has one, runs once on the merged result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from realspo.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
+           choices: typing.Sequence[Any] | None = None, metavar: str | None = None,
+           cli: bool = True) -> Any:
+    """A dataclass field with its command-line help. ``default=MISSING`` makes it required."""
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli}
+    if isinstance(default, (list, dict)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _base_type(tp: Any) -> tuple[Any, bool]:
+    """(inner type, optional?) for ``X | None`` / ``Optional[X]``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0], True
+    return tp, False
+
+
+def _fields(cls: type) -> list[tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return [(f, hints[f.name]) for f in dataclasses.fields(cls)]
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, with_config: bool = True) -> None:
+    """Add one flag per field of ``cls`` (defaults shown in help, values default to unset)."""
+    for f, tp in _fields(cls):
+        meta = f.metadata
+        if not meta.get("cli", True):
+            continue
+        flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        inner, _ = _base_type(tp)
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default_text = "required" if required else f"default: {_show_default(f)}"
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
+                                  "help": f"{meta.get('help', '')} ({default_text})"}
+        if meta.get("metavar"):
+            kwargs["metavar"] = meta["metavar"]
+        if inner is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(inner) is list:
+            (item,) = typing.get_args(inner) or (str,)
+            kwargs.update(nargs="+", type=item)
+        else:
+            kwargs["type"] = inner if inner in (int, float) else str
+            if meta.get("choices"):
+                kwargs["choices"] = list(meta["choices"])
+        parser.add_argument(flag, **kwargs)
+    if with_config:
+        parser.add_argument("--config", dest="_config", default=argparse.SUPPRESS, metavar="YAML",
+                            help="read options from a YAML file; flags given here override it")
+
+
+def _show_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    return f.default_factory()  # type: ignore[misc]
+
+
+def _coerce(value: Any, tp: Any, name: str, origin: str) -> Any:
+    inner, optional = _base_type(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{origin}: '{name}' must not be empty")
+    if inner is bool:
+        if isinstance(value, bool):
+            return value
+    elif inner is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif inner is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif inner is str or inner is Path:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+    elif typing.get_origin(inner) is list:
+        (item,) = typing.get_args(inner) or (str,)
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list):
+            return [_coerce(v, item, name, origin) for v in value]
+    else:
+        return value
+    expected = getattr(inner, "__name__", str(inner))
+    raise ConfigError(f"{origin}: '{name}' expected {expected}, got {type(value).__name__} {value!r}")
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of option names to values")
+    return data
+
+
+def resolve(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = None,
+            config_file: str | Path | None = None) -> T:
+    """Build a validated ``cls`` from defaults < YAML file < explicit values."""
+    given = dict(vars(args) if isinstance(args, argparse.Namespace) else (args or {}))
+    config_file = given.pop("_config", None) or config_file
+    given = {k: v for k, v in given.items() if not k.startswith("_") and k != "command"}
+    fields = dict((f.name, (f, tp)) for f, tp in _fields(cls))
+    values: dict[str, Any] = {}
+    if config_file:
+        for key, value in load_yaml(config_file).items():
+            name = str(key).replace("-", "_")
+            if name not in fields:
+                raise ConfigError(f"{config_file}: unknown option '{key}' (known: {', '.join(sorted(fields))})")
+            values[name] = _coerce(value, fields[name][1], name, str(config_file))
+    for name, value in given.items():
+        if name not in fields:
+            raise ConfigError(f"unknown option '{name}'")
+        values[name] = _coerce(value, fields[name][1], name, "--" + name.replace("_", "-"))
+    missing = [n for n, (f, _) in fields.items() if n not in values
+               and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError("missing required option(s): " + ", ".join("--" + m.replace("_", "-") for m in missing))
+    for name, value in values.items():
+        choices = fields[name][0].metadata.get("choices")
+        if choices and value is not None and value not in choices:
+            raise ConfigError(f"'{name}' must be one of {', '.join(map(str, choices))}, got {value!r}")
+    cfg = cls(**values)
+    validate = getattr(cfg, "validate", None)
+    if callable(validate):
+        validate()
+    return cfg
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved configuration as plain data (saved beside outputs)."""
+    return dataclasses.asdict(cfg)

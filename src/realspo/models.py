@@ -1,0 +1,103 @@
+"""Loading Hugging Face models and tokenizers, safely and the same way everywhere.
+
+Every stage loads through these functions, so the security defaults hold everywhere:
+``trust_remote_code`` is off unless the user asks for it, and weights are read from
+safetensors only (a directory holding only a pickled ``.bin`` is refused unless
+``allow_pickle=True``, because unpickling can run arbitrary code).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realspo.errors import InputError
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` if given, else the first of CUDA, MPS, CPU that is available."""
+    if device and device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU; or the named dtype."""
+    named = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype != "auto":
+        if dtype not in named:
+            raise InputError("--dtype", f"unknown dtype '{dtype}': expected auto, {', '.join(named)}")
+        return named[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+def _check_weights(name: str, allow_pickle: bool) -> None:
+    path = Path(name)
+    if not path.exists():
+        return  # a hub id: from_pretrained(use_safetensors=True) enforces the same rule
+    if not path.is_dir():
+        raise InputError(name, "expected a model directory (with config.json) or a hub id")
+    if not (path / "config.json").exists():
+        raise InputError(name, "not a model directory: config.json is missing")
+    has_safe = any(path.glob("*.safetensors"))
+    has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+    if not has_safe and has_pickle and not allow_pickle:
+        raise InputError(
+            name,
+            "weights are only in pickle format (.bin), which can run arbitrary code when loaded;"
+            " convert them to safetensors or pass --allow-pickle if you trust the source",
+        )
+
+
+def _common(trust_remote_code: bool, revision: str | None) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if revision:
+        kwargs["revision"] = revision
+    return kwargs
+
+
+def load_tokenizer(name: str, *, trust_remote_code: bool = False, revision: str | None = None):
+    """An ``AutoTokenizer`` with a pad token (falls back to EOS) and right padding."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(name, **_common(trust_remote_code, revision))
+    except (OSError, ValueError) as exc:
+        raise InputError(name, f"could not load tokenizer ({str(exc).splitlines()[0]})") from None
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token if tok.eos_token is not None else tok.unk_token
+    tok.padding_side = "right"
+    return tok
+
+
+def load_model(name: str, kind: str = "causal-lm", *, dtype: torch.dtype | None = None,
+               device: torch.device | None = None, trust_remote_code: bool = False,
+               allow_pickle: bool = False, revision: str | None = None, **kwargs: Any):
+    """Load a model: ``kind`` is ``causal-lm``, ``base`` (no LM head) or ``sequence-classifier``."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    _check_weights(name, allow_pickle)
+    auto = {"causal-lm": AutoModelForCausalLM, "base": AutoModel,
+            "sequence-classifier": AutoModelForSequenceClassification}[kind]
+    try:
+        model = auto.from_pretrained(
+            name, dtype=dtype, use_safetensors=not allow_pickle or None,
+            **_common(trust_remote_code, revision), **kwargs,
+        )
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(name, f"could not load model ({str(exc).splitlines()[0]})") from None
+    if device is not None:
+        model.to(device)
+    return model

@@ -1,0 +1,178 @@
+"""Reading raw rows from where users keep data.
+
+:func:`read_rows` turns a path or hub id into a list of :class:`Row` (a dict plus where it
+came from, for error messages). Supported: JSON Lines (``.jsonl``), JSON (an array of
+objects, or an object whose ``data``/``rows`` member is one), Parquet, CSV (quoted newlines
+allowed; cells holding JSON arrays or objects are decoded), a directory saved with
+``datasets.Dataset.save_to_disk`` or laid out as data files, and a Hugging Face Hub
+dataset id through ``datasets.load_dataset``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from realspo.errors import InputError
+
+FILE_SUFFIXES = {".jsonl", ".json", ".parquet", ".csv"}
+
+
+@dataclass(frozen=True)
+class Row:
+    """One input record and its location: ``source`` plus ``where`` (e.g. ``line 12``)."""
+
+    data: dict[str, Any]
+    source: str
+    where: str
+
+    def error(self, message: str, field: str | None = None) -> InputError:
+        return InputError(self.source, message, where=self.where, field=field)
+
+
+def read_rows(source: str | Path, split: str = "train") -> list[Row]:
+    """Read every row of ``source`` (a file, a dataset directory, or a hub dataset id)."""
+    path = Path(source)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix not in FILE_SUFFIXES:
+            raise InputError(
+                str(path), f"unknown file type '{suffix}': expected one of .jsonl, .json, .parquet, .csv"
+            )
+        return {".jsonl": _read_jsonl, ".json": _read_json, ".parquet": _read_parquet, ".csv": _read_csv}[
+            suffix
+        ](path)
+    if path.is_dir():
+        return _read_dataset_dir(path, split)
+    if str(source).endswith(tuple(FILE_SUFFIXES)) or "/" not in str(source) and "." in str(source):
+        raise InputError(str(source), "no such file")
+    return _read_hub(str(source), split)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputError(str(path), "invalid UTF-8", where=f"line {line}") from None
+
+
+def _object(value: Any, source: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise InputError(source, f"expected a JSON object, got {type(value).__name__}", where=where)
+    return value
+
+
+def _read_jsonl(path: Path) -> list[Row]:
+    rows = []
+    for n, line in enumerate(_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"line {n}"
+        try:
+            value = json.loads(line, parse_constant=_reject_constant)
+        except json.JSONDecodeError as exc:
+            raise InputError(str(path), f"malformed JSON ({exc.msg})", where=where) from None
+        rows.append(Row(_object(value, str(path), where), str(path), where))
+    return rows
+
+
+def _reject_constant(name: str) -> float:
+    # NaN/Infinity are not JSON; keep them so the format readers report the field.
+    return float(name.replace("Infinity", "inf"))
+
+
+def _read_json(path: Path) -> list[Row]:
+    try:
+        value = json.loads(_text(path), parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(str(path), f"malformed JSON ({exc.msg})", where=f"line {exc.lineno}") from None
+    if isinstance(value, dict):
+        for key in ("data", "rows", "examples"):
+            if isinstance(value.get(key), list):
+                value = value[key]
+                break
+    if not isinstance(value, list):
+        raise InputError(str(path), "expected a JSON array of objects (or {'data': [...]})")
+    return [Row(_object(v, str(path), f"row {i}"), str(path), f"row {i}") for i, v in enumerate(value)]
+
+
+def _read_parquet(path: Path) -> list[Row]:
+    import pyarrow.parquet as pq
+
+    try:
+        records = pq.read_table(path).to_pylist()
+    except Exception as exc:  # pyarrow raises several types for corrupt files
+        raise InputError(str(path), f"unreadable Parquet file ({exc})") from None
+    return [Row(r, str(path), f"row {i}") for i, r in enumerate(records)]
+
+
+def _decode_cell(value: str) -> Any:
+    stripped = value.strip()
+    if stripped[:1] in "[{":
+        try:
+            return json.loads(stripped)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def _read_csv(path: Path) -> list[Row]:
+    import io
+
+    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    rows = []
+    try:
+        for i, record in enumerate(reader):
+            if None in record:
+                raise InputError(str(path), "more cells than header columns", where=f"row {i}")
+            rows.append(
+                Row({k: _decode_cell(v) if isinstance(v, str) else v for k, v in record.items()}, str(path), f"row {i}")
+            )
+    except csv.Error as exc:
+        raise InputError(str(path), f"malformed CSV ({exc})", where=f"line {reader.line_num}") from None
+    return rows
+
+
+def _read_dataset_dir(path: Path, split: str) -> list[Row]:
+    import datasets
+
+    try:
+        if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            ds = datasets.load_from_disk(str(path))
+        else:
+            ds = datasets.load_dataset(str(path), split=split)
+    except Exception as exc:
+        raise InputError(str(path), f"could not load dataset directory ({exc})") from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise InputError(str(path), f"split '{split}' not found; available: {sorted(ds)}")
+        ds = ds[split]
+    return [Row(r, str(path), f"row {i}") for i, r in enumerate(ds)]
+
+
+def _read_hub(name: str, split: str) -> list[Row]:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as exc:
+        raise InputError(name, f"not a local file or directory, and loading it as a hub dataset failed ({type(exc).__name__}: {exc})".splitlines()[0]) from None
+    return [Row(r, name, f"row {i}") for i, r in enumerate(ds)]
+
+
+def finite_float(row: Row, value: Any, field: str) -> float:
+    """Parse a score cell: a finite number (strings from CSV are accepted)."""
+    if isinstance(value, bool):
+        raise row.error(f"expected a number, got {value!r}", field)
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise row.error(f"expected a number, got {type(value).__name__} {value!r}", field) from None
+    if not math.isfinite(number):
+        raise row.error(f"expected a finite number, got {value!r}", field)
+    return number

@@ -69,7 +69,9 @@ def _object(value: Any, source: str, where: str) -> dict[str, Any]:
 
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    for n, line in enumerate(_text(path).splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also breaks at U+2028/U+0085, which JSON allows
+    # unescaped inside strings (writers using ensure_ascii=False emit them).
+    for n, line in enumerate(_text(path).split("\n"), start=1):
         if not line.strip():
             continue
         where = f"line {n}"

@@ -1,0 +1,360 @@
+"""Response embeddings for REAL pair selection (arXiv 2409.17169).
+
+REAL embeds each candidate response with a causal LM, takes the final hidden layer (after the
+final norm), mean-pools it over the response tokens and L2-normalises it; the similarity of two
+responses is the cosine (here: the dot product) of their embeddings. Following the authors'
+code, the *response text alone* is embedded by default; ``prompts=`` gives the prompt-conditioned
+variant (prompt + response through the model, pooled over the response tokens only). Any
+sentence-transformers model is offered as an alternative embedder (``st:PATH``).
+
+Unlike the authors' code this runs only the base model (no LM head, no list of all hidden
+layers), sorts sequences by length and pads each batch only to its longest member (instead of
+to 512 tokens), and never drops the final partial batch.
+
+Embedding rows follow the *flattened order* of :mod:`realspo.schema` (group, then response).
+Under ``accelerate launch`` or ``torchrun`` :func:`embed_responses` gives each process a shard
+and gathers the rows back in input order on every process.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from realspo.errors import ConfigError, InputError
+from realspo.schema import PromptGroup, flat_responses
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_SUFFIXES = (".npy", ".safetensors")
+SAFETENSORS_KEY = "embeddings"
+
+
+def pool_last_hidden(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Masked mean of ``hidden`` over the tokens where ``mask`` is 1, then L2-normalised.
+
+    e = h_bar / ||h_bar||, h_bar = sum_t m_t h_t / sum_t m_t (REAL's response embedding).
+
+    Args:
+        hidden: (B, T, H) final-layer hidden states, any float dtype.
+        mask: (B, T), 1 for the tokens to pool (response tokens), 0 elsewhere (prompt, padding).
+    Returns:
+        (B, H) float32 unit vectors; a row whose mask is all zero comes back as zeros.
+    """
+    hidden = hidden.float()  # pool in fp32: bf16 sums over long responses lose precision
+    weights = mask.to(device=hidden.device, dtype=hidden.dtype).unsqueeze(-1)  # (B, T, 1)
+    summed = (hidden * weights).sum(dim=1)  # (B, H)
+    mean = summed / weights.sum(dim=1).clamp(min=1.0)
+    return torch.nn.functional.normalize(mean, dim=-1)
+
+
+# ----------------------------------------------------------------------------- causal LM
+
+
+def _base_of(model: Any) -> Any:
+    """The transformer body without the LM head: PEFT wrappers unwrapped, then ``base_model``."""
+    if hasattr(model, "get_base_model"):  # peft.PeftModel: LoRA layers stay injected in place
+        model = model.get_base_model()
+    return getattr(model, "base_model", model)  # *ForCausalLM -> its body; a base model -> itself
+
+
+def _split_specials(ids: list[int], special: list[int]) -> tuple[list[int], list[int]]:
+    """(leading special tokens such as BOS, the text's tokens without trailing specials like EOS)."""
+    lead = 0
+    while lead < len(ids) and special[lead]:
+        lead += 1
+    end = len(ids)
+    while end > lead and special[end - 1]:
+        end -= 1
+    return ids[:lead], ids[lead:end]
+
+
+def _build_sequences(tokenizer: Any, responses: list[str], prompts: list[str] | None,
+                     max_length: int) -> list[tuple[list[int], int]]:
+    """Per item: (input ids, number of leading context tokens that are not pooled).
+
+    Response-only: the tokenizer's leading special tokens (e.g. BOS), then the response.
+    Conditioned: the prompt (with its leading specials), then the separately tokenized response.
+    Trailing special tokens (an appended EOS) are dropped: in a causal model they cannot change
+    the earlier hidden states and they are not pooled. Over ``max_length``, the response is kept
+    (cut at its end only if it alone does not fit) and the prompt is cut from the left, keeping
+    its leading special tokens.
+    """
+    encode = dict(add_special_tokens=True, return_special_tokens_mask=True, truncation=False,
+                  verbose=False)
+    enc = tokenizer(responses if prompts is None else prompts, **encode)
+    parts = [_split_specials(ids, special) for ids, special
+             in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)]
+    if prompts is None:
+        heads, bodies = [lead for lead, _ in parts], [text for _, text in parts]
+    else:
+        heads = [lead + text for lead, text in parts]
+        bodies = tokenizer(responses, add_special_tokens=False, truncation=False,
+                           verbose=False)["input_ids"]
+    leads = [len(lead) for lead, _ in parts]  # leading specials survive prompt truncation
+    sequences, truncated = [], 0
+    for n, (head, body) in enumerate(zip(heads, bodies, strict=True)):
+        if not body:
+            raise InputError("responses", "tokenizes to no tokens (empty response?)", where=f"row {n}")
+        lead = leads[n]
+        if len(head) + len(body) > max_length:
+            truncated += 1
+            body = body[: max(1, max_length - lead)]
+            room = max_length - lead - len(body)
+            head = head[:lead] + (head[lead:][-room:] if room > 0 else [])
+        sequences.append((list(head) + list(body), len(head)))
+    if truncated:
+        log.warning("%d of %d sequences were longer than max_length=%d and were truncated",
+                    truncated, len(sequences), max_length)
+    return sequences
+
+
+def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
+                         prompts: list[str] | None = None, *, batch_size: int = 16,
+                         max_length: int = 512, show_progress: bool = True) -> np.ndarray:
+    """REAL embeddings of ``responses`` from a causal LM's final hidden layer.
+
+    Runs only the base model (``realspo.models.load_model(name, "base")``; a ``*ForCausalLM`` is
+    accepted and its body used) and reads ``last_hidden_state`` (after the final norm), in the
+    model's own device and dtype. Sequences are sorted by length and right-padded per batch
+    (exact for causal models: padding sits after every pooled token and is masked).
+
+    Args:
+        responses: N response texts.
+        prompts: None for response-only embeddings (REAL's default), else N prompts: each
+            prompt and response are tokenized separately, concatenated, and only the response
+            tokens are pooled.
+        max_length: token limit per sequence; see :func:`_build_sequences` for what is cut.
+    Returns:
+        (N, H) float32, unit rows, in input order.
+    """
+    if batch_size < 1 or max_length < 1:
+        raise ConfigError(f"batch_size and max_length must be >= 1 (got {batch_size}, {max_length})")
+    if prompts is not None and len(prompts) != len(responses):
+        raise ConfigError(f"{len(prompts)} prompts for {len(responses)} responses")
+    from tqdm.auto import tqdm
+
+    body = _base_of(model)
+    param = next(body.parameters())
+    hidden_size = int(getattr(body.config, "hidden_size", 0))
+    if not responses:
+        return np.zeros((0, hidden_size), dtype=np.float32)
+    sequences = _build_sequences(tokenizer, responses, prompts, max_length)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    extra = {"use_cache": False} if "use_cache" in inspect.signature(body.forward).parameters else {}
+    # longest first: an out-of-memory batch size shows up at once, not at the end of the run
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+    out: np.ndarray | None = None
+    was_training = body.training
+    body.eval()
+    with torch.inference_mode(), tqdm(total=len(order), desc="embedding", unit="resp",
+                                      disable=not show_progress) as bar:
+        for start in range(0, len(order), batch_size):
+            batch = order[start:start + batch_size]
+            width = len(sequences[batch[0]][0])
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            pool = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                seq, context = sequences[i]
+                ids[row, : len(seq)] = torch.tensor(seq)
+                attention[row, : len(seq)] = 1
+                pool[row, context: len(seq)] = 1
+            hidden = body(input_ids=ids.to(param.device), attention_mask=attention.to(param.device),
+                          **extra).last_hidden_state  # (B, T, H)
+            emb = pool_last_hidden(hidden, pool).cpu().numpy()
+            if out is None:
+                out = np.empty((len(sequences), emb.shape[1]), dtype=np.float32)
+            out[batch] = emb
+            bar.update(len(batch))
+    body.train(was_training)
+    return out
+
+
+# ----------------------------------------------------------------------- sentence-transformers
+
+
+def embed_with_sentence_transformer(path: str, texts: list[str], *, batch_size: int = 64,
+                                    device: str | None = None, show_progress: bool = True,
+                                    trust_remote_code: bool = False, dtype: str = "float32",
+                                    max_length: int | None = None) -> np.ndarray:
+    """Embeddings of ``texts`` from any sentence-transformers model (path or hub id).
+
+    ``dtype`` as in :func:`realspo.models.pick_dtype`; ``max_length`` lowers the model's own
+    ``max_seq_length`` (longer texts are cut at the end, as sentence-transformers does).
+    Returns (N, D) float32 unit rows (``normalize_embeddings=True``), in input order.
+    """
+    try:
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ConfigError("the st: embedder needs sentence-transformers: "
+                          "pip install 'realspo[st]'") from None
+    from realspo.models import pick_device, pick_dtype
+
+    dev = pick_device(device)
+    try:
+        model = SentenceTransformer(str(path), device=str(dev), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(path, f"could not load sentence-transformers model "
+                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                         ) from None
+    model.to(pick_dtype(dev, dtype))
+    if max_length is not None:
+        model.max_seq_length = min(model.max_seq_length or max_length, max_length)
+    if not texts:
+        return np.zeros((0, model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
+    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
+                       convert_to_numpy=True, show_progress_bar=show_progress)
+    return np.asarray(emb, dtype=np.float32)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _suffix(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in EMBEDDING_SUFFIXES:
+        raise ConfigError(f"{path}: embeddings file must end in .npy or .safetensors")
+    return suffix
+
+
+def save_embeddings(path: str, embeddings: np.ndarray, overwrite: bool = False,
+                    metadata: dict[str, str] | None = None) -> None:
+    """Write (N, H) embeddings atomically as ``.npy`` or ``.safetensors`` (key ``embeddings``).
+
+    ``metadata`` (e.g. the embedder name) is stored in the safetensors header; a ``.npy`` file
+    has no room for it, so it is then not stored (a warning says so).
+    """
+    from realspo.outputs import atomic_path
+
+    suffix = _suffix(path)
+    arr = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
+    if arr.ndim != 2:
+        raise ConfigError(f"{path}: embeddings must be 2-D (rows, dim), got shape {arr.shape}")
+    with atomic_path(path, overwrite) as tmp:
+        if suffix == ".npy":
+            if metadata:
+                log.warning("%s: .npy files cannot hold metadata; use .safetensors to keep it", path)
+            with open(tmp, "wb") as fh:  # a file handle: np.save would append .npy to a name
+                np.save(fh, arr, allow_pickle=False)
+        else:
+            from safetensors.numpy import save_file
+
+            save_file({SAFETENSORS_KEY: arr}, str(tmp),
+                      metadata={str(k): str(v) for k, v in (metadata or {}).items()})
+
+
+def load_embeddings(path: str, expected_rows: int) -> np.ndarray:
+    """Read an embeddings file written by :func:`save_embeddings` (or any (N, H) float array).
+
+    ``.npy`` is read without pickle; ``.safetensors`` must hold the key ``embeddings``. Rows
+    must match ``expected_rows`` (one per response, flattened order), be finite and non-zero.
+    Returns (N, H) float32 with L2-normalised rows.
+    """
+    suffix = Path(path).suffix.lower()
+    if suffix not in EMBEDDING_SUFFIXES:
+        raise InputError(path, "embeddings file must end in .npy or .safetensors")
+    if not Path(path).is_file():
+        raise InputError(path, "embeddings file not found")
+    try:
+        if suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as fh:
+                keys = list(fh.keys())
+                if SAFETENSORS_KEY not in keys:
+                    raise InputError(path, f"no tensor named '{SAFETENSORS_KEY}' "
+                                           f"(found: {', '.join(keys) or 'none'})")
+                arr = fh.get_tensor(SAFETENSORS_KEY).float().numpy()  # .float(): bf16 has no numpy
+    except InputError:
+        raise
+    except Exception as exc:  # corrupt header, pickled object array, truncated file, ...
+        raise InputError(path, f"could not read embeddings ({str(exc).splitlines()[0]})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise InputError(path, f"expected a numeric array, got dtype {getattr(arr, 'dtype', '?')}")
+    if arr.ndim != 2:
+        raise InputError(path, f"expected a 2-D array (rows, dim), got shape {arr.shape}")
+    if arr.shape[0] != expected_rows:
+        raise InputError(path, f"has {arr.shape[0]} rows but the input has {expected_rows} "
+                               "responses (one row per response, flattened order)")
+    arr = arr.astype(np.float32)
+    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
+    if bad.size:
+        raise InputError(path, f"non-finite values in {bad.size} rows", where=f"row {bad[0]}")
+    norms = np.linalg.norm(arr, axis=1, keepdims=True)
+    zero = np.flatnonzero(norms[:, 0] == 0)
+    if zero.size:
+        raise InputError(path, f"{zero.size} all-zero rows (no direction to compare)",
+                         where=f"row {zero[0]}")
+    return arr / norms
+
+
+# ----------------------------------------------------------------------------- pipeline
+
+
+def _gather_in_order(state: Any, indices: list[int], rows: np.ndarray, total: int) -> np.ndarray:
+    """Every process's (indices, rows) -> the full (total, H) array on every process."""
+    from accelerate.utils import gather, pad_across_processes
+
+    idx = torch.tensor(indices, dtype=torch.long, device=state.device)
+    emb = torch.from_numpy(np.ascontiguousarray(rows)).to(state.device)
+    all_idx = gather(pad_across_processes(idx, dim=0, pad_index=-1)).cpu().numpy()
+    all_emb = gather(pad_across_processes(emb, dim=0)).cpu().numpy()
+    keep = all_idx >= 0  # padding rows carry index -1
+    out = np.empty((total, rows.shape[1]), dtype=np.float32)
+    out[all_idx[keep]] = all_emb[keep]
+    return out
+
+
+def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bool = False,
+                    batch_size: int = 16, max_length: int = 512, device: str | None = None,
+                    dtype: str = "auto", trust_remote_code: bool = False,
+                    show_progress: bool = True) -> np.ndarray:
+    """Embed every response of ``groups``: (N, H) float32 unit rows in flattened order.
+
+    ``embedder`` is ``st:PATH`` for a sentence-transformers model, else a causal LM directory or
+    hub id (loaded through :mod:`realspo.models`, base model only). ``conditioned`` runs prompt +
+    response and pools the response tokens (causal LMs only). Under ``accelerate launch`` /
+    ``torchrun`` each process embeds a contiguous shard on its own device and every process
+    returns the full array.
+    """
+    from accelerate import PartialState
+
+    from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
+
+    responses = flat_responses(groups)
+    prompts = [g.prompt for g in groups for _ in g.responses] if conditioned else None
+    is_st = embedder.startswith("st:")
+    if is_st and conditioned:
+        raise ConfigError("conditioned embeddings need a causal LM embedder; "
+                          "sentence-transformers embed the response text alone")
+    # accelerate sets up gloo across CPU processes only when told the run is on CPU
+    state = PartialState(cpu=pick_device(device).type == "cpu")
+    distributed = state.num_processes > 1
+    dev = state.device if distributed else pick_device(device)
+    shown = show_progress and state.is_local_main_process
+    indices = list(range(len(responses)))
+    with state.split_between_processes(indices) as shard:
+        shard = list(shard)
+        texts = [responses[i] for i in shard]
+        if is_st:
+            rows = embed_with_sentence_transformer(
+                embedder[3:], texts, batch_size=batch_size, device=str(dev), show_progress=shown,
+                trust_remote_code=trust_remote_code, dtype=dtype, max_length=max_length)
+        else:
+            tokenizer = load_tokenizer(embedder, trust_remote_code=trust_remote_code)
+            model = load_model(embedder, "base", dtype=pick_dtype(dev, dtype), device=dev,
+                               trust_remote_code=trust_remote_code)
+            rows = embed_with_causal_lm(
+                model, tokenizer, texts, [prompts[i] for i in shard] if prompts else None,
+                batch_size=batch_size, max_length=max_length, show_progress=shown)
+    if not distributed:
+        return rows
+    return _gather_in_order(state, shard, rows, len(responses))

@@ -1,0 +1,370 @@
+"""SPO's self-supervised preference-degree task: variants, labels, head and loss.
+
+SPO (Li, Huang et al., arXiv 2409.17791, EMNLP 2024 Findings) removes different amounts of
+a response's key content (found with RAKE, :mod:`realspo.rake`) and trains a small
+classifier on the policy's hidden states to recognise how much was removed. Its loss is
+added to any preference loss::
+
+    L = L_pref + lambda * CE(head(h_variant), degree_class)      (averaged over variants)
+
+Our instantiation (the SPO paper does not fix these; each is a :class:`SPOConfig` option):
+
+* **Degrees.** ``D = levels`` variants per response. With ``n`` key phrases, level ``d``
+  removes ``k_d = ceil(d * n / D)`` phrases (every occurrence of each): the top-ranked ones
+  (``selection="top"``), or the first ``k_d`` of a seeded random permutation
+  (``"random"``; nested, so higher levels always remove a superset). Level 0 is the
+  original. With ``n >= D - 1`` the ``k_d`` are strictly increasing, so key content
+  strictly decreases with the level.
+* **Ungraded responses are skipped.** A response with fewer than ``D - 1`` key phrases
+  (some levels would be identical texts with different labels, i.e. label noise), or
+  whose highest level is left without any word, contributes no variants to the degree
+  loss; :func:`variant_stats` counts them.
+* **Labels.** ``"separate"``: chosen-derived variants get classes ``0..D-1``,
+  rejected-derived ``D..2D-1`` (the head also learns chosen vs rejected); ``"shared"``:
+  ``0..D-1`` for both.
+* **Head.** ``Linear(H, h) -> GELU -> Linear(h, C)`` on the policy's final hidden state at
+  the last response token (``pooling="last"``) or its mean over response tokens
+  (``"mean"``); trained alongside the policy, saved beside the checkpoint
+  (``spo_head.safetensors`` + ``spo_head.json``), never inside the exported model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from realspo.errors import ConfigError, InputError
+from realspo.outputs import atomic_path, check_writable
+from realspo.rake import extract_key_phrases
+
+LABEL_MODES = ("separate", "shared")
+POOLINGS = ("last", "mean")
+SELECTIONS = ("top", "random")
+HEAD_WEIGHTS = "spo_head.safetensors"
+HEAD_CONFIG = "spo_head.json"
+
+
+@dataclass
+class SPOConfig:
+    """Options of the degree task. ``weight`` is lambda; see docs/readme/spo.md for why the
+    defaults (D = 4, lambda = 0.1, provisional) were chosen."""
+
+    levels: int = 4
+    weight: float = 0.1
+    labels: str = "separate"
+    pooling: str = "last"
+    selection: str = "top"
+    sample_levels: int | None = None  # levels per response per step; None = all D
+    seed: int = 0
+    head_hidden: int | None = None  # MLP width; None = min(hidden size, 512)
+    max_words: int = 4  # RAKE: longest candidate phrase, in words
+
+    def validate(self) -> None:
+        if self.levels < 2:
+            raise ConfigError(f"spo levels must be >= 2 (level 0 is the original), got {self.levels}")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ConfigError(f"spo weight must be a finite number >= 0, got {self.weight}")
+        for name, value, allowed in (("labels", self.labels, LABEL_MODES),
+                                     ("pooling", self.pooling, POOLINGS),
+                                     ("selection", self.selection, SELECTIONS)):
+            if value not in allowed:
+                raise ConfigError(f"spo {name} must be one of {', '.join(allowed)}, got {value!r}")
+        if self.sample_levels is not None and not 1 <= self.sample_levels <= self.levels:
+            raise ConfigError(f"spo sample_levels must be in 1..{self.levels} (levels), got {self.sample_levels}")
+        if self.head_hidden is not None and self.head_hidden < 1:
+            raise ConfigError(f"spo head_hidden must be >= 1, got {self.head_hidden}")
+        if self.max_words < 1:
+            raise ConfigError(f"spo max_words must be >= 1, got {self.max_words}")
+
+
+@dataclass
+class DegreeVariant:
+    """Level ``level`` of a response: its ``text`` and the key phrases ``removed`` (best first)."""
+
+    level: int
+    text: str
+    removed: list[str]
+
+
+# ----------------------------------------------------------------------------- variants
+
+def _seeded_rng(*parts: object) -> random.Random:
+    # hash() of str is salted per process; sha256 keeps variants identical across runs/ranks.
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def removal_count(level: int, num_phrases: int, levels: int) -> int:
+    """``k_d = ceil(d * n / D)``: how many key phrases level ``d`` removes."""
+    return -(-level * num_phrases // levels)
+
+
+_HSPACE = " \t\u00a0"
+_PUNCT = ",;:.!?"
+_EMPTY_PAIRS = (("(", ")"), ("[", "]"), ("{", "}"), ("**", "**"), ("__", "__"), ("`", "`"))
+_BARE_BULLET = re.compile(r"(?:^|\n)[ \t]*(?:[-*+]|\d+[.)])$")
+
+
+def _join(left: str, right: str) -> str:
+    """Join the text before and after a removed span, tidying only that junction."""
+    left, right = left.rstrip(_HSPACE), right.lstrip(_HSPACE)
+    for opening, closing in _EMPTY_PAIRS:  # "()" or "** **" left empty: drop both
+        if left.endswith(opening) and right.startswith(closing):
+            return _join(left[: -len(opening)], right[len(closing):])
+    if right[:1] and right[0] in _PUNCT:
+        if not left or left.endswith("\n"):  # punctuation would open a line
+            return _join(left, right[1:])
+        if left[-1] in _PUNCT:  # ", ," -> ","; ", ." -> "."; ". ," -> "."
+            if left[-1] in ",;:" and right[0] in ".!?":
+                return _join(left[:-1], right)
+            return _join(left, right[1:])
+    if (not right or right.startswith("\n")) and _BARE_BULLET.search(left):
+        return _join(_BARE_BULLET.sub("", left), right)  # a list item left empty
+    glued = (not left or not right or left[-1] in "\n([{" or right[0] in "\n,.;:!?)]}")
+    return left + ("" if glued else " ") + right
+
+
+def remove_spans(text: str, spans: list[tuple[int, int]]) -> str:
+    """Delete the character ``spans`` from ``text``, tidying the whitespace and punctuation
+    left at each cut (doubled spaces, ``" ,"``, ``", ,"``, empty brackets or emphasis, empty
+    list items); text away from the cuts is kept as it was, and so is leading whitespace
+    (HH-style responses start with a space)."""
+    if not spans:
+        return text
+    kept, cursor = [], 0
+    for start, end in sorted(spans):
+        kept.append(text[cursor:start] if start >= cursor else "")
+        cursor = max(cursor, end)
+    kept.append(text[cursor:])
+    out = kept[0]
+    for piece in kept[1:]:
+        out = _join(out, piece)
+    body = out.strip()
+    return text[: len(text) - len(text.lstrip())] + body if body else ""
+
+
+def degree_variants(
+    response: str, levels: int, *, selection: str = "top", seed: int = 0, max_words: int = 4
+) -> list[DegreeVariant]:
+    """The ``levels`` degree variants of ``response`` (level 0 = the original text).
+
+    Always ``levels`` entries; with fewer than ``levels - 1`` key phrases some are equal
+    (see :func:`is_graded`). Deterministic for ``(response, selection, seed, max_words)``.
+    """
+    if selection not in SELECTIONS:
+        raise ConfigError(f"spo selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if levels < 1:
+        raise ConfigError(f"spo levels must be >= 1, got {levels}")
+    phrases = extract_key_phrases(response, max_words=max_words)
+    order = list(range(len(phrases)))
+    if selection == "random":
+        _seeded_rng("degree-variants", seed, response).shuffle(order)
+    variants = []
+    for level in range(levels):
+        chosen = sorted(order[: removal_count(level, len(phrases), levels)])  # keep rank order
+        spans = [span for i in chosen for span in phrases[i].spans]
+        text = response if level == 0 else remove_spans(response, spans)
+        variants.append(DegreeVariant(level, text, [phrases[i].text for i in chosen]))
+    return variants
+
+
+def is_graded(variants: list[DegreeVariant]) -> bool:
+    """Whether the variants form a usable degree ladder: each level removes strictly more
+    key phrases than the one below, and every variant still contains a word."""
+    counts = [len(v.removed) for v in variants]
+    strictly_more = all(a < b for a, b in zip(counts, counts[1:], strict=False))
+    return strictly_more and all(re.search(r"[^\W_]", v.text) for v in variants)
+
+
+@lru_cache(maxsize=65536)
+def _cached_variants(response: str, levels: int, selection: str, seed: int, max_words: int
+                     ) -> tuple[DegreeVariant, ...] | None:
+    variants = degree_variants(response, levels, selection=selection, seed=seed, max_words=max_words)
+    return tuple(variants) if is_graded(variants) else None
+
+
+def variants_for(response: str, cfg: SPOConfig) -> list[DegreeVariant] | None:
+    """Cached degree variants of ``response`` under ``cfg``, or None when it is not graded
+    (skipped by the degree loss). RAKE runs once per distinct text per process."""
+    found = _cached_variants(response, cfg.levels, cfg.selection, cfg.seed, cfg.max_words)
+    return None if found is None else list(found)
+
+
+def precompute_variants(responses: list[str], cfg: SPOConfig) -> dict[str, list[DegreeVariant] | None]:
+    """Variants of every distinct response (None = skipped), e.g. once before training."""
+    return {r: variants_for(r, cfg) for r in dict.fromkeys(responses)}
+
+
+def variant_stats(variants: dict[str, list[DegreeVariant] | None]) -> dict[str, int]:
+    """``{"graded": ..., "skipped": ...}`` counts of distinct responses, for logging."""
+    skipped = sum(v is None for v in variants.values())
+    return {"graded": len(variants) - skipped, "skipped": skipped}
+
+
+# ----------------------------------------------------------------------------- labels
+
+def num_classes(levels: int, labels: str) -> int:
+    """Classes of the degree head: ``2D`` for ``"separate"`` labels, ``D`` for ``"shared"``."""
+    if labels not in LABEL_MODES:
+        raise ConfigError(f"spo labels must be one of {', '.join(LABEL_MODES)}, got {labels!r}")
+    return 2 * levels if labels == "separate" else levels
+
+
+def degree_label(level: int, from_chosen: bool, levels: int, labels: str) -> int:
+    """Class of a variant: ``level`` (+ ``D`` for rejected-derived ones under ``"separate"``)."""
+    if not 0 <= level < levels:
+        raise ValueError(f"level must be in 0..{levels - 1}, got {level}")
+    offset = levels if labels == "separate" and not from_chosen else 0
+    num_classes(levels, labels)  # validates ``labels``
+    return level + offset
+
+
+def build_variant_batch(
+    prompts: list[str], chosen: list[str], rejected: list[str], cfg: SPOConfig, step: int,
+    cache: dict[str, list[DegreeVariant] | None] | None = None,
+) -> tuple[list[str], list[str], list[int]]:
+    """The degree-task examples of one training step: ``(prompts, variant_texts, labels)``.
+
+    For each pair, the variants of its chosen then its rejected response, each with the
+    pair's prompt (variants share the prompt with their original, so a trainer can reuse
+    its prompt encoding). All ``D`` levels, or ``cfg.sample_levels`` of them drawn
+    deterministically from ``(cfg.seed, step, pair index, side)``; ungraded responses are
+    skipped, so the lists may be shorter than expected, or empty. ``cache`` is an optional
+    :func:`precompute_variants` result; otherwise the in-process cache is used.
+    """
+    if not len(prompts) == len(chosen) == len(rejected):
+        raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
+    out_prompts: list[str] = []
+    texts: list[str] = []
+    labels: list[int] = []
+    for i, prompt in enumerate(prompts):
+        for from_chosen, response in ((True, chosen[i]), (False, rejected[i])):
+            variants = cache[response] if cache is not None and response in cache else variants_for(response, cfg)
+            if variants is None:
+                continue
+            levels = list(range(cfg.levels))
+            if cfg.sample_levels is not None and cfg.sample_levels < cfg.levels:
+                rng = _seeded_rng("sample-levels", cfg.seed, step, i, from_chosen)
+                levels = sorted(rng.sample(levels, cfg.sample_levels))
+            for level in levels:
+                out_prompts.append(prompt)
+                texts.append(variants[level].text)
+                labels.append(degree_label(level, from_chosen, cfg.levels, cfg.labels))
+    return out_prompts, texts, labels
+
+
+# ----------------------------------------------------------------------------- head and loss
+
+class DegreeHead(nn.Module):
+    """The degree classifier: ``Linear(H, h) -> GELU -> Linear(h, C)``.
+
+    Input ``(B, H)`` pooled hidden states; output ``(B, C)`` logits, ``C = num_classes``.
+    ``h = head_hidden``, by default ``min(H, 512)``: a small head keeps the degree
+    information in the policy's representation rather than in the classifier.
+    """
+
+    def __init__(self, hidden_size: int, num_classes: int, head_hidden: int | None = None) -> None:
+        super().__init__()
+        self.hidden_size, self.num_classes = hidden_size, num_classes
+        self.head_hidden = head_hidden or min(hidden_size, 512)
+        self.net = nn.Sequential(
+            nn.Linear(hidden_size, self.head_hidden), nn.GELU(), nn.Linear(self.head_hidden, num_classes)
+        )
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        return self.net(pooled)
+
+    def config(self) -> dict[str, int]:
+        return {"hidden_size": self.hidden_size, "num_classes": self.num_classes, "head_hidden": self.head_hidden}
+
+
+def pool_hidden(hidden: Tensor, response_mask: Tensor, pooling: str) -> Tensor:
+    """Pool final hidden states over each row's response tokens.
+
+    ``hidden`` (B, T, H); ``response_mask`` (B, T), true/1 at response tokens (prompt and
+    padding 0; left or right padding both work). ``"last"``: the hidden state at the last
+    response token; ``"mean"``: the masked mean (computed in fp32). Returns (B, H) in
+    ``hidden``'s dtype. Raises ValueError if a row has no response token.
+    """
+    if pooling not in POOLINGS:
+        raise ConfigError(f"spo pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    mask = response_mask.to(device=hidden.device, dtype=torch.bool)
+    counts = mask.sum(dim=1)
+    if bool((counts == 0).any()):
+        raise ValueError(f"rows without response tokens: {torch.nonzero(counts == 0).flatten().tolist()}")
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = torch.where(mask, positions, -1).max(dim=1).values  # (B,)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    summed = (hidden.float() * mask.unsqueeze(-1)).sum(dim=1)
+    return (summed / counts.unsqueeze(-1)).to(hidden.dtype)
+
+
+def degree_loss(head: DegreeHead, pooled: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """SPO's self-supervised term: ``CE(head(pooled), labels)`` averaged over the batch.
+
+    ``pooled`` (B, H) (cast to the head's dtype, so a bf16 policy can feed an fp32 head);
+    ``labels`` (B,) int64 degree classes. Returns ``(loss, accuracy)``, two scalars; the
+    loss is computed in fp32, the accuracy is detached. Multiply by ``lambda`` outside.
+    """
+    weight = head.net[0].weight
+    logits = head(pooled.to(device=weight.device, dtype=weight.dtype)).float()
+    labels = labels.to(logits.device)
+    loss = F.cross_entropy(logits, labels)
+    accuracy = (logits.argmax(dim=-1) == labels).float().mean().detach()
+    return loss, accuracy
+
+
+def save_head(head: DegreeHead, directory: str | Path, *, cfg: SPOConfig | None = None,
+              overwrite: bool = False) -> Path:
+    """Write ``spo_head.safetensors`` and ``spo_head.json`` (head shape + SPO options) into
+    ``directory``, atomically. Returns the weights path."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    weights, meta = directory / HEAD_WEIGHTS, directory / HEAD_CONFIG
+    check_writable(weights, overwrite)
+    check_writable(meta, overwrite)
+    state = {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}
+    with atomic_path(weights, overwrite) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    info: dict[str, Any] = {"head": head.config(), "spo": dataclasses.asdict(cfg) if cfg else None}
+    with atomic_path(meta, overwrite) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return weights
+
+
+def load_head(directory: str | Path, device: str | torch.device = "cpu") -> DegreeHead:
+    """Rebuild a :class:`DegreeHead` saved by :func:`save_head`."""
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    meta, weights = directory / HEAD_CONFIG, directory / HEAD_WEIGHTS
+    for path in (meta, weights):
+        if not path.is_file():
+            raise InputError(str(path), "no such file (expected an SPO head saved by realspo train --spo)")
+    try:
+        shape = json.loads(meta.read_text(encoding="utf-8"))["head"]
+        head = DegreeHead(int(shape["hidden_size"]), int(shape["num_classes"]), int(shape["head_hidden"]))
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise InputError(str(meta), f"malformed SPO head config ({exc})") from None
+    head.load_state_dict(load_file(str(weights), device=str(device)))
+    return head.to(device)
+
+
+def load_head_config(directory: str | Path) -> SPOConfig | None:
+    """The :class:`SPOConfig` stored beside a saved head (None if it was saved without)."""
+    data = json.loads((Path(directory) / HEAD_CONFIG).read_text(encoding="utf-8")).get("spo")
+    return SPOConfig(**data) if data else None

@@ -29,3 +29,38 @@ def tiny_model_dir(tmp_path_factory) -> str:
     out = tmp_path_factory.mktemp("tiny-model")
     save_tiny_model(out, TINY_CORPUS, vocab_size=400, hidden_size=32, num_layers=2, num_heads=4)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_model_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """Path of a tiny one-output Llama sequence classifier (a reward model), sharing the
+    tiny causal LM's tokenizer; randomly initialised, so its rewards are arbitrary but fixed."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=4, num_key_value_heads=4, intermediate_size=64,
+                         num_labels=1, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-reward-model")
+    LlamaForSequenceClassification(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return str(out)
+
+
+@pytest.fixture(scope="session")
+def pickle_only_model_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny causal LM saved with its weights only as a pickled ``pytorch_model.bin``."""
+    import shutil
+    from pathlib import Path
+
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path_factory.mktemp("pickle-only-model")
+    for item in Path(tiny_model_dir).iterdir():
+        if item.suffix != ".safetensors":
+            shutil.copy(item, out / item.name)
+    torch.save(load_file(str(Path(tiny_model_dir) / "model.safetensors")), out / "pytorch_model.bin")
+    return str(out)

@@ -1,0 +1,93 @@
+"""``realspo evaluate``: win rate of a trained model over a baseline, judged by a reward
+model or the proving ground's oracle, with a bootstrap interval; optionally the implicit-
+reward accuracy on held-out pairs. See :mod:`realspo.evaluation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from realspo.config import add_options, option, resolve, to_dict
+from realspo.errors import ConfigError
+from realspo.evaluation import evaluate_models, read_preference_rows
+from realspo.generation import SamplingSettings, read_prompts
+from realspo.outputs import check_writable, write_json
+
+HELP = "judge a trained model against a baseline: win rate with a bootstrap interval, mean rewards"
+
+
+@dataclass
+class EvaluateConfig:
+    model: str = option(help="the trained model (directory or hub id)", metavar="PATH")
+    baseline: str = option(help="the model to compare against (e.g. the SFT model); also the "
+                                "reference for the implicit reward", metavar="PATH")
+    prompts: str = option(help="evaluation prompts (same format as `realspo generate`)",
+                          metavar="FILE")
+    judge: str = option(help="proving-ground (the built-in oracle) or a reward model path "
+                             "(one-output AutoModelForSequenceClassification)", metavar="NAME")
+    out: str = option(help="where to write the results (JSON)", metavar="FILE")
+    pairs: str | None = option(None, "held-out preference rows (prompt, chosen, rejected) for the "
+                                     "implicit-reward accuracy", metavar="FILE")
+    num_prompts: int | None = option(None, "use only the first N prompts (default: all)",
+                                     metavar="N")
+    seed: int = option(0, "sampling seed (the same for both models) and bootstrap seed")
+    max_new_tokens: int = option(256, "longest response, in tokens")
+    temperature: float = option(1.0, "sampling temperature (0 = greedy)")
+    top_p: float = option(1.0, "nucleus sampling threshold (1 = off)")
+    batch_size: int = option(8, "prompts (or pairs) per batch")
+    chat_template: str = option("auto", "wrap prompts with the tokenizer's chat template",
+                                choices=("auto", "on", "off"))
+    beta: float = option(0.1, "beta of the implicit reward beta * (logp_model - logp_baseline)")
+    max_length: int = option(1024, "longest prompt + response in tokens for --pairs log-probs and "
+                                   "reward-model judging")
+    bootstrap_resamples: int = option(2000, "bootstrap resamples for the 95% interval")
+    split: str = option("train", "split to read when --prompts is a dataset directory or hub id")
+    device: str = option("auto", "device: auto, cpu, cuda, mps")
+    dtype: str = option("auto", "dtype: auto, float32, bfloat16, float16")
+    trust_remote_code: bool = option(False, "allow model code from the hub (runs that code)")
+    overwrite: bool = option(False, "replace an existing output")
+    progress: bool = option(True, "show progress bars")
+
+    def validate(self) -> None:
+        if self.num_prompts is not None and self.num_prompts < 1:
+            raise ConfigError(f"--num-prompts must be at least 1, got {self.num_prompts}")
+        if self.beta <= 0:
+            raise ConfigError(f"--beta must be > 0, got {self.beta}")
+        if self.bootstrap_resamples < 1 or self.batch_size < 1:
+            raise ConfigError("--bootstrap-resamples and --batch-size must be at least 1")
+        if self.pairs is None and self.beta != 0.1:
+            raise ConfigError("--beta has no effect without --pairs")
+        self.settings().validate()
+
+    def settings(self) -> SamplingSettings:
+        return SamplingSettings(num_responses=1, temperature=self.temperature, top_p=self.top_p,
+                                max_new_tokens=self.max_new_tokens, seed=self.seed,
+                                chat_template=self.chat_template)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, EvaluateConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(EvaluateConfig, args)
+    check_writable(cfg.out, cfg.overwrite)
+    prompts = read_prompts(cfg.prompts, cfg.split)[: cfg.num_prompts]
+    pairs = read_preference_rows(cfg.pairs) if cfg.pairs else None
+    result = evaluate_models(
+        cfg.model, cfg.baseline, prompts, cfg.judge, cfg.settings(), batch_size=cfg.batch_size,
+        pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,
+        n_resamples=cfg.bootstrap_resamples, device=cfg.device, dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
+    )
+    result = {"config": to_dict(cfg), **result}
+    write_json(cfg.out, result, overwrite=cfg.overwrite)
+    lo, hi = result["win_rate_interval"]
+    line = (f"win rate of {cfg.model} over {cfg.baseline}: {result['win_rate']:.3f} "
+            f"(95% CI {lo:.3f}-{hi:.3f}, {result['num_prompts']} prompts); mean reward "
+            f"{result['mean_reward']['trained']:.3f} vs {result['mean_reward']['baseline']:.3f}")
+    if result["implicit_reward"]:
+        line += f"; implicit-reward accuracy {result['implicit_reward']['accuracy']:.3f}"
+    print(f"{line}; wrote {cfg.out}")
+    return 0

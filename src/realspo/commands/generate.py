@@ -1,0 +1,81 @@
+"""``realspo generate``: sample K candidate responses per prompt from a causal LM.
+
+Writes the multi-completion rows (``prompt_id``, ``prompt``, ``responses``) that
+``realspo select`` reads. Reproducible (samples depend only on the seed and the prompt's
+position) and resumable by prompt; see :mod:`realspo.generation`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+
+from realspo.config import add_options, option, resolve
+from realspo.errors import ConfigError
+from realspo.generation import SamplingSettings, generate_candidates, read_prompts
+
+HELP = "sample K candidate responses per prompt from a model (multi-completion output for select)"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GenerateConfig:
+    model: str = option(help="causal LM to sample from: a model directory or hub id", metavar="PATH")
+    prompts: str = option(help="prompts file (JSONL/JSON/CSV/Parquet, dataset dir or hub id) with "
+                               "'prompt' (text or [{role, content}] messages) and optional "
+                               "'prompt_id'/'id'", metavar="FILE")
+    out: str = option(help="where to write the candidates (.jsonl, .json, .parquet or .csv)",
+                      metavar="FILE")
+    num_responses: int = option(4, "K: responses sampled per prompt (at least 2, so pairs exist)",
+                                metavar="K")
+    temperature: float = option(1.0, "sampling temperature (> 0)")
+    top_p: float = option(1.0, "nucleus sampling: keep the smallest set of tokens with this much "
+                               "probability (1 = off)")
+    max_new_tokens: int = option(256, "longest response, in tokens")
+    seed: int = option(0, "seed; sample j of prompt i depends only on (seed, i, j)")
+    batch_size: int = option(4, "prompts per generate call (each contributes K sequences)")
+    chat_template: str = option("auto", "wrap prompts with the tokenizer's chat template: auto (if "
+                                        "it has one), on (required) or off",
+                                choices=("auto", "on", "off"))
+    split: str = option("train", "split to read when --prompts is a dataset directory or hub id")
+    resume: bool = option(False, "continue an interrupted run from OUT.partial.jsonl")
+    overwrite: bool = option(False, "replace an existing output (and discard any partial run)")
+    device: str = option("auto", "device: auto, cpu, cuda, cuda:1, mps")
+    dtype: str = option("auto", "weights dtype: auto (bf16/fp16 on GPU, fp32 on CPU), float32, "
+                                "bfloat16, float16")
+    trust_remote_code: bool = option(False, "allow model code from the hub (runs that code)")
+    progress: bool = option(True, "show a progress bar")
+
+    def validate(self) -> None:
+        if self.num_responses < 2:
+            raise ConfigError(f"--num-responses must be at least 2 (pairs need two responses), "
+                              f"got {self.num_responses}")
+        if self.temperature == 0:
+            raise ConfigError("--temperature must be > 0: greedy decoding would give K identical "
+                              "responses")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        self.settings().validate()
+
+    def settings(self) -> SamplingSettings:
+        return SamplingSettings(num_responses=self.num_responses, temperature=self.temperature,
+                                top_p=self.top_p, max_new_tokens=self.max_new_tokens,
+                                seed=self.seed, chat_template=self.chat_template)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, GenerateConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(GenerateConfig, args)
+    prompts = read_prompts(cfg.prompts, cfg.split)
+    rows = generate_candidates(
+        cfg.model, prompts, cfg.out, cfg.settings(), batch_size=cfg.batch_size,
+        resume=cfg.resume, overwrite=cfg.overwrite, device=cfg.device, dtype=cfg.dtype,
+        trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
+    )
+    total = sum(len(r["responses"]) for r in rows)
+    print(f"wrote {total} responses for {len(rows)} prompts to {cfg.out}")
+    return 0

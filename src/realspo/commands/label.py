@@ -1,0 +1,130 @@
+"""``realspo label``: turn annotation pairs into preference pairs.
+
+One label source per run: ``--from-scores``, ``--reward-model PATH``, the human round trip
+(``--export-tasks`` then ``--annotations``) or ``--simulate`` (a Bradley-Terry annotator
+over an oracle reward). See :mod:`realspo.labels`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass
+
+from realspo.config import add_options, option, resolve
+from realspo.errors import ConfigError, RealspoError
+from realspo.labels import (
+    export_tasks,
+    judge_pairs,
+    make_judge,
+    outcome_of,
+    pair_scores,
+    preference_rows,
+    read_annotations,
+    read_pairs,
+    simulate_labels,
+)
+from realspo.outputs import check_writable, write_rows
+
+HELP = "label pairs: from scores, a reward model, human annotators (export/import) or a simulated annotator"
+
+MODES = ("from_scores", "reward_model", "export_tasks", "annotations", "simulate")
+
+
+@dataclass
+class LabelConfig:
+    pairs: str = option(help="annotation rows from `realspo select` (pair_id, prompt, response_a, "
+                             "response_b, ...)", metavar="FILE")
+    out: str | None = option(None, "where to write the preference rows (prompt, chosen, rejected + "
+                                   "metadata); needed except with --export-tasks", metavar="FILE")
+    from_scores: bool = option(False, "label by the pairs' score_a/score_b (or --candidates scores)")
+    candidates: str | None = option(None, "with --from-scores: multi-completion file whose scores "
+                                          "fill pairs without score_a/score_b", metavar="FILE")
+    reward_model: str | None = option(None, "label by this reward model (a one-output "
+                                            "AutoModelForSequenceClassification)", metavar="PATH")
+    export_tasks: str | None = option(None, "write annotator tasks (pair_id, prompt, A, B, answer) "
+                                            "to this .csv/.jsonl, order randomised", metavar="FILE")
+    annotations: str | None = option(None, "read answers (pair_id, answer: A, B, tie, skip) for "
+                                           "tasks from --export-tasks", metavar="FILE")
+    key: str | None = option(None, "order key of the tasks (default: TASKS.key.jsonl next to the "
+                                   "tasks / annotations file)", metavar="FILE")
+    simulate: bool = option(False, "label with a simulated Bradley-Terry annotator over --oracle")
+    tau: float = option(1.0, "--simulate: Bradley-Terry temperature; P(A) = sigmoid((r_a - r_b) / "
+                             "tau), 0 = noiseless")
+    flip: float = option(0.0, "--simulate: flip rate f; P = (1 - f) p + f (1 - p)")
+    oracle: str | None = option(None, "oracle reward: proving-ground or a reward model path; used "
+                                      "by --simulate (default proving-ground) and, with any "
+                                      "other source, for the label-error rate", metavar="NAME")
+    seed: int = option(0, "seed of the shown order (--export-tasks) and of --simulate")
+    batch_size: int = option(16, "reward-model batch size")
+    max_length: int = option(1024, "reward model: longest input in tokens (cut from the left)")
+    device: str = option("auto", "device for reward models: auto, cpu, cuda, mps")
+    dtype: str = option("auto", "reward-model dtype: auto, float32, bfloat16, float16")
+    trust_remote_code: bool = option(False, "allow model code from the hub (runs that code)")
+    overwrite: bool = option(False, "replace existing outputs")
+
+    def validate(self) -> None:
+        chosen = [m for m in MODES if getattr(self, m)]
+        if len(chosen) != 1:
+            flags = ", ".join("--" + m.replace("_", "-") for m in MODES)
+            raise ConfigError(f"give exactly one label source of {flags}"
+                              + (f" (got {', '.join('--' + m.replace('_', '-') for m in chosen)})"
+                                 if chosen else ""))
+        if not self.export_tasks and not self.out:
+            raise ConfigError("--out is required (except with --export-tasks)")
+        if self.tau < 0 or not 0 <= self.flip <= 1:
+            raise ConfigError(f"need --tau >= 0 and 0 <= --flip <= 1, got {self.tau}, {self.flip}")
+        uses_model = bool(self.reward_model) or bool(self.oracle and self.oracle != "proving-ground")
+        used = {"candidates": self.from_scores, "tau": self.simulate, "flip": self.simulate,
+                "key": bool(self.export_tasks or self.annotations),
+                "seed": bool(self.export_tasks or self.simulate),
+                "out": not self.export_tasks, "oracle": not self.export_tasks,
+                "batch_size": uses_model, "max_length": uses_model, "device": uses_model,
+                "dtype": uses_model}
+        defaults = {f.name: f.default for f in dataclasses.fields(self)}
+        for name, is_used in used.items():
+            if not is_used and getattr(self, name) != defaults[name]:
+                raise ConfigError(f"--{name.replace('_', '-')} has no effect with --{chosen[0].replace('_', '-')}")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, LabelConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(LabelConfig, args)
+    pairs = read_pairs(cfg.pairs)
+    if cfg.export_tasks:
+        key = export_tasks(pairs, cfg.export_tasks, cfg.key, cfg.seed, cfg.overwrite)
+        print(f"wrote {len(pairs)} tasks to {cfg.export_tasks} and their order key to {key}")
+        return 0
+    assert cfg.out is not None  # validate() made sure
+    check_writable(cfg.out, cfg.overwrite)
+    model_kwargs = dict(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                        max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
+    oracle_name = cfg.oracle or ("proving-ground" if cfg.simulate else None)
+    oracle_judge = make_judge(oracle_name, **model_kwargs) if oracle_name else None
+    scores = None
+    if cfg.from_scores:
+        scores = pair_scores(pairs, cfg.candidates)
+        outcomes = [outcome_of(a, b) for a, b in scores]
+        source = "scores"
+    elif cfg.reward_model:
+        scores = judge_pairs(make_judge(cfg.reward_model, **model_kwargs), pairs)
+        outcomes = [outcome_of(a, b) for a, b in scores]
+        source = "reward-model"
+    elif cfg.annotations:
+        outcomes = read_annotations(cfg.annotations, pairs, cfg.key)
+        source = "human"
+    oracle = judge_pairs(oracle_judge, pairs) if oracle_judge is not None else None
+    if cfg.simulate:
+        assert oracle is not None
+        a_wins = simulate_labels(oracle[:, 0], oracle[:, 1], cfg.tau, cfg.flip, cfg.seed)
+        outcomes = ["A" if a else "B" for a in a_wins]
+        source = "simulated"
+    rows, report = preference_rows(pairs, outcomes, source, scores, oracle)
+    if not rows:
+        raise RealspoError(f"no pair got a preference ({report.summary()}); nothing written")
+    write_rows(cfg.out, rows, overwrite=cfg.overwrite)
+    print(f"{report.summary()}; wrote {cfg.out}")
+    return 0

@@ -1,0 +1,195 @@
+"""The generate stage: output format, determinism, resuming, sampling law, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from realspo.cli import main
+from realspo.errors import ConfigError, RealspoError
+from realspo.generation import (
+    GumbelSampler,
+    SamplingSettings,
+    generate_candidates,
+    iter_samples,
+    load_generator_model,
+    partial_path,
+    read_prompts,
+)
+
+PROMPTS = [
+    {"prompt": "The capital of France is"},
+    {"prompt": [{"role": "user", "content": "How do I boil an egg?"}], "id": 7},
+    {"prompt": "Photosynthesis converts"},
+    {"prompt": "Python lists are", "prompt_id": "lists"},
+]
+SETTINGS = SamplingSettings(num_responses=3, max_new_tokens=5, seed=3)
+
+
+@pytest.fixture
+def prompts_file(tmp_path):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    return path
+
+
+@pytest.fixture(scope="module")
+def full_run(tiny_model_dir, tmp_path_factory):
+    """An uninterrupted library run with SETTINGS and batches of two prompts: (path, rows)."""
+    path = tmp_path_factory.mktemp("full") / "prompts.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
+    out = path.with_name("full.jsonl")
+    rows = generate_candidates(tiny_model_dir, read_prompts(path), out, SETTINGS, batch_size=2,
+                               progress=False)
+    return out, rows
+
+
+def _read_jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _generate(model_dir, prompts_file, out, *extra):
+    return main(["generate", "--model", model_dir, "--prompts", str(prompts_file), "--out", str(out),
+                 "--num-responses", "3", "--max-new-tokens", "5", *extra])
+
+
+def test_generate_writes_k_responses_per_prompt_in_multi_completion_format(tiny_model_dir, prompts_file, tmp_path):
+    from realspo.formats import load_groups
+
+    out = tmp_path / "candidates.jsonl"
+    assert _generate(tiny_model_dir, prompts_file, out) == 0
+    rows = _read_jsonl(out)
+    ids = [r["prompt_id"] for r in rows]
+    assert len(rows) == len(PROMPTS) and ids[1] == "7" and ids[3] == "lists"
+    assert ids[0].startswith("p-") and ids[2].startswith("p-") and ids[0] != ids[2]
+    assert all(len(r["responses"]) == 3 and all(isinstance(s, str) and s for s in r["responses"])
+               for r in rows)
+    assert rows[1]["prompt"] == PROMPTS[1]["prompt"]  # message lists are kept as given
+    groups, fmt = load_groups(str(out))
+    assert fmt == "multi" and [len(g.responses) for g in groups] == [3] * len(PROMPTS)
+    assert not partial_path(out).exists()
+
+
+def test_same_seed_gives_same_output_and_another_seed_differs(tiny_model_dir, prompts_file, tmp_path, full_run):
+    for name, seed in (("same", "3"), ("other", "4")):
+        assert _generate(tiny_model_dir, prompts_file, tmp_path / f"{name}.jsonl", "--seed", seed) == 0
+    assert _read_jsonl(tmp_path / "same.jsonl") == _read_jsonl(full_run[0])
+    other = _read_jsonl(tmp_path / "other.jsonl")
+    assert [r["responses"] for r in other] != [r["responses"] for r in full_run[1]]
+
+
+def test_samples_do_not_depend_on_batch_size(tiny_model_dir, prompts_file, full_run):
+    model, tokenizer = load_generator_model(tiny_model_dir)
+    prompts = read_prompts(prompts_file)
+    for size in (1, 4):  # the reference run used batches of 2
+        samples = [s for _, batch in iter_samples(model, tokenizer, prompts, SETTINGS, size, False)
+                   for s in batch]
+        assert samples == [r["responses"] for r in full_run[1]]
+    assert len({s for r in full_run[1] for s in r["responses"]}) > len(prompts)  # samples differ
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _stop_after(n_batches):
+    def hook(done, total):
+        if hook.calls == n_batches - 1:
+            raise _Interrupt
+        hook.calls += 1
+    hook.calls = 0
+    return hook
+
+
+def test_resume_after_interruption_equals_uninterrupted_run(tiny_model_dir, prompts_file, tmp_path, full_run):
+    prompts = read_prompts(prompts_file)
+    out = tmp_path / "resumed.jsonl"
+    with pytest.raises(_Interrupt):
+        generate_candidates(tiny_model_dir, prompts, out, SETTINGS, batch_size=2, progress=False,
+                            on_batch=_stop_after(1))
+    saved = _read_jsonl(partial_path(out))
+    assert not out.exists() and len(saved) == 1 + 2  # header + one batch of two prompts
+    resumed = generate_candidates(tiny_model_dir, prompts, out, SETTINGS, batch_size=1,
+                                  resume=True, progress=False)
+    assert resumed == full_run[1] and _read_jsonl(out) == _read_jsonl(full_run[0])
+    assert not partial_path(out).exists()
+
+
+def test_resume_drops_a_torn_last_line(tiny_model_dir, prompts_file, tmp_path, full_run):
+    prompts = read_prompts(prompts_file)
+    out = tmp_path / "torn.jsonl"
+    with pytest.raises(_Interrupt):
+        generate_candidates(tiny_model_dir, prompts, out, SETTINGS, batch_size=1, progress=False,
+                            on_batch=_stop_after(1))
+    with partial_path(out).open("a") as fh:
+        fh.write('{"prompt_id": "7", "prompt": [{"ro')  # killed mid-write
+    assert generate_candidates(tiny_model_dir, prompts, out, SETTINGS, resume=True,
+                               progress=False) == full_run[1]
+
+
+def test_resume_refuses_changed_settings(tiny_model_dir, prompts_file, tmp_path):
+    prompts = read_prompts(prompts_file)
+    out = tmp_path / "c.jsonl"
+    with pytest.raises(_Interrupt):
+        generate_candidates(tiny_model_dir, prompts, out, SETTINGS, batch_size=1, progress=False,
+                            on_batch=_stop_after(1))
+    other = SamplingSettings(num_responses=3, max_new_tokens=5, seed=4)
+    with pytest.raises(ConfigError, match="seed=3 then, 4 now"):
+        generate_candidates(tiny_model_dir, prompts, out, other, resume=True, progress=False)
+
+
+def test_partial_run_without_resume_is_refused(tiny_model_dir, prompts_file, tmp_path):
+    out = tmp_path / "c.jsonl"
+    partial_path(out).write_text('{"realspo_generate": {}}\n')
+    with pytest.raises(RealspoError, match="--resume"):
+        generate_candidates(tiny_model_dir, read_prompts(prompts_file), out, SETTINGS, progress=False)
+
+
+def test_num_responses_below_two_exits_2_and_writes_nothing(tiny_model_dir, prompts_file, tmp_path, capsys):
+    out = tmp_path / "c.jsonl"
+    code = main(["generate", "--model", tiny_model_dir, "--prompts", str(prompts_file),
+                 "--out", str(out), "--num-responses", "1"])
+    assert code == 2 and "--num-responses must be at least 2" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [prompts_file]
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"text": "no prompt column"}, "line 2: field 'prompt': missing"),
+    ({"prompt": ""}, "line 2: field 'prompt': is empty"),
+    ({"prompt": [{"role": "robot", "content": "x"}]}, "line 2: field 'prompt': message 0 has role 'robot'"),
+    ({"prompt": "dup", "id": 7}, "line 2: field 'id': duplicate id '7'"),
+])
+def test_bad_prompt_row_exits_2_naming_row_and_field(tiny_model_dir, tmp_path, capsys, row, message):
+    path = tmp_path / "prompts.jsonl"
+    path.write_text(json.dumps({"prompt": "fine", "id": 7}) + "\n" + json.dumps(row) + "\n")
+    code = main(["generate", "--model", tiny_model_dir, "--prompts", str(path),
+                 "--out", str(tmp_path / "c.jsonl")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.jsonl").exists()
+
+
+def test_chat_template_on_without_a_template_exits_2(tiny_model_dir, prompts_file, tmp_path, capsys):
+    code = _generate(tiny_model_dir, prompts_file, tmp_path / "c.jsonl", "--chat-template", "on")
+    assert code == 2 and "no chat template" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [prompts_file]  # no output, no progress sidecar
+
+
+def test_gumbel_sampler_samples_from_the_tempered_softmax():
+    logits = torch.tensor([2.0, 1.0, 0.0, -1.0])
+    n = 20000
+    sampler = GumbelSampler(range(n), temperature=2.0, top_p=1.0, device=torch.device("cpu"))
+    picks = sampler(None, logits.expand(n, 4)).argmax(-1).numpy()
+    freq = np.bincount(picks, minlength=4) / n
+    expected = torch.softmax(logits / 2.0, -1).numpy()
+    assert np.all(np.abs(freq - expected) < 4 * np.sqrt(expected * (1 - expected) / n))
+
+
+def test_gumbel_sampler_never_picks_tokens_outside_the_nucleus():
+    logits = torch.log(torch.tensor([0.6, 0.3, 0.1]))
+    sampler = GumbelSampler(range(500), temperature=1.0, top_p=0.8, device=torch.device("cpu"))
+    picks = sampler(None, logits.expand(500, 3)).argmax(-1)
+    assert set(picks.tolist()) == {0, 1}

@@ -12,6 +12,7 @@ import pytest
 from realspo.errors import ConfigError, InputError
 from realspo.formats import (
     FORMATS,
+    SKIP_HH_DIVERGENT,
     detect_format,
     load_groups,
     parse_rows,
@@ -118,11 +119,21 @@ def test_split_hh_transcript_keeps_everything_after_last_marker():
     )
 
 
-def test_hh_rows_with_different_prompts_are_rejected(tmp_path):
+def test_hh_rows_with_different_prompts_are_skipped_counted_and_warned(tmp_path, caplog):
     bad = {"chosen": HH_ROWS[1]["chosen"], "rejected": "\n\nHuman: How many legs does an ant have?\n\nAssistant: Six."}
-    path = write_jsonl(tmp_path / "hh.jsonl", [HH_ROWS[0], bad])
-    with pytest.raises(InputError, match=r"hh\.jsonl:line 2: field 'rejected': chosen and rejected have different prompts"):
-        load_groups(path)
+    path = write_jsonl(tmp_path / "hh.jsonl", [HH_ROWS[0], bad, HH_ROWS[1]])
+    skipped: dict[str, int] = {}
+    with caplog.at_level(logging.WARNING, logger="realspo.formats"):
+        groups, _ = load_groups(path, skipped=skipped)
+    assert [g.meta["row"] for g in groups] == ["line 1", "line 3"]
+    assert skipped == {SKIP_HH_DIVERGENT: 1}
+    assert "skipped 1 of 3 rows" in caplog.text and "first: line 2, at character 29" in caplog.text
+
+
+def test_hh_file_whose_every_row_diverges_is_an_error(tmp_path):
+    bad = {"chosen": HH_ROWS[1]["chosen"], "rejected": "\n\nHuman: How many legs does an ant have?\n\nAssistant: Six."}
+    with pytest.raises(InputError, match=r"hh\.jsonl: no usable rows: all 1 were skipped \(1 chosen and rejected"):
+        load_groups(write_jsonl(tmp_path / "hh.jsonl", [bad]))
 
 
 # --- SHP ----------------------------------------------------------------------------------
@@ -332,6 +343,18 @@ def test_ids_are_stable_and_repeats_suffixed(tmp_path):
     assert [g.prompt_id for g in first] == [base, first[1].prompt_id, base + "#2"]
     assert [g.prompt_id for g in again] == [g.prompt_id for g in first]
     assert first[2].response_ids() == [base + "#2/0", base + "#2/1"]
+
+
+def test_explicit_ids_repeated_in_trl_rows_are_suffixed():
+    pair = {"prompt_id": "q1", "prompt": "Q", "chosen": "a", "rejected": "b"}
+    groups, _ = parse_rows(rows_of(pair, dict(pair, chosen="c")))
+    assert [g.prompt_id for g in groups] == ["q1", "q1#2"]
+
+
+def test_explicit_ids_repeated_in_multi_rows_name_both_rows():
+    row = dict(MULTI_ROW, prompt_id="haiku")
+    with pytest.raises(InputError, match=r"mem\.jsonl:line 2: field 'prompt_id': duplicate id 'haiku' \(first at line 1\)"):
+        parse_rows(rows_of(row, row))
 
 
 # --- bad input ----------------------------------------------------------------------------

@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from realspo.embedding_progress import EmbeddingCheckpoint, embedding_fingerprint
 from realspo.errors import ConfigError, InputError
+from realspo.faults import after_batch
 from realspo.schema import PromptGroup, flat_responses
 
 log = logging.getLogger(__name__)
@@ -116,7 +119,10 @@ def _build_sequences(tokenizer: Any, responses: list[str], prompts: list[str] | 
 
 def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
                          prompts: list[str] | None = None, *, batch_size: int = 16,
-                         max_length: int = 512, show_progress: bool = True) -> np.ndarray:
+                         max_length: int = 512, show_progress: bool = True,
+                         done: Mapping[int, np.ndarray] | None = None,
+                         on_batch: Callable[[list[int], np.ndarray], None] | None = None,
+                         ) -> np.ndarray:
     """REAL embeddings of ``responses`` from a causal LM's final hidden layer.
 
     Runs only the base model (``realspo.models.load_model(name, "base")``; a ``*ForCausalLM`` is
@@ -130,6 +136,10 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
             prompt and response are tokenized separately, concatenated, and only the response
             tokens are pooled.
         max_length: token limit per sequence; see :func:`_build_sequences` for what is cut.
+        done: rows already embedded (index -> (H,) row), e.g. from an interrupted run's
+            :class:`EmbeddingCheckpoint`; a batch whose rows are all done is not run again.
+            Batches are formed exactly as in a fresh run, so resuming gives identical rows.
+        on_batch: called after each computed batch with its row indices and (B, H) rows.
     Returns:
         (N, H) float32, unit rows, in input order.
     """
@@ -149,13 +159,20 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
     extra = {"use_cache": False} if "use_cache" in inspect.signature(body.forward).parameters else {}
     # longest first: an out-of-memory batch size shows up at once, not at the end of the run
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+    done = done or {}
     out: np.ndarray | None = None
+    if done:
+        out = np.empty((len(sequences), len(next(iter(done.values())))), dtype=np.float32)
     was_training = body.training
     body.eval()
     with torch.inference_mode(), tqdm(total=len(order), desc="embedding", unit="resp",
                                       disable=not show_progress) as bar:
         for start in range(0, len(order), batch_size):
             batch = order[start:start + batch_size]
+            if all(i in done for i in batch):  # finished before an interruption
+                out[batch] = np.stack([done[i] for i in batch])  # type: ignore[index]
+                bar.update(len(batch))
+                continue
             width = len(sequences[batch[0]][0])
             ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -172,6 +189,9 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
                 out = np.empty((len(sequences), emb.shape[1]), dtype=np.float32)
             out[batch] = emb
             bar.update(len(batch))
+            if on_batch is not None:
+                on_batch(batch, emb)
+            after_batch()
     body.train(was_training)
     return out
 
@@ -189,6 +209,15 @@ def embed_with_sentence_transformer(path: str, texts: list[str], *, batch_size: 
     ``max_seq_length`` (longer texts are cut at the end, as sentence-transformers does).
     Returns (N, D) float32 unit rows (``normalize_embeddings=True``), in input order.
     """
+    model = load_sentence_transformer(path, device=device, trust_remote_code=trust_remote_code,
+                                      dtype=dtype, max_length=max_length)
+    return encode_sentences(model, texts, batch_size=batch_size, show_progress=show_progress)
+
+
+def load_sentence_transformer(path: str, *, device: str | None = None,
+                              trust_remote_code: bool = False, dtype: str = "float32",
+                              max_length: int | None = None) -> Any:
+    """A ``SentenceTransformer`` on ``device`` in ``dtype``, ``max_seq_length`` capped."""
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -206,6 +235,12 @@ def embed_with_sentence_transformer(path: str, texts: list[str], *, batch_size: 
     model.to(pick_dtype(dev, dtype))
     if max_length is not None:
         model.max_seq_length = min(model.max_seq_length or max_length, max_length)
+    return model
+
+
+def encode_sentences(model: Any, texts: list[str], *, batch_size: int = 64,
+                     show_progress: bool = True) -> np.ndarray:
+    """(N, D) float32 unit rows of ``texts`` from a loaded ``SentenceTransformer``."""
     if not texts:
         return np.zeros((0, model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
     emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
@@ -316,14 +351,22 @@ def _gather_in_order(state: Any, indices: list[int], rows: np.ndarray, total: in
 def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bool = False,
                     batch_size: int = 16, max_length: int = 512, device: str | None = None,
                     dtype: str = "auto", trust_remote_code: bool = False,
-                    show_progress: bool = True) -> np.ndarray:
+                    allow_pickle: bool = False, show_progress: bool = True,
+                    checkpoint: str | Path | None = None, resume: bool = False,
+                    checkpoint_every: int = 64) -> np.ndarray:
     """Embed every response of ``groups``: (N, H) float32 unit rows in flattened order.
 
     ``embedder`` is ``st:PATH`` for a sentence-transformers model, else a causal LM directory or
-    hub id (loaded through :mod:`realspo.models`, base model only). ``conditioned`` runs prompt +
-    response and pools the response tokens (causal LMs only). Under ``accelerate launch`` /
-    ``torchrun`` each process embeds a contiguous shard on its own device and every process
-    returns the full array.
+    hub id (loaded through :mod:`realspo.models`, base model only; ``allow_pickle`` admits a
+    directory with only ``.bin`` weights). ``conditioned`` runs prompt + response and pools the
+    response tokens (causal LMs only). Under ``accelerate launch`` / ``torchrun`` each process
+    embeds a contiguous shard on its own device and every process returns the full array.
+
+    ``checkpoint``: a directory where finished rows are saved every ``checkpoint_every``
+    batches (:class:`~realspo.embedding_progress.EmbeddingCheckpoint`). With ``resume`` the
+    rows saved there by an interrupted run with the same inputs and options are reused and the
+    result is identical to an uninterrupted run; without it the directory is cleared first.
+    The caller deletes it once the result is safely written.
     """
     from accelerate import PartialState
 
@@ -340,21 +383,76 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     distributed = state.num_processes > 1
     dev = state.device if distributed else pick_device(device)
     shown = show_progress and state.is_local_main_process
+    store = None
+    if checkpoint is not None:
+        options = {"embedder": embedder, "conditioned": conditioned, "batch_size": batch_size,
+                   "max_length": max_length, "dtype": str(pick_dtype(dev, dtype)),
+                   "device": dev.type, "processes": state.num_processes}
+        store = EmbeddingCheckpoint(checkpoint, embedding_fingerprint(responses, prompts, options),
+                                    every=checkpoint_every, rank=state.process_index)
+        if not resume and state.is_main_process:
+            store.clear()
+        state.wait_for_everyone()  # nobody reads or writes chunks before the directory is ready
+        store.remove_temporaries()
+    saved = store.load() if store is not None and resume else {}
+    if saved:
+        log.info("resuming: %d of %d responses were embedded before the interruption",
+                 len(saved), len(responses))
     indices = list(range(len(responses)))
     with state.split_between_processes(indices) as shard:
         shard = list(shard)
         texts = [responses[i] for i in shard]
+        done = {k: saved[g] for k, g in enumerate(shard) if g in saved}
+        def on_batch(local: list[int], rows: np.ndarray) -> None:
+            store.add([shard[i] for i in local], rows)  # type: ignore[union-attr]
+
+        def on_chunk(local: list[int], rows: np.ndarray) -> None:  # a chunk is `every` batches
+            on_batch(local, rows)
+            store.flush()  # type: ignore[union-attr]
+
         if is_st:
-            rows = embed_with_sentence_transformer(
-                embedder[3:], texts, batch_size=batch_size, device=str(dev), show_progress=shown,
-                trust_remote_code=trust_remote_code, dtype=dtype, max_length=max_length)
+            model = load_sentence_transformer(
+                embedder[3:], device=str(dev), trust_remote_code=trust_remote_code, dtype=dtype,
+                max_length=max_length)
+            rows = _encode_in_chunks(model, texts, batch_size, shown, done,
+                                     None if store is None else on_chunk,
+                                     None if store is None else checkpoint_every)
         else:
             tokenizer = load_tokenizer(embedder, trust_remote_code=trust_remote_code)
             model = load_model(embedder, "base", dtype=pick_dtype(dev, dtype), device=dev,
-                               trust_remote_code=trust_remote_code)
+                               trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
             rows = embed_with_causal_lm(
                 model, tokenizer, texts, [prompts[i] for i in shard] if prompts else None,
-                batch_size=batch_size, max_length=max_length, show_progress=shown)
+                batch_size=batch_size, max_length=max_length, show_progress=shown,
+                done=done, on_batch=None if store is None else on_batch)
+        if store is not None:
+            store.flush()
     if not distributed:
         return rows
     return _gather_in_order(state, shard, rows, len(responses))
+
+
+def _encode_in_chunks(model: Any, texts: list[str], batch_size: int, show_progress: bool,
+                      done: Mapping[int, np.ndarray],
+                      on_batch: Callable[[list[int], np.ndarray], None] | None,
+                      every: int | None) -> np.ndarray:
+    """Sentence-transformers embeddings, in chunks of ``batch_size * every`` texts when saving
+    progress (each chunk reported to ``on_batch``; chunks already ``done`` are not rerun)."""
+    if every is None:
+        return encode_sentences(model, texts, batch_size=batch_size, show_progress=show_progress)
+    size = batch_size * every
+    parts = []
+    for start in range(0, len(texts), size):
+        chunk = list(range(start, min(start + size, len(texts))))
+        if all(i in done for i in chunk):
+            parts.append(np.stack([done[i] for i in chunk]))
+            continue
+        rows = encode_sentences(model, [texts[i] for i in chunk], batch_size=batch_size,
+                                show_progress=show_progress)
+        parts.append(rows)
+        if on_batch is not None:
+            on_batch(chunk, rows)
+        after_batch()
+    if not parts:
+        return encode_sentences(model, [], batch_size=batch_size, show_progress=False)
+    return np.concatenate(parts)

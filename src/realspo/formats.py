@@ -14,7 +14,11 @@ Formats (``format="auto"`` detects them from the columns of the first rows):
 Conversations render as HH text (:func:`render_messages`); string prompts stay verbatim (they
 may already carry a chat template). ``prompt_id`` is the row's ``prompt_id``, ``id`` or
 ``post_id`` (first present), else ``"p-"`` + 12 hex digits of the prompt's SHA-256; repeats get
-``"#2"``, ``"#3"``, ... The user-facing description is ``docs/readme/formats.md``.
+``"#2"``, ``"#3"``, ... (a TRL row is a pair, and several pairs may share a prompt's id), except
+a repeated explicit id in the multi format, which is an error (a multi row is a prompt's whole
+candidate set). HH rows whose chosen and rejected transcripts differ before the last Assistant
+turn (they occur in the real HH-RLHF data) are skipped, counted and reported with a warning.
+The user-facing description is ``docs/readme/formats.md``.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ log = logging.getLogger(__name__)
 FORMATS: tuple[str, ...] = ("hh", "shp", "trl", "multi")
 ID_COLUMNS = ("prompt_id", "id", "post_id")
 HH_ASSISTANT = "\n\nAssistant:"
+SKIP_HH_DIVERGENT = "chosen and rejected transcripts diverge before the last Assistant turn"
 ROLE_LABELS = {"system": "System", "user": "Human", "human": "Human", "assistant": "Assistant"}
 DETECT_ROWS = 10  # rows whose columns decide the format
 
@@ -206,8 +211,9 @@ def _pair_scores(row: Row) -> list[float] | None:
 # --- readers ------------------------------------------------------------------------------
 
 
-def _read_hh(rows: list[Row]) -> list[PromptGroup]:
+def _read_hh(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
     groups = []
+    first_divergent = None
     for row in rows:
         split = []
         for name in ("chosen", "rejected"):
@@ -217,14 +223,18 @@ def _read_hh(rows: list[Row]) -> list[PromptGroup]:
             split.append(split_hh_transcript(text))
         (prompt, chosen), (other, rejected) = split
         if prompt != other:
-            at = len(os.path.commonprefix([prompt, other]))
-            raise row.error(
-                f"chosen and rejected have different prompts (text up to the last "
-                f"'\\n\\nAssistant:'; first difference at character {at})",
-                "rejected",
-            )
+            # Real HH-RLHF has such rows (the two transcripts branch at an earlier turn): they
+            # compare two conversations, not two answers to one prompt. Skipped and counted.
+            skipped[SKIP_HH_DIVERGENT] = skipped.get(SKIP_HH_DIVERGENT, 0) + 1
+            first_divergent = first_divergent or (row, len(os.path.commonprefix([prompt, other])))
+            continue
         responses = [_nonempty(chosen, row, "chosen"), _nonempty(rejected, row, "rejected")]
         groups.append(PromptGroup(_row_id(row, prompt), prompt, responses, None, [(0, 1)], {"row": row.where}))
+    if first_divergent is not None:
+        row, at = first_divergent
+        log.warning("%s: skipped %d of %d rows whose chosen and rejected transcripts diverge before "
+                    "the last '\\n\\nAssistant:' turn (first: %s, at character %d)", row.source,
+                    skipped[SKIP_HH_DIVERGENT], len(rows), row.where, at)
     return groups
 
 
@@ -258,7 +268,7 @@ def _implicit_prompt(chosen: str | Turns, rejected: str | Turns, row: Row) -> tu
     return prompt, responses
 
 
-def _read_trl(rows: list[Row]) -> list[PromptGroup]:
+def _read_trl(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
     groups = []
     for row in rows:
         chosen, rejected = _text_or_turns(row, "chosen", "trl"), _text_or_turns(row, "rejected", "trl")
@@ -312,8 +322,9 @@ def _multi_candidates(row: Row) -> tuple[list[str], list[Any] | None, list[str]]
     return responses, raw, fields
 
 
-def _read_multi(rows: list[Row]) -> list[PromptGroup]:
+def _read_multi(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
     groups = []
+    given_ids: dict[str, str] = {}  # explicit id -> where it was first seen
     for row in rows:
         given = _text_or_turns(row, "prompt", "multi")
         prompt = given if isinstance(given, str) else _prompt_text(given)
@@ -321,7 +332,16 @@ def _read_multi(rows: list[Row]) -> list[PromptGroup]:
         if not responses:
             raise row.error("expected at least one response", "responses" if "responses" in row.data else "completions")
         scores = None if raw is None else [finite_float(row, s, f) for s, f in zip(raw, fields, strict=True)]
-        groups.append(PromptGroup(_row_id(row, prompt), prompt, responses, scores, [], {"row": row.where}))
+        prompt_id = _row_id(row, prompt)
+        column = next((c for c in ID_COLUMNS if _optional(row, c) is not None), None)
+        if column is not None:
+            # A multi row is a prompt's whole candidate set: two rows with one explicit id are
+            # ambiguous (which scores does `label --candidates` look up?), so refuse them.
+            if prompt_id in given_ids:
+                raise row.error(f"duplicate id {prompt_id!r} (first at {given_ids[prompt_id]}); "
+                                "each prompt's candidates belong in one row", column)
+            given_ids[prompt_id] = row.where
+        groups.append(PromptGroup(prompt_id, prompt, responses, scores, [], {"row": row.where}))
     return groups
 
 
@@ -345,7 +365,7 @@ def _shp_label(row: Row) -> int:
     raise row.error(f"expected 0 or 1 (1 means A is preferred), got {value!r}", "labels")
 
 
-def _read_shp(rows: list[Row]) -> list[PromptGroup]:
+def _read_shp(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
     # Scores are read when the first row has them; then every row must.
     with_scores = _optional(rows[0], "score_A") is not None
     posts: dict[str, _Post] = {}
@@ -418,11 +438,16 @@ def detect_format(rows: list[Row]) -> str:
     )
 
 
-def parse_rows(rows: list[Row], format: str = "auto") -> tuple[list[PromptGroup], str]:
+def parse_rows(rows: list[Row], format: str = "auto",
+               skipped: dict[str, int] | None = None) -> tuple[list[PromptGroup], str]:
     """Turn rows into prompt groups; returns ``(groups, format used)``.
 
     ``format`` is ``"auto"`` or one of :data:`FORMATS` (anything else is a ConfigError).
-    Group ids are unique: repeats of an id get ``"#2"``, ``"#3"``, ... in input order.
+    Group ids are unique: repeats of an id get ``"#2"``, ``"#3"``, ... in input order, except
+    that a repeated *explicit* id in the multi format is an InputError naming both rows.
+    Rows skipped by design (HH rows whose transcripts diverge before the last Assistant turn,
+    :data:`SKIP_HH_DIVERGENT`) are counted into ``skipped`` (reason -> rows) when it is given;
+    if every row is skipped, that is an InputError.
     """
     name = format.strip().lower() if isinstance(format, str) else format
     if name != "auto" and name not in FORMATS:
@@ -430,17 +455,28 @@ def parse_rows(rows: list[Row], format: str = "auto") -> tuple[list[PromptGroup]
     if not rows:
         raise InputError("input", "the dataset is empty (no rows)")
     used = detect_format(rows) if name == "auto" else name
-    groups = _READERS[used](rows)
+    counts: dict[str, int] = {}
+    groups = _READERS[used](rows, counts)
+    if not groups:
+        reasons = ", ".join(f"{n} {reason}" for reason, n in counts.items())
+        raise InputError(rows[0].source, f"no usable rows: all {len(rows)} were skipped ({reasons})")
+    if skipped is not None:
+        for reason, n in counts.items():
+            skipped[reason] = skipped.get(reason, 0) + n
     _unique_ids(groups)
     return groups, used
 
 
-def load_groups(source: str, format: str = "auto", split: str = "train") -> tuple[list[PromptGroup], str]:
-    """Read ``source`` (file, dataset directory or hub id) and parse it; ``(groups, format)``."""
+def load_groups(source: str, format: str = "auto", split: str = "train",
+                skipped: dict[str, int] | None = None) -> tuple[list[PromptGroup], str]:
+    """Read ``source`` (file, dataset directory or hub id) and parse it; ``(groups, format)``.
+
+    ``skipped``, if given, receives the counts of rows skipped by design (see :func:`parse_rows`).
+    """
     rows = read_rows(source, split)
     if not rows:
         raise InputError(str(source), "the dataset is empty (no rows)")
-    groups, used = parse_rows(rows, format)
+    groups, used = parse_rows(rows, format, skipped)
     how = "auto-detected" if str(format).strip().lower() == "auto" else "given"
     log.info("format: %s (%s)", used, how)
     return groups, used

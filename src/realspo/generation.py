@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from realspo.errors import ConfigError, RealspoError
+from realspo.faults import after_batch
 from realspo.outputs import check_writable, write_rows
 from realspo.sources import read_rows
 
@@ -368,6 +369,7 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
             done.extend(rows)
             if on_batch is not None:
                 on_batch(len(done), len(prompts))
+            after_batch()  # a no-op outside the kill-and-resume tests
     final = _drop_empty(done)
     write_rows(out, final, overwrite=overwrite)
     sidecar.unlink()

@@ -72,6 +72,13 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, revision: str 
     """An ``AutoTokenizer`` with a pad token (falls back to EOS) and right padding."""
     from transformers import AutoTokenizer
 
+    path = Path(name)
+    if path.is_dir() and not any((path / f).exists() for f in
+                                 ("config.json", "tokenizer_config.json", "tokenizer.json")):
+        raise InputError(name, "not a model directory: config.json is missing (and there are no "
+                               "tokenizer files)")
+    if path.exists() and not path.is_dir():
+        raise InputError(name, "expected a model directory (with config.json) or a hub id")
     try:
         tok = AutoTokenizer.from_pretrained(name, **_common(trust_remote_code, revision))
     except (OSError, ValueError) as exc:

@@ -1,0 +1,236 @@
+"""``realspo select``: choose which response pairs to label (or train on), following REAL.
+
+Three stages, each usable alone from Python:
+
+1. :func:`realspo.formats.load_groups`: any supported file / dataset -> prompt groups;
+2. :func:`realspo.embeddings.embed_responses` (or :func:`~realspo.embeddings.load_embeddings`):
+   one unit vector per response;
+3. :func:`realspo.selection.select_pairs` + :func:`realspo.pairs.build_rows`: one pair per
+   prompt, ranked across the dataset and cut to the budget, then output rows.
+
+:func:`select_from_config` runs them in order, as the command does. The output path is checked
+before anything expensive, and nothing is written unless every stage succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from realspo.config import add_options, option, resolve
+from realspo.errors import ConfigError, InputError
+from realspo.formats import FORMATS, load_groups
+from realspo.outputs import check_writable, write_rows
+from realspo.pairs import build_rows, response_keys
+from realspo.schema import num_responses
+from realspo.selection import (
+    SKIP_FEW_DISTINCT,
+    STRATEGIES,
+    Selection,
+    count_eligible,
+    parse_budget,
+    resolve_budget,
+    select_pairs,
+)
+
+HELP = "select response pairs to label or train on (REAL: least similar embeddings first)"
+
+EPILOG = """\
+examples:
+  realspo select --data hh.jsonl --model ./my-sft-model --strategy easy --budget 0.5 --out pairs.jsonl
+  realspo select --data pool.jsonl --embedder st:/models/all-MiniLM-L6-v2 --budget 200 --out pairs.parquet
+  realspo select --data pool.jsonl --embeddings emb.npy --strategy centroid --out pairs.jsonl
+"""
+
+# Options that only matter when a model embeds the responses (not with --embeddings).
+EMBEDDING_OPTIONS = ("conditioned", "batch_size", "max_length", "device", "dtype",
+                     "trust_remote_code", "allow_pickle", "save_embeddings", "resume")
+
+
+@dataclass
+class SelectConfig:
+    data: str = option(help="input data: a .jsonl/.json/.parquet/.csv file, a dataset directory "
+                            "or a hub dataset id", metavar="PATH")
+    out: str = option(help="output table: .parquet -> Parquet, .csv -> CSV, anything else -> JSON Lines",
+                      metavar="PATH")
+    format: str = option("auto", "input format (auto detects it from the columns)",
+                         choices=("auto", *FORMATS))
+    split: str = option("train", "split to read when --data is a dataset directory or hub id")
+    model: str | None = option(None, "causal LM (directory or hub id) whose final hidden layer "
+                                     "embeds the responses", metavar="PATH")
+    embedder: str | None = option(None, "a sentence-transformers model instead, written st:PATH",
+                                  metavar="st:PATH")
+    embeddings: str | None = option(None, "precomputed embeddings instead (.npy or .safetensors, one "
+                                          "row per response in input order)", metavar="FILE")
+    strategy: str = option("easy", "easy: least similar pair; hard: most similar; centroid: "
+                                   "k-means (k=2) representatives; random: seeded random pair",
+                           choices=STRATEGIES)
+    budget: str | None = option(None, "pairs to keep, ranked across the dataset: a count (100) or "
+                                      "a fraction of the prompts (0.5); unset keeps one per prompt",
+                                metavar="N|FRACTION")
+    seed: int = option(0, "seed of the random strategy")
+    conditioned: bool = option(False, "embed prompt + response and pool the response tokens only "
+                                      "(--model only)")
+    batch_size: int = option(16, "responses per embedding batch")
+    max_length: int = option(512, "truncate embedded sequences to this many tokens")
+    device: str | None = option(None, "embedding device: cpu, cuda, cuda:1, mps (None: the best available)")
+    dtype: str = option("auto", "embedding dtype (auto: bf16/fp16 on GPU, fp32 on CPU)",
+                        choices=("auto", "float32", "bfloat16", "float16"))
+    trust_remote_code: bool = option(False, "allow model repositories to run their own code")
+    allow_pickle: bool = option(False, "accept a --model directory whose weights are only pickled "
+                                       ".bin files (unpickling can run code: trusted sources only)")
+    save_embeddings: str | None = option(None, "also save the computed embeddings (.npy or "
+                                               ".safetensors) for reuse with --embeddings",
+                                         metavar="FILE")
+    progress: bool = option(True, "show a progress bar while embedding")
+    resume: bool = option(False, "reuse the rows an interrupted run saved in OUT.embeddings-partial/ "
+                                 "(same data and embedding options); without it that directory "
+                                 "is cleared and embedding starts over")
+    overwrite: bool = option(False, "replace existing output files")
+
+    def validate(self) -> None:
+        sources = [f"--{n}" for n in ("model", "embedder", "embeddings") if getattr(self, n)]
+        if len(sources) != 1:
+            given = f"got {' and '.join(sources)}" if sources else "got none"
+            raise ConfigError(f"give exactly one of --model, --embedder, --embeddings ({given})")
+        if self.embedder is not None and (not self.embedder.startswith("st:") or len(self.embedder) < 4):
+            raise ConfigError(f"--embedder: expected st:PATH (a sentence-transformers model), got "
+                              f"{self.embedder!r}; use --model for a causal LM")
+        if self.embeddings is not None:
+            defaults = SelectConfig(data="", out="")
+            changed = [n for n in EMBEDDING_OPTIONS if getattr(self, n) != getattr(defaults, n)]
+            if changed:
+                raise ConfigError(f"--{changed[0].replace('_', '-')} applies only when embedding "
+                                  "(--model or --embedder), not with --embeddings")
+        if self.embedder is not None and self.conditioned:
+            raise ConfigError("--conditioned needs --model: sentence-transformers embed the response alone")
+        if self.batch_size < 1 or self.max_length < 1:
+            raise ConfigError("--batch-size and --max-length must be >= 1")
+        if self.budget is not None:
+            parse_budget(self.budget)
+        if self.save_embeddings is not None:
+            if Path(self.save_embeddings).suffix.lower() not in (".npy", ".safetensors"):
+                raise ConfigError(f"--save-embeddings: {self.save_embeddings} must end in .npy or .safetensors")
+            if Path(self.save_embeddings).resolve() == Path(self.out).resolve():
+                raise ConfigError("--save-embeddings and --out must be different files")
+        if Path(self.out).resolve() == Path(self.data).resolve():
+            raise ConfigError(f"--out {self.out} would replace the input data")
+
+    def embedder_name(self) -> str | None:
+        """The embedder spec for :func:`realspo.embeddings.embed_responses` (None: from a file)."""
+        return self.model if self.model is not None else self.embedder
+
+
+@dataclass
+class SelectResult:
+    """What :func:`select_from_config` did: enough for the summary and for tests."""
+
+    format: str
+    prompts: int
+    eligible: int
+    kind: str
+    rows: list[dict]
+    dropped: dict[str, int]
+    selection: Selection
+    out: Path
+    rows_skipped: dict[str, int] = field(default_factory=dict)  # input rows the reader skipped
+
+
+def _is_main_process() -> bool:
+    # Under torchrun / accelerate launch every process gets all embeddings; one writes.
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def progress_dir(out: str | Path) -> Path:
+    """Where embedding progress is saved while embedding for ``out`` (removed on success)."""
+    out = Path(out)
+    return out.with_name(out.name + ".embeddings-partial")
+
+
+def select_from_config(cfg: SelectConfig) -> SelectResult:
+    """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
+    from realspo.embeddings import embed_responses, load_embeddings, save_embeddings
+
+    check_writable(cfg.out, cfg.overwrite)
+    if cfg.save_embeddings:
+        check_writable(cfg.save_embeddings, cfg.overwrite)
+    rows_skipped: dict[str, int] = {}
+    groups, fmt = load_groups(cfg.data, cfg.format, cfg.split, skipped=rows_skipped)
+    sizes = [len(g.responses) for g in groups]
+    keys = response_keys(groups)
+    eligible = count_eligible(sizes, keys)
+    if eligible == 0:
+        raise InputError(cfg.data, f"none of the {len(groups)} prompts has two distinct responses; "
+                                   "nothing to select")
+    resolve_budget(cfg.budget, eligible)  # a budget too large fails before embedding
+    if cfg.embeddings:
+        emb = load_embeddings(cfg.embeddings, num_responses(groups))
+    else:
+        emb = embed_responses(
+            groups, cfg.embedder_name() or "", conditioned=cfg.conditioned, batch_size=cfg.batch_size,
+            max_length=cfg.max_length, device=cfg.device, dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
+            show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
+        )
+    selection = select_pairs(emb, sizes, cfg.strategy, cfg.budget, seed=cfg.seed, response_keys=keys)
+    rows, dropped, kind = build_rows(groups, selection, cfg.strategy)
+    if not rows:
+        reasons = ", ".join(f"{n} {r}" for r, n in dropped.items())
+        raise InputError(cfg.data, f"all {len(selection)} selected pairs were dropped ({reasons}); "
+                                   "nothing to write")
+    if _is_main_process():
+        if cfg.save_embeddings:
+            # .npy has no room for metadata; safetensors keeps what produced the rows
+            meta = {"embedder": cfg.embedder_name() or "", "conditioned": str(cfg.conditioned)}
+            save_embeddings(cfg.save_embeddings, emb, overwrite=cfg.overwrite,
+                            metadata=meta if cfg.save_embeddings.lower().endswith(".safetensors") else None)
+        write_rows(cfg.out, rows, overwrite=cfg.overwrite)
+        shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)  # the result is safely written
+    return SelectResult(fmt, len(groups), eligible, kind, rows, dropped, selection, Path(cfg.out),
+                        rows_skipped)
+
+
+def _quantile_line(label: str, values: np.ndarray) -> str:
+    if values.size == 0:
+        return f"{label:<10}" + "       -" * 5
+    qs = np.quantile(values.astype(np.float64), [0.0, 0.25, 0.5, 0.75, 1.0])
+    return f"{label:<10}" + "".join(f"{q:8.4f}" for q in qs)
+
+
+def format_summary(result: SelectResult, cfg: SelectConfig) -> str:
+    """The short report printed after a run: counts, drops, similarity quantiles."""
+    sel = result.selection
+    skipped = sel.skipped.get(SKIP_FEW_DISTINCT, 0)
+    budget = "all prompts" if cfg.budget is None else f"budget {cfg.budget}"
+    lines = [
+        f"format: {result.format} ({'auto-detected' if cfg.format == 'auto' else 'given'})",
+        *(f"input rows skipped: {n} ({reason})" for reason, n in result.rows_skipped.items()),
+        f"prompts read: {result.prompts}; skipped {skipped} ({SKIP_FEW_DISTINCT})",
+        f"pairs selected: {len(sel)} of {result.eligible} eligible prompts "
+        f"(strategy {cfg.strategy}, {budget})",
+    ]
+    for reason, n in result.dropped.items():
+        lines.append(f"pairs dropped: {n} ({reason})")
+    lines.append(f"pairs written: {len(result.rows)} {result.kind} rows -> {result.out}")
+    lines.append("similarity" + "".join(f"{h:>8}" for h in ("min", "25%", "50%", "75%", "max")))
+    lines.append(_quantile_line("selected", sel.similarity))
+    lines.append(_quantile_line("all pairs", sel.all_similarities))
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.epilog = EPILOG
+    add_options(parser, SelectConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(SelectConfig, args)
+    result = select_from_config(cfg)
+    if _is_main_process():
+        print(format_summary(result, cfg))
+    return 0

@@ -1,0 +1,124 @@
+"""Selected pairs -> output rows: TRL preference rows or annotation-ready rows.
+
+The table layouts are defined once, in :mod:`realspo.schema`. When the dataset carries any
+label (scores or known preferences), every selected pair is oriented by its label and
+written as a preference row (``prompt``, ``chosen``, ``rejected`` + metadata); pairs whose
+label is a tie, or that have no label, are dropped and counted. Without labels the pairs are
+written for annotators (``pair_id``, ``prompt``, ``response_a``, ``response_b`` + metadata),
+``response_a`` being the lower response index.
+
+Orientation looks at explicit preferences first (a recorded ``(chosen, rejected)`` for the
+two responses), then at scores (the higher score is chosen). REAL's public code made the lower
+index "chosen" regardless of labels; this module never does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from realspo.schema import PromptGroup
+from realspo.selection import Selection
+
+PREFERENCE = "preference"
+ANNOTATION = "annotation"
+DROP_TIE = "tied scores"
+DROP_UNLABELED = "no label for the pair"
+DROP_CONFLICT = "conflicting preferences"
+
+
+def response_keys(groups: list[PromptGroup]) -> np.ndarray:
+    """(N,) int64 per response in flattened order, equal for identical texts (compared after
+    stripping surrounding whitespace), so that :func:`~realspo.selection.select_pairs` never
+    offers a pair of the same text."""
+    ids: dict[str, int] = {}
+    return np.fromiter(
+        (ids.setdefault(r.strip(), len(ids)) for g in groups for r in g.responses),
+        dtype=np.int64,
+    )
+
+
+def pair_label(group: PromptGroup, i: int, j: int) -> tuple[tuple[int, int] | None, str | None]:
+    """``((chosen, rejected), None)`` for responses ``i`` and ``j`` of ``group``, or
+    ``(None, reason)`` when the label cannot orient them (tie, none, or a conflict)."""
+    prefs = set(group.preferences)
+    forward, backward = (i, j) in prefs, (j, i) in prefs
+    if forward and backward:
+        return None, DROP_CONFLICT
+    if forward:
+        return (i, j), None
+    if backward:
+        return (j, i), None
+    if group.scores is None:
+        return None, DROP_UNLABELED
+    si, sj = group.scores[i], group.scores[j]
+    if si > sj:
+        return (i, j), None
+    if sj > si:
+        return (j, i), None
+    return None, DROP_TIE
+
+
+def orient_pair(group: PromptGroup, i: int, j: int) -> tuple[int, int] | None:
+    """``(chosen, rejected)`` by explicit preference, else by score; None for a tie or no label."""
+    return pair_label(group, i, j)[0]
+
+
+def output_kind(groups: list[PromptGroup]) -> str:
+    """``"preference"`` when any group carries labels, else ``"annotation"``."""
+    return PREFERENCE if any(g.has_labels for g in groups) else ANNOTATION
+
+
+def _score(group: PromptGroup, index: int) -> float | None:
+    return None if group.scores is None else float(group.scores[index])
+
+
+def build_rows(
+    groups: list[PromptGroup], selection: Selection, strategy: str
+) -> tuple[list[dict[str, Any]], dict[str, int], str]:
+    """Rows for the selected pairs, in selection (rank) order.
+
+    Returns ``(rows, dropped, kind)``: ``dropped`` maps a reason (``tied scores``, ``no label
+    for the pair``, ``conflicting preferences``) to the number of pairs dropped for it, and
+    ``kind`` is ``"preference"`` or ``"annotation"`` (see :func:`output_kind`).
+    """
+    kind = output_kind(groups)
+    rows: list[dict[str, Any]] = []
+    dropped: dict[str, int] = {}
+    for g, a, b, sim in zip(
+        selection.group_index.tolist(), selection.index_a.tolist(),
+        selection.index_b.tolist(), selection.similarity.tolist(), strict=True,
+    ):
+        group = groups[g]
+        if kind == ANNOTATION:
+            rows.append({
+                "pair_id": f"{group.prompt_id}:{a}-{b}",
+                "prompt": group.prompt,
+                "response_a": group.responses[a],
+                "response_b": group.responses[b],
+                "similarity": float(sim),
+                "prompt_id": group.prompt_id,
+                "index_a": a,
+                "index_b": b,
+                "strategy": strategy,
+            })
+            continue
+        oriented, reason = pair_label(group, a, b)
+        if oriented is None:
+            dropped[reason] = dropped.get(reason, 0) + 1  # type: ignore[index]
+            continue
+        chosen, rejected = oriented
+        rows.append({
+            "prompt": group.prompt,
+            "chosen": group.responses[chosen],
+            "rejected": group.responses[rejected],
+            "prompt_id": group.prompt_id,
+            "chosen_index": chosen,
+            "rejected_index": rejected,
+            "chosen_score": _score(group, chosen),
+            "rejected_score": _score(group, rejected),
+            "similarity": float(sim),
+            "strategy": strategy,
+        })
+    return rows, dropped, kind

@@ -1,0 +1,97 @@
+"""``realspo plot``: draw a run's training and evaluation curves to a PNG.
+
+Reads ``RUN/metrics.jsonl`` (written by ``realspo train``) and draws one panel per metric
+family: loss, reward accuracy, reward margins, chosen/rejected rewards, and, for SPO runs,
+the degree loss and accuracy. Training records are lines, ``eval/`` records are markers.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from realspo.config import add_options, option, resolve
+from realspo.errors import InputError
+from realspo.outputs import atomic_path
+
+HELP = "plot the loss, reward and SPO curves of a training run (metrics.jsonl) to PNG"
+
+# (panel title, metric names drawn in it)
+PANELS = (
+    ("loss", ("loss",)),
+    ("rewards/accuracies", ("rewards/accuracies",)),
+    ("rewards/margins", ("rewards/margins",)),
+    ("rewards", ("rewards/chosen", "rewards/rejected")),
+    ("spo/loss", ("spo/loss",)),
+    ("spo/accuracy", ("spo/accuracy",)),
+)
+
+
+@dataclass
+class PlotConfig:
+    run: str = option(help="run directory of `realspo train` (or its metrics.jsonl)", cli=False)
+    out: str | None = option(None, help="PNG to write (unset: RUN/curves.png)")
+    overwrite: bool = option(False, help="replace an existing PNG")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN",
+                        help="run directory of `realspo train` (or its metrics.jsonl)")
+    add_options(parser, PlotConfig)
+
+
+def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    points = [(r["step"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def plot_metrics(metrics_path: Path, png: Path, overwrite: bool = False) -> Path:
+    """Draw the curves of ``metrics_path`` into ``png`` (atomically); returns ``png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from realspo.training_outputs import read_metrics
+
+    if not metrics_path.is_file():
+        raise InputError(str(metrics_path), "no such file (expected the metrics.jsonl of a training run)")
+    records = [r for r in read_metrics(metrics_path) if isinstance(r.get("step"), (int, float))]
+    if not records:
+        raise InputError(str(metrics_path), "no metrics records to plot")
+    panels = [(title, keys) for title, keys in PANELS
+              if any(k in r or f"eval/{k}" in r for r in records for k in keys)]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)
+    for ax, (title, keys) in zip(axes.flat, panels, strict=False):
+        for key in keys:
+            steps, values = _series(records, key)
+            if steps:
+                ax.plot(steps, values, label=f"train {key}" if len(keys) > 1 else "train")
+            steps, values = _series(records, f"eval/{key}")
+            if steps:
+                ax.plot(steps, values, "o--", label=f"eval {key}" if len(keys) > 1 else "eval")
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.suptitle(str(metrics_path.parent.name or metrics_path))
+    fig.tight_layout()
+    with atomic_path(png, overwrite) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return png
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(PlotConfig, args)
+    run_path = Path(cfg.run)
+    metrics = run_path if run_path.is_file() else run_path / "metrics.jsonl"
+    png = Path(cfg.out) if cfg.out else metrics.parent / "curves.png"
+    print(plot_metrics(metrics, png, cfg.overwrite))
+    return 0

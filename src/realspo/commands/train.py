@@ -1,0 +1,30 @@
+"""``realspo train``: DPO-family preference training, optionally with SPO's degree loss.
+
+Examples::
+
+    realspo train --data pairs.jsonl --model ./sft --loss sigmoid --beta 0.1 --spo --out runs/dpo-spo
+    realspo train --config run.yaml --lr 5e-6          # flags override the YAML file
+    torchrun --nproc_per_node 4 -m realspo.cli train --config run.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+from realspo.config import add_options, resolve
+from realspo.training import TrainConfig, train
+
+HELP = "train a causal LM on preference pairs (DPO, IPO, cDPO, rDPO, hinge, SimPO; optionally + SPO)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_options(parser, TrainConfig)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(TrainConfig, args)
+    out = train(cfg)
+    if out is not None and os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(out)
+    return 0

@@ -1,0 +1,331 @@
+"""Preference training on ``accelerate``: a DPO-family loss, optionally plus SPO's degree loss.
+
+:func:`train` runs a :class:`TrainConfig`:
+
+1. check ``--out`` (new, ``--resume`` or ``--overwrite``) before any work;
+2. read and validate the pairs and tokenize them once (:mod:`realspo.training_data`);
+3. compute the reference log-probs once, with the initial model, cached on disk
+   (:mod:`realspo.reference`); skipped for reference-free losses;
+4. train: each micro-batch runs only the policy (:mod:`realspo.training_step`); accelerate
+   does gradient accumulation, mixed precision, DDP / FSDP / DeepSpeed and checkpoint state;
+5. write metrics, checkpoints and the exported model (:mod:`realspo.training_outputs`).
+
+The step-0 metrics record is the first micro-batch, measured before any update: with a
+fresh policy equal to its reference, ``loss`` there is the loss at zero margin (log 2 for
+``sigmoid``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from realspo.config import to_dict
+from realspo.errors import ConfigError, TrainingDiverged
+from realspo.training_config import TrainConfig, default_cache_dir, mixed_precision
+from realspo.training_outputs import (
+    METRICS,
+    MetricsLog,
+    check_resume_config,
+    check_run_dir,
+    clear_run_dir,
+    export_model,
+    read_trainer_state,
+    save_checkpoint,
+    write_run_config,
+)
+from realspo.training_step import (
+    METRIC_KEYS,
+    build_model,
+    check_finite,
+    forward_batch,
+    metric_record,
+    peak_memory_mb,
+)
+
+__all__ = ["TrainConfig", "train"]
+
+log = logging.getLogger(__name__)
+
+
+def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None = None,
+          stop_after: int | None = None) -> Path | None:
+    """Run ``cfg``; return ``OUT``, which then holds the trained model.
+
+    ``on_batch(step, indices)`` is called after each micro-batch with the optimizer step it
+    belongs to (1-based) and the dataset indices it held (a data-order log). ``stop_after``
+    ends the run after that step (and its checkpoint) without exporting and returns None,
+    as an interruption would.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    cfg.validate()
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-file checkpoint chatter
+        # tied embedding / LM-head weights are stored once; accelerate warns at every save
+        logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
+    out = Path(cfg.out)
+    resume_from = check_run_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+    if resume_from is not None:
+        check_resume_config(out, to_dict(cfg))
+    # Several processes without a GPU (torchrun on CPU): accelerate needs cpu=True to use gloo.
+    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=multi_cpu,
+                              mixed_precision=mixed_precision(cfg.dtype))
+    set_seed(cfg.seed)
+    return _Run(cfg, accelerator, out, resume_from).run(on_batch, stop_after)
+
+
+@dataclass
+class _Window:
+    """Metric sums of this process since the last record."""
+
+    sums: torch.Tensor
+    count: int = 0
+    tokens: int = 0
+    started: float = field(default_factory=time.perf_counter)
+
+    def add(self, result: Any) -> _Window:
+        self.sums = self.sums + result.sums.detach()
+        self.count += result.count
+        self.tokens += result.tokens
+        return self
+
+
+class _Run:
+    """One training run: what :func:`train` builds, and its loop."""
+
+    def __init__(self, cfg: TrainConfig, accelerator: Any, out: Path, resume_from: Path | None) -> None:
+        from torch.utils.data import DataLoader
+        from transformers import get_scheduler
+
+        from realspo.models import load_model, load_tokenizer
+        from realspo.training_data import EpochShuffleSampler, PairCollator
+
+        self.cfg, self.acc, self.out, self.resume_from = cfg, accelerator, out, resume_from
+        self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
+        train_set, eval_set = self._datasets()
+        policy = load_model(cfg.model, dtype=torch.float32, device=accelerator.device,
+                            trust_remote_code=cfg.trust_remote_code)
+        if cfg.uses_reference:
+            self._attach_reference(policy, train_set.pairs + (eval_set.pairs if eval_set else []))
+        model = build_model(cfg, policy)
+        collator = PairCollator(self.tokenizer.pad_token_id, cfg.uses_reference)
+        loader = DataLoader(train_set, batch_size=cfg.batch_size,
+                            sampler=EpochShuffleSampler(len(train_set), cfg.seed),
+                            collate_fn=collator)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
+                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
+        self.eval_loader = None
+        if eval_set is not None:
+            self.eval_loader = accelerator.prepare(DataLoader(
+                eval_set, batch_size=cfg.eval_batch_size or cfg.batch_size, collate_fn=collator))
+        self.batches = len(self.loader)  # micro-batches per epoch on this process
+        self.steps_per_epoch = math.ceil(self.batches / cfg.grad_accum)
+        self.total = cfg.max_steps or cfg.epochs * self.steps_per_epoch
+        # Stepped by hand once per optimizer step (a prepared scheduler would step once per
+        # process), and saved with each checkpoint.
+        self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
+                                       num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total),
+                                       num_training_steps=self.total)
+        accelerator.register_for_checkpointing(self.scheduler)
+        self.metrics = MetricsLog(out / METRICS)
+        self.last_checkpoint = resume_from
+        self.grad_norm: float | None = None
+
+    # -- setup -----------------------------------------------------------------------------
+
+    def _datasets(self) -> tuple[Any, Any]:
+        from realspo.training_data import PairDataset, read_pairs, split_eval
+
+        cfg = self.cfg
+        pairs = read_pairs(cfg.data, cfg.split)
+        if cfg.eval_data:
+            train_pairs, eval_pairs = pairs, read_pairs(cfg.eval_data, cfg.split)
+        else:
+            train_pairs, eval_pairs = split_eval(pairs, cfg.eval_fraction, cfg.seed)
+        train_set = PairDataset(train_pairs, self.tokenizer, cfg.max_length, cfg.truncation)
+        eval_set = (PairDataset(eval_pairs, self.tokenizer, cfg.max_length, cfg.truncation)
+                    if eval_pairs else None)
+        self.truncated = train_set.truncated + (eval_set.truncated if eval_set else 0)
+        if self.acc.is_main_process:
+            log.info("%d training pairs, %d evaluation pairs; %d pairs truncated to --max-length %d "
+                     "(--truncation %s)", len(train_set), len(eval_set or []), self.truncated,
+                     cfg.max_length, cfg.truncation)
+            if cfg.spo:
+                from realspo.spo import precompute_variants, variant_stats
+
+                stats = variant_stats(precompute_variants(
+                    [r for p in train_pairs for r in (p.chosen, p.rejected)], cfg.spo_config()))
+                log.info("SPO: %d distinct responses graded into %d degree levels, %d skipped "
+                         "(too few key phrases)", stats["graded"], cfg.spo_levels, stats["skipped"])
+        return train_set, eval_set
+
+    def _attach_reference(self, policy: torch.nn.Module, pairs: list[Any]) -> None:
+        """Reference log-probs of every pair from the initial model, in the policy's precision
+        (the main process computes and caches them first; the others read the cache)."""
+        from realspo.reference import load_or_compute_reference
+
+        cfg = self.cfg
+        with self.acc.main_process_first(), self.acc.autocast():
+            chosen, rejected, status = load_or_compute_reference(
+                cfg.model, [p.as_row() for p in pairs], cfg.cache_dir or default_cache_dir(),
+                max_length=cfg.max_length, truncation=cfg.truncation, model=policy,
+                tokenizer=self.tokenizer, batch_size=2 * (cfg.eval_batch_size or cfg.batch_size),
+                show_progress=self.acc.is_local_main_process, source=cfg.data)
+        for pair, c, r in zip(pairs, chosen.tolist(), rejected.tolist(), strict=True):
+            pair.ref_chosen, pair.ref_rejected = c, r
+        if self.acc.is_main_process:
+            log.info("reference log-probs: %s", status)
+
+    def _start(self) -> int:
+        """Prepare ``OUT`` and restore a checkpoint; the step training continues from."""
+        step = 0
+        self.acc.wait_for_everyone()  # every process has checked OUT before it changes
+        if self.resume_from is not None:
+            state = read_trainer_state(self.resume_from)
+            if state.get("num_processes", 1) != self.acc.num_processes:
+                raise ConfigError(f"--resume: {self.resume_from} was saved by {state.get('num_processes')} "
+                                  f"processes, this run has {self.acc.num_processes}; the data order "
+                                  "would differ")
+            self.acc.load_state(str(self.resume_from))
+            step = int(state["step"])
+            if self.acc.is_main_process:
+                log.info("resuming from %s (step %d)", self.resume_from, step)
+        if self.acc.is_main_process:
+            if self.resume_from is None:
+                clear_run_dir(self.out)
+            else:
+                self.metrics.truncate_after(step)
+            write_run_config(self.out, to_dict(self.cfg))
+        self.acc.wait_for_everyone()
+        return step
+
+    # -- the loop --------------------------------------------------------------------------
+
+    def run(self, on_batch: Callable[[int, list[int]], None] | None, stop_after: int | None
+            ) -> Path | None:
+        from tqdm.auto import tqdm
+
+        cfg, acc = self.cfg, self.acc
+        step = self._start()
+        stop = self.total if stop_after is None else min(stop_after, self.total)
+        window, first_record = self._window(), step == 0
+        progress = tqdm(total=self.total, initial=step, desc="train", unit="step",
+                        disable=not acc.is_local_main_process)
+        epoch, skip = divmod(step, self.steps_per_epoch)
+        skip *= cfg.grad_accum  # micro-batches of this epoch consumed before the checkpoint
+        self.model.train()
+        while step < stop:
+            # accelerate's loader re-seeds its sampler with its own epoch counter on every
+            # pass: set that counter (a resumed process starts it at 0).
+            self.loader.set_epoch(epoch)
+            loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
+            for b, batch in enumerate(loader, start=skip):
+                with acc.accumulate(self.model):
+                    result = forward_batch(self.model, batch, cfg, self.tokenizer,
+                                           spo_step=epoch * self.batches + b)
+                    check_finite(acc, result.loss, step + 1, self.last_checkpoint)
+                    acc.backward(result.loss)
+                    if acc.sync_gradients and cfg.max_grad_norm > 0:
+                        self._clip(step + 1)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                window.add(result)
+                if on_batch is not None:
+                    on_batch(step + 1, batch["index"].tolist())
+                if first_record:  # step 0: the first micro-batch, before any update
+                    first = _Window(torch.zeros_like(window.sums), started=window.started)
+                    self._log(0, first.add(result), truncated_pairs=self.truncated)
+                    first_record = False
+                if not acc.sync_gradients:
+                    continue
+                self.scheduler.step()
+                step += 1
+                progress.update(1)
+                progress.set_postfix(loss=f"{result.loss.item():.4f}",
+                                     acc=f"{result.per_example[:, 4].mean().item():.2f}")
+                if step % cfg.logging_steps == 0 or step == self.total:
+                    self._log(step, window)
+                    window = self._window()
+                if self.eval_loader is not None and cfg.eval_steps and step % cfg.eval_steps == 0:
+                    self._evaluate(step)
+                if cfg.save_steps and step % cfg.save_steps == 0:
+                    self._save(step)
+                if step >= stop:
+                    break
+            epoch, skip = epoch + 1, 0
+        progress.close()
+        if step < self.total:
+            return None  # stopped early by stop_after
+        if self.eval_loader is not None and not (cfg.eval_steps and step % cfg.eval_steps == 0):
+            self._evaluate(step)
+        export_model(self.acc, self.model, self.tokenizer, self.cfg, self.out)
+        return self.out
+
+    def _window(self) -> _Window:
+        return _Window(torch.zeros(len(METRIC_KEYS), device=self.acc.device))
+
+    def _clip(self, step: int) -> None:
+        norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
+        self.grad_norm = float(norm) if norm is not None else None
+        # fp16 overflows are handled by the loss scaler (the step is skipped), not fatal
+        if self.grad_norm is not None and not math.isfinite(self.grad_norm) \
+                and self.acc.mixed_precision != "fp16":
+            kept = self.last_checkpoint or "no checkpoint had been saved"
+            raise TrainingDiverged(f"non-finite gradient norm at step {step}; stopped before updating "
+                                   f"the model (last good checkpoint: {kept}); try a lower --lr")
+
+    def _log(self, step: int, window: _Window, **extra: Any) -> None:
+        """Reduce ``window`` over the processes and append one record (main process)."""
+        counts = torch.tensor([window.count, window.tokens], dtype=torch.float32, device=self.acc.device)
+        totals = self.acc.reduce(torch.cat([window.sums.float(), counts]), reduction="sum")
+        count, tokens = totals[-2].item(), totals[-1].item()
+        if not self.acc.is_main_process:
+            return
+        record: dict[str, Any] = {"step": step, "epoch": round(step / self.steps_per_epoch, 4),
+                                  "learning_rate": self.scheduler.get_last_lr()[0]}
+        record.update(metric_record(totals[:-2], count, self.cfg))
+        if step > 0 and self.grad_norm is not None:
+            record["grad_norm"] = self.grad_norm
+        record["tokens_per_second"] = tokens / max(time.perf_counter() - window.started, 1e-9)
+        record["peak_memory_mb"] = peak_memory_mb()
+        record.update(extra)
+        self.metrics.write(record)
+
+    @torch.no_grad()
+    def _evaluate(self, step: int) -> None:
+        """Metrics over the evaluation pairs (each counted once), as ``eval/*`` records."""
+        self.model.eval()
+        rows, extra = [], torch.zeros(4, device=self.acc.device)  # nll, spo loss, spo acc, n
+        for batch in self.eval_loader:
+            result = forward_batch(self.model, batch, self.cfg, self.tokenizer, spo_step=0)
+            rows.append(self.acc.gather_for_metrics(result.per_example))
+            extra += torch.cat([result.sums[-3:], torch.tensor([result.count], device=extra.device)])
+        self.model.train()
+        extra = self.acc.reduce(extra, reduction="sum")
+        per_example = torch.cat(rows)
+        n = per_example.shape[0]
+        sums = torch.cat([per_example.sum(0), extra[:3] / extra[3].clamp(min=1) * n])
+        if self.acc.is_main_process:
+            record = {"step": step, "epoch": round(step / self.steps_per_epoch, 4)}
+            record.update(metric_record(sums, n, self.cfg, prefix="eval/"))
+            self.metrics.write(record)
+
+    def _save(self, step: int) -> None:
+        epoch = step // self.steps_per_epoch
+        state = {"step": step, "epoch": epoch, "total_steps": self.total,
+                 "num_processes": self.acc.num_processes, "batches_per_epoch": self.batches,
+                 "grad_accum": self.cfg.grad_accum}
+        self.last_checkpoint = save_checkpoint(self.acc, self.out, step, state,
+                                               keep=self.cfg.keep_checkpoints)

@@ -1,0 +1,145 @@
+"""Options of ``realspo train``: one dataclass, validated once (see :mod:`realspo.config`)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+from realspo.config import option
+from realspo.errors import ConfigError
+from realspo.logprobs import TRUNCATION_MODES
+from realspo.losses import LOSSES, REFERENCE_FREE, LossConfig
+from realspo.spo import SPOConfig
+
+_SPO = SPOConfig()
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+
+
+def default_cache_dir() -> str:
+    """``$XDG_CACHE_HOME/realspo/reference`` (``~/.cache/realspo/reference``)."""
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(root, "realspo", "reference")
+
+
+@dataclass
+class TrainConfig:
+    """Options of ``realspo train`` (and of :func:`train`)."""
+
+    data: str = option(help="preference pairs: TRL rows (prompt, chosen, rejected) as a file, "
+                            "dataset directory or hub id", metavar="PATH")
+    model: str = option(help="the model to train, also the reference: a directory or hub id",
+                        metavar="MODEL")
+    out: str = option(help="run directory: the trained model, config.yaml, metrics.jsonl, "
+                           "checkpoints/", metavar="DIR")
+    split: str = option("train", help="split to read from a dataset directory or hub id")
+    loss: str = option("sigmoid", help="preference loss", choices=tuple(LOSSES))
+    beta: float = option(0.1, help="inverse temperature beta of the loss (rewards = beta * log-ratio)")
+    label_smoothing: float = option(0.0, help="label-flip rate eps for cdpo and robust (0 <= eps < 0.5)")
+    gamma: float = option(0.5, help="SimPO's target reward margin")
+    nll_weight: float = option(0.0, help="weight of the NLL term on the chosen response (RPO-style)")
+    spo: bool = option(False, help="add SPO's self-supervised preference-degree loss")
+    spo_weight: float = option(_SPO.weight, help="lambda: weight of the degree loss")
+    spo_levels: int = option(_SPO.levels, help="D: degree levels per response (level 0 = original)")
+    spo_labels: str = option(_SPO.labels, help="separate: 2D classes (chosen/rejected apart); "
+                                               "shared: D classes", choices=("separate", "shared"))
+    spo_pooling: str = option(_SPO.pooling, help="hidden state fed to the degree head: the last "
+                                                 "response token or the mean", choices=("last", "mean"))
+    spo_selection: str = option(_SPO.selection, help="which key phrases a level removes: top-ranked "
+                                                     "or a seeded random subset", choices=("top", "random"))
+    spo_sample_levels: int | None = option(None, help="levels sampled per response per step "
+                                                      "(unset: all D)")
+    spo_head_hidden: int | None = option(None, help="width of the degree head's hidden layer "
+                                                    "(unset: min(hidden size, 512))")
+    lr: float = option(1e-6, help="peak learning rate (AdamW)")
+    weight_decay: float = option(0.0, help="AdamW weight decay")
+    lr_scheduler: str = option("linear", help="learning-rate schedule after warmup", choices=SCHEDULERS)
+    warmup_ratio: float = option(0.1, help="fraction of the steps spent warming up the learning rate")
+    epochs: int = option(1, help="passes over the training pairs (ignored when --max-steps is set)")
+    max_steps: int | None = option(None, help="optimizer steps to run (overrides --epochs)")
+    batch_size: int = option(8, help="pairs per micro-batch per process")
+    eval_batch_size: int | None = option(None, help="pairs per evaluation batch (unset: --batch-size)")
+    grad_accum: int = option(1, help="micro-batches accumulated per optimizer step")
+    max_grad_norm: float = option(1.0, help="clip the gradient norm to this (0 = no clipping)")
+    max_length: int = option(1024, help="longest prompt + response, in tokens")
+    truncation: str = option("keep_end", help="what a too-long pair loses: keep_end drops the start "
+                                              "of the prompt, keep_start cuts the responses' ends",
+                             choices=TRUNCATION_MODES)
+    eval_fraction: float = option(0.0, help="fraction of the pairs held out for evaluation")
+    eval_data: str | None = option(None, help="separate evaluation pairs (instead of --eval-fraction)")
+    logging_steps: int = option(10, help="write a metrics record every N steps")
+    eval_steps: int = option(0, help="evaluate every N steps (0: only at the end)")
+    save_steps: int = option(0, help="save a checkpoint every N steps (0: none)")
+    keep_checkpoints: int = option(2, help="keep only the newest N checkpoints (0: all)")
+    seed: int = option(0, help="seed of the data order, SPO variants and initialisation")
+    gradient_checkpointing: bool = option(False, help="recompute activations in the backward pass")
+    dtype: str = option("auto", help="compute precision: auto = bf16 (or fp16) mixed precision on "
+                                     "GPUs, fp32 on CPU; weights stay fp32", choices=DTYPES)
+    lora_r: int = option(0, help="LoRA rank (0: train all weights)")
+    lora_alpha: float = option(16.0, help="LoRA alpha (scale = alpha / r)")
+    lora_dropout: float = option(0.0, help="dropout on the LoRA path")
+    lora_target: list[str] = option(["all-linear"], help="module names LoRA adapts "
+                                                         "(all-linear: every linear layer but the LM head)")
+    merge: bool = option(True, help="merge LoRA into the exported model (--no-merge: save the adapter)")
+    cache_dir: str | None = option(None, help="reference log-prob cache directory (unset: "
+                                              "~/.cache/realspo/reference)")
+    trust_remote_code: bool = option(False, help="allow model code from the hub (runs that code)")
+    overwrite: bool = option(False, help="replace an existing --out")
+    resume: bool = option(False, help="continue the run in --out from its last checkpoint")
+
+    def validate(self) -> None:
+        self.loss_config().validate()
+        if self.spo:
+            self.spo_config().validate()
+        positive = {"lr": self.lr, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
+                    "epochs": self.epochs, "logging_steps": self.logging_steps,
+                    "max_length": self.max_length}
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"--{name.replace('_', '-')}: expected a positive number, got {value}")
+        for name in ("max_steps", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: expected >= 1, got {value}")
+        for name in ("eval_steps", "save_steps", "keep_checkpoints", "lora_r"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')}: expected >= 0, got {getattr(self, name)}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ConfigError(f"--warmup-ratio: expected 0 <= ratio < 1, got {self.warmup_ratio}")
+        if not 0 <= self.eval_fraction < 1:
+            raise ConfigError(f"--eval-fraction: expected 0 <= fraction < 1, got {self.eval_fraction}")
+        if self.eval_fraction and self.eval_data:
+            raise ConfigError("--eval-fraction and --eval-data: give one of them, not both")
+        if self.max_grad_norm < 0 or self.weight_decay < 0:
+            raise ConfigError("--max-grad-norm and --weight-decay must be >= 0")
+        if self.lora_r == 0 and not self.merge:
+            raise ConfigError("--no-merge only applies to LoRA runs (--lora-r > 0)")
+
+    def loss_config(self) -> LossConfig:
+        return LossConfig(beta=self.beta, label_smoothing=self.label_smoothing, gamma=self.gamma,
+                          nll_weight=self.nll_weight)
+
+    def spo_config(self) -> SPOConfig:
+        return SPOConfig(levels=self.spo_levels, weight=self.spo_weight, labels=self.spo_labels,
+                         pooling=self.spo_pooling, selection=self.spo_selection,
+                         sample_levels=self.spo_sample_levels, seed=self.seed,
+                         head_hidden=self.spo_head_hidden)
+
+    @property
+    def uses_reference(self) -> bool:
+        return self.loss not in REFERENCE_FREE
+
+
+def mixed_precision(dtype: str) -> str | None:
+    """accelerate's ``mixed_precision`` for ``--dtype`` (None: leave it to accelerate's config)."""
+    if dtype == "auto":
+        if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+            return None  # set by `accelerate launch` / `accelerate config`
+        if torch.cuda.is_available():
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+        return "no"
+    if dtype == "float16" and not torch.cuda.is_available():
+        raise ConfigError("--dtype float16: fp16 mixed precision needs a GPU; use bfloat16 or float32")
+    return {"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[dtype]

@@ -1,0 +1,166 @@
+"""Preference pairs for training: reading, validation, tokenisation and batching.
+
+Input rows are TRL preference rows, ``{prompt, chosen, rejected}``, each a string or a
+conversational ``[{role, content}]`` list (rendered to text by :mod:`realspo.formats`).
+Optional ``ref_chosen_logps`` / ``ref_rejected_logps`` columns carry precomputed reference
+log-probs. Every pair is tokenized once (:func:`realspo.logprobs.tokenize_pair`: a shared
+prompt, truncated per ``--truncation``, never a zero-token response); a batch puts the
+chosen sequences first and the rejected ones after them::
+
+    input_ids, attention_mask, response_mask   (2B, T)   rows 0..B-1 chosen, B..2B-1 rejected
+    ref_chosen, ref_rejected                    (B,)      fp32 (absent for reference-free losses)
+    index                                       (B,)      position of each pair in the dataset
+    prompts, chosen, rejected                   list[str] the texts (for SPO's degree variants)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from realspo.errors import InputError
+from realspo.formats import parse_rows
+from realspo.logprobs import TokenizedPair, collate, tokenize_pair
+from realspo.sources import Row, read_rows
+
+REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
+REF_FIELDS = ("ref_chosen_logps", "ref_rejected_logps")
+
+
+@dataclass
+class PreferencePair:
+    """One training pair as text, with its reference log-probs once known."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    where: str  # "file:line 3", for error messages
+    ref_chosen: float | None = None
+    ref_rejected: float | None = None
+
+    def as_row(self) -> dict[str, Any]:
+        row: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
+        if self.ref_chosen is not None and self.ref_rejected is not None:
+            row.update(ref_chosen_logps=self.ref_chosen, ref_rejected_logps=self.ref_rejected)
+        return row
+
+
+def _ref_value(row: Row, field: str) -> float:
+    value = row.data[field]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise row.error(f"expected a finite number (a summed log-prob), got {value!r:.40}", field)
+    if value > 0:
+        raise row.error(f"expected a log-prob <= 0, got {value}", field)
+    return float(value)
+
+
+def read_pairs(source: str | Path, split: str = "train") -> list[PreferencePair]:
+    """Read and validate TRL preference rows from a file, dataset directory or hub id.
+
+    A missing ``prompt``/``chosen``/``rejected``, an empty response, or a malformed reference
+    column raises :class:`InputError` naming the file, the row and the field.
+    """
+    rows = read_rows(source, split)
+    if not rows:
+        raise InputError(str(source), "the dataset is empty (no rows)")
+    for row in rows:
+        for field in REQUIRED_FIELDS:
+            if row.data.get(field) is None:
+                raise row.error("missing (training needs TRL rows: prompt, chosen, rejected)", field)
+    groups, _ = parse_rows(rows, "trl")  # renders conversations, rejects empty responses
+    pairs = []
+    for row, group in zip(rows, groups, strict=True):
+        pair = PreferencePair(group.prompt, group.responses[0], group.responses[1],
+                              f"{row.source}:{row.where}")
+        present = [row.data.get(f) is not None for f in REF_FIELDS]
+        if any(present):
+            if not all(present):
+                raise row.error("missing (ref_chosen_logps and ref_rejected_logps come together)",
+                                REF_FIELDS[present.index(False)])
+            pair.ref_chosen, pair.ref_rejected = (_ref_value(row, f) for f in REF_FIELDS)
+        pairs.append(pair)
+    return pairs
+
+
+def split_eval(pairs: list[PreferencePair], fraction: float, seed: int
+               ) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """``(train, eval)``: a seeded random ``fraction`` of the pairs held out (at least one)."""
+    if fraction <= 0:
+        return pairs, []
+    n_eval = max(1, round(len(pairs) * fraction))
+    if n_eval >= len(pairs):
+        raise InputError("--eval-fraction", f"{fraction} of {len(pairs)} pairs leaves none to train on")
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    held = set(order[:n_eval].tolist())
+    return ([p for i, p in enumerate(pairs) if i not in held],
+            [p for i, p in enumerate(pairs) if i in held])
+
+
+class PairDataset(Dataset):
+    """Tokenized pairs; ``truncated`` counts the pairs cut to fit ``max_length``."""
+
+    def __init__(self, pairs: list[PreferencePair], tokenizer: Any, max_length: int,
+                 truncation: str) -> None:
+        self.pairs = pairs
+        self.tokens: list[TokenizedPair] = []
+        for pair in pairs:
+            try:
+                self.tokens.append(tokenize_pair(tokenizer, pair.prompt, pair.chosen, pair.rejected,
+                                                 max_length, truncation))
+            except ValueError as exc:
+                raise InputError(pair.where, str(exc), field="prompt") from None
+        self.truncated = sum(t.truncated for t in self.tokens)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"index": index, "pair": self.pairs[index], "tokens": self.tokens[index]}
+
+
+class PairCollator:
+    """Builds the batch described in the module docstring (a picklable collate_fn)."""
+
+    def __init__(self, pad_id: int, with_reference: bool) -> None:
+        self.pad_id, self.with_reference = pad_id, with_reference
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
+        tokens = [e["tokens"] for e in examples]
+        pairs: list[PreferencePair] = [e["pair"] for e in examples]
+        sequences = [t.sequences()[0] for t in tokens] + [t.sequences()[1] for t in tokens]
+        batch: dict[str, Any] = collate(sequences, self.pad_id)
+        batch["index"] = torch.tensor([e["index"] for e in examples], dtype=torch.long)
+        if self.with_reference:
+            batch["ref_chosen"] = torch.tensor([p.ref_chosen for p in pairs], dtype=torch.float32)
+            batch["ref_rejected"] = torch.tensor([p.ref_rejected for p in pairs], dtype=torch.float32)
+        batch["prompts"] = [p.prompt for p in pairs]
+        batch["chosen"] = [p.chosen for p in pairs]
+        batch["rejected"] = [p.rejected for p in pairs]
+        return batch
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A fresh permutation per epoch drawn from ``(seed, epoch)`` only.
+
+    The order of epoch ``e`` does not depend on how many epochs ran before in this process,
+    so a resumed run replays exactly the order of the interrupted one.
+    """
+
+    def __init__(self, size: int, seed: int) -> None:
+        self.size, self.seed, self.epoch = size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        return iter(torch.randperm(self.size, generator=generator).tolist())
+
+    def __len__(self) -> int:
+        return self.size

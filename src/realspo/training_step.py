@@ -1,0 +1,191 @@
+"""One training micro-batch: the policy forward, the preference loss and the SPO degree loss.
+
+::
+
+    policy forward over [chosen; rejected]          -> summed response log-probs (2B,)
+    preference_loss(loss, policy, ref_c, ref_r)     -> L_pref (+ nll_weight * NLL(chosen))
+    with --spo: forward over the degree variants, hidden states only (no LM head)
+                -> pooled (V, H) -> degree head     -> L_degree
+    L = L_pref + spo_weight * L_degree
+
+The policy and the SPO head form one module (:class:`PolicyWithHead`), so a distributed
+wrapper (DDP, FSDP) sees a single forward per micro-batch and every trained weight in it.
+"""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from realspo.errors import ConfigError, TrainingDiverged
+from realspo.logprobs import (
+    collate,
+    last_hidden_states,
+    response_logps,
+    tokenize_response,
+    unwrap_causal_lm,
+)
+from realspo.losses import PolicyLogps, preference_loss
+from realspo.spo import DegreeHead, build_variant_batch, degree_loss, num_classes, pool_hidden
+
+if TYPE_CHECKING:
+    from realspo.training import TrainConfig
+
+# Metric sums kept per micro-batch, in this order; written under TRL's names.
+METRIC_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
+               "rewards/accuracies", "logps/chosen", "logps/rejected", "nll_loss",
+               "spo/loss", "spo/accuracy")
+PER_EXAMPLE = 7  # the first seven keys are per pair; nll and spo are added per batch
+
+
+class PolicyWithHead(nn.Module):
+    """The policy and the optional SPO degree head, trained (and wrapped) as one module."""
+
+    def __init__(self, policy: nn.Module, head: nn.Module | None, pooling: str) -> None:
+        super().__init__()
+        self.policy, self.head, self.pooling = policy, head, pooling
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
+                variants: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """``logps``, ``n_tokens`` (2B,) of the pairs ((2B, T) inputs); with a head, also the
+        degree loss ``spo_loss`` and ``spo_accuracy`` (scalars) of ``variants``
+        (``input_ids``, ``attention_mask``, ``response_mask`` (V, T'), ``labels`` (V,))."""
+        logps, n_tokens, _ = response_logps(self.policy, input_ids, attention_mask, response_mask)
+        out = {"logps": logps, "n_tokens": n_tokens}
+        if self.head is None:
+            return out
+        if variants is None:
+            # No graded variant in this batch: a zero that still touches every head weight,
+            # so a distributed wrapper sees the same parameters used on every process.
+            zero = sum(p.sum() for p in self.head.parameters()) * 0.0
+            out["spo_loss"], out["spo_accuracy"] = zero, zero.detach()
+            return out
+        # Variants need only hidden states: the LM head runs on one position per sequence.
+        hidden = last_hidden_states(self.policy, variants["input_ids"], variants["attention_mask"])
+        pooled = pool_hidden(hidden, variants["response_mask"], self.pooling)
+        out["spo_loss"], out["spo_accuracy"] = degree_loss(self.head, pooled, variants["labels"])
+        return out
+
+
+@dataclass
+class StepResult:
+    """One micro-batch: the loss to back-propagate and its metrics."""
+
+    loss: Tensor  # scalar, with gradients
+    sums: Tensor  # (len(METRIC_KEYS),) fp32 sums over the batch's B pairs
+    count: int  # B
+    tokens: int  # non-padding tokens run through the policy (pairs + variants)
+    per_example: Tensor  # (B, PER_EXAMPLE) fp32, the first PER_EXAMPLE metrics per pair
+
+
+def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_step: int
+                  ) -> dict[str, Tensor] | None:
+    """SPO degree variants of a batch's pairs, tokenized like the pairs; None if none graded."""
+    prompts, texts, labels = build_variant_batch(
+        batch["prompts"], batch["chosen"], batch["rejected"], cfg.spo_config(), spo_step)
+    if not texts:
+        return None
+    sequences = [tokenize_response(tokenizer, p, t, cfg.max_length, cfg.truncation)[:2]
+                 for p, t in zip(prompts, texts, strict=True)]
+    device = batch["input_ids"].device
+    variants = {k: v.to(device) for k, v in collate(sequences, tokenizer.pad_token_id).items()}
+    variants["labels"] = torch.tensor(labels, dtype=torch.long, device=device)
+    return variants
+
+
+def forward_batch(model: nn.Module, batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any,
+                  spo_step: int) -> StepResult:
+    """Run one micro-batch through ``model`` (a prepared :class:`PolicyWithHead`) and the loss.
+
+    ``spo_step`` seeds the choice of degree levels when ``--spo-sample-levels`` is set.
+    """
+    n = len(batch["index"])
+    variants = variant_batch(batch, cfg, tokenizer, spo_step) if cfg.spo else None
+    out = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"], variants=variants)
+    logps, n_tokens = out["logps"], out["n_tokens"]
+    policy = PolicyLogps(logps[:n], logps[n:], n_tokens[:n], n_tokens[n:])
+    pref = preference_loss(cfg.loss, policy, batch.get("ref_chosen"), batch.get("ref_rejected"),
+                           cfg.loss_config())
+    loss = pref.loss
+    zero = loss.detach() * 0.0
+    spo_loss, spo_acc = out.get("spo_loss", zero), out.get("spo_accuracy", zero)
+    if cfg.spo:
+        loss = loss + cfg.spo_weight * spo_loss
+    # per pair: the same total the batch loss averages (preference + NLL + lambda * degree)
+    pair_loss = pref.losses.detach() + cfg.nll_weight * pref.nll + cfg.spo_weight * spo_loss.detach()
+    per_example = torch.stack([
+        pair_loss, pref.rewards_chosen, pref.rewards_rejected, pref.margins, pref.accuracies,
+        policy.chosen.detach(), policy.rejected.detach()], dim=1).float()
+    sums = torch.cat([per_example.sum(0), torch.stack([
+        pref.nll.sum(), spo_loss.detach() * n, spo_acc * n]).float()])
+    tokens = int(batch["attention_mask"].sum())
+    if variants is not None:
+        tokens += int(variants["attention_mask"].sum())
+    return StepResult(loss, sums, n, tokens, per_example)
+
+
+def metric_record(sums: Tensor, count: float, cfg: TrainConfig, prefix: str = "") -> dict[str, float]:
+    """Means of summed metrics under TRL's names (``prefix="eval/"`` for evaluation)."""
+    values = (sums.float().cpu() / max(float(count), 1.0)).tolist()
+    record = {}
+    for key, value in zip(METRIC_KEYS, values, strict=True):
+        if (key == "nll_loss" and not cfg.nll_weight) or (key.startswith("spo/") and not cfg.spo):
+            continue
+        record[prefix + key] = value
+    return record
+
+
+def check_finite(accelerator: Any, loss: Tensor, step: int, last_checkpoint: Path | None) -> None:
+    """Stop every process (TrainingDiverged) if any process's loss is not finite.
+
+    Called before ``backward``, so the model is never updated from a non-finite loss.
+    """
+    losses = accelerator.gather(loss.detach().float().reshape(1))
+    if bool(torch.isfinite(losses).all()):
+        return
+    kept = (f"the last good checkpoint is {last_checkpoint}" if last_checkpoint
+            else "no checkpoint had been saved")
+    raise TrainingDiverged(
+        f"non-finite loss {[round(v, 4) for v in losses.tolist()]} at step {step}; stopped before "
+        f"updating the model ({kept}); try a lower --lr or --beta, or --dtype float32")
+
+
+def peak_memory_mb() -> float:
+    """Peak CUDA memory allocated by this process, or its peak resident set size on CPU."""
+    if torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def build_model(cfg: TrainConfig, policy: torch.nn.Module) -> torch.nn.Module:
+    """Gradient checkpointing, LoRA and the SPO head around the loaded ``policy``."""
+    head = unwrap_causal_lm(policy).get_output_embeddings()
+    width = int(getattr(head, "in_features", 0) or policy.config.hidden_size)
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing needs no input gradients, so it also works with LoRA.
+        kwargs = {"use_reentrant": False}
+        if hasattr(policy, "activation_checkpointing_enable"):  # transformers >= 5.x name
+            policy.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if cfg.lora_r:
+        from peft import LoraConfig, get_peft_model
+
+        targets: Any = "all-linear" if cfg.lora_target == ["all-linear"] else cfg.lora_target
+        lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=targets, task_type="CAUSAL_LM")
+        try:
+            policy = get_peft_model(policy, lora)
+        except ValueError as exc:
+            raise ConfigError(f"--lora-target {' '.join(cfg.lora_target)}: "
+                              f"{str(exc).splitlines()[0]}") from None
+    spo_head = None
+    if cfg.spo:
+        spo_head = DegreeHead(width, num_classes(cfg.spo_levels, cfg.spo_labels), cfg.spo_head_hidden)
+        spo_head.to(next(policy.parameters()).device)
+    return PolicyWithHead(policy, spo_head, cfg.spo_pooling)

@@ -8,6 +8,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Tiny models gain nothing from intra-op threads, and on a shared 2-core machine extra
+# threads contend (measured ~30x slower); subprocesses (torchrun tests) inherit this.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 TINY_CORPUS = [
     "The capital of France is Paris, a city on the river Seine.",

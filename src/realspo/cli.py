@@ -55,6 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _close_progress_bars() -> None:
+    """Close the progress bars a failed command left open, so its error gets a line of its own."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -68,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(run(args) or 0)
     except RealspoError as exc:
+        _close_progress_bars()
         print(f"realspo {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
+        _close_progress_bars()
         print(f"realspo {args.command}: interrupted", file=sys.stderr)
         return 130
 

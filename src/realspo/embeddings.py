@@ -12,6 +12,9 @@ layers), sorts sequences by length and pads each batch only to its longest membe
 to 512 tokens), and never drops the final partial batch.
 
 Embedding rows follow the *flattened order* of :mod:`realspo.schema` (group, then response).
+Embeddings files (``--embeddings``, ``--save-embeddings``) are read and written by
+:mod:`realspo.embedding_files`; embedding progress for ``--resume`` by
+:mod:`realspo.embedding_progress`.
 Under ``accelerate launch`` or ``torchrun`` :func:`embed_responses` gives each process a shard
 and gathers the rows back in input order on every process.
 """
@@ -27,15 +30,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from realspo.embedding_files import (  # files belong to this stage's API: re-exported
+    EMBEDDING_SUFFIXES,
+    SAFETENSORS_KEY,
+    load_embeddings,
+    save_embeddings,
+)
 from realspo.embedding_progress import EmbeddingCheckpoint, embedding_fingerprint
 from realspo.errors import ConfigError, InputError
 from realspo.faults import after_batch
 from realspo.schema import PromptGroup, flat_responses
 
+__all__ = ["EMBEDDING_SUFFIXES", "SAFETENSORS_KEY", "embed_responses", "embed_with_causal_lm",
+           "embed_with_sentence_transformer", "encode_sentences", "load_embeddings",
+           "load_sentence_transformer", "pool_last_hidden", "save_embeddings"]
+
 log = logging.getLogger(__name__)
 
-EMBEDDING_SUFFIXES = (".npy", ".safetensors")
-SAFETENSORS_KEY = "embeddings"
 
 
 def pool_last_hidden(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -216,8 +227,12 @@ def embed_with_sentence_transformer(path: str, texts: list[str], *, batch_size: 
 
 def load_sentence_transformer(path: str, *, device: str | None = None,
                               trust_remote_code: bool = False, dtype: str = "float32",
-                              max_length: int | None = None) -> Any:
-    """A ``SentenceTransformer`` on ``device`` in ``dtype``, ``max_seq_length`` capped."""
+                              max_length: int | None = None, allow_pickle: bool = False) -> Any:
+    """A ``SentenceTransformer`` on ``device`` in ``dtype``, ``max_seq_length`` capped.
+
+    As for every model (:mod:`realspo.models`), weights load from safetensors only: a local
+    directory holding only pickled ``.bin``/``.pt`` weights is refused unless ``allow_pickle``.
+    """
     try:
         from sentence_transformers import SentenceTransformer
     except ImportError:
@@ -225,9 +240,16 @@ def load_sentence_transformer(path: str, *, device: str | None = None,
                           "pip install 'realspo[st]'") from None
     from realspo.models import pick_device, pick_dtype
 
+    local = Path(path)
+    if local.is_dir() and not allow_pickle and not any(local.rglob("*.safetensors")) and (
+            any(local.rglob("*.bin")) or any(local.rglob("*.pt"))):
+        raise InputError(path, "weights are only in pickle format (.bin), which can run arbitrary "
+                               "code when loaded; convert them to safetensors or pass "
+                               "--allow-pickle if you trust the source")
     dev = pick_device(device)
     try:
-        model = SentenceTransformer(str(path), device=str(dev), trust_remote_code=trust_remote_code)
+        model = SentenceTransformer(str(path), device=str(dev), trust_remote_code=trust_remote_code,
+                                    model_kwargs={"use_safetensors": not allow_pickle or None})
     except (OSError, ValueError, KeyError) as exc:
         raise InputError(path, f"could not load sentence-transformers model "
                                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
@@ -246,89 +268,6 @@ def encode_sentences(model: Any, texts: list[str], *, batch_size: int = 64,
     emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
                        convert_to_numpy=True, show_progress_bar=show_progress)
     return np.asarray(emb, dtype=np.float32)
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def _suffix(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower()
-    if suffix not in EMBEDDING_SUFFIXES:
-        raise ConfigError(f"{path}: embeddings file must end in .npy or .safetensors")
-    return suffix
-
-
-def save_embeddings(path: str, embeddings: np.ndarray, overwrite: bool = False,
-                    metadata: dict[str, str] | None = None) -> None:
-    """Write (N, H) embeddings atomically as ``.npy`` or ``.safetensors`` (key ``embeddings``).
-
-    ``metadata`` (e.g. the embedder name) is stored in the safetensors header; a ``.npy`` file
-    has no room for it, so it is then not stored (a warning says so).
-    """
-    from realspo.outputs import atomic_path
-
-    suffix = _suffix(path)
-    arr = np.ascontiguousarray(np.asarray(embeddings, dtype=np.float32))
-    if arr.ndim != 2:
-        raise ConfigError(f"{path}: embeddings must be 2-D (rows, dim), got shape {arr.shape}")
-    with atomic_path(path, overwrite) as tmp:
-        if suffix == ".npy":
-            if metadata:
-                log.warning("%s: .npy files cannot hold metadata; use .safetensors to keep it", path)
-            with open(tmp, "wb") as fh:  # a file handle: np.save would append .npy to a name
-                np.save(fh, arr, allow_pickle=False)
-        else:
-            from safetensors.numpy import save_file
-
-            save_file({SAFETENSORS_KEY: arr}, str(tmp),
-                      metadata={str(k): str(v) for k, v in (metadata or {}).items()})
-
-
-def load_embeddings(path: str, expected_rows: int) -> np.ndarray:
-    """Read an embeddings file written by :func:`save_embeddings` (or any (N, H) float array).
-
-    ``.npy`` is read without pickle; ``.safetensors`` must hold the key ``embeddings``. Rows
-    must match ``expected_rows`` (one per response, flattened order), be finite and non-zero.
-    Returns (N, H) float32 with L2-normalised rows.
-    """
-    suffix = Path(path).suffix.lower()
-    if suffix not in EMBEDDING_SUFFIXES:
-        raise InputError(path, "embeddings file must end in .npy or .safetensors")
-    if not Path(path).is_file():
-        raise InputError(path, "embeddings file not found")
-    try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            from safetensors import safe_open
-
-            with safe_open(path, framework="pt") as fh:
-                keys = list(fh.keys())
-                if SAFETENSORS_KEY not in keys:
-                    raise InputError(path, f"no tensor named '{SAFETENSORS_KEY}' "
-                                           f"(found: {', '.join(keys) or 'none'})")
-                arr = fh.get_tensor(SAFETENSORS_KEY).float().numpy()  # .float(): bf16 has no numpy
-    except InputError:
-        raise
-    except Exception as exc:  # corrupt header, pickled object array, truncated file, ...
-        raise InputError(path, f"could not read embeddings ({str(exc).splitlines()[0]})") from None
-    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
-        raise InputError(path, f"expected a numeric array, got dtype {getattr(arr, 'dtype', '?')}")
-    if arr.ndim != 2:
-        raise InputError(path, f"expected a 2-D array (rows, dim), got shape {arr.shape}")
-    if arr.shape[0] != expected_rows:
-        raise InputError(path, f"has {arr.shape[0]} rows but the input has {expected_rows} "
-                               "responses (one row per response, flattened order)")
-    arr = arr.astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
-    if bad.size:
-        raise InputError(path, f"non-finite values in {bad.size} rows", where=f"row {bad[0]}")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    zero = np.flatnonzero(norms[:, 0] == 0)
-    if zero.size:
-        raise InputError(path, f"{zero.size} all-zero rows (no direction to compare)",
-                         where=f"row {zero[0]}")
-    return arr / norms
 
 
 # ----------------------------------------------------------------------------- pipeline
@@ -357,8 +296,8 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     """Embed every response of ``groups``: (N, H) float32 unit rows in flattened order.
 
     ``embedder`` is ``st:PATH`` for a sentence-transformers model, else a causal LM directory or
-    hub id (loaded through :mod:`realspo.models`, base model only; ``allow_pickle`` admits a
-    directory with only ``.bin`` weights). ``conditioned`` runs prompt + response and pools the
+    hub id (loaded through :mod:`realspo.models`, base model only); ``allow_pickle`` admits a
+    directory with only ``.bin`` weights (either kind). ``conditioned`` runs prompt + response and pools the
     response tokens (causal LMs only). Under ``accelerate launch`` / ``torchrun`` each process
     embeds a contiguous shard on its own device and every process returns the full array.
 
@@ -413,7 +352,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
         if is_st:
             model = load_sentence_transformer(
                 embedder[3:], device=str(dev), trust_remote_code=trust_remote_code, dtype=dtype,
-                max_length=max_length)
+                max_length=max_length, allow_pickle=allow_pickle)
             rows = _encode_in_chunks(model, texts, batch_size, shown, done,
                                      None if store is None else on_chunk,
                                      None if store is None else checkpoint_every)

@@ -118,7 +118,7 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
                     pairs: Sequence[dict[str, Any]] | None = None, pairs_source: str = "pairs",
                     beta: float = 0.1, max_length: int = 1024, n_resamples: int = 2000,
                     device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-                    progress: bool = True) -> dict[str, Any]:
+                    progress: bool = True, allow_pickle: bool = False) -> dict[str, Any]:
     """Generate one response per prompt from each model, judge them, and summarise.
 
     ``judge``: ``"proving-ground"``, a reward-model path (checked before any generation and
@@ -133,7 +133,8 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
     logps: dict[str, np.ndarray] = {}
     for role, name in (("trained", trained), ("baseline", baseline)):
         model, tokenizer = load_generator_model(name, device=device, dtype=dtype,
-                                                trust_remote_code=trust_remote_code)
+                                                trust_remote_code=trust_remote_code,
+                                                allow_pickle=allow_pickle)
         batches = iter_samples(model, tokenizer, prompts, settings, batch_size, progress,
                                desc=f"generate ({role})")
         responses[role] = [s[0] for _, batch in batches for s in batch]
@@ -143,7 +144,8 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
         del model
         gc.collect()
     score = make_judge(judge, device=device, dtype=dtype, batch_size=batch_size,
-                       max_length=max_length, trust_remote_code=trust_remote_code) \
+                       max_length=max_length, trust_remote_code=trust_remote_code,
+                       allow_pickle=allow_pickle) \
         if isinstance(judge, str) else judge
     texts = [_judge_text(p) for p in prompts]
     rewards = {role: np.asarray(score(texts, responses[role]), dtype=np.float64)

@@ -248,14 +248,14 @@ def sample_batch(model, tokenizer, prompts: Sequence[PromptRecord],
 
 
 def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto",
-                         trust_remote_code: bool = False):
+                         trust_remote_code: bool = False, allow_pickle: bool = False):
     """(model in eval mode, tokenizer) for sampling, loaded through :mod:`realspo.models`."""
     from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
 
     dev = pick_device(device)
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     model = load_model(name, "causal-lm", dtype=pick_dtype(dev, dtype), device=dev,
-                       trust_remote_code=trust_remote_code)
+                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     model.eval()
     return model, tokenizer
 
@@ -330,7 +330,8 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
                         settings: SamplingSettings, *, batch_size: int = 4, resume: bool = False,
                         overwrite: bool = False, device: str = "auto", dtype: str = "auto",
                         trust_remote_code: bool = False, progress: bool = True,
-                        on_batch: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
+                        on_batch: Callable[[int, int], None] | None = None,
+                        allow_pickle: bool = False) -> list[dict[str, Any]]:
     """Sample K responses per prompt with ``model_name`` and write ``out`` (multi-completion).
 
     Returns the rows written. ``on_batch(done, total)`` is called after each batch has been
@@ -358,7 +359,8 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
     remaining = prompts[len(done):]
     if remaining:
         model, tokenizer = load_generator_model(model_name, device=device, dtype=dtype,
-                                                trust_remote_code=trust_remote_code)
+                                                trust_remote_code=trust_remote_code,
+                                                allow_pickle=allow_pickle)
         for batch, samples in iter_samples(model, tokenizer, remaining, settings, batch_size,
                                            progress, initial=len(done)):
             rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": s}

@@ -189,7 +189,8 @@ def _proving_ground_judge() -> Judge:
 
 
 def make_judge(name: str, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
-               max_length: int = 1024, trust_remote_code: bool = False) -> Judge:
+               max_length: int = 1024, trust_remote_code: bool = False,
+               allow_pickle: bool = False) -> Judge:
     """A reward function ``(prompts, responses) -> (N,) rewards``.
 
     ``name`` is ``proving-ground`` (the oracle of the default proving-ground world) or the
@@ -209,7 +210,7 @@ def make_judge(name: str, *, device: str = "auto", dtype: str = "auto", batch_si
     tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
     tokenizer.truncation_side = "left"
     model = load_model(name, "sequence-classifier", dtype=pick_dtype(dev, dtype), device=dev,
-                       trust_remote_code=trust_remote_code)
+                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     model.eval()
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id  # it finds each row's last token

@@ -2,7 +2,8 @@
 
 Everything goes to a temporary file in the destination directory and is renamed into place
 (``os.replace`` is atomic on POSIX), so a crash or kill leaves either the old file or the new
-one, never a torn file. Existing outputs are refused unless ``overwrite`` is set.
+one, never a torn file (a kill can leave a hidden ``.NAME.*.tmp`` file beside it; an exception
+removes it). Existing outputs are refused unless ``overwrite`` is set.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import contextlib
 import json
 import math
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,39 +36,77 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
     path = check_writable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
+    tmp_path = _temporary_name(path)
+    try:  # created inside the try: an interruption at any point leaves no temporary behind
+        tmp_path.touch(exist_ok=False)
         yield tmp_path
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(tmp_path, path)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
+
+
+def _temporary_name(path: Path) -> Path:
+    """A fresh hidden name next to ``path``: ``.NAME.<random>.tmp``."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one atomic step (Linux ``renameat2(RENAME_EXCHANGE)``); False
+    where the system or file system cannot."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except Exception:  # not Linux, or a C library without renameat2 (glibc < 2.28)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; swap it into place on success."""
+    """Yield a temporary directory next to ``path``; swap it into place on success.
+
+    An existing directory is exchanged with the new one atomically where the system allows
+    (Linux); elsewhere by two renames: an exception between them puts the old directory back,
+    and a kill between them leaves it at ``.NAME.old``, restored by the next call on ``path``.
+    """
+    _finish_swap(Path(path))  # a kill may have interrupted an earlier swap
     path = check_writable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = _temporary_name(path)
     try:
+        tmp.mkdir()
         yield tmp
-        if path.exists():
+        if path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
+            shutil.rmtree(tmp)  # now the old directory
+        elif path.exists():
             old = path.with_name(f".{path.name}.old")
             if old.exists():
                 shutil.rmtree(old)
             os.replace(path, old)
             os.replace(tmp, path)
-            shutil.rmtree(old)
+            _finish_swap(path)  # (again in `finally`, should this be interrupted)
         else:
             os.replace(tmp, path)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+        _finish_swap(path)
+
+
+def _finish_swap(path: Path) -> None:
+    """After a two-rename swap, finished or interrupted: drop ``.NAME.old`` if ``path`` holds
+    the new directory, else put it back."""
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():
+        if path.exists():
+            shutil.rmtree(old)
+        else:
+            os.replace(old, path)
 
 
 def _json_safe(value: Any) -> Any:

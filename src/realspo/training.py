@@ -30,6 +30,7 @@ import torch
 
 from realspo.config import to_dict
 from realspo.errors import ConfigError, TrainingDiverged
+from realspo.faults import after_batch
 from realspo.training_config import TrainConfig, default_cache_dir, mixed_precision
 from realspo.training_outputs import (
     METRICS,
@@ -79,6 +80,12 @@ def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None
         check_resume_config(out, to_dict(cfg))
     # Several processes without a GPU (torchrun on CPU): accelerate needs cpu=True to use gloo.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        # accelerate's state is process-wide and fixed by the first Accelerator: a process that
+        # trains twice (the demo, a notebook, the tests) may change --dtype between runs.
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=multi_cpu,
                               mixed_precision=mixed_precision(cfg.dtype))
     set_seed(cfg.seed)
@@ -115,7 +122,7 @@ class _Run:
         self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
         train_set, eval_set = self._datasets()
         policy = load_model(cfg.model, dtype=torch.float32, device=accelerator.device,
-                            trust_remote_code=cfg.trust_remote_code)
+                            trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
         if cfg.uses_reference:
             self._attach_reference(policy, train_set.pairs + (eval_set.pairs if eval_set else []))
         model = build_model(cfg, policy)
@@ -262,6 +269,7 @@ class _Run:
                     self._evaluate(step)
                 if cfg.save_steps and step % cfg.save_steps == 0:
                     self._save(step)
+                after_batch()  # a no-op outside the kill-and-resume tests
                 if step >= stop:
                     break
             epoch, skip = epoch + 1, 0

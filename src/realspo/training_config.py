@@ -86,6 +86,8 @@ class TrainConfig:
     cache_dir: str | None = option(None, help="reference log-prob cache directory (unset: "
                                               "~/.cache/realspo/reference)")
     trust_remote_code: bool = option(False, help="allow model code from the hub (runs that code)")
+    allow_pickle: bool = option(False, help="accept a model directory whose weights are only pickled "
+                                            ".bin files (unpickling can run code: trusted sources only)")
     overwrite: bool = option(False, help="replace an existing --out")
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
 

@@ -46,6 +46,8 @@ class EvaluateConfig:
     device: str = option("auto", "device: auto, cpu, cuda, mps")
     dtype: str = option("auto", "dtype: auto, float32, bfloat16, float16")
     trust_remote_code: bool = option(False, "allow model code from the hub (runs that code)")
+    allow_pickle: bool = option(False, "accept a model directory whose weights are only pickled "
+                                       ".bin files (unpickling can run code: trusted sources only)")
     overwrite: bool = option(False, "replace an existing output")
     progress: bool = option(True, "show progress bars")
 
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
         pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,
         n_resamples=cfg.bootstrap_resamples, device=cfg.device, dtype=cfg.dtype,
         trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
+        allow_pickle=cfg.allow_pickle,
     )
     result = {"config": to_dict(cfg), **result}
     write_json(cfg.out, result, overwrite=cfg.overwrite)

@@ -45,6 +45,8 @@ class GenerateConfig:
     dtype: str = option("auto", "weights dtype: auto (bf16/fp16 on GPU, fp32 on CPU), float32, "
                                 "bfloat16, float16")
     trust_remote_code: bool = option(False, "allow model code from the hub (runs that code)")
+    allow_pickle: bool = option(False, "accept a model directory whose weights are only pickled "
+                                       ".bin files (unpickling can run code: trusted sources only)")
     progress: bool = option(True, "show a progress bar")
 
     def validate(self) -> None:
@@ -75,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.model, prompts, cfg.out, cfg.settings(), batch_size=cfg.batch_size,
         resume=cfg.resume, overwrite=cfg.overwrite, device=cfg.device, dtype=cfg.dtype,
         trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
+        allow_pickle=cfg.allow_pickle,
     )
     total = sum(len(r["responses"]) for r in rows)
     print(f"wrote {total} responses for {len(rows)} prompts to {cfg.out}")

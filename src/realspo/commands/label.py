@@ -61,6 +61,8 @@ class LabelConfig:
     device: str = option("auto", "device for reward models: auto, cpu, cuda, mps")
     dtype: str = option("auto", "reward-model dtype: auto, float32, bfloat16, float16")
     trust_remote_code: bool = option(False, "allow model code from the hub (runs that code)")
+    allow_pickle: bool = option(False, "accept a model directory whose weights are only pickled "
+                                       ".bin files (unpickling can run code: trusted sources only)")
     overwrite: bool = option(False, "replace existing outputs")
 
     def validate(self) -> None:
@@ -80,7 +82,7 @@ class LabelConfig:
                 "seed": bool(self.export_tasks or self.simulate),
                 "out": not self.export_tasks, "oracle": not self.export_tasks,
                 "batch_size": uses_model, "max_length": uses_model, "device": uses_model,
-                "dtype": uses_model}
+                "dtype": uses_model, "allow_pickle": uses_model}
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, is_used in used.items():
             if not is_used and getattr(self, name) != defaults[name]:
@@ -101,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     assert cfg.out is not None  # validate() made sure
     check_writable(cfg.out, cfg.overwrite)
     model_kwargs = dict(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                        max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code)
+                        max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
+                        allow_pickle=cfg.allow_pickle)
     oracle_name = cfg.oracle or ("proving-ground" if cfg.simulate else None)
     oracle_judge = make_judge(oracle_name, **model_kwargs) if oracle_name else None
     scores = None

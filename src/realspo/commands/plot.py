@@ -14,7 +14,7 @@ from typing import Any
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import InputError
-from realspo.outputs import atomic_path
+from realspo.outputs import atomic_path, check_writable
 
 HELP = "plot the loss, reward and SPO curves of a training run (metrics.jsonl) to PNG"
 
@@ -56,6 +56,7 @@ def plot_metrics(metrics_path: Path, png: Path, overwrite: bool = False) -> Path
 
     from realspo.training_outputs import read_metrics
 
+    check_writable(png, overwrite)  # before any drawing
     if not metrics_path.is_file():
         raise InputError(str(metrics_path), "no such file (expected the metrics.jsonl of a training run)")
     records = [r for r in read_metrics(metrics_path) if isinstance(r.get("step"), (int, float))]

@@ -49,7 +49,8 @@ examples:
 
 # Options that only matter when a model embeds the responses (not with --embeddings).
 EMBEDDING_OPTIONS = ("conditioned", "batch_size", "max_length", "device", "dtype",
-                     "trust_remote_code", "allow_pickle", "save_embeddings", "resume")
+                     "trust_remote_code", "allow_pickle", "save_embeddings", "resume",
+                     "checkpoint_every")
 
 
 @dataclass
@@ -91,6 +92,7 @@ class SelectConfig:
     resume: bool = option(False, "reuse the rows an interrupted run saved in OUT.embeddings-partial/ "
                                  "(same data and embedding options); without it that directory "
                                  "is cleared and embedding starts over")
+    checkpoint_every: int = option(64, "save embedding progress (for --resume) every N batches")
     overwrite: bool = option(False, "replace existing output files")
 
     def validate(self) -> None:
@@ -109,8 +111,8 @@ class SelectConfig:
                                   "(--model or --embedder), not with --embeddings")
         if self.embedder is not None and self.conditioned:
             raise ConfigError("--conditioned needs --model: sentence-transformers embed the response alone")
-        if self.batch_size < 1 or self.max_length < 1:
-            raise ConfigError("--batch-size and --max-length must be >= 1")
+        if self.batch_size < 1 or self.max_length < 1 or self.checkpoint_every < 1:
+            raise ConfigError("--batch-size, --max-length and --checkpoint-every must be >= 1")
         if self.budget is not None:
             parse_budget(self.budget)
         if self.save_embeddings is not None:
@@ -176,6 +178,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
             max_length=cfg.max_length, device=cfg.device, dtype=cfg.dtype,
             trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
             show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
+            checkpoint_every=cfg.checkpoint_every,
         )
     selection = select_pairs(emb, sizes, cfg.strategy, cfg.budget, seed=cfg.seed, response_keys=keys)
     rows, dropped, kind = build_rows(groups, selection, cfg.strategy)

@@ -112,7 +112,7 @@ class World:
 
     def write_response(self, prompt: str, kind: str, rng: random.Random) -> str:
         """One response of the given kind (a key of RESPONSE_KINDS)."""
-        q = self.questions[prompt]
+        q = self.oracle.question(prompt)  # InputError for a prompt outside the world
         asked = list(q.attributes)
         rng.shuffle(asked)
         correct = [(q.entity, a, self.facts[q.entity, a]) for a in asked]

@@ -296,3 +296,25 @@ def test_two_processes_give_the_single_process_result_in_input_order(tiny, tiny_
     np.testing.assert_allclose(load_embeddings(str(out), len(RESPONSES)), single, atol=1e-5)
     for rank in (0, 1):
         np.testing.assert_allclose(np.load(f"{out}.rank{rank}.npy"), single, atol=1e-5)
+
+
+def test_load_embeddings_normalises_when_only_later_rows_are_not_unit(tmp_path):
+    from realspo.embedding_files import _checked_unit_rows
+
+    rng = np.random.default_rng(0)
+    arr = rng.normal(size=(10, 4)).astype(np.float32)
+    arr[:6] /= np.linalg.norm(arr[:6], axis=1, keepdims=True)  # first chunks already unit
+    out = _checked_unit_rows(arr, "x.npy", chunk_rows=3)
+    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-6)
+    np.testing.assert_allclose(out[:6], arr[:6], atol=1e-7)
+    np.testing.assert_allclose(out[6:], arr[6:] / np.linalg.norm(arr[6:], axis=1, keepdims=True), atol=1e-6)
+
+
+def test_load_embeddings_memory_maps_unit_float32_npy(tmp_path):
+    rng = np.random.default_rng(1)
+    arr = rng.normal(size=(5, 3)).astype(np.float32)
+    arr /= np.linalg.norm(arr, axis=1, keepdims=True)
+    np.save(tmp_path / "e.npy", arr)
+    out = load_embeddings(str(tmp_path / "e.npy"), 5)
+    assert isinstance(out, np.memmap)  # no copy for files save_embeddings wrote
+    np.testing.assert_array_equal(np.asarray(out), arr)

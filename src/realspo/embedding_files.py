@@ -66,7 +66,9 @@ def load_embeddings(path: str, expected_rows: int) -> np.ndarray:
         raise InputError(path, "embeddings file not found")
     try:
         if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
+            # Memory-mapped: a 100k x 8 x 2048 file is checked chunk by chunk instead of being
+            # copied several times over (astype, isfinite, norm, divide).
+            arr = np.load(path, allow_pickle=False, mmap_mode="r")
         else:
             from safetensors import safe_open
 
@@ -87,13 +89,32 @@ def load_embeddings(path: str, expected_rows: int) -> np.ndarray:
     if arr.shape[0] != expected_rows:
         raise InputError(path, f"has {arr.shape[0]} rows but the input has {expected_rows} "
                                "responses (one row per response, flattened order)")
-    arr = arr.astype(np.float32)
-    bad = np.flatnonzero(~np.isfinite(arr).all(axis=1))
-    if bad.size:
-        raise InputError(path, f"non-finite values in {bad.size} rows", where=f"row {bad[0]}")
-    norms = np.linalg.norm(arr, axis=1, keepdims=True)
-    zero = np.flatnonzero(norms[:, 0] == 0)
-    if zero.size:
-        raise InputError(path, f"{zero.size} all-zero rows (no direction to compare)",
-                         where=f"row {zero[0]}")
-    return arr / norms
+    return _checked_unit_rows(arr, path)
+
+
+def _checked_unit_rows(arr: np.ndarray, path: str, chunk_rows: int = 65536) -> np.ndarray:
+    """Check rows are finite and non-zero, chunk by chunk; return them L2-normalised float32.
+
+    A float32 array whose rows are already unit length (what :func:`save_embeddings` writes)
+    is returned as it is (no copy; memory-mapped if ``arr`` is).
+    """
+    unit = arr.dtype == np.float32
+    out: np.ndarray | None = None if unit else np.empty(arr.shape, dtype=np.float32)
+    for start in range(0, arr.shape[0], chunk_rows):
+        chunk = np.asarray(arr[start:start + chunk_rows], dtype=np.float32)
+        bad = np.flatnonzero(~np.isfinite(chunk).all(axis=1))
+        if bad.size:
+            raise InputError(path, "non-finite values in a row", where=f"row {start + bad[0]}")
+        norms = np.linalg.norm(chunk, axis=1, keepdims=True)
+        zero = np.flatnonzero(norms[:, 0] == 0)
+        if zero.size:
+            raise InputError(path, "all-zero row (no direction to compare)",
+                             where=f"row {start + zero[0]}")
+        if unit and not np.allclose(norms, 1.0, atol=1e-4):
+            unit = False
+            out = np.empty(arr.shape, dtype=np.float32)
+            for done in range(0, start, chunk_rows):  # earlier chunks were unit already
+                out[done:done + chunk_rows] = arr[done:done + chunk_rows]
+        if out is not None:
+            out[start:start + chunk_rows] = chunk / norms
+    return arr if out is None else out

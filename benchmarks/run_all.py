@@ -1,0 +1,59 @@
+"""Run every ``benchmarks/bench_*.py`` in turn; each updates its own section of BENCHMARKS.md.
+
+    .venv/bin/python benchmarks/run_all.py            # default sizes (a few minutes each)
+    .venv/bin/python benchmarks/run_all.py --full     # the issue's sizes (selection: 100k prompts, 6.5 GB)
+    .venv/bin/python benchmarks/run_all.py --only embedding selection
+    .venv/bin/python benchmarks/run_all.py --full --threads 1   # as the recorded numbers were run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+# Flags that turn a benchmark's quick defaults into the issue's full sizes.
+FULL_SIZE_ARGS = {"selection": ["--prompts", "100000"]}
+
+
+def benchmarks() -> dict[str, Path]:
+    """name -> script, for every bench_NAME.py next to this file, in name order."""
+    return {p.stem.removeprefix("bench_"): p for p in sorted(HERE.glob("bench_*.py"))}
+
+
+def main(argv: list[str] | None = None) -> int:
+    found = benchmarks()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", nargs="+", choices=sorted(found), help="run only these benchmarks")
+    p.add_argument("--full", action="store_true", help="use the issue's full sizes where they differ")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for every benchmark (default: each benchmark's own default)")
+    p.add_argument("--no-write", action="store_true", help="print results, leave BENCHMARKS.md alone")
+    args = p.parse_args(argv)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    failed = []
+    for name, script in found.items():
+        if args.only and name not in args.only:
+            continue
+        cmd = [sys.executable, str(script), *(FULL_SIZE_ARGS.get(name, []) if args.full else [])]
+        if args.threads is not None:
+            cmd += ["--threads", str(args.threads)]
+        if args.no_write:
+            cmd.append("--no-write")
+        print(f"=== {name}: {' '.join(cmd[1:])}", flush=True)
+        start = time.perf_counter()
+        code = subprocess.run(cmd, env=env).returncode
+        print(f"=== {name}: exit {code} after {time.perf_counter() - start:.0f} s\n", flush=True)
+        if code:
+            failed.append(name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -442,3 +442,18 @@ def test_jsonl_line_separator_inside_a_string_is_not_a_line_break(tmp_path):
     (tmp_path / "u2028.jsonl").write_text(json.dumps(row, ensure_ascii=False) + "\n", encoding="utf-8")
     groups, _ = load_groups(str(tmp_path / "u2028.jsonl"))
     assert groups[0].responses == ["first\u2028second", "third\x85fourth"]
+
+
+def test_option_help_may_contain_percent_signs():
+    import argparse
+    import dataclasses
+
+    from realspo.config import add_options, option
+
+    @dataclasses.dataclass
+    class Options:
+        budget: str = option("50%", help="a fraction such as 50% of the prompts")
+
+    parser = argparse.ArgumentParser()
+    add_options(parser, Options)
+    assert "50% of the prompts (default: 50%)" in parser.format_help()

@@ -58,8 +58,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type, with_config: bool = 
         inner, _ = _base_type(tp)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default_text = "required" if required else f"default: {_show_default(f)}"
-        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS,
-                                  "help": f"{meta.get('help', '')} ({default_text})"}
+        help_text = f"{meta.get('help', '')} ({default_text})".replace("%", "%%")  # argparse formats help with %
+        kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]
         if inner is bool:

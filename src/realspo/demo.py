@@ -1,0 +1,416 @@
+"""``realspo demo``: the whole pipeline in the offline proving ground, measured and reported.
+
+What runs, in process (every stage is the library's own function)::
+
+    SFT model            proving_ground.sft.get_sft_model        built once, cached by its config
+    for each seed:
+      candidates         generation.iter_samples                 K samples per training prompt
+      embeddings         embeddings.embed_with_causal_lm         the SFT model's final hidden layer
+      every pair         labels.simulate_labels                  one simulated label per candidate pair
+      selection          selection.select_pairs                  random, easy, hard, centroid
+      training           training.train                          DPO (sigmoid), DPO + SPO, from the SFT model
+      evaluation         generation + the oracle                 vs the SFT model, same sampling noise
+
+The world, its oracle and the SFT model are shared by all seeds; a seed fixes the candidates,
+the ``random`` strategy, the simulated annotator's draws, the training order and the
+evaluation samples. Every candidate pair gets its simulated label once, so a pair chosen by two
+strategies carries the same label in both. Trained models live in a scratch directory and are
+deleted once evaluated; ``OUT`` keeps the numbers, figures, selected pairs and training metrics
+(see :mod:`realspo.demo_report`). ``OUT`` appears atomically, when everything has finished.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from realspo.errors import ConfigError
+from realspo.generation import PromptRecord, SamplingSettings, iter_samples, load_generator_model
+from realspo.labels import label_errors, simulate_labels
+from realspo.outputs import atomic_dir, check_writable, write_rows
+from realspo.proving_ground.sft import SFTConfig, get_sft_model
+from realspo.proving_ground.world import World, WorldConfig, build_world
+from realspo.schema import PromptGroup
+from realspo.selection import parse_budget, resolve_budget, select_pairs
+from realspo.spo import SPOConfig
+
+log = logging.getLogger(__name__)
+
+LOSSES = ("dpo", "dpo+spo")  # training.train with loss="sigmoid", without / with --spo
+EFFICIENCY_STRATEGIES = ("random", "easy")
+EVAL_SEED_OFFSET = 10_000  # evaluation samples use seed + this, apart from the candidates' noise
+
+
+@dataclass(frozen=True)
+class DemoPlan:
+    """Everything one demo run does; :func:`make_plan` builds it from a preset."""
+
+    preset: str
+    seeds: tuple[int, ...]
+    world: WorldConfig
+    sft: SFTConfig
+    n_train_prompts: int          # training prompts that get K candidates each
+    n_test_prompts: int           # held-out prompts for evaluation (>= 200 but in --quick)
+    budget: int | float           # labels of the main comparison: a count, or a fraction of prompts
+    efficiency_budgets: tuple[float, ...]  # fractions for the label-efficiency curve
+    num_candidates: int = 4
+    max_new_tokens: int = 64
+    temperature: float = 1.0
+    tau: float = 1.0              # simulated annotator: P(A) = sigmoid((r_A - r_B) / tau)
+    flip: float = 0.0
+    beta: float = 0.1
+    lr: float = 5e-4
+    steps: int = 30               # optimizer steps of every training run (the same compute for all)
+    batch_size: int = 16
+    max_length: int = 128
+    spo_weight: float = SPOConfig().weight   # the library defaults (docs/experiments/spo-defaults.md)
+    spo_levels: int = SPOConfig().levels
+    strategies: tuple[str, ...] = ("random", "easy", "hard", "centroid")
+    losses: tuple[str, ...] = LOSSES
+    bootstrap_resamples: int = 2000
+    device: str = "auto"
+
+    def budget_specs(self) -> list[str]:
+        """Budget labels, main first: ``"50%"`` for fractions, ``"120"`` for counts."""
+        specs = [budget_label(self.budget)]
+        specs += [budget_label(b) for b in self.efficiency_budgets if budget_label(b) not in specs]
+        return specs
+
+
+def budget_label(budget: int | float) -> str:
+    """``0.5 -> "50%"``, ``0.125 -> "12.5%"``, ``120 -> "120"`` (a count)."""
+    if isinstance(budget, int):
+        return str(budget)
+    return f"{100 * budget:g}%"
+
+
+def budget_value(label: str) -> int | float:
+    return parse_budget(label)
+
+
+def run_name(strategy: str, loss: str, budget: str) -> str:
+    """Directory of one run: ``easy-dpo+spo-50pct`` (a fraction) or ``easy-dpo-120pairs``."""
+    size = budget[:-1] + "pct" if budget.endswith("%") else budget + "pairs"
+    return f"{strategy}-{loss}-{size}"
+
+
+# Sizes per preset. The quick SFT model is deliberately small: in --quick its build dominates.
+PRESETS: dict[str, dict[str, Any]] = {
+    "quick": dict(
+        seeds=1, world=WorldConfig(n_train_prompts=160, n_test_prompts=40, responses_per_prompt=6),
+        sft=SFTConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=192,
+                      vocab_size=512, steps=120, batch_size=16),
+        n_train_prompts=40, n_test_prompts=40, efficiency_budgets=(0.5, 1.0), steps=4,
+        batch_size=8, max_new_tokens=40, bootstrap_resamples=500),
+    "default": dict(seeds=2, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=400,
+                    n_test_prompts=200, efficiency_budgets=(0.125, 0.25, 0.5, 1.0)),
+    "full": dict(seeds=5, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=600,
+                 n_test_prompts=200, efficiency_budgets=(0.125, 0.25, 0.375, 0.5, 0.75, 1.0)),
+}
+
+
+def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = None,
+              budget: str | int | float = 0.5, device: str = "auto") -> DemoPlan:
+    """The plan of a preset (``quick``, ``default``, ``full``), with the user's overrides."""
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown demo preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    sizes = dict(PRESETS[preset])
+    n_seeds = sizes.pop("seeds") if seeds is None else seeds
+    if n_seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
+    plan = DemoPlan(preset=preset, seeds=tuple(range(seed, seed + n_seeds)),
+                    budget=parse_budget(budget), device=device,
+                    **{k: v for k, v in sizes.items() if k != "seeds"})
+    if plan.n_train_prompts > plan.world.n_train_prompts or plan.n_test_prompts > plan.world.n_test_prompts:
+        raise ConfigError("demo plan asks for more prompts than its world has")
+    if isinstance(plan.budget, int) and plan.budget > plan.n_train_prompts:
+        raise ConfigError(f"--budget {plan.budget}: more labels than the {plan.n_train_prompts} "
+                          f"training prompts of the {preset} run (one pair per prompt)")
+    return plan
+
+
+# ---------------------------------------------------------------------------------------
+# Stages
+
+
+@dataclass
+class Candidates:
+    """One seed's candidates and every pair among them (P pairs over G prompts)."""
+
+    groups: list[PromptGroup]      # responses (distinct-text pairs only are compared); scores = oracle
+    embeddings: np.ndarray         # (N, H) unit rows, flattened order
+    keys: np.ndarray               # (N,) equal for identical texts
+    pair_index: dict[tuple[int, int, int], int]  # (group, i, j), i < j -> row of the arrays below
+    similarity: np.ndarray         # (P,) cosine of the two responses
+    reward_a: np.ndarray           # (P,) oracle reward of response i
+    reward_b: np.ndarray           # (P,) oracle reward of response j
+    a_preferred: np.ndarray        # (P,) bool, the simulated annotator's label
+    error: np.ndarray              # (P,) 1.0 wrong, 0.0 right, NaN where the oracle ties
+
+
+@contextmanager
+def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Add the wall time of the block to ``timings[stage]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+def sample_responses(model: Any, tokenizer: Any, prompts: list[str], settings: SamplingSettings,
+                     batch_size: int = 32) -> list[list[str]]:
+    """K samples per prompt (``settings.num_responses``); sample ``j`` of prompt ``i`` draws its
+    noise from ``(settings.seed, i, j)`` only (see :mod:`realspo.generation`)."""
+    records = [PromptRecord(i, f"p{i}", p) for i, p in enumerate(prompts)]
+    return [s for _, batch in iter_samples(model, tokenizer, records, settings, batch_size,
+                                           progress=False) for s in batch]
+
+
+def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, seed: int,
+                     timings: dict[str, float]) -> Candidates:
+    """Sample, embed, and label every candidate pair of one seed."""
+    from realspo.embeddings import embed_with_causal_lm
+    from realspo.pairs import response_keys
+
+    prompts = world.train_prompts[: plan.n_train_prompts]
+    settings = SamplingSettings(num_responses=plan.num_candidates, temperature=plan.temperature,
+                                max_new_tokens=plan.max_new_tokens, seed=seed)
+    with timed(timings, "candidates"):
+        samples = sample_responses(model, tokenizer, prompts, settings)
+    groups = []
+    for i, (prompt, responses) in enumerate(zip(prompts, samples, strict=True)):
+        kept = [r for r in responses if r]  # an empty sample has nothing to embed or label
+        if kept:
+            groups.append(PromptGroup(f"train-{i}", prompt, kept,
+                                      scores=world.oracle.score_batch([prompt] * len(kept), kept)))
+    with timed(timings, "embeddings"):
+        flat = [r for g in groups for r in g.responses]
+        embeddings = embed_with_causal_lm(model, tokenizer, flat, show_progress=False)
+    keys = response_keys(groups)
+    index: dict[tuple[int, int, int], int] = {}
+    sims, ra, rb = [], [], []
+    start = 0
+    for g, group in enumerate(groups):
+        k = len(group.responses)
+        for i in range(k):
+            for j in range(i + 1, k):
+                if keys[start + i] == keys[start + j]:
+                    continue  # identical texts: never a candidate pair
+                index[g, i, j] = len(sims)
+                sims.append(float(embeddings[start + i] @ embeddings[start + j]))
+                ra.append(group.scores[i])
+                rb.append(group.scores[j])
+        start += k
+    reward_a, reward_b = np.asarray(ra, dtype=np.float64), np.asarray(rb, dtype=np.float64)
+    a_preferred = simulate_labels(reward_a, reward_b, plan.tau, plan.flip, seed=seed)
+    return Candidates(groups, embeddings, keys, index, np.asarray(sims), reward_a, reward_b,
+                      a_preferred, label_errors(a_preferred, reward_a, reward_b))
+
+
+def selected_pairs(cands: Candidates, strategy: str, seed: int) -> list[int]:
+    """Rows of ``cands``' pair arrays, in the strategy's rank order (every eligible prompt)."""
+    sizes = [len(g.responses) for g in cands.groups]
+    sel = select_pairs(cands.embeddings, sizes, strategy, None, seed=seed, response_keys=cands.keys)
+    return [cands.pair_index[g, a, b] for g, a, b in
+            zip(sel.group_index.tolist(), sel.index_a.tolist(), sel.index_b.tolist(), strict=True)]
+
+
+def training_rows(cands: Candidates, rows: list[int]) -> list[dict[str, Any]]:
+    """TRL rows of the given pairs, oriented by the simulated label (not by the oracle)."""
+    by_row = {v: k for k, v in cands.pair_index.items()}
+    out = []
+    for r in rows:
+        g, i, j = by_row[r]
+        group = cands.groups[g]
+        c, x = (i, j) if cands.a_preferred[r] else (j, i)
+        out.append({"prompt": group.prompt, "chosen": group.responses[c],
+                    "rejected": group.responses[x], "prompt_id": group.prompt_id,
+                    "similarity": round(float(cands.similarity[r]), 6),
+                    "oracle_chosen": group.scores[c], "oracle_rejected": group.scores[x],
+                    "label_error": None if np.isnan(cands.error[r]) else bool(cands.error[r])})
+    return out
+
+
+def label_summary(cands: Candidates, rows: list[int]) -> dict[str, Any]:
+    """Label-error rate of the pairs (among those the oracle orders), oracle ties, similarity."""
+    err = cands.error[rows]
+    ordered = ~np.isnan(err)
+    gap = np.abs(cands.reward_a[rows] - cands.reward_b[rows])
+    return {"n_labels": len(rows), "n_ordered": int(ordered.sum()),
+            "n_errors": int(err[ordered].sum()),
+            "label_error_rate": float(err[ordered].mean()) if ordered.any() else None,
+            "oracle_tie_rate": float(1 - ordered.mean()) if rows else None,
+            "mean_similarity": float(cands.similarity[rows].mean()) if rows else None,
+            "mean_reward_gap": float(gap.mean()) if rows else None}
+
+
+def train_run(plan: DemoPlan, sft_dir: Path, data: Path, out: Path, loss: str, seed: int,
+              scratch: Path) -> None:
+    """DPO (sigmoid loss), with SPO's degree loss for ``dpo+spo``; SFT model as init and reference."""
+    from realspo.training import TrainConfig, train
+
+    cfg = TrainConfig(data=str(data), model=str(sft_dir), out=str(out), loss="sigmoid",
+                      beta=plan.beta, spo=loss == "dpo+spo", spo_weight=plan.spo_weight,
+                      spo_levels=plan.spo_levels, lr=plan.lr, max_steps=plan.steps,
+                      batch_size=plan.batch_size, max_length=plan.max_length, seed=seed,
+                      logging_steps=max(1, plan.steps // 20), cache_dir=str(scratch / "reference"),
+                      overwrite=True)
+    cfg.validate()
+    train(cfg)
+
+
+def evaluate_run(model_dir: Path, plan: DemoPlan, world: World, seed: int) -> np.ndarray:
+    """Oracle rewards (T,) of one sample per held-out prompt, evaluation noise of ``seed``."""
+    model, tokenizer = load_generator_model(str(model_dir), device=plan.device)
+    prompts = world.test_prompts[: plan.n_test_prompts]
+    settings = SamplingSettings(num_responses=1, temperature=plan.temperature,
+                                max_new_tokens=plan.max_new_tokens, seed=seed + EVAL_SEED_OFFSET)
+    responses = [s[0] for s in sample_responses(model, tokenizer, prompts, settings)]
+    del model
+    gc.collect()
+    return np.asarray(world.oracle.score_batch(prompts, responses), dtype=np.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# The run
+
+
+@dataclass
+class RunRecord:
+    """One trained model of one seed: what it was trained on and how it did."""
+
+    seed: int
+    strategy: str
+    loss: str
+    budget: str
+    labels: dict[str, Any]
+    rewards: np.ndarray            # (T,) oracle rewards of its held-out samples
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class DemoRun:
+    """Everything the report needs."""
+
+    plan: DemoPlan
+    sft_dir: Path
+    baseline: dict[int, np.ndarray]          # seed -> (T,) SFT rewards
+    runs: list[RunRecord]
+    pairs: dict[int, Candidates]             # seed -> candidates and every pair
+    timings: dict[str, float]
+    sizes: dict[str, Any]
+
+
+def planned_runs(plan: DemoPlan) -> list[tuple[str, str, str]]:
+    """(strategy, loss, budget label) of every training run of one seed, main grid first."""
+    main = budget_label(plan.budget)
+    runs = [(s, loss, main) for s in plan.strategies for loss in plan.losses]
+    for b in plan.budget_specs()[1:]:
+        runs += [(s, "dpo", b) for s in EFFICIENCY_STRATEGIES if s in plan.strategies]
+    return runs
+
+
+def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRun:
+    """Run ``plan`` and write its report into ``out`` (atomically; refused if it exists)."""
+    from realspo.demo_report import write_report
+
+    out = check_writable(out, overwrite)
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    world = build_world(plan.world)
+    log.info("demo (%s): seeds %s, %d training prompts x %d candidates, %d held-out prompts, "
+             "%d training runs per seed", plan.preset, list(plan.seeds), plan.n_train_prompts,
+             plan.num_candidates, plan.n_test_prompts, len(planned_runs(plan)))
+    with timed(timings, "sft_model"):
+        sft_dir = get_sft_model(plan.world, plan.sft)
+    log.info("[%.0fs] SFT model ready: %s", timings["sft_model"], sft_dir)
+    with atomic_dir(out, overwrite) as tmp, \
+            tempfile.TemporaryDirectory(prefix="realspo-demo-") as scratch:
+        demo = DemoRun(plan, sft_dir, {}, [], {}, timings, {})
+        model, tokenizer = load_generator_model(str(sft_dir), device=plan.device)
+        for seed in plan.seeds:
+            cands = build_candidates(world, model, tokenizer, plan, seed, timings)
+            demo.pairs[seed] = cands
+            write_rows(tmp / f"seed-{seed}" / "candidates.jsonl",
+                       [{"prompt_id": g.prompt_id, "prompt": g.prompt, "responses": g.responses,
+                         "oracle_rewards": g.scores} for g in cands.groups])
+            log.info("[%.0fs] seed %d: candidates for %d prompts, %d distinct pairs, label-error "
+                     "rate over all pairs %.3f", time.perf_counter() - started, seed,
+                     len(cands.groups), len(cands.similarity), np.nanmean(cands.error))
+            with timed(timings, "evaluation"):
+                demo.baseline[seed] = evaluate_run(sft_dir, plan, world, seed)
+            run_seed(demo, world, cands, seed, tmp / f"seed-{seed}", Path(scratch), started)
+        del model
+        demo.sizes.update(sft_model=sft_info(sft_dir), train_prompts=plan.n_train_prompts,
+                          test_prompts=plan.n_test_prompts,
+                          candidates_per_prompt=plan.num_candidates,
+                          candidate_pairs={s: len(c.similarity) for s, c in demo.pairs.items()},
+                          training_runs=len(demo.runs), torch_threads=torch.get_num_threads())
+        timings["total"] = time.perf_counter() - started
+        with timed(timings, "report"):
+            write_report(demo, tmp)
+    log.info("[%.0fs] wrote %s; stage timings (s): %s", time.perf_counter() - started, out,
+             ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+    return demo
+
+
+def run_seed(demo: DemoRun, world: World, cands: Candidates, seed: int, out: Path,
+             scratch: Path, started: float) -> None:
+    """Every training run of one seed: select, train, evaluate; appends to ``demo.runs``."""
+    from realspo.evaluation import win_rate
+    from realspo.training_outputs import read_metrics
+
+    plan, timings = demo.plan, demo.timings
+    ranked = {s: selected_pairs(cands, s, seed) for s in plan.strategies}
+    planned = planned_runs(plan)
+    for number, (strategy, loss, spec) in enumerate(planned, start=1):
+        n = resolve_budget(budget_value(spec), len(ranked[strategy]))
+        chosen = ranked[strategy][:n]
+        run_dir = out / run_name(strategy, loss, spec)
+        write_rows(run_dir / "pairs.jsonl", training_rows(cands, chosen))
+        t0 = time.perf_counter()
+        with timed(timings, "training"):
+            train_run(plan, demo.sft_dir, run_dir / "pairs.jsonl", scratch / "model", loss, seed,
+                      scratch)
+        with timed(timings, "evaluation"):
+            rewards = evaluate_run(scratch / "model", plan, world, seed)
+        shutil.copy(scratch / "model" / "metrics.jsonl", run_dir / "metrics.jsonl")
+        record = RunRecord(seed, strategy, loss, spec, label_summary(cands, chosen), rewards,
+                           read_metrics(run_dir / "metrics.jsonl"), time.perf_counter() - t0)
+        shutil.rmtree(scratch / "model")  # trained models are not kept
+        demo.runs.append(record)
+        log.info("[%.0fs] seed %d run %d/%d %s %s, %d labels: win rate vs SFT %.3f, mean reward "
+                 "%.3f (SFT %.3f), %.0fs", time.perf_counter() - started, seed, number,
+                 len(planned), strategy, loss, n, win_rate(rewards, demo.baseline[seed]),
+                 rewards.mean(), demo.baseline[seed].mean(), record.seconds)
+
+
+def sft_info(sft_dir: Path) -> dict[str, Any]:
+    """Parameters, final training loss and build time of the SFT model (its build_info.json)."""
+    import json
+
+    try:
+        info = json.loads((sft_dir / "build_info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return {k: info.get(k) for k in ("parameters", "final_loss", "seconds", "corpus_pairs")}
+
+
+def plan_dict(plan: DemoPlan) -> dict[str, Any]:
+    """The plan as plain data (for results.json and the report)."""
+    data = asdict(plan)
+    data["budget"] = budget_label(plan.budget)
+    return data

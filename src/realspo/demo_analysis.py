@@ -1,0 +1,218 @@
+"""The numbers of ``realspo demo``: win rates with intervals, comparisons, label errors by
+similarity, and the label-efficiency curve. Pure functions of a finished
+:class:`realspo.demo.DemoRun`; :mod:`realspo.demo_report` draws and writes them.
+
+Intervals. A model's *win rate* over the SFT model is the mean over held-out prompts of 1
+(higher oracle reward), 1/2 (equal) or 0. Per seed, its 95% interval is a percentile bootstrap
+over prompts (:func:`realspo.evaluation.bootstrap_interval`). Pooled over seeds, prompts are
+resampled within each seed (a stratified bootstrap), so the interval covers the evaluation
+prompts' sampling noise; the seeds' spread (other candidates, labels, training order) is shown
+by the per-seed numbers beside it. A *difference* between two methods is paired: both were
+judged on the same prompts with the same sampling noise, so the per-prompt differences of
+their win indicators are resampled together.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from realspo.evaluation import bootstrap_interval, win_indicators
+from realspo.labels import expected_error_rate
+
+if TYPE_CHECKING:
+    from realspo.demo import DemoRun, RunRecord
+
+
+def stratified_bootstrap(samples: list[np.ndarray], n_resamples: int = 2000, seed: int = 0,
+                         alpha: float = 0.05) -> tuple[float, float, float]:
+    """``(mean, lo, hi)`` of the pooled mean of several samples (one per seed, each (N_s,)),
+    resampling each sample with replacement on its own; percentile interval at ``1 - alpha``."""
+    rng = np.random.default_rng(seed)
+    values = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
+    total = sum(v.size for v in values)
+    if total == 0:
+        raise ValueError("no values to bootstrap")
+    sums = np.zeros(n_resamples)
+    for v in values:
+        sums += v[rng.integers(0, v.size, size=(n_resamples, v.size))].sum(axis=1)
+    lo, hi = np.quantile(sums / total, [alpha / 2, 1 - alpha / 2])
+    return float(np.concatenate(values).mean()), float(lo), float(hi)
+
+
+def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
+    """Spearman's rho: the Pearson correlation of average ranks (ties share their mean rank)."""
+    def ranks(v: np.ndarray) -> np.ndarray:
+        order = np.argsort(v, kind="stable")
+        _, first, counts = np.unique(v[order], return_index=True, return_counts=True)
+        r = np.empty(len(v))
+        r[order] = np.repeat(first + (counts - 1) / 2.0, counts)
+        return r
+
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if len(x) < 3:
+        return float("nan")
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def crossing_point(points: list[tuple[float, float]], target: float) -> float | None:
+    """The smallest x at which the piecewise-linear curve through ``points`` (x ascending)
+    reaches ``target``; the first x if it starts there, None if it never does."""
+    points = sorted(points)
+    if not points:
+        return None
+    if points[0][1] >= target:
+        return points[0][0]
+    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
+        if y0 < target <= y1:
+            return x0 + (target - y0) / (y1 - y0) * (x1 - x0)
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+
+
+def _wins(demo: DemoRun, run: RunRecord) -> np.ndarray:
+    return win_indicators(run.rewards, demo.baseline[run.seed])
+
+
+def _pool(demo: DemoRun, runs: list[RunRecord]) -> dict[str, Any]:
+    """Pooled and per-seed numbers of one method (its runs over the seeds)."""
+    plan = demo.plan
+    runs = sorted(runs, key=lambda r: r.seed)
+    wins = [_wins(demo, r) for r in runs]
+    win, lo, hi = stratified_bootstrap(wins, plan.bootstrap_resamples, seed=0)
+    reward, r_lo, r_hi = stratified_bootstrap([r.rewards for r in runs], plan.bootstrap_resamples,
+                                              seed=1)
+    per_seed = []
+    for r, w in zip(runs, wins, strict=True):
+        s_lo, s_hi = bootstrap_interval(w, plan.bootstrap_resamples, seed=r.seed)
+        per_seed.append({"seed": r.seed, "win_rate": float(w.mean()), "ci_low": s_lo,
+                         "ci_high": s_hi, "mean_reward": float(r.rewards.mean()),
+                         **r.labels, "seconds": round(r.seconds, 1)})
+    ordered = sum(r.labels["n_ordered"] for r in runs)
+    errors = sum(r.labels["n_errors"] for r in runs)
+    return {
+        "budget": runs[0].budget, "win_rate": win, "ci_low": lo, "ci_high": hi,
+        "mean_reward": reward, "mean_reward_ci": [r_lo, r_hi],
+        "n_labels": float(np.mean([r.labels["n_labels"] for r in runs])),
+        "label_error_rate": errors / ordered if ordered else None,
+        "oracle_tie_rate": float(np.mean([r.labels["oracle_tie_rate"] for r in runs])),
+        "mean_similarity": float(np.mean([r.labels["mean_similarity"] for r in runs])),
+        "mean_reward_gap": float(np.mean([r.labels["mean_reward_gap"] for r in runs])),
+        "per_seed": per_seed,
+    }
+
+
+def _group(demo: DemoRun) -> dict[tuple[str, str, str], list[RunRecord]]:
+    groups: dict[tuple[str, str, str], list[RunRecord]] = defaultdict(list)
+    for run in demo.runs:
+        groups[run.strategy, run.loss, run.budget].append(run)
+    return groups
+
+
+def paired_difference(demo: DemoRun, a: list[RunRecord], b: list[RunRecord]) -> dict[str, float]:
+    """Win rate of ``a`` minus that of ``b`` (both vs SFT) with a paired, seed-stratified interval."""
+    by_seed = {r.seed: r for r in b}
+    diffs = [_wins(demo, r) - _wins(demo, by_seed[r.seed]) for r in sorted(a, key=lambda r: r.seed)]
+    d, lo, hi = stratified_bootstrap(diffs, demo.plan.bootstrap_resamples, seed=2)
+    return {"difference": d, "ci_low": lo, "ci_high": hi}
+
+
+def similarity_deciles(demo: DemoRun, bins: int = 10) -> list[dict[str, Any]]:
+    """Label errors of every candidate pair (all seeds) by decile of the pair's cosine similarity.
+
+    Observed: the simulated labels against the oracle's ordering (pairs the oracle ties have no
+    right answer and are counted apart). Expected: the annotator's formula on the same pairs.
+    """
+    plan = demo.plan
+    sim = np.concatenate([c.similarity for c in demo.pairs.values()])
+    ra = np.concatenate([c.reward_a for c in demo.pairs.values()])
+    rb = np.concatenate([c.reward_b for c in demo.pairs.values()])
+    err = np.concatenate([c.error for c in demo.pairs.values()])
+    edges = np.quantile(sim, np.linspace(0, 1, bins + 1))
+    which = np.clip(np.searchsorted(edges, sim, side="right") - 1, 0, bins - 1)
+    out = []
+    for d in range(bins):
+        m = which == d
+        ordered = m & ~np.isnan(err)
+        out.append({
+            "decile": d + 1, "similarity_low": float(edges[d]), "similarity_high": float(edges[d + 1]),
+            "n_pairs": int(m.sum()), "oracle_tie_rate": float(1 - ordered.sum() / max(m.sum(), 1)),
+            "label_error_rate": float(err[ordered].mean()) if ordered.any() else None,
+            "expected_error_rate": expected_error_rate(ra[m], rb[m], plan.tau, plan.flip)
+            if ordered.any() else None,
+            "mean_reward_gap": float(np.abs(ra[m] - rb[m]).mean()) if m.any() else None,
+        })
+    return out
+
+
+def label_efficiency(demo: DemoRun, pooled: dict[tuple[str, str, str], dict[str, Any]]
+                     ) -> dict[str, Any]:
+    """Win rate against labels for random and easy (DPO), and the labels easy needs to reach
+    random's best win rate (linear interpolation between budgets)."""
+    curves: dict[str, list[dict[str, Any]]] = {}
+    for (strategy, loss, budget), p in pooled.items():
+        if loss == "dpo" and strategy in ("random", "easy"):
+            curves.setdefault(strategy, []).append(
+                {"budget": budget, "n_labels": p["n_labels"], "win_rate": p["win_rate"],
+                 "ci_low": p["ci_low"], "ci_high": p["ci_high"]})
+    for points in curves.values():
+        points.sort(key=lambda p: p["n_labels"])
+    result: dict[str, Any] = {"curves": curves, "random_best": None, "easy_labels_to_match": None,
+                              "labels_saved": None}
+    if not curves.get("random") or not curves.get("easy"):
+        return result
+    best = max(curves["random"], key=lambda p: (p["win_rate"], -p["n_labels"]))
+    result["random_best"] = best
+    needed = crossing_point([(p["n_labels"], p["win_rate"]) for p in curves["easy"]],
+                            best["win_rate"])
+    result["easy_labels_to_match"] = needed
+    if needed is not None:
+        result["labels_saved"] = 1.0 - needed / best["n_labels"]
+    return result
+
+
+def analyse(demo: DemoRun) -> dict[str, Any]:
+    """Every number of the report, JSON-ready (see docs/readme/demo.md for the layout)."""
+    from realspo.demo import budget_label, plan_dict
+
+    plan = demo.plan
+    main = budget_label(plan.budget)
+    groups = _group(demo)
+    pooled = {key: _pool(demo, runs) for key, runs in groups.items()}
+    sft_reward, sft_lo, sft_hi = stratified_bootstrap(list(demo.baseline.values()),
+                                                      plan.bootstrap_resamples, seed=1)
+    comparisons = []
+    for loss in plan.losses:
+        if "random" not in plan.strategies:
+            break
+        for s in plan.strategies:
+            if s != "random":
+                comparisons.append({"a": f"{s}/{loss}", "b": f"random/{loss}", **paired_difference(
+                    demo, groups[s, loss, main], groups["random", loss, main])})
+    if "dpo" in plan.losses and "dpo+spo" in plan.losses:
+        for s in plan.strategies:
+            comparisons.append({"a": f"{s}/dpo+spo", "b": f"{s}/dpo", **paired_difference(
+                demo, groups[s, "dpo+spo", main], groups[s, "dpo", main])})
+    all_sim = np.concatenate([c.similarity for c in demo.pairs.values()])
+    all_gap = np.concatenate([np.abs(c.reward_a - c.reward_b) for c in demo.pairs.values()])
+    return {
+        "config": plan_dict(plan), "sizes": demo.sizes,
+        "timings_seconds": {k: round(v, 1) for k, v in demo.timings.items()},
+        "sft_model": str(demo.sft_dir),
+        "sft": {"mean_reward": sft_reward, "mean_reward_ci": [sft_lo, sft_hi],
+                "per_seed": {str(s): float(b.mean()) for s, b in demo.baseline.items()}},
+        "main": {s: {loss: pooled[s, loss, main] for loss in plan.losses} for s in plan.strategies},
+        "comparisons": comparisons,
+        "label_efficiency": label_efficiency(demo, pooled),
+        "label_error_by_similarity": similarity_deciles(demo),
+        "similarity_vs_reward_gap_spearman": rank_correlation(all_sim, all_gap),
+        "all_pairs_label_error_rate": float(np.nanmean(np.concatenate(
+            [c.error for c in demo.pairs.values()]))),
+    }

@@ -1,0 +1,224 @@
+"""`realspo demo`: the quick run's report, JSON and figures; determinism; the report's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from realspo.cli import main
+from realspo.demo_analysis import crossing_point, rank_correlation, stratified_bootstrap
+from realspo.demo_report import FIGURES, findings
+
+STRATEGIES = ("random", "easy", "hard", "centroid")
+LOSSES = ("dpo", "dpo+spo")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def quiet_machine_settings(tmp_path_factory):
+    """One torch thread (tiny models gain nothing from more on a shared CPU) and a private
+    proving-ground cache, so the quick SFT model is built once for this module."""
+    before, cache = torch.get_num_threads(), os.environ.get("REALSPO_CACHE")
+    torch.set_num_threads(1)
+    os.environ["REALSPO_CACHE"] = str(tmp_path_factory.mktemp("realspo-cache"))
+    yield
+    torch.set_num_threads(before)
+    if cache is None:
+        os.environ.pop("REALSPO_CACHE", None)
+    else:
+        os.environ["REALSPO_CACHE"] = cache
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo") / "quick"
+    assert main(["demo", "--quick", "--device", "cpu", "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def results(quick_demo) -> dict:
+    return json.loads((quick_demo / "results.json").read_text())
+
+
+# --- the quick run --------------------------------------------------------------------------
+
+
+def test_quick_demo_writes_report_json_and_figures(quick_demo):
+    for name in ("report.md", "results.json", *FIGURES):
+        assert (quick_demo / name).is_file(), name
+    assert (quick_demo / "seed-0" / "candidates.jsonl").is_file()
+    assert (quick_demo / "seed-0" / "easy-dpo+spo-50pct" / "metrics.jsonl").is_file()
+    assert not list(quick_demo.parent.glob(".quick.*"))  # no temporary directory left behind
+
+
+def test_figures_are_valid_png_images(quick_demo):
+    import matplotlib.image
+
+    for name in FIGURES:
+        path = quick_demo / name
+        assert path.read_bytes()[:8] == PNG_SIGNATURE, name
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+        assert image.shape[2] in (3, 4)
+
+
+def test_results_hold_every_strategy_and_loss_with_an_interval(results):
+    assert set(results["main"]) == set(STRATEGIES)
+    for strategy in STRATEGIES:
+        assert set(results["main"][strategy]) == set(LOSSES)
+        for loss in LOSSES:
+            entry = results["main"][strategy][loss]
+            for scope in [entry, *entry["per_seed"]]:
+                assert 0.0 <= scope["ci_low"] <= scope["win_rate"] <= scope["ci_high"] <= 1.0
+            assert entry["n_labels"] == 20  # 50% of the 40 quick prompts
+            assert 0.0 <= entry["label_error_rate"] <= 1.0
+            assert 0.0 <= entry["oracle_tie_rate"] <= 1.0
+            assert np.isfinite(entry["mean_reward"])
+            assert [s["seed"] for s in entry["per_seed"]] == [0]
+
+
+def test_label_error_deciles_cover_every_candidate_pair(results):
+    deciles = results["label_error_by_similarity"]
+    assert len(deciles) == 10
+    assert sum(d["n_pairs"] for d in deciles) == results["sizes"]["candidate_pairs"]["0"]
+    for d in deciles:
+        assert d["similarity_low"] <= d["similarity_high"]
+        for key in ("label_error_rate", "expected_error_rate", "oracle_tie_rate"):
+            assert d[key] is None or 0.0 <= d[key] <= 1.0
+
+
+def test_label_efficiency_has_random_and_easy_at_each_budget(results):
+    curves = results["label_efficiency"]["curves"]
+    assert [p["n_labels"] for p in curves["random"]] == [20, 40]
+    assert [p["n_labels"] for p in curves["easy"]] == [20, 40]
+    needed = results["label_efficiency"]["easy_labels_to_match"]
+    assert needed is None or 20 <= needed <= 40
+
+
+def test_report_has_the_table_and_computed_findings(quick_demo, results):
+    text = (quick_demo / "report.md").read_text()
+    easy = results["main"]["easy"]["dpo"]
+    assert f"| easy | dpo | 20 | {easy['win_rate']:.3f} [{easy['ci_low']:.3f}, {easy['ci_high']:.3f}]" in text
+    assert all(f in text for f in results["findings"])
+    assert any(f.startswith("SPO (DPO+SPO minus DPO") for f in results["findings"])
+
+
+def test_existing_out_is_refused_without_overwrite(tmp_path, capsys):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["demo", "--quick", "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+
+
+def test_quick_and_full_together_are_refused(tmp_path):
+    assert main(["demo", "--quick", "--full", "--out", str(tmp_path / "x")]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_help_lists_every_option(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for flag in ("--out", "--overwrite", "--quick", "--full", "--seed", "--seeds", "--budget",
+                 "--device", "--config"):
+        assert flag in text
+
+
+def test_a_budget_above_the_number_of_prompts_is_refused_before_any_work(tmp_path, capsys):
+    assert main(["demo", "--quick", "--budget", "41", "--out", str(tmp_path / "x")]) == 2
+    assert "--budget 41" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+# --- determinism ------------------------------------------------------------------------------
+
+
+def test_same_seed_gives_the_same_candidates_labels_and_selection(quick_demo):
+    from realspo.demo import build_candidates, make_plan, selected_pairs
+    from realspo.generation import load_generator_model
+    from realspo.proving_ground.sft import get_sft_model
+    from realspo.proving_ground.world import build_world
+
+    plan = make_plan("quick", device="cpu")
+    model, tokenizer = load_generator_model(str(get_sft_model(plan.world, plan.sft)), device="cpu")
+    a, b = (build_candidates(build_world(plan.world), model, tokenizer, plan, 0, {}) for _ in range(2))
+    assert [g.responses for g in a.groups] == [g.responses for g in b.groups]
+    np.testing.assert_array_equal(a.a_preferred, b.a_preferred)
+    np.testing.assert_array_equal(a.similarity, b.similarity)
+    assert selected_pairs(a, "random", 0) == selected_pairs(b, "random", 0)
+    saved = [json.loads(line)["responses"] for line in
+             (quick_demo / "seed-0" / "candidates.jsonl").read_text().splitlines()]
+    assert saved == [g.responses for g in a.groups]  # and the same as the demo's own run
+
+
+def test_same_seed_trains_and_evaluates_to_the_same_rewards(quick_demo):
+    from realspo.demo import evaluate_run, make_plan, train_run
+    from realspo.proving_ground.sft import get_sft_model
+    from realspo.proving_ground.world import build_world
+
+    plan = make_plan("quick", device="cpu")
+    sft_dir = get_sft_model(plan.world, plan.sft)
+    data = quick_demo / "seed-0" / "random-dpo-50pct" / "pairs.jsonl"
+    rewards = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for n in range(2):
+            train_run(plan, sft_dir, data, Path(scratch) / f"m{n}", "dpo", 0, Path(scratch))
+            rewards.append(evaluate_run(Path(scratch) / f"m{n}", plan, build_world(plan.world), 0))
+    np.testing.assert_array_equal(rewards[0], rewards[1])
+
+
+# --- the report's arithmetic ---------------------------------------------------------------
+
+
+def test_crossing_point_interpolates_between_budgets():
+    assert crossing_point([(10, 0.50), (20, 0.60), (40, 0.70)], 0.65) == pytest.approx(30.0)
+
+
+def test_crossing_point_is_the_first_budget_when_already_reached():
+    assert crossing_point([(10, 0.70), (20, 0.60)], 0.65) == 10
+
+
+def test_crossing_point_is_none_when_never_reached():
+    assert crossing_point([(10, 0.50), (20, 0.60)], 0.65) is None
+
+
+def test_stratified_bootstrap_pools_means_and_brackets_them():
+    mean, lo, hi = stratified_bootstrap([np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.5, 0.5])], 500)
+    assert mean == pytest.approx(4.0 / 6.0)
+    assert lo <= mean <= hi
+    assert stratified_bootstrap([np.full(5, 0.5)], 100)[1:] == (0.5, 0.5)
+
+
+def test_rank_correlation_uses_average_ranks_for_ties():
+    assert rank_correlation(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
+    assert rank_correlation(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
+    # ranks of x: 0, 1.5, 1.5, 3; y is ranked 0..3
+    expected = np.corrcoef([0, 1.5, 1.5, 3], [0, 1, 2, 3])[0, 1]
+    assert rank_correlation(np.array([1, 2, 2, 3]), np.array([1, 2, 3, 4])) == pytest.approx(expected)
+
+
+def test_findings_say_not_reached_when_easy_never_matches_random(results):
+    altered = json.loads(json.dumps(results))
+    altered["label_efficiency"].update(random_best={"win_rate": 0.9, "n_labels": 40},
+                                       easy_labels_to_match=None, labels_saved=None)
+    assert any("not reached" in f for f in findings(altered))
+
+
+def test_findings_call_a_difference_significant_only_when_its_interval_excludes_zero(results):
+    altered = json.loads(json.dumps(results))
+    for c in altered["comparisons"]:
+        c.update(difference=0.1, ci_low=0.02, ci_high=0.2) if c["a"] == "easy/dpo" else \
+            c.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
+    text = findings(altered)
+    assert any("REAL (easy) vs random, dpo:" in f and f.endswith("better.") for f in text)
+    assert any("REAL (easy) vs random, dpo+spo:" in f and "no significant difference" in f for f in text)

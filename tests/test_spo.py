@@ -113,7 +113,7 @@ def test_a_top_level_without_words_is_not_graded():
 
 
 def test_ungraded_responses_are_skipped_and_counted():
-    cfg = SPOConfig()
+    cfg = SPOConfig(levels=4)
     prompts, texts, labels = build_variant_batch(["p"], [PARIS], [SHORT], cfg, step=0)
     assert prompts == ["p"] * 4 and labels == [0, 1, 2, 3]
     assert variant_stats(precompute_variants([PARIS, SHORT, PARIS], cfg)) == {"graded": 1, "skipped": 1}

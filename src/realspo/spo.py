@@ -58,10 +58,10 @@ HEAD_CONFIG = "spo_head.json"
 
 @dataclass
 class SPOConfig:
-    """Options of the degree task. ``weight`` is lambda; see docs/readme/spo.md for why the
-    defaults (D = 4, lambda = 0.1, provisional) were chosen."""
+    """Options of the degree task. ``weight`` is lambda; the defaults (D = 3, lambda = 0.1)
+    were chosen by the sweep in docs/experiments/spo-defaults.md."""
 
-    levels: int = 4
+    levels: int = 3
     weight: float = 0.1
     labels: str = "separate"
     pooling: str = "last"
@@ -231,6 +231,64 @@ def degree_label(level: int, from_chosen: bool, levels: int, labels: str) -> int
     return level + offset
 
 
+@dataclass(frozen=True)
+class PlannedVariant:
+    """One degree-task example of a step: level ``level`` of pair ``pair``'s chosen
+    (``from_chosen``) or rejected response, its ``text`` and class ``label``."""
+
+    pair: int
+    from_chosen: bool
+    level: int
+    text: str
+    label: int
+    weight: float = 1.0  # in the degree loss; one response's weights sum to 1
+
+
+def _levels_and_weights(cfg: SPOConfig, rng: random.Random, always_original: bool
+                        ) -> list[tuple[int, float]]:
+    """The levels one response contributes this step, each with its loss weight.
+
+    All ``D`` levels weigh ``1/D`` each. Sampling ``k`` of them uniformly keeps ``1/k`` each.
+    With ``always_original`` the original (level 0) is always kept, at its full-loss weight
+    ``1/D``, and ``k`` of the ``D - 1`` other levels are drawn, each weighing ``(D-1)/(D k)``:
+    in expectation the weighted loss is the all-levels loss, while the original, which a
+    trainer gets for free from the preference pass, is never wasted.
+    """
+    levels, k = cfg.levels, cfg.sample_levels
+    if always_original:
+        if k is None or k >= levels - 1:
+            return [(d, 1.0 / levels) for d in range(levels)]
+        drawn = sorted(rng.sample(range(1, levels), k))
+        return [(0, 1.0 / levels)] + [(d, (levels - 1) / (levels * k)) for d in drawn]
+    if k is None or k >= levels:
+        return [(d, 1.0 / levels) for d in range(levels)]
+    return [(d, 1.0 / k) for d in sorted(rng.sample(range(levels), k))]
+
+
+def plan_variants(
+    prompts: list[str], chosen: list[str], rejected: list[str], cfg: SPOConfig, step: int,
+    cache: dict[str, list[DegreeVariant] | None] | None = None, always_original: bool = False,
+) -> list[PlannedVariant]:
+    """The degree-task examples of one training step, in the order of :func:`build_variant_batch`
+    (which returns the same examples as lists), with the pair, side, level and loss weight of
+    each, so a trainer can reuse its preference pass for level 0 (the original response).
+    ``always_original``: see :func:`_levels_and_weights`."""
+    if not len(prompts) == len(chosen) == len(rejected):
+        raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
+    planned: list[PlannedVariant] = []
+    for i in range(len(prompts)):
+        for from_chosen, response in ((True, chosen[i]), (False, rejected[i])):
+            variants = cache[response] if cache is not None and response in cache else variants_for(response, cfg)
+            if variants is None:
+                continue
+            rng = _seeded_rng("sample-levels", cfg.seed, step, i, from_chosen)
+            for level, weight in _levels_and_weights(cfg, rng, always_original):
+                planned.append(PlannedVariant(i, from_chosen, level, variants[level].text,
+                                              degree_label(level, from_chosen, cfg.levels, cfg.labels),
+                                              weight))
+    return planned
+
+
 def build_variant_batch(
     prompts: list[str], chosen: list[str], rejected: list[str], cfg: SPOConfig, step: int,
     cache: dict[str, list[DegreeVariant] | None] | None = None,
@@ -244,25 +302,8 @@ def build_variant_batch(
     skipped, so the lists may be shorter than expected, or empty. ``cache`` is an optional
     :func:`precompute_variants` result; otherwise the in-process cache is used.
     """
-    if not len(prompts) == len(chosen) == len(rejected):
-        raise ValueError(f"prompts/chosen/rejected lengths differ: {len(prompts)}, {len(chosen)}, {len(rejected)}")
-    out_prompts: list[str] = []
-    texts: list[str] = []
-    labels: list[int] = []
-    for i, prompt in enumerate(prompts):
-        for from_chosen, response in ((True, chosen[i]), (False, rejected[i])):
-            variants = cache[response] if cache is not None and response in cache else variants_for(response, cfg)
-            if variants is None:
-                continue
-            levels = list(range(cfg.levels))
-            if cfg.sample_levels is not None and cfg.sample_levels < cfg.levels:
-                rng = _seeded_rng("sample-levels", cfg.seed, step, i, from_chosen)
-                levels = sorted(rng.sample(levels, cfg.sample_levels))
-            for level in levels:
-                out_prompts.append(prompt)
-                texts.append(variants[level].text)
-                labels.append(degree_label(level, from_chosen, cfg.levels, cfg.labels))
-    return out_prompts, texts, labels
+    planned = plan_variants(prompts, chosen, rejected, cfg, step, cache)
+    return [prompts[v.pair] for v in planned], [v.text for v in planned], [v.label for v in planned]
 
 
 # ----------------------------------------------------------------------------- head and loss
@@ -312,18 +353,26 @@ def pool_hidden(hidden: Tensor, response_mask: Tensor, pooling: str) -> Tensor:
     return (summed / counts.unsqueeze(-1)).to(hidden.dtype)
 
 
-def degree_loss(head: DegreeHead, pooled: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+def degree_loss(head: DegreeHead, pooled: Tensor, labels: Tensor, weights: Tensor | None = None
+                ) -> tuple[Tensor, Tensor]:
     """SPO's self-supervised term: ``CE(head(pooled), labels)`` averaged over the batch.
 
     ``pooled`` (B, H) (cast to the head's dtype, so a bf16 policy can feed an fp32 head);
-    ``labels`` (B,) int64 degree classes. Returns ``(loss, accuracy)``, two scalars; the
-    loss is computed in fp32, the accuracy is detached. Multiply by ``lambda`` outside.
+    ``labels`` (B,) int64 degree classes; ``weights`` (B,) optional example weights (then
+    loss and accuracy are weighted means, ``sum(w * x) / sum(w)``). Returns
+    ``(loss, accuracy)``, two scalars; the loss is computed in fp32, the accuracy is
+    detached. Multiply by ``lambda`` outside.
     """
     weight = head.net[0].weight
     logits = head(pooled.to(device=weight.device, dtype=weight.dtype)).float()
     labels = labels.to(logits.device)
-    loss = F.cross_entropy(logits, labels)
-    accuracy = (logits.argmax(dim=-1) == labels).float().mean().detach()
+    if weights is None:
+        loss = F.cross_entropy(logits, labels)
+        accuracy = (logits.argmax(dim=-1) == labels).float().mean().detach()
+        return loss, accuracy
+    w = weights.to(device=logits.device, dtype=torch.float32)
+    loss = (F.cross_entropy(logits, labels, reduction="none") * w).sum() / w.sum()
+    accuracy = (((logits.argmax(dim=-1) == labels).float() * w).sum() / w.sum()).detach()
     return loss, accuracy
 
 

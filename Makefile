@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench
+.PHONY: install demo test lint bench readme
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -27,3 +27,8 @@ lint: install
 bench: install
 	$(PY) -m pip install -q -e ".[test,bench]"
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
+
+# The README is assembled from docs/readme/*.md (edit those).
+README_PARTS := _intro demo formats select embeddings stages losses spo train proving_ground reliability benchmarks _development
+readme:
+	{ for p in $(README_PARTS); do cat docs/readme/$$p.md; echo; done; } > README.md

@@ -113,7 +113,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                       vocab_size=512, steps=120, batch_size=16),
         n_train_prompts=40, n_test_prompts=40, efficiency_budgets=(0.5, 1.0), steps=4,
         batch_size=8, max_new_tokens=40, bootstrap_resamples=500),
-    "default": dict(seeds=2, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=400,
+    "default": dict(seeds=3, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=400,
                     n_test_prompts=200, efficiency_budgets=(0.125, 0.25, 0.5, 1.0)),
     "full": dict(seeds=5, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=600,
                  n_test_prompts=200, efficiency_budgets=(0.125, 0.25, 0.375, 0.5, 0.75, 1.0)),

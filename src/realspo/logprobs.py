@@ -8,8 +8,10 @@ so both score exactly the same tokens:
    one token), append EOS to the response, and truncate to ``max_length`` by a documented
    mode, never leaving zero response tokens;
 2. :func:`collate` right-pads sequences into a batch with a ``response_mask``;
-3. :func:`response_logps` runs the model once for its last hidden states and applies the LM
-   head only at the positions that predict response tokens, a chunk at a time, with the
+3. :func:`response_logps` runs the model for its last hidden states (in one call, or with
+   ``group_by_length`` in groups of similar length, :func:`grouped_hidden_states`, so short
+   sequences are not padded to the longest) and applies the LM head only at the positions
+   that predict response tokens (:func:`logps_from_hidden`), a chunk at a time, with the
    log-softmax in fp32. Memory for logits is ``chunk_size x vocab`` instead of
    ``batch x length x vocab``, in the backward pass too (each chunk is recomputed there).
 
@@ -266,11 +268,10 @@ def grouped_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor,
     """:func:`last_hidden_states` of a right-padded batch, run in groups of similar length.
 
     ``input_ids``, ``attention_mask`` (B, T), right-padded (as :func:`collate` builds them).
-    Returns (B, T, H); positions beyond a sequence's length hold zeros rather than the states
-    of padding tokens (nothing reads them). Causal attention never lets a token see the
-    padding after it, so every real position gets the same state as in one padded call
-    (within float rounding); only the work on padding is skipped. A batch that is not
-    right-padded is run as one call.
+    Returns (B, T, H). Causal attention never lets a token see the padding after it, so every
+    real position gets the same state as in one padded call (within float rounding); only
+    the work on padding is skipped. Padding positions are not meaningful (zeros past a
+    group's longest member). A batch that is not right-padded is run as one call.
     """
     lengths = attention_mask.sum(dim=1)
     right_padded = bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all())
@@ -303,6 +304,57 @@ def _target_logps(hidden: Tensor, targets: Tensor, head: torch.nn.Module, softca
     return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
+class _LinearHeadLogps(torch.autograd.Function):
+    """:func:`_target_logps` for a plain linear LM head, with a hand-written backward.
+
+    Same values as autograd through ``checkpoint(_target_logps)``; the backward recomputes the
+    (N, V) logits once and turns them into the gradient in place (softmax, times the incoming
+    gradient, minus it at the targets), where autograd would allocate a softmax, a zero-filled
+    gather gradient and their sum: about half the memory traffic and peak memory of the head.
+    The matrix products run in the forward's dtype (bf16 under autocast), the softmax in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: Tensor, weight: Tensor, bias: Tensor | None, targets: Tensor,
+                softcap: float | None) -> Tensor:
+        raw = F.linear(hidden, weight, bias)
+        ctx.compute_dtype, ctx.softcap = raw.dtype, softcap
+        logits = raw.float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        lse = torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(hidden, weight, bias, targets, lse)
+        return logits.gather(-1, targets[:, None]).squeeze(-1) - lse
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        hidden, weight, bias, targets, lse = ctx.saved_tensors
+        dtype, softcap = ctx.compute_dtype, ctx.softcap
+        with torch.autocast(hidden.device.type, enabled=False):
+            h, w = hidden.to(dtype), weight.to(dtype)
+            z = F.linear(h, w, None if bias is None else bias.to(dtype)).float()  # (N, V)
+            tanh = None
+            if softcap:
+                tanh = z.div_(softcap).tanh_()
+                z = tanh * softcap
+            # d/dz sum_i g_i * log p_i(t_i) = g_i * (onehot(t_i) - softmax(z_i))
+            g = z.sub_(lse[:, None]).exp_().mul_(-grad[:, None].float())
+            g.index_put_((torch.arange(g.shape[0], device=g.device), targets), grad.float(), accumulate=True)
+            if tanh is not None:
+                g.mul_(tanh.pow_(2).neg_().add_(1))  # d(c * tanh(x / c)) / dx = 1 - tanh^2
+            g = g.to(dtype)
+            grad_hidden = (g @ w).to(hidden.dtype) if ctx.needs_input_grad[0] else None
+            grad_weight = (g.t() @ h).to(weight.dtype) if ctx.needs_input_grad[1] else None
+            grad_bias = g.sum(0).to(bias.dtype) if bias is not None and ctx.needs_input_grad[2] else None
+        return grad_hidden, grad_weight, grad_bias, None, None
+
+
+def _is_plain_linear(head: torch.nn.Module) -> bool:
+    """A ``torch.nn.Linear`` with its own forward and plain (not sharded/distributed) tensors."""
+    return (isinstance(head, torch.nn.Linear) and type(head).forward is torch.nn.Linear.forward
+            and type(head.weight) in (torch.nn.Parameter, torch.Tensor))
+
+
 def response_logps(
     model: Any, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor, *,
     chunk_size: int = 1024, return_hidden: bool = False, group_by_length: bool = False,
@@ -312,7 +364,7 @@ def response_logps(
     ``input_ids``, ``attention_mask``, ``response_mask``: (B, T) from :func:`collate`.
     Returns ``(sum_logps (B,) fp32, n_tokens (B,) fp32, last_hidden (B, T, H) or None)``.
     With ``group_by_length`` the body runs in length groups (:func:`grouped_hidden_states`;
-    the returned hidden states are then zero at padding positions). The scoring is
+    the returned hidden states then hold zeros at some padding positions). The scoring is
     :func:`logps_from_hidden`.
     """
     if group_by_length:
@@ -331,8 +383,9 @@ def logps_from_hidden(
 
     A response token at position ``t`` is predicted by the hidden state at ``t - 1``; only
     those positions go through the LM head, ``chunk_size`` at a time. When gradients are
-    enabled each chunk is checkpointed, so its fp32 logits are freed after the forward and
-    recomputed in the backward. Supported heads: a plain linear LM head (tied or not), and
+    enabled each chunk's fp32 logits are freed after the forward and recomputed in the
+    backward (:class:`_LinearHeadLogps` for a plain linear head, checkpointing otherwise).
+    Supported heads: a plain linear LM head (tied or not), and
     Gemma-style ``final_logit_softcapping`` from the model config; other logit post-processing
     (e.g. a logit scale) is not applied.
     """
@@ -344,9 +397,13 @@ def logps_from_hidden(
     states = hidden[:, :-1][scored]  # (N, H)
     targets = input_ids[:, 1:].to(hidden.device)[scored]  # (N,)
     pieces = []
+    with_grad = torch.is_grad_enabled() and (states.requires_grad or any(
+        p.requires_grad for p in head.parameters()))
     for lo in range(0, states.shape[0], chunk_size):
         args = (states[lo: lo + chunk_size], targets[lo: lo + chunk_size], head, softcap)
-        if torch.is_grad_enabled() and states.requires_grad:
+        if with_grad and _is_plain_linear(head):
+            pieces.append(_LinearHeadLogps.apply(args[0], head.weight, head.bias, args[1], softcap))
+        elif with_grad:
             pieces.append(checkpoint(_target_logps, *args, use_reentrant=False))
         else:
             pieces.append(_target_logps(*args))

@@ -49,8 +49,9 @@ class TrainConfig:
                                                  "response token or the mean", choices=("last", "mean"))
     spo_selection: str = option(_SPO.selection, help="which key phrases a level removes: top-ranked "
                                                      "or a seeded random subset", choices=("top", "random"))
-    spo_sample_levels: int | None = option(None, help="levels sampled per response per step "
-                                                      "(unset: all D)")
+    spo_sample_levels: int | None = option(1, help="degree levels drawn per response per step besides "
+                                                   "the original (always used, at no cost); D - 1 or "
+                                                   "more (or null in YAML): every level")
     spo_head_hidden: int | None = option(None, help="width of the degree head's hidden layer "
                                                     "(unset: min(hidden size, 512))")
     lr: float = option(1e-6, help="peak learning rate (AdamW)")

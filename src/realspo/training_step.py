@@ -2,11 +2,22 @@
 
 ::
 
-    policy forward over [chosen; rejected]          -> summed response log-probs (2B,)
+    one body pass over [chosen; rejected; variants], in length groups  -> final hidden states
+    LM head on the pairs' response positions only  -> summed log-probs (2B,)
     preference_loss(loss, policy, ref_c, ref_r)     -> L_pref (+ nll_weight * NLL(chosen))
-    with --spo: forward over the degree variants, hidden states only (no LM head)
-                -> pooled (V, H) -> degree head     -> L_degree
+    with --spo: pooled hidden states of the degree variants -> degree head -> L_degree
     L = L_pref + spo_weight * L_degree
+
+Where the time goes, and what is skipped (``fast=True``, the default):
+
+* sequences are run in groups of similar length (:func:`realspo.logprobs.grouped_hidden_states`),
+  each padded only to its own longest member, not to the batch's;
+* level-0 degree variants are the original responses: they are pooled from the pair
+  sequences of the same pass instead of being run again;
+* variants need hidden states only: no LM head runs on them.
+
+``fast=False`` is the plain computation (pairs in one padded call, every variant in a
+second one) that the tests compare the fast path with.
 
 The policy and the SPO head form one module (:class:`PolicyWithHead`), so a distributed
 wrapper (DDP, FSDP) sees a single forward per micro-batch and every trained weight in it.
@@ -25,13 +36,15 @@ from torch import Tensor, nn
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.logprobs import (
     collate,
+    grouped_hidden_states,
     last_hidden_states,
+    logps_from_hidden,
     response_logps,
     tokenize_response,
     unwrap_causal_lm,
 )
 from realspo.losses import PolicyLogps, preference_loss
-from realspo.spo import DegreeHead, build_variant_batch, degree_loss, num_classes, pool_hidden
+from realspo.spo import DegreeHead, degree_loss, num_classes, plan_variants, pool_hidden
 
 if TYPE_CHECKING:
     from realspo.training import TrainConfig
@@ -51,25 +64,50 @@ class PolicyWithHead(nn.Module):
         self.policy, self.head, self.pooling = policy, head, pooling
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
-                variants: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+                variants: dict[str, Tensor] | None = None, fast: bool = True) -> dict[str, Tensor]:
         """``logps``, ``n_tokens`` (2B,) of the pairs ((2B, T) inputs); with a head, also the
-        degree loss ``spo_loss`` and ``spo_accuracy`` (scalars) of ``variants``
-        (``input_ids``, ``attention_mask``, ``response_mask`` (V, T'), ``labels`` (V,))."""
-        logps, n_tokens, _ = response_logps(self.policy, input_ids, attention_mask, response_mask)
+        degree loss ``spo_loss`` and ``spo_accuracy`` (scalars) of ``variants`` (from
+        :func:`variant_batch`): ``labels``, ``weights`` (V,), ``rows`` (V,) the row of each variant in
+        ``[pair sequences; variant sequences]``, and the variant sequences that are not pair
+        sequences, ``input_ids``, ``attention_mask``, ``response_mask`` (V', T'), if any."""
+        if self.head is None or variants is None:
+            logps, n_tokens, _ = response_logps(self.policy, input_ids, attention_mask, response_mask,
+                                                group_by_length=fast)
+            out = {"logps": logps, "n_tokens": n_tokens}
+            if self.head is not None:
+                # No graded variant in this batch: a zero that still touches every head weight,
+                # so a distributed wrapper sees the same parameters used on every process.
+                zero = sum(p.sum() for p in self.head.parameters()) * 0.0
+                out["spo_loss"], out["spo_accuracy"] = zero, zero.detach()
+            return out
+        if not fast:
+            logps, n_tokens, _ = response_logps(self.policy, input_ids, attention_mask, response_mask)
+            hidden = last_hidden_states(self.policy, variants["input_ids"], variants["attention_mask"])
+            pooled = pool_hidden(hidden, variants["response_mask"], self.pooling)
+            pooled = pooled[variants["rows"] - input_ids.shape[0]]
+        else:
+            ids, mask, resp = input_ids, attention_mask, response_mask
+            if "input_ids" in variants:  # one body pass over pairs and variants together
+                ids, mask, resp = (_stack_padded(a, variants[k], pad) for a, k, pad in (
+                    (input_ids, "input_ids", 0), (attention_mask, "attention_mask", 0),
+                    (response_mask, "response_mask", False)))
+            hidden = grouped_hidden_states(self.policy, ids, mask)
+            n, width = input_ids.shape
+            logps, n_tokens = logps_from_hidden(self.policy, hidden[:n, :width], input_ids, response_mask)
+            pooled = pool_hidden(hidden, resp, self.pooling)[variants["rows"]]
         out = {"logps": logps, "n_tokens": n_tokens}
-        if self.head is None:
-            return out
-        if variants is None:
-            # No graded variant in this batch: a zero that still touches every head weight,
-            # so a distributed wrapper sees the same parameters used on every process.
-            zero = sum(p.sum() for p in self.head.parameters()) * 0.0
-            out["spo_loss"], out["spo_accuracy"] = zero, zero.detach()
-            return out
-        # Variants need only hidden states: the LM head runs on one position per sequence.
-        hidden = last_hidden_states(self.policy, variants["input_ids"], variants["attention_mask"])
-        pooled = pool_hidden(hidden, variants["response_mask"], self.pooling)
-        out["spo_loss"], out["spo_accuracy"] = degree_loss(self.head, pooled, variants["labels"])
+        out["spo_loss"], out["spo_accuracy"] = degree_loss(self.head, pooled, variants["labels"],
+                                                           variants.get("weights"))
         return out
+
+
+def _stack_padded(a: Tensor, b: Tensor, pad: int | bool) -> Tensor:
+    """Rows of ``a`` (N, T) then ``b`` (M, T'), right-padded with ``pad`` to max(T, T')."""
+    width = max(a.shape[1], b.shape[1])
+    out = a.new_full((a.shape[0] + b.shape[0], width), pad)
+    out[: a.shape[0], : a.shape[1]] = a
+    out[a.shape[0]:, : b.shape[1]] = b.to(a.device)
+    return out
 
 
 @dataclass
@@ -83,30 +121,50 @@ class StepResult:
     per_example: Tensor  # (B, PER_EXAMPLE) fp32, the first PER_EXAMPLE metrics per pair
 
 
-def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_step: int
-                  ) -> dict[str, Tensor] | None:
-    """SPO degree variants of a batch's pairs, tokenized like the pairs; None if none graded."""
-    prompts, texts, labels = build_variant_batch(
-        batch["prompts"], batch["chosen"], batch["rejected"], cfg.spo_config(), spo_step)
-    if not texts:
+def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_step: int,
+                  reuse_originals: bool = True) -> dict[str, Tensor] | None:
+    """SPO degree variants of a batch's pairs, for :class:`PolicyWithHead`; None if none graded.
+
+    Each graded response contributes its original (level 0) and ``--spo-sample-levels`` of
+    its other levels, with loss weights that make the degree loss an unbiased estimate of
+    the all-levels loss (:func:`realspo.spo.plan_variants` with ``always_original``).
+    With ``reuse_originals`` a level-0 variant (the original response) points at its pair
+    sequence (row ``i`` for pair ``i``'s chosen, ``B + i`` for its rejected), so it is not run
+    twice; the other variants are tokenized like the pairs and get rows ``2B, 2B + 1, ...``.
+    """
+    planned = plan_variants(batch["prompts"], batch["chosen"], batch["rejected"], cfg.spo_config(),
+                            spo_step, always_original=True)
+    if not planned:
         return None
-    sequences = [tokenize_response(tokenizer, p, t, cfg.max_length, cfg.truncation)[:2]
-                 for p, t in zip(prompts, texts, strict=True)]
+    n = len(batch["prompts"])
     device = batch["input_ids"].device
-    variants = {k: v.to(device) for k, v in collate(sequences, tokenizer.pad_token_id).items()}
-    variants["labels"] = torch.tensor(labels, dtype=torch.long, device=device)
+    rows, sequences = [], []
+    for v in planned:
+        if reuse_originals and v.level == 0:
+            rows.append(v.pair if v.from_chosen else n + v.pair)
+            continue
+        rows.append(2 * n + len(sequences))
+        sequences.append(tokenize_response(tokenizer, batch["prompts"][v.pair], v.text, cfg.max_length,
+                                           cfg.truncation)[:2])
+    variants = ({k: t.to(device) for k, t in collate(sequences, tokenizer.pad_token_id).items()}
+                if sequences else {})
+    variants["rows"] = torch.tensor(rows, dtype=torch.long, device=device)
+    variants["labels"] = torch.tensor([v.label for v in planned], dtype=torch.long, device=device)
+    variants["weights"] = torch.tensor([v.weight for v in planned], dtype=torch.float32, device=device)
     return variants
 
 
 def forward_batch(model: nn.Module, batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any,
-                  spo_step: int) -> StepResult:
+                  spo_step: int, fast: bool = True) -> StepResult:
     """Run one micro-batch through ``model`` (a prepared :class:`PolicyWithHead`) and the loss.
 
-    ``spo_step`` seeds the choice of degree levels when ``--spo-sample-levels`` is set.
+    ``spo_step`` seeds the choice of degree levels when ``--spo-sample-levels`` is set;
+    ``fast=False`` runs the plain computation (see the module docstring).
     """
     n = len(batch["index"])
-    variants = variant_batch(batch, cfg, tokenizer, spo_step) if cfg.spo else None
-    out = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"], variants=variants)
+    variants = variant_batch(batch, cfg, tokenizer, spo_step, reuse_originals=fast) if cfg.spo else None
+    out = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"], variants=variants,
+                fast=fast)
     logps, n_tokens = out["logps"], out["n_tokens"]
     policy = PolicyLogps(logps[:n], logps[n:], n_tokens[:n], n_tokens[n:])
     pref = preference_loss(cfg.loss, policy, batch.get("ref_chosen"), batch.get("ref_rejected"),
@@ -124,8 +182,8 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], cfg: TrainConfig, tok
     sums = torch.cat([per_example.sum(0), torch.stack([
         pref.nll.sum(), spo_loss.detach() * n, spo_acc * n]).float()])
     tokens = int(batch["attention_mask"].sum())
-    if variants is not None:
-        tokens += int(variants["attention_mask"].sum())
+    if variants is not None and "attention_mask" in variants:
+        tokens += int(variants["attention_mask"].sum())  # variant sequences actually run
     return StepResult(loss, sums, n, tokens, per_example)
 
 

@@ -3,7 +3,7 @@ and write a report of whether REAL's selection and SPO's loss helped (see :mod:`
 
 Examples::
 
-    realspo demo --out runs/demo                       # the default run (2 seeds, ~15 min on 2 cores)
+    realspo demo --out runs/demo                       # the default run (3 seeds, ~7 min on 2 cores + the first SFT build)
     realspo demo --quick --out /tmp/demo-quick         # a smoke run (1 seed, small everything)
     realspo demo --full --seeds 5 --out runs/demo-full # more seeds and budgets
 """

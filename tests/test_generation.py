@@ -193,3 +193,17 @@ def test_gumbel_sampler_never_picks_tokens_outside_the_nucleus():
     sampler = GumbelSampler(range(500), temperature=1.0, top_p=0.8, device=torch.device("cpu"))
     picks = sampler(None, logits.expand(500, 3)).argmax(-1)
     assert set(picks.tolist()) == {0, 1}
+
+
+def test_generation_renders_conversations_exactly_like_the_format_readers():
+    from realspo.formats import prompt_text
+    from realspo.generation import render_messages
+    from realspo.sources import Row
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                {"role": "assistant", "content": "Hello."}, {"role": "system", "content": "Now French."},
+                {"role": "user", "content": "Bye"}]
+    expected = ("System: Be brief.\n\nHuman: Hi\n\nAssistant: Hello.\n\nSystem: Now French."
+                "\n\nHuman: Bye\n\nAssistant:")
+    assert render_messages(messages) == expected
+    assert prompt_text(messages, Row({}, "x.jsonl", "line 1"), "prompt") == expected

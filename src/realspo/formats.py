@@ -107,6 +107,12 @@ def render_messages(messages: list, row: Row, field: str) -> str:
     return _render_turns(_turns(messages, row, field))
 
 
+def prompt_text(messages: list, row: Row, field: str) -> str:
+    """A conversational prompt as HH text ending in ``"\n\nAssistant:"`` (the schema's
+    rendering; :mod:`realspo.generation` uses it too, so prompt ids agree across stages)."""
+    return _prompt_text(_turns(messages, row, field))
+
+
 def _prompt_text(turns: Turns) -> str:
     """HH prompt text ending in ``"\\n\\nAssistant:"`` (unless the last turn is the assistant's)."""
     if not turns:

@@ -37,7 +37,7 @@ import torch
 from realspo.errors import ConfigError, RealspoError
 from realspo.faults import after_batch
 from realspo.outputs import check_writable, write_rows
-from realspo.sources import read_rows
+from realspo.sources import Row, read_rows
 
 log = logging.getLogger(__name__)
 
@@ -152,10 +152,11 @@ def read_prompts(source: str | os.PathLike, split: str = "train") -> list[Prompt
 
 
 def render_messages(messages: list[dict[str, str]]) -> str:
-    """Messages as HH-RLHF text: ``System: ...`` then ``\\n\\nHuman: ...\\n\\nAssistant:``."""
-    names = {"system": "System", "assistant": "\n\nAssistant"}  # user/human -> Human
-    text = "".join(names.get(m["role"], "\n\nHuman") + ": " + m["content"] for m in messages)
-    return text if messages[-1]["role"] == "assistant" else text + "\n\nAssistant:"
+    """Validated messages as HH-RLHF text ending in ``\n\nAssistant:``: the same rendering as
+    :func:`realspo.formats.prompt_text`, so prompt ids agree between generate and select."""
+    from realspo.formats import prompt_text
+
+    return prompt_text(messages, Row({}, "messages", "prompt"), "prompt")
 
 
 def uses_chat_template(tokenizer, chat_template: str) -> bool:

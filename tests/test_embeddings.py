@@ -4,7 +4,6 @@ and sharding across processes."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -273,12 +272,6 @@ DISTRIBUTED_SCRIPT = textwrap.dedent("""
 """)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_processes_give_the_single_process_result_in_input_order(tiny, tiny_model_dir,
                                                                      tmp_path):
@@ -287,8 +280,8 @@ def test_two_processes_give_the_single_process_result_in_input_order(tiny, tiny_
     script.write_text(DISTRIBUTED_SCRIPT)
     out = tmp_path / "emb.npy"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": ""}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           "--master_addr", "127.0.0.1", "--master_port", str(free_port()),
+    # --standalone: torchrun picks a free rendezvous port itself (no race with a probed port)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            str(script), tiny_model_dir, str(out), *RESPONSES]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -32,7 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_training import add_workload_args, make_workload, run_realspo, workload_sizes  # noqa: E402
-from common import machine, markdown_table, section, set_threads, write_section  # noqa: E402
+from common import markdown_table, quiet_training_run, section, write_section  # noqa: E402
 
 TARGET = 1.5  # the target: DPO+SPO step time <= 1.5x plain DPO's, at default SPO settings
 CONFIGS = {
@@ -78,14 +77,8 @@ def graded_share(work: Path) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import logging
-
     args = parse_args(argv)
-    set_threads(args.threads)
-    logging.disable(logging.WARNING)
-    for name, value in (("TQDM_DISABLE", "1"), ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
-        os.environ.setdefault(name, value)
-    info = machine()
+    info = quiet_training_run(args.threads)
     names = [*CONFIGS, *([PLAIN] if args.plain else [])]
     runs: dict[str, list[dict]] = {name: [] for name in names}
     with tempfile.TemporaryDirectory(prefix="bench-spo-") as tmp:

@@ -106,6 +106,18 @@ def set_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def quiet_training_run(threads: int | None) -> dict[str, str]:
+    """Set up this process for in-process ``realspo train`` runs: ``threads`` torch threads,
+    warnings and progress bars off, offline; returns :func:`machine` (taken once, at the start)."""
+    import logging
+
+    set_threads(threads)
+    logging.disable(logging.WARNING)
+    for name, value in (("TQDM_DISABLE", "1"), ("HF_HUB_OFFLINE", "1"), ("TOKENIZERS_PARALLELISM", "false")):
+        os.environ.setdefault(name, value)
+    return machine()
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -9,6 +9,7 @@ import logging
 
 import pytest
 
+from realspo.conversations import render_messages, split_hh_transcript
 from realspo.errors import ConfigError, InputError
 from realspo.formats import (
     FORMATS,
@@ -16,8 +17,6 @@ from realspo.formats import (
     detect_format,
     load_groups,
     parse_rows,
-    render_messages,
-    split_hh_transcript,
 )
 from realspo.sources import Row, read_rows
 

@@ -196,7 +196,7 @@ def test_gumbel_sampler_never_picks_tokens_outside_the_nucleus():
 
 
 def test_generation_renders_conversations_exactly_like_the_format_readers():
-    from realspo.formats import prompt_text
+    from realspo.conversations import prompt_text
     from realspo.generation import render_messages
     from realspo.sources import Row
 

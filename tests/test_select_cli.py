@@ -255,3 +255,22 @@ def test_console_script_runs_select(pool):
     assert proc.returncode == 0, proc.stderr
     assert "pairs written: 2 preference rows" in proc.stdout  # budget 0.5 of 3 eligible -> 2
     assert len(_read_jsonl(pool / "p.jsonl")) == 2
+
+
+def test_an_interrupted_runs_progress_is_kept_unless_resume_or_overwrite(pool, capsys, tiny_model_dir):
+    from realspo.commands.select import progress_dir
+    from realspo.embeddings import embed_responses
+    from realspo.formats import load_groups
+
+    groups, _ = load_groups(str(pool / "pool.jsonl"))
+    progress = progress_dir(pool / "o.jsonl")
+    embed_responses(groups, tiny_model_dir, show_progress=False, checkpoint=progress)
+    saved = sorted(p.name for p in progress.iterdir())
+    args = ["--data", pool / "pool.jsonl", "--model", tiny_model_dir, "--no-progress",
+            "--out", pool / "o.jsonl"]
+    code, _, err = _run(capsys, *args)
+    assert code == 2 and "--resume" in err and str(progress) in err
+    assert sorted(p.name for p in progress.iterdir()) == saved  # the saved work is untouched
+    assert not (pool / "o.jsonl").exists()
+    code, _, _ = _run(capsys, *args, "--overwrite")
+    assert code == 0 and (pool / "o.jsonl").exists() and not progress.exists()

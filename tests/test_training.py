@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -269,6 +270,45 @@ def test_epoch_order_depends_only_on_seed_and_epoch():
     second = list(a)
     b.set_epoch(1)
     assert list(b) == second != first and sorted(first) == list(range(10))
+
+
+def _padded_tokens(order: list[int], lengths: list[int], batch_size: int) -> int:
+    return sum(batch_size * max(lengths[i] for i in order[k:k + batch_size])
+               for k in range(0, len(order), batch_size))
+
+
+def test_length_grouped_order_is_a_seeded_permutation_with_less_padding():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 400, size=200).tolist()
+    plain, grouped = EpochShuffleSampler(200, seed=3), EpochShuffleSampler(200, seed=3, lengths=lengths,
+                                                                           batch_size=4)
+    again = EpochShuffleSampler(200, seed=3, lengths=lengths, batch_size=4)
+    grouped.set_epoch(1)
+    again.set_epoch(1)
+    order = list(grouped)
+    assert sorted(order) == list(range(200)) and list(again) == order
+    grouped.set_epoch(2)
+    assert list(grouped) != order  # still reshuffled every epoch
+    assert _padded_tokens(order, lengths, 4) < 0.8 * _padded_tokens(list(plain), lengths, 4)
+    assert lengths[order[0]] == max(lengths)  # the longest batch first: an OOM shows at once
+    with pytest.raises(ValueError, match="3 lengths for 200"):
+        EpochShuffleSampler(200, seed=3, lengths=[1, 2, 3])
+
+
+def test_group_by_length_batches_pairs_of_similar_length(tiny_model_dir, tmp_path, cache_dir):
+    rng = np.random.default_rng(1)
+    words = rng.integers(1, 40, size=64).tolist()
+    rows = [{"prompt": "Q?", "chosen": " ".join(["word"] * n), "rejected": "No."} for n in words]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    padded = {}
+    for flag in (False, True):
+        seen: list[int] = []
+        train(config(tiny_model_dir, path, tmp_path / f"g{flag}", cache_dir, batch_size=4, max_steps=16,
+                     group_by_length=flag), on_batch=lambda _s, idx, seen=seen: seen.extend(idx))
+        assert sorted(seen) == list(range(64))  # one epoch, every pair once
+        padded[flag] = _padded_tokens(seen, words, 4)
+    assert padded[True] < 0.8 * padded[False]
 
 
 def test_gradient_checkpointing_changes_memory_not_results(

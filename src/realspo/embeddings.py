@@ -310,6 +310,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     from accelerate import PartialState
 
     from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
+    from realspo.processes import destroy_process_group_at_exit
 
     responses = flat_responses(groups)
     prompts = [g.prompt for g in groups for _ in g.responses] if conditioned else None
@@ -319,6 +320,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
                           "sentence-transformers embed the response text alone")
     # accelerate sets up gloo across CPU processes only when told the run is on CPU
     state = PartialState(cpu=pick_device(device).type == "cpu")
+    destroy_process_group_at_exit()
     distributed = state.num_processes > 1
     dev = state.device if distributed else pick_device(device)
     shown = show_progress and state.is_local_main_process

@@ -11,7 +11,7 @@ Formats (``format="auto"`` detects them from the columns of the first rows):
   ``prompt`` the shared leading messages / HH prompt / text up to a whitespace boundary.
 * ``multi``: ``{prompt, responses, scores?}`` or ``{prompt, completions: [{response, score?}]}``.
 
-Conversations render as HH text (:func:`render_messages`); string prompts stay verbatim (they
+Conversations render as HH text (:func:`realspo.conversations.render_messages`); string prompts stay verbatim (they
 may already carry a chat template). ``prompt_id`` is the row's ``prompt_id``, ``id`` or
 ``post_id`` (first present), else ``"p-"`` + 12 hex digits of the prompt's SHA-256; repeats get
 ``"#2"``, ``"#3"``, ... (a TRL row is a pair, and several pairs may share a prompt's id), except
@@ -29,6 +29,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from realspo.conversations import (
+    HH_ASSISTANT,
+    Turns,
+    prompt_from_turns,
+    response_from_turns,
+    split_hh_transcript,
+    turns_of,
+)
 from realspo.errors import ConfigError, InputError
 from realspo.schema import PromptGroup
 from realspo.sources import Row, finite_float, read_rows
@@ -37,95 +45,8 @@ log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("hh", "shp", "trl", "multi")
 ID_COLUMNS = ("prompt_id", "id", "post_id")
-HH_ASSISTANT = "\n\nAssistant:"
 SKIP_HH_DIVERGENT = "chosen and rejected transcripts diverge before the last Assistant turn"
-ROLE_LABELS = {"system": "System", "user": "Human", "human": "Human", "assistant": "Assistant"}
 DETECT_ROWS = 10  # rows whose columns decide the format
-
-Turns = list[tuple[str, str]]  # (HH label, content) per message
-
-
-# --- text helpers -------------------------------------------------------------------------
-
-
-def split_hh_transcript(text: str) -> tuple[str, str]:
-    """Split an HH transcript: prompt = up to and including the last ``"\\n\\nAssistant:"``.
-
-    Raises ``ValueError`` when the marker is absent (callers turn it into an InputError).
-    """
-    cut = text.rfind(HH_ASSISTANT)
-    if cut < 0:
-        raise ValueError("no '\\n\\nAssistant:' in transcript")
-    end = cut + len(HH_ASSISTANT)
-    return text[:end], text[end:]
-
-
-def _content(value: Any, row: Row, field: str) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None:
-        raise row.error("missing (a message needs role and content)", field)
-    # Multimodal-style content: [{"type": "text", "text": ...}, ...]; only text parts are usable.
-    if isinstance(value, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value
-    ):
-        return "".join(p["text"] for p in value)
-    raise row.error(f"expected message content as a string, got {type(value).__name__}", field)
-
-
-def _turns(messages: Any, row: Row, field: str) -> Turns:
-    if not isinstance(messages, list):
-        raise row.error(f"expected a list of {{role, content}} messages, got {type(messages).__name__}", field)
-    turns = []
-    for i, message in enumerate(messages):
-        where = f"{field}[{i}]"
-        if not isinstance(message, dict):
-            raise row.error(f"expected a {{role, content}} message, got {type(message).__name__}", where)
-        role = message.get("role")
-        label = ROLE_LABELS.get(role.lower()) if isinstance(role, str) else None
-        if label is None:
-            raise row.error(f"unknown role {role!r}: expected one of {', '.join(ROLE_LABELS)}", f"{where}.role")
-        turns.append((label, _content(message.get("content"), row, f"{where}.content")))
-    return turns
-
-
-def _render_turns(turns: Turns, at_start: bool = True) -> str:
-    # A leading system turn has no "\n\n" so the text starts "System: ..." (schema convention).
-    return "".join(
-        f"{label}: {content}" if at_start and i == 0 and label == "System" else f"\n\n{label}: {content}"
-        for i, (label, content) in enumerate(turns)
-    )
-
-
-def render_messages(messages: list, row: Row, field: str) -> str:
-    """Render ``[{role, content}, ...]`` as HH text: ``"\\n\\nHuman: ...\\n\\nAssistant: ..."``.
-
-    Roles: ``user``/``human`` -> Human, ``assistant`` -> Assistant, ``system`` -> System (a
-    first system turn is written ``"System: ..."``). Any other role is an InputError naming
-    ``field`` and the role.
-    """
-    return _render_turns(_turns(messages, row, field))
-
-
-def prompt_text(messages: list, row: Row, field: str) -> str:
-    """A conversational prompt as HH text ending in ``"\n\nAssistant:"`` (the schema's
-    rendering; :mod:`realspo.generation` uses it too, so prompt ids agree across stages)."""
-    return _prompt_text(_turns(messages, row, field))
-
-
-def _prompt_text(turns: Turns) -> str:
-    """HH prompt text ending in ``"\\n\\nAssistant:"`` (unless the last turn is the assistant's)."""
-    if not turns:
-        return ""
-    text = _render_turns(turns)
-    return text if turns[-1][0] == "Assistant" else text + HH_ASSISTANT
-
-
-def _response_text(turns: Turns) -> str:
-    """A conversational response: the assistant's content, later turns appended in HH style."""
-    if turns and turns[0][0] == "Assistant":
-        return turns[0][1] + _render_turns(turns[1:], at_start=False)
-    return _render_turns(turns, at_start=False)
 
 
 # --- row helpers --------------------------------------------------------------------------
@@ -156,7 +77,7 @@ def _text_or_turns(row: Row, name: str, fmt: str) -> str | Turns:
     if isinstance(value, str):
         return value
     if isinstance(value, list):
-        return _turns(value, row, name)
+        return turns_of(value, row, name)
     raise row.error(
         f"expected a string or a list of {{role, content}} messages, got {type(value).__name__} {value!r:.40}", name
     )
@@ -173,7 +94,7 @@ def _response(value: Any, row: Row, field: str) -> str:
     if isinstance(value, str):
         return _nonempty(value, row, field)
     if isinstance(value, list):
-        return _nonempty(_response_text(_turns(value, row, field)), row, field)
+        return _nonempty(response_from_turns(turns_of(value, row, field)), row, field)
     raise row.error(f"expected a response string or message list, got {type(value).__name__} {value!r:.40}", field)
 
 
@@ -257,7 +178,7 @@ def _implicit_prompt(chosen: str | Turns, rejected: str | Turns, row: Row) -> tu
         n = 0
         while n < min(len(chosen), len(rejected)) - 1 and chosen[n] == rejected[n]:  # keep >= 1 each
             n += 1
-        prompt, responses = _prompt_text(chosen[:n]), [_response_text(chosen[n:]), _response_text(rejected[n:])]
+        prompt, responses = prompt_from_turns(chosen[:n]), [response_from_turns(chosen[n:]), response_from_turns(rejected[n:])]
     elif HH_ASSISTANT in chosen and HH_ASSISTANT in rejected and (
         split_hh_transcript(chosen)[0] == split_hh_transcript(rejected)[0]
     ):
@@ -280,10 +201,10 @@ def _read_trl(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
         chosen, rejected = _text_or_turns(row, "chosen", "trl"), _text_or_turns(row, "rejected", "trl")
         if row.data.get("prompt") is not None:
             given = _text_or_turns(row, "prompt", "trl")
-            prompt = given if isinstance(given, str) else _prompt_text(given)
+            prompt = given if isinstance(given, str) else prompt_from_turns(given)
             prompt_turns = [("Human", given)] if isinstance(given, str) else given
             responses = [
-                value if isinstance(value, str) else _response_text(_strip_prompt_turns(value, prompt_turns))
+                value if isinstance(value, str) else response_from_turns(_strip_prompt_turns(value, prompt_turns))
                 for value in (chosen, rejected)
             ]
         else:
@@ -333,7 +254,7 @@ def _read_multi(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
     given_ids: dict[str, str] = {}  # explicit id -> where it was first seen
     for row in rows:
         given = _text_or_turns(row, "prompt", "multi")
-        prompt = given if isinstance(given, str) else _prompt_text(given)
+        prompt = given if isinstance(given, str) else prompt_from_turns(given)
         responses, raw, fields = _multi_candidates(row)
         if not responses:
             raise row.error("expected at least one response", "responses" if "responses" in row.data else "completions")

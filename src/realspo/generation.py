@@ -153,8 +153,8 @@ def read_prompts(source: str | os.PathLike, split: str = "train") -> list[Prompt
 
 def render_messages(messages: list[dict[str, str]]) -> str:
     """Validated messages as HH-RLHF text ending in ``\n\nAssistant:``: the same rendering as
-    :func:`realspo.formats.prompt_text`, so prompt ids agree between generate and select."""
-    from realspo.formats import prompt_text
+    :func:`realspo.conversations.prompt_text`, so prompt ids agree between generate and select."""
+    from realspo.conversations import prompt_text
 
     return prompt_text(messages, Row({}, "messages", "prompt"), "prompt")
 

@@ -31,6 +31,7 @@ import torch
 from realspo.config import to_dict
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.faults import after_batch
+from realspo.processes import destroy_process_group_at_exit
 from realspo.training_config import TrainConfig, default_cache_dir, mixed_precision
 from realspo.training_outputs import (
     METRICS,
@@ -88,6 +89,7 @@ def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None
         AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=multi_cpu,
                               mixed_precision=mixed_precision(cfg.dtype))
+    destroy_process_group_at_exit()
     set_seed(cfg.seed)
     return _Run(cfg, accelerator, out, resume_from).run(on_batch, stop_after)
 
@@ -128,7 +130,9 @@ class _Run:
         model = build_model(cfg, policy)
         collator = PairCollator(self.tokenizer.pad_token_id, cfg.uses_reference)
         loader = DataLoader(train_set, batch_size=cfg.batch_size,
-                            sampler=EpochShuffleSampler(len(train_set), cfg.seed),
+                            sampler=EpochShuffleSampler(
+                                len(train_set), cfg.seed, batch_size=cfg.batch_size,
+                                lengths=train_set.lengths() if cfg.group_by_length else None),
                             collate_fn=collator)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
                                       lr=cfg.lr, weight_decay=cfg.weight_decay)

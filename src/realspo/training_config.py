@@ -62,6 +62,9 @@ class TrainConfig:
     max_steps: int | None = option(None, help="optimizer steps to run (overrides --epochs)")
     batch_size: int = option(8, help="pairs per micro-batch per process")
     eval_batch_size: int | None = option(None, help="pairs per evaluation batch (unset: --batch-size)")
+    group_by_length: bool = option(False, help="batch pairs of similar length together (less "
+                                   "padding); the order is still shuffled per epoch, in groups "
+                                   "of about 50 batches")
     grad_accum: int = option(1, help="micro-batches accumulated per optimizer step")
     max_grad_norm: float = option(1.0, help="clip the gradient norm to this (0 = no clipping)")
     max_length: int = option(1024, help="longest prompt + response, in tokens")

@@ -123,6 +123,10 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         return {"index": index, "pair": self.pairs[index], "tokens": self.tokens[index]}
 
+    def lengths(self) -> list[int]:
+        """Tokens of each pair's longer sequence (prompt + response), what its batch pads to."""
+        return [len(t.prompt_ids) + max(len(t.chosen_ids), len(t.rejected_ids)) for t in self.tokens]
+
 
 class PairCollator:
     """Builds the batch described in the module docstring (a picklable collate_fn)."""
@@ -149,17 +153,28 @@ class EpochShuffleSampler(Sampler[int]):
     """A fresh permutation per epoch drawn from ``(seed, epoch)`` only.
 
     The order of epoch ``e`` does not depend on how many epochs ran before in this process,
-    so a resumed run replays exactly the order of the interrupted one.
+    so a resumed run replays exactly the order of the interrupted one. Given ``lengths``, the
+    permutation is length-grouped (``transformers``' ``get_length_grouped_indices``): shuffled,
+    cut into mega-batches of up to 50 batches, each sorted by length, so that each run of
+    ``batch_size`` consecutive indices holds pairs of similar length (the longest batch first).
     """
 
-    def __init__(self, size: int, seed: int) -> None:
+    def __init__(self, size: int, seed: int, lengths: list[int] | None = None,
+                 batch_size: int = 1) -> None:
+        if lengths is not None and len(lengths) != size:
+            raise ValueError(f"{len(lengths)} lengths for {size} examples")
         self.size, self.seed, self.epoch = size, seed, 0
+        self.lengths, self.batch_size = lengths, batch_size
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.lengths is not None and self.size > 1:
+            from transformers.trainer_pt_utils import get_length_grouped_indices
+
+            return iter(get_length_grouped_indices(self.lengths, self.batch_size, generator=generator))
         return iter(torch.randperm(self.size, generator=generator).tolist())
 
     def __len__(self) -> int:

@@ -43,7 +43,7 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 # Options that fix the data order and the model being trained: a resumed run must keep them.
 RESUME_INVARIANTS = ("data", "split", "eval_data", "eval_fraction", "model", "seed", "batch_size",
-                     "grad_accum", "max_length", "truncation", "loss", "spo", "spo_levels",
+                     "group_by_length", "grad_accum", "max_length", "truncation", "loss", "spo", "spo_levels",
                      "spo_labels", "spo_head_hidden", "lora_r", "lora_target")
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from realspo.config import add_options, option, resolve
-from realspo.errors import ConfigError, InputError
+from realspo.errors import ConfigError, InputError, RealspoError
 from realspo.formats import FORMATS, load_groups
 from realspo.outputs import check_writable, write_rows
 from realspo.pairs import build_rows, response_keys
@@ -90,8 +90,8 @@ class SelectConfig:
                                          metavar="FILE")
     progress: bool = option(True, "show a progress bar while embedding")
     resume: bool = option(False, "reuse the rows an interrupted run saved in OUT.embeddings-partial/ "
-                                 "(same data and embedding options); without it that directory "
-                                 "is cleared and embedding starts over")
+                                 "(same data and embedding options); with --overwrite in its place "
+                                 "that directory is cleared and embedding starts over")
     checkpoint_every: int = option(64, "save embedding progress (for --resume) every N batches")
     overwrite: bool = option(False, "replace existing output files")
 
@@ -154,6 +154,14 @@ def progress_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".embeddings-partial")
 
 
+def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to discard an interrupted run's saved embeddings unless told to (as ``generate`` does)."""
+    if resume or overwrite or not progress.is_dir() or not any(progress.iterdir()):
+        return
+    raise RealspoError(f"{progress}: an interrupted run left its embedding progress here; pass "
+                       "--resume to continue it or --overwrite to start over")
+
+
 def select_from_config(cfg: SelectConfig) -> SelectResult:
     """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
     from realspo.embeddings import embed_responses, load_embeddings, save_embeddings
@@ -173,6 +181,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
     if cfg.embeddings:
         emb = load_embeddings(cfg.embeddings, num_responses(groups))
     else:
+        check_interrupted_run(progress_dir(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
         emb = embed_responses(
             groups, cfg.embedder_name() or "", conditioned=cfg.conditioned, batch_size=cfg.batch_size,
             max_length=cfg.max_length, device=cfg.device, dtype=cfg.dtype,

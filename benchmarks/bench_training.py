@@ -131,8 +131,8 @@ def _throughput(times: list[float], tokens: list[int], warmup: int) -> dict:
 
 def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
     """``realspo.training.train`` on the workload (plus ``options``, e.g. SPO's); throughput."""
-    from realspo.logprobs import tokenize_pair
     from realspo.models import load_tokenizer
+    from realspo.tokenization import tokenize_pair
     from realspo.training import TrainConfig, train
     from realspo.training_data import read_pairs
 

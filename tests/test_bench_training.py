@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realspo.logprobs import tokenize_response
 from realspo.spo import SPOConfig, variants_for
+from realspo.tokenization import tokenize_response
 from realspo.toy_models import train_tokenizer
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"

@@ -6,13 +6,8 @@ import pytest
 import torch
 
 from realspo.errors import InputError
-from realspo.logprobs import (
-    collate,
-    response_logps,
-    tokenize_pair,
-    tokenize_pairs,
-    tokenize_response,
-)
+from realspo.logprobs import response_logps
+from realspo.tokenization import collate, tokenize_pair, tokenize_pairs, tokenize_response
 from realspo.toy_models import build_causal_lm
 
 VOCAB = 53

@@ -11,7 +11,7 @@ import torch
 
 import realspo.reference as reference
 from realspo.errors import InputError
-from realspo.logprobs import collate, response_logps, tokenize_pairs
+from realspo.logprobs import response_logps
 from realspo.reference import (
     compute_reference_logps,
     load_or_compute_reference,
@@ -19,6 +19,7 @@ from realspo.reference import (
     reference_cache_key,
     rows_fingerprint,
 )
+from realspo.tokenization import collate, tokenize_pairs
 
 ROWS = [
     {"prompt": "Human: How do I boil an egg? Assistant:", "chosen": " Put the egg in boiling water.",

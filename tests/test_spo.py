@@ -13,21 +13,17 @@ from realspo.cli import main
 from realspo.errors import ConfigError, OutputExistsError
 from realspo.rake import extract_key_phrases, stopwords
 from realspo.spo import (
-    DegreeHead,
     SPOConfig,
     build_variant_batch,
     degree_label,
-    degree_loss,
     degree_variants,
     is_graded,
-    load_head,
     num_classes,
-    pool_hidden,
     precompute_variants,
     remove_spans,
-    save_head,
     variant_stats,
 )
+from realspo.spo_head import DegreeHead, degree_loss, load_head, pool_hidden, save_head
 
 PARIS = "Paris is the capital of France. The Seine river flows through Paris. Visitors love the Eiffel Tower."
 BREAD = (

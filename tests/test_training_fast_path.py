@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from realspo.logprobs import (
-    collate,
     grouped_hidden_states,
     last_hidden_states,
     length_groups,
     response_logps,
-    tokenize_pair,
 )
-from realspo.spo import DegreeHead, SPOConfig, degree_loss, plan_variants
+from realspo.spo import SPOConfig, plan_variants
+from realspo.spo_head import DegreeHead, degree_loss
+from realspo.tokenization import collate, tokenize_pair
 from realspo.toy_models import build_causal_lm
 from realspo.training import TrainConfig
 from realspo.training_data import PairCollator, PairDataset, PreferencePair
@@ -172,7 +172,7 @@ def test_fast_step_gives_the_plain_step_losses_and_gradients(spo_setup, sample_l
 
 def test_level_zero_variant_tokens_equal_the_pair_sequence(spo_setup):
     """Reusing the pair sequence for level 0 is exact when the pair is not truncated."""
-    from realspo.logprobs import tokenize_response
+    from realspo.tokenization import tokenize_response
 
     cfg, tokenizer, _, _ = spo_setup
     prompt, chosen, rejected = PAIRS[0]

@@ -94,7 +94,8 @@ def pair_logps(model, tokenizer, rows: Sequence[dict[str, Any]], *, batch_size: 
     """Summed response log-probs (N, 2) of (chosen, rejected) for preference ``rows``."""
     import torch
 
-    from realspo.logprobs import collate, response_logps, tokenize_pairs
+    from realspo.logprobs import response_logps
+    from realspo.tokenization import collate, tokenize_pairs
 
     tokenized = tokenize_pairs(tokenizer, rows, max_length, source=source)
     device = next(model.parameters()).device

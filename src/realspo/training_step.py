@@ -35,16 +35,16 @@ from torch import Tensor, nn
 
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.logprobs import (
-    collate,
     grouped_hidden_states,
     last_hidden_states,
     logps_from_hidden,
     response_logps,
-    tokenize_response,
     unwrap_causal_lm,
 )
 from realspo.losses import PolicyLogps, preference_loss
-from realspo.spo import DegreeHead, degree_loss, num_classes, plan_variants, pool_hidden
+from realspo.spo import num_classes, plan_variants
+from realspo.spo_head import DegreeHead, degree_loss, pool_hidden
+from realspo.tokenization import collate, tokenize_response
 
 if TYPE_CHECKING:
     from realspo.training import TrainConfig

@@ -1,6 +1,6 @@
 """Benchmark 1: REAL embedding throughput, realspo vs the reference approach (responses/s).
 
-realspo: :func:`realspo.embeddings.embed_with_causal_lm`, i.e. the transformer body only (no LM
+realspo: :func:`realspo.embeddings.embed.embed_with_causal_lm`, i.e. the transformer body only (no LM
 head), reading ``last_hidden_state``, sequences sorted by length and each batch padded to its
 longest member, under ``torch.inference_mode``; chosen and rejected embedded in one call.
 
@@ -126,8 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     threads = set_threads(args.threads)
-    logging.getLogger("realspo.embeddings").setLevel(logging.ERROR)  # truncation notes: counted below
-    from realspo.embeddings import embed_with_causal_lm
+    logging.getLogger("realspo.embeddings.embed").setLevel(logging.ERROR)  # truncation notes: counted below
+    from realspo.embeddings.embed import embed_with_causal_lm
     from realspo.toy_models import build_causal_lm
 
     info = machine()

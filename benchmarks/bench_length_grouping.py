@@ -41,7 +41,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def padded_tokens(work: Path, args: argparse.Namespace, options: dict) -> tuple[int, int]:
     """(tokens in the padded batches, real tokens) of one epoch in the order ``options`` give."""
     from realspo.models import load_tokenizer
-    from realspo.training_data import EpochShuffleSampler, PairDataset, read_pairs
+    from realspo.training.data import EpochShuffleSampler, PairDataset, read_pairs
 
     data = PairDataset(read_pairs(str(work / "pairs.jsonl")), load_tokenizer(str(work / "model")),
                        args.max_length, "keep_end")

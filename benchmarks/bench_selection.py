@@ -1,6 +1,6 @@
 """Benchmark 2: REAL pair selection, realspo's vectorised strategies vs a per-prompt loop.
 
-realspo: :func:`realspo.selection.select_pairs` over all prompts (embeddings already in memory).
+realspo: :func:`realspo.selection.strategies.select_pairs` over all prompts (embeddings already in memory).
 
 Reference (the approach of the REAL authors' code): a Python loop over prompts; per prompt a
 double loop over response pairs, each cosine computed on its own (``torch`` cosine of two
@@ -109,7 +109,7 @@ def loop_select(emb: np.ndarray, k: int, n_prompts: int, strategy: str, seed: in
 
 
 def as_pairs(sel, limit: int | None = None) -> dict[int, tuple[int, int]]:
-    """{group: (index_a, index_b)} of a :class:`realspo.selection.Selection` (groups < limit)."""
+    """{group: (index_a, index_b)} of a :class:`realspo.selection.strategies.Selection` (groups < limit)."""
     return {int(g): (int(a), int(b)) for g, a, b in zip(sel.group_index, sel.index_a, sel.index_b, strict=True)
             if limit is None or g < limit}
 
@@ -151,7 +151,7 @@ def run_cli(data: Path, npy: Path, out: Path, strategy: str, threads: int) -> tu
 def stage_times(data: str, npy: str, out: str, strategy: str) -> dict[str, float]:
     """Seconds per stage of ``select_from_config`` (the CLI's code path), by wrapping each stage."""
     import realspo.commands.select as command
-    import realspo.embeddings as embeddings
+    import realspo.embeddings.embed as embeddings
 
     seconds: dict[str, float] = {}
 
@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.stages_child:
         print(json.dumps(stage_times(*args.stages_child)))
         return 0
-    from realspo.selection import select_pairs
+    from realspo.selection.strategies import select_pairs
 
     info = machine()
     n, k, dim = args.prompts, args.k, args.dim

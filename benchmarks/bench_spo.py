@@ -54,8 +54,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def run_plain(work: Path, args: argparse.Namespace) -> dict:
     """All levels through ``forward_batch(fast=False)``: the step before the optimisations."""
-    import realspo.training as training
-    import realspo.training_step as training_step
+    import realspo.training.loop as training
+    import realspo.training.step as training_step
 
     original = training.forward_batch
     training.forward_batch = functools.partial(training_step.forward_batch, fast=False)
@@ -67,8 +67,8 @@ def run_plain(work: Path, args: argparse.Namespace) -> dict:
 
 def graded_share(work: Path) -> float:
     """Share of distinct responses with a degree ladder at the defaults (the others add no variants)."""
-    from realspo.spo import SPOConfig, precompute_variants, variant_stats
-    from realspo.training_data import read_pairs
+    from realspo.spo.variants import SPOConfig, precompute_variants, variant_stats
+    from realspo.training.data import read_pairs
 
     pairs = read_pairs(str(work / "pairs.jsonl"))
     cfg = SPOConfig(levels=default_levels())
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             "groups of similar length; the original (level 0) is pooled from the preference pass, not "
             "run again; variants get no LM head; one other level per response is sampled per step, "
             "weighted so that the degree loss is an unbiased estimate of the all-levels loss "
-            "(`realspo.spo.plan_variants(always_original=True)`).",
+            "(`realspo.spo.variants.plan_variants(always_original=True)`).",
             "The ratio depends on the model's shape: a variant costs a body pass only, a pair "
             "sequence a body pass plus the LM head on its response, so a smaller vocabulary (or a "
             "deeper model) makes the LM head's share smaller and the ratio larger.",
@@ -134,13 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def default_levels() -> int:
-    from realspo.training_config import TrainConfig
+    from realspo.training.config import TrainConfig
 
     return TrainConfig.__dataclass_fields__["spo_levels"].default
 
 
 def default_sample_levels() -> int | None:
-    from realspo.training_config import TrainConfig
+    from realspo.training.config import TrainConfig
 
     return TrainConfig.__dataclass_fields__["spo_sample_levels"].default
 

@@ -4,7 +4,7 @@ Both sides train the same randomly initialised Llama-style model (saved once, lo
 side from the same directory) on the same synthetic preference pairs, with the same batch size,
 ``max_length``, optimizer (AdamW, same learning rate and schedule), loss (sigmoid DPO, beta 0.1),
 gradient clipping, logging interval, fp32 and CPU. Reference log-probs are handled each tool's
-best way: realspo computes them once before training into its cache (``realspo.reference``);
+best way: realspo computes them once before training into its cache (``realspo.training.reference``);
 TRL with ``precompute_ref_log_probs=True`` (one pass before training, no reference model kept).
 
 Each side runs in its own subprocess (so peak RSS is per side), launched by this script;
@@ -130,11 +130,11 @@ def _throughput(times: list[float], tokens: list[int], warmup: int) -> dict:
 
 
 def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
-    """``realspo.training.train`` on the workload (plus ``options``, e.g. SPO's); throughput."""
+    """``realspo.training.loop.train`` on the workload (plus ``options``, e.g. SPO's); throughput."""
     from realspo.models import load_tokenizer
-    from realspo.tokenization import tokenize_pair
-    from realspo.training import TrainConfig, train
-    from realspo.training_data import read_pairs
+    from realspo.training.data import read_pairs
+    from realspo.training.loop import TrainConfig, train
+    from realspo.training.tokenization import tokenize_pair
 
     out = workdir / f"run-realspo-{os.getpid()}-{next(_RUNS)}"  # a fresh run (and reference cache)
     settings = dict(data=str(workdir / "pairs.jsonl"), model=str(workdir / "model"), out=str(out),
@@ -367,9 +367,9 @@ TRAINING_NOTES = [
     "Where realspo's lead comes from: it runs the LM head (32000 x 256, the largest matrix of this "
     "model) only on response positions, while TRL's fused LM head scores every position (prompt and "
     "padding too) off CUDA/XPU; and realspo runs each batch in groups of similar length "
-    "(`realspo.logprobs.grouped_hidden_states`) where TRL pads all 2B sequences to the longest "
+    "(`realspo.training.logprobs.grouped_hidden_states`) where TRL pads all 2B sequences to the longest "
     "(its `padding_free` is disabled in this version); realspo's LM-head backward also reuses one "
-    "buffer in place (`realspo.logprobs._LinearHeadLogps`). On a GPU TRL scores only response positions, "
+    "buffer in place (`realspo.training.logprobs._LinearHeadLogps`). On a GPU TRL scores only response positions, "
     "so the gap there would be smaller; not measured (no GPU lent).",
     "The machine is shared by several engineers (2 cores): absolute numbers are noisy; the sides "
     "alternate, so drifting load hits both.",

@@ -1,7 +1,7 @@
 """Choose SPO's default lambda (``--spo-weight``) and D (``--spo-levels``) by experiment.
 
 In the offline proving ground (:mod:`realspo.proving_ground`), with the demo's training recipe
-(:mod:`realspo.demo`, preset ``default``: sigmoid DPO, beta 0.1, lr 5e-4, 30 steps of 16 pairs,
+(:mod:`realspo.demo.run`, preset ``default``: sigmoid DPO, beta 0.1, lr 5e-4, 30 steps of 16 pairs,
 the SFT model as init and reference), per seed:
 
 1. **Pairs.** K = 4 samples per training prompt from the SFT model (temperature 1, <= 64 new
@@ -54,15 +54,15 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from realspo.demo import DemoPlan, evaluate_run, make_plan, sample_responses  # noqa: E402
-from realspo.evaluation import bootstrap_interval, win_indicators, win_rate  # noqa: E402
-from realspo.generation import SamplingSettings, load_generator_model  # noqa: E402
-from realspo.labels import label_errors, simulate_labels  # noqa: E402
+from realspo.demo.run import DemoPlan, evaluate_run, make_plan, sample_responses  # noqa: E402
+from realspo.evaluation.evaluate import bootstrap_interval, win_indicators, win_rate  # noqa: E402
+from realspo.generation.sampling import SamplingSettings, load_generator_model  # noqa: E402
+from realspo.labels.judging import label_errors, simulate_labels  # noqa: E402
 from realspo.outputs import atomic_dir, check_writable, write_json, write_rows  # noqa: E402
 from realspo.proving_ground import World, build_world, get_sft_model  # noqa: E402
-from realspo.spo import SPOConfig, precompute_variants, variant_stats  # noqa: E402
-from realspo.training import TrainConfig, train  # noqa: E402
-from realspo.training_outputs import read_metrics  # noqa: E402
+from realspo.spo.variants import SPOConfig, precompute_variants, variant_stats  # noqa: E402
+from realspo.training.loop import TrainConfig, train  # noqa: E402
+from realspo.training.outputs import read_metrics  # noqa: E402
 
 log = logging.getLogger("spo_defaults")
 TAIL = 5  # training metrics are averaged over the last TAIL logged steps (one step = 16 pairs)

@@ -67,3 +67,16 @@ def pickle_only_model_dir(tiny_model_dir, tmp_path_factory) -> str:
             shutil.copy(item, out / item.name)
     torch.save(load_file(str(Path(tiny_model_dir) / "model.safetensors")), out / "pytorch_model.bin")
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module's in-process runs: tiny models gain nothing from more,
+    extra threads contend on a busy machine, and subprocess runs (which inherit
+    ``OMP_NUM_THREADS=1``) must see the same floats."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

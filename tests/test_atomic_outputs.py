@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from realspo.cli import main
-from realspo.embeddings import save_embeddings
+from realspo.embeddings.embed import save_embeddings
 from realspo.outputs import atomic_dir, write_json, write_rows
 
 OLD_ROWS = [{"prompt": "old", "chosen": "a", "rejected": "b"}]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realspo.selection import select_pairs
+from realspo.selection.strategies import select_pairs
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -52,7 +52,7 @@ def test_selection_loop_reference_selects_realspos_pairs(pool, strategy):
 def test_embedding_reference_agrees_with_realspo_within_1e4_cosine(tiny_model_dir):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from realspo.embeddings import embed_with_causal_lm
+    from realspo.embeddings.embed import embed_with_causal_lm
 
     bench = _bench("bench_embedding")
     tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)

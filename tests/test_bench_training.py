@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realspo.spo import SPOConfig, variants_for
-from realspo.tokenization import tokenize_response
+from realspo.spo.variants import SPOConfig, variants_for
 from realspo.toy_models import train_tokenizer
+from realspo.training.tokenization import tokenize_response
 
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 

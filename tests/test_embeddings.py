@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from realspo.embeddings import (
+from realspo.embeddings.embed import (
     embed_responses,
     embed_with_causal_lm,
     embed_with_sentence_transformer,
@@ -258,7 +258,7 @@ DISTRIBUTED_SCRIPT = textwrap.dedent("""
     import numpy as np
     from accelerate import PartialState
 
-    from realspo.embeddings import embed_responses, save_embeddings
+    from realspo.embeddings.embed import embed_responses, save_embeddings
     from realspo.schema import PromptGroup
 
     model_dir, out, responses = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -292,7 +292,7 @@ def test_two_processes_give_the_single_process_result_in_input_order(tiny, tiny_
 
 
 def test_load_embeddings_normalises_when_only_later_rows_are_not_unit(tmp_path):
-    from realspo.embedding_files import _checked_unit_rows
+    from realspo.embeddings.files import _checked_unit_rows
 
     rng = np.random.default_rng(0)
     arr = rng.normal(size=(10, 4)).astype(np.float32)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from realspo.cli import main
-from realspo.evaluation import (
+from realspo.evaluation.evaluate import (
     bootstrap_interval,
     implicit_reward_accuracy,
     win_indicators,

@@ -11,7 +11,7 @@ import pytest
 
 from realspo.conversations import render_messages, split_hh_transcript
 from realspo.errors import ConfigError, InputError
-from realspo.formats import (
+from realspo.formats.registry import (
     FORMATS,
     SKIP_HH_DIVERGENT,
     detect_format,
@@ -122,7 +122,7 @@ def test_hh_rows_with_different_prompts_are_skipped_counted_and_warned(tmp_path,
     bad = {"chosen": HH_ROWS[1]["chosen"], "rejected": "\n\nHuman: How many legs does an ant have?\n\nAssistant: Six."}
     path = write_jsonl(tmp_path / "hh.jsonl", [HH_ROWS[0], bad, HH_ROWS[1]])
     skipped: dict[str, int] = {}
-    with caplog.at_level(logging.WARNING, logger="realspo.formats"):
+    with caplog.at_level(logging.WARNING, logger="realspo.formats.registry"):
         groups, _ = load_groups(path, skipped=skipped)
     assert [g.meta["row"] for g in groups] == ["line 1", "line 3"]
     assert skipped == {SKIP_HH_DIVERGENT: 1}
@@ -317,14 +317,14 @@ def test_dataset_saved_to_disk(tmp_path):
     [(HH_ROWS, "hh"), (SHP_ROWS, "shp"), ([TRL_CONVERSATIONAL], "trl"), ([MULTI_ROW], "multi")],
 )
 def test_auto_detection_says_which_format(tmp_path, caplog, records, expected):
-    with caplog.at_level(logging.INFO, logger="realspo.formats"):
+    with caplog.at_level(logging.INFO, logger="realspo.formats.registry"):
         _, fmt = load_groups(write_jsonl(tmp_path / "data.jsonl", records))
     assert fmt == expected
     assert f"format: {expected} (auto-detected)" in caplog.text
 
 
 def test_given_format_is_logged_as_given(tmp_path, caplog):
-    with caplog.at_level(logging.INFO, logger="realspo.formats"):
+    with caplog.at_level(logging.INFO, logger="realspo.formats.registry"):
         load_groups(write_jsonl(tmp_path / "hh.jsonl", HH_ROWS), format="hh")
     assert "format: hh (given)" in caplog.text
 

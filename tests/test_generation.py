@@ -10,7 +10,7 @@ import torch
 
 from realspo.cli import main
 from realspo.errors import ConfigError, RealspoError
-from realspo.generation import (
+from realspo.generation.sampling import (
     GumbelSampler,
     SamplingSettings,
     generate_candidates,
@@ -57,7 +57,7 @@ def _generate(model_dir, prompts_file, out, *extra):
 
 
 def test_generate_writes_k_responses_per_prompt_in_multi_completion_format(tiny_model_dir, prompts_file, tmp_path):
-    from realspo.formats import load_groups
+    from realspo.formats.registry import load_groups
 
     out = tmp_path / "candidates.jsonl"
     assert _generate(tiny_model_dir, prompts_file, out) == 0
@@ -197,7 +197,7 @@ def test_gumbel_sampler_never_picks_tokens_outside_the_nucleus():
 
 def test_generation_renders_conversations_exactly_like_the_format_readers():
     from realspo.conversations import prompt_text
-    from realspo.generation import render_messages
+    from realspo.generation.sampling import render_messages
     from realspo.sources import Row
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from realspo.cli import main
-from realspo.labels import (
+from realspo.labels.judging import (
     bt_preference_prob,
     expected_error_rate,
     label_errors,

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from realspo.errors import InputError
-from realspo.logprobs import response_logps
-from realspo.tokenization import collate, tokenize_pair, tokenize_pairs, tokenize_response
 from realspo.toy_models import build_causal_lm
+from realspo.training.logprobs import response_logps
+from realspo.training.tokenization import collate, tokenize_pair, tokenize_pairs, tokenize_response
 
 VOCAB = 53
 # (ids, response_start): prompts of different lengths, responses of different lengths

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from realspo.errors import ConfigError
-from realspo.losses import (
+from realspo.training.losses import (
     LOSSES,
     REFERENCE_FREE,
     LossConfig,

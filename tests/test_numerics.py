@@ -17,17 +17,12 @@ import pytest
 import torch
 
 from realspo.cli import main
-from realspo.training_outputs import read_metrics
+from realspo.training.outputs import read_metrics
 
 WORDS = ["apples", "rivers", "engines", "sonnets", "glaciers", "violins"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pairs(path: Path, ref_chosen: float | None = None, ref_rejected: float | None = None) -> str:
@@ -91,7 +86,7 @@ def test_a_bf16_run_and_an_fp32_run_can_share_a_process(tiny_model_dir, tmp_path
 
 def test_non_finite_loss_exits_2_naming_the_step_and_the_run_resumes_from_the_kept_checkpoint(
         tiny_model_dir, tmp_path, capsys, monkeypatch):
-    import realspo.training_step as step_module
+    import realspo.training.step as step_module
 
     data = _pairs(tmp_path / "pairs.jsonl")
     out = tmp_path / "run"

@@ -1,10 +1,10 @@
-"""RAKE key-phrase extraction (realspo.rake): the key content SPO removes."""
+"""RAKE key-phrase extraction (realspo.spo.rake): the key content SPO removes."""
 
 from __future__ import annotations
 
 import pytest
 
-from realspo.rake import KeyPhrase, extract_key_phrases, stopwords
+from realspo.spo.rake import KeyPhrase, extract_key_phrases, stopwords
 
 # The worked example of Rose et al. (2010), Figure 1.1.
 ABSTRACT = (

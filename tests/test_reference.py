@@ -9,17 +9,17 @@ import numpy as np
 import pytest
 import torch
 
-import realspo.reference as reference
+import realspo.training.reference as reference
 from realspo.errors import InputError
-from realspo.logprobs import response_logps
-from realspo.reference import (
+from realspo.training.logprobs import response_logps
+from realspo.training.reference import (
     compute_reference_logps,
     load_or_compute_reference,
     model_fingerprint,
     reference_cache_key,
     rows_fingerprint,
 )
-from realspo.tokenization import collate, tokenize_pairs
+from realspo.training.tokenization import collate, tokenize_pairs
 
 ROWS = [
     {"prompt": "Human: How do I boil an egg? Assistant:", "chosen": " Put the egg in boiling water.",

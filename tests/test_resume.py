@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-import realspo.embeddings as embeddings_module
+import realspo.embeddings.embed as embeddings_module
 from realspo.cli import main
-from realspo.embedding_progress import EmbeddingCheckpoint
+from realspo.embeddings.progress import EmbeddingCheckpoint
 from realspo.errors import RealspoError
 from realspo.faults import SLOW_BATCH_ENV
 from realspo.schema import PromptGroup
@@ -33,13 +33,7 @@ from realspo.schema import PromptGroup
 WORDS = ["apples", "rivers", "engines", "sonnets", "glaciers", "violins", "tax law", "moss"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The subprocesses run with one thread: the in-process runs must too, for equal floats."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pool(n_prompts: int = 10) -> list[dict]:
@@ -194,8 +188,8 @@ def test_generate_killed_midway_resumes_to_the_same_candidates(tiny_model_dir, t
 
 def test_train_killed_after_a_checkpoint_resumes_with_the_same_order_and_metrics(
         tiny_model_dir, tmp_path):
-    from realspo.training import TrainConfig, train
-    from realspo.training_outputs import read_metrics
+    from realspo.training.loop import TrainConfig, train
+    from realspo.training.outputs import read_metrics
 
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", [
         {"prompt": f"Human: Tell me about {w}. Assistant:", "chosen": f" {w.capitalize()} are fine.",

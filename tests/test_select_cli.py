@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from realspo.cli import main
-from realspo.pairs import build_rows, orient_pair, response_keys
 from realspo.schema import PromptGroup
-from realspo.selection import Selection
+from realspo.selection.rows import build_rows, orient_pair, response_keys
+from realspo.selection.strategies import Selection
 
 
 def _selection(groups, pairs):
@@ -168,8 +168,8 @@ def test_resume_reuses_rows_saved_by_an_interrupted_run(pool, capsys, caplog, ti
     import logging
 
     from realspo.commands.select import progress_dir
-    from realspo.embeddings import embed_responses
-    from realspo.formats import load_groups
+    from realspo.embeddings.embed import embed_responses
+    from realspo.formats.registry import load_groups
 
     # An interrupted run leaves its finished rows in OUT.embeddings-partial/.
     groups, _ = load_groups(str(pool / "pool.jsonl"))
@@ -259,8 +259,8 @@ def test_console_script_runs_select(pool):
 
 def test_an_interrupted_runs_progress_is_kept_unless_resume_or_overwrite(pool, capsys, tiny_model_dir):
     from realspo.commands.select import progress_dir
-    from realspo.embeddings import embed_responses
-    from realspo.formats import load_groups
+    from realspo.embeddings.embed import embed_responses
+    from realspo.formats.registry import load_groups
 
     groups, _ = load_groups(str(pool / "pool.jsonl"))
     progress = progress_dir(pool / "o.jsonl")

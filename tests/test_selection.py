@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from sklearn.cluster import KMeans
 
-import realspo.selection as selection
+import realspo.selection.strategies as selection
 from realspo.errors import ConfigError
-from realspo.selection import count_eligible, parse_budget, resolve_budget, select_pairs
+from realspo.selection.strategies import count_eligible, parse_budget, resolve_budget, select_pairs
 
 TIE = 1e-6  # the documented tie tolerance for k-means distances
 

@@ -1,4 +1,4 @@
-"""SPO's degree task (realspo.spo): variants, labels, pooling, head, loss, and spo-preview."""
+"""SPO's degree task (realspo.spo.variants): variants, labels, pooling, head, loss, and spo-preview."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import torch
 
 from realspo.cli import main
 from realspo.errors import ConfigError, OutputExistsError
-from realspo.rake import extract_key_phrases, stopwords
-from realspo.spo import (
+from realspo.spo.head import DegreeHead, degree_loss, load_head, pool_hidden, save_head
+from realspo.spo.rake import extract_key_phrases, stopwords
+from realspo.spo.variants import (
     SPOConfig,
     build_variant_batch,
     degree_label,
@@ -23,7 +24,6 @@ from realspo.spo import (
     remove_spans,
     variant_stats,
 )
-from realspo.spo_head import DegreeHead, degree_loss, load_head, pool_hidden, save_head
 
 PARIS = "Paris is the capital of France. The Seine river flows through Paris. Visitors love the Eiffel Tower."
 BREAD = (

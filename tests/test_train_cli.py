@@ -9,10 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 
 from realspo.cli import main
-from realspo.training_outputs import read_metrics
+from realspo.training.outputs import read_metrics
 
 PAIRS = [
     {"prompt": "Human: How do I boil an egg? Assistant:",
@@ -24,13 +23,7 @@ PAIRS = [
 ] * 4
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy machine extra threads cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

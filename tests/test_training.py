@@ -1,4 +1,4 @@
-"""The training loop (realspo.training): first-step losses, learning, resume, outputs, failures."""
+"""The training loop (realspo.training.loop): first-step losses, learning, resume, outputs, failures."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from realspo.errors import ConfigError, InputError, OutputExistsError, TrainingDiverged
-from realspo.training import TrainConfig, train
-from realspo.training_data import EpochShuffleSampler, PairDataset, read_pairs
-from realspo.training_outputs import read_metrics
+from realspo.training.data import EpochShuffleSampler, PairDataset, read_pairs
+from realspo.training.loop import TrainConfig, train
+from realspo.training.outputs import read_metrics
 
 PROMPTS = ["Human: How do I boil an egg? Assistant:", "Human: How do I bake bread? Assistant:",
            "Human: What are lists in Python? Assistant:", "Human: Tell me about cells. Assistant:"]
@@ -34,13 +34,7 @@ def write_pairs(path: Path, n: int = 24) -> Path:
     return path
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a busy machine extra threads cost a lot."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +172,7 @@ def test_lora_no_merge_exports_the_adapter(tiny_model_dir, pairs_file, cache_dir
 
 def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
         tiny_model_dir, pairs_file, cache_dir, tmp_path, monkeypatch):
-    import realspo.training_step as step_module
+    import realspo.training.step as step_module
 
     real, calls = step_module.preference_loss, []
 
@@ -203,12 +197,12 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
 
 def test_reference_free_loss_never_computes_reference(
         tiny_model_dir, pairs_file, tmp_path, monkeypatch):
-    import realspo.reference
+    import realspo.training.reference
 
     def fail(*args, **kwargs):
         raise AssertionError("reference pass ran for simpo")
 
-    monkeypatch.setattr(realspo.reference, "load_or_compute_reference", fail)
+    monkeypatch.setattr(realspo.training.reference, "load_or_compute_reference", fail)
     out = tmp_path / "simpo"
     train(config(tiny_model_dir, pairs_file, out, str(tmp_path / "unused"), loss="simpo",
                  gamma=0.5, beta=2.0))

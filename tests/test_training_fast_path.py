@@ -7,19 +7,19 @@ import itertools
 import pytest
 import torch
 
-from realspo.logprobs import (
+from realspo.spo.head import DegreeHead, degree_loss
+from realspo.spo.variants import SPOConfig, plan_variants
+from realspo.toy_models import build_causal_lm
+from realspo.training.data import PairCollator, PairDataset, PreferencePair
+from realspo.training.logprobs import (
     grouped_hidden_states,
     last_hidden_states,
     length_groups,
     response_logps,
 )
-from realspo.spo import SPOConfig, plan_variants
-from realspo.spo_head import DegreeHead, degree_loss
-from realspo.tokenization import collate, tokenize_pair
-from realspo.toy_models import build_causal_lm
-from realspo.training import TrainConfig
-from realspo.training_data import PairCollator, PairDataset, PreferencePair
-from realspo.training_step import build_model, forward_batch
+from realspo.training.loop import TrainConfig
+from realspo.training.step import build_model, forward_batch
+from realspo.training.tokenization import collate, tokenize_pair
 
 VOCAB = 61
 # right-padded sequences of very different lengths, so the grouped pass splits them
@@ -41,12 +41,7 @@ PAIRS = [
 ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -146,9 +141,9 @@ def spo_setup(tiny_model_dir):
 
 @pytest.mark.parametrize("sample_levels", [1, None])
 def test_fast_step_gives_the_plain_step_losses_and_gradients(spo_setup, sample_levels, monkeypatch):
-    import realspo.logprobs
+    import realspo.training.logprobs
 
-    monkeypatch.setattr(realspo.logprobs, "group_overhead", lambda device: 1)  # split into many groups
+    monkeypatch.setattr(realspo.training.logprobs, "group_overhead", lambda device: 1)  # split into many groups
     cfg, tokenizer, batch, model = spo_setup
     cfg.spo_sample_levels = sample_levels
     results = {}
@@ -172,7 +167,7 @@ def test_fast_step_gives_the_plain_step_losses_and_gradients(spo_setup, sample_l
 
 def test_level_zero_variant_tokens_equal_the_pair_sequence(spo_setup):
     """Reusing the pair sequence for level 0 is exact when the pair is not truncated."""
-    from realspo.tokenization import tokenize_response
+    from realspo.training.tokenization import tokenize_response
 
     cfg, tokenizer, _, _ = spo_setup
     prompt, chosen, rejected = PAIRS[0]
@@ -183,7 +178,7 @@ def test_level_zero_variant_tokens_equal_the_pair_sequence(spo_setup):
 
 @pytest.mark.parametrize(("softcap", "bias"), [(None, False), (0.5, False), (None, True)])
 def test_linear_head_backward_equals_autograd(softcap, bias):
-    from realspo.logprobs import _LinearHeadLogps, _target_logps
+    from realspo.training.logprobs import _LinearHeadLogps, _target_logps
 
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 40, bias=bias)
@@ -200,7 +195,7 @@ def test_linear_head_backward_equals_autograd(softcap, bias):
 def test_linear_head_under_bf16_autocast_matches_checkpointed_autograd():
     from torch.utils.checkpoint import checkpoint
 
-    from realspo.logprobs import _LinearHeadLogps, _target_logps
+    from realspo.training.logprobs import _LinearHeadLogps, _target_logps
 
     torch.manual_seed(0)
     head = torch.nn.Linear(16, 40, bias=False)

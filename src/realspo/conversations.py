@@ -1,5 +1,5 @@
 """Conversations as HH text: the one rendering of ``[{role, content}]`` messages that every
-stage shares (the readers in :mod:`realspo.formats`, prompts in :mod:`realspo.generation`), so
+stage shares (the readers in :mod:`realspo.formats.registry`, prompts in :mod:`realspo.generation.sampling`), so
 prompt ids agree across stages.
 
 ``user``/``human`` -> ``Human``, ``assistant`` -> ``Assistant``, ``system`` -> ``System``; turns
@@ -81,7 +81,7 @@ def render_messages(messages: list, row: Row, field: str) -> str:
 
 def prompt_text(messages: list, row: Row, field: str) -> str:
     """A conversational prompt as HH text ending in ``"\n\nAssistant:"`` (the schema's
-    rendering; :mod:`realspo.generation` uses it too, so prompt ids agree across stages)."""
+    rendering; :mod:`realspo.generation.sampling` uses it too, so prompt ids agree across stages)."""
     return prompt_from_turns(turns_of(messages, row, field))
 
 

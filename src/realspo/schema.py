@@ -1,6 +1,6 @@
 """The canonical data model every stage reads and writes.
 
-Input (any supported format, see :mod:`realspo.formats`) becomes a list of
+Input (any supported format, see :mod:`realspo.formats.registry`) becomes a list of
 :class:`PromptGroup`::
 
     PromptGroup
@@ -20,7 +20,7 @@ Input (any supported format, see :mod:`realspo.formats`) becomes a list of
 Response ``j`` of group ``g`` has the id ``f"{prompt_id}/{j}"``. *Flattened order*, the order
 of embedding rows in ``--embeddings`` files, is group order, then response order.
 
-Selected pairs are written in one of two tables (see :mod:`realspo.pairs`):
+Selected pairs are written in one of two tables (see :mod:`realspo.selection.rows`):
 
 * **preference rows** (TRL format) when the input carries labels: ``prompt``, ``chosen``,
   ``rejected`` plus ``prompt_id``, ``chosen_index``, ``rejected_index``, ``chosen_score``,

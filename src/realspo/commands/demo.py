@@ -1,5 +1,5 @@
 """``realspo demo``: generate, select, label, train and evaluate in the offline proving ground,
-and write a report of whether REAL's selection and SPO's loss helped (see :mod:`realspo.demo`).
+and write a report of whether REAL's selection and SPO's loss helped (see :mod:`realspo.demo.run`).
 
 Examples::
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError
-from realspo.selection import parse_budget
+from realspo.selection.strategies import parse_budget
 
 HELP = "run the whole pipeline in the offline proving ground and report whether REAL and SPO help"
 
@@ -71,7 +71,7 @@ def _training_device(device: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from realspo.demo import make_plan, run_demo
+    from realspo.demo.run import make_plan, run_demo
 
     cfg = resolve(DemoConfig, args)
     plan = make_plan(cfg.preset, seed=cfg.seed, seeds=cfg.seeds, budget=cfg.budget,

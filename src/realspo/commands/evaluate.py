@@ -1,6 +1,6 @@
 """``realspo evaluate``: win rate of a trained model over a baseline, judged by a reward
 model or the proving ground's oracle, with a bootstrap interval; optionally the implicit-
-reward accuracy on held-out pairs. See :mod:`realspo.evaluation`.
+reward accuracy on held-out pairs. See :mod:`realspo.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve, to_dict
 from realspo.errors import ConfigError
-from realspo.evaluation import evaluate_models, read_preference_rows
-from realspo.generation import SamplingSettings, read_prompts
+from realspo.evaluation.evaluate import evaluate_models, read_preference_rows
+from realspo.generation.sampling import SamplingSettings, read_prompts
 from realspo.outputs import check_writable, write_json
 
 HELP = "judge a trained model against a baseline: win rate with a bootstrap interval, mean rewards"

@@ -2,7 +2,7 @@
 
 One label source per run: ``--from-scores``, ``--reward-model PATH``, the human round trip
 (``--export-tasks`` then ``--annotations``) or ``--simulate`` (a Bradley-Terry annotator
-over an oracle reward). See :mod:`realspo.labels`.
+over an oracle reward). See :mod:`realspo.labels.judging`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, RealspoError
-from realspo.labels import (
+from realspo.labels.judging import (
     export_tasks,
     judge_pairs,
     make_judge,

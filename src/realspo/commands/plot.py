@@ -54,7 +54,7 @@ def plot_metrics(metrics_path: Path, png: Path, overwrite: bool = False) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from realspo.training_outputs import read_metrics
+    from realspo.training.outputs import read_metrics
 
     check_writable(png, overwrite)  # before any drawing
     if not metrics_path.is_file():

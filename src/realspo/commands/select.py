@@ -2,10 +2,10 @@
 
 Three stages, each usable alone from Python:
 
-1. :func:`realspo.formats.load_groups`: any supported file / dataset -> prompt groups;
-2. :func:`realspo.embeddings.embed_responses` (or :func:`~realspo.embeddings.load_embeddings`):
+1. :func:`realspo.formats.registry.load_groups`: any supported file / dataset -> prompt groups;
+2. :func:`realspo.embeddings.embed.embed_responses` (or :func:`~realspo.embeddings.embed.load_embeddings`):
    one unit vector per response;
-3. :func:`realspo.selection.select_pairs` + :func:`realspo.pairs.build_rows`: one pair per
+3. :func:`realspo.selection.strategies.select_pairs` + :func:`realspo.selection.rows.build_rows`: one pair per
    prompt, ranked across the dataset and cut to the budget, then output rows.
 
 :func:`select_from_config` runs them in order, as the command does. The output path is checked
@@ -24,11 +24,11 @@ import numpy as np
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, InputError, RealspoError
-from realspo.formats import FORMATS, load_groups
+from realspo.formats.registry import FORMATS, load_groups
 from realspo.outputs import check_writable, write_rows
-from realspo.pairs import build_rows, response_keys
 from realspo.schema import num_responses
-from realspo.selection import (
+from realspo.selection.rows import build_rows, response_keys
+from realspo.selection.strategies import (
     SKIP_FEW_DISTINCT,
     STRATEGIES,
     Selection,
@@ -124,7 +124,7 @@ class SelectConfig:
             raise ConfigError(f"--out {self.out} would replace the input data")
 
     def embedder_name(self) -> str | None:
-        """The embedder spec for :func:`realspo.embeddings.embed_responses` (None: from a file)."""
+        """The embedder spec for :func:`realspo.embeddings.embed.embed_responses` (None: from a file)."""
         return self.model if self.model is not None else self.embedder
 
 
@@ -164,7 +164,7 @@ def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> N
 
 def select_from_config(cfg: SelectConfig) -> SelectResult:
     """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
-    from realspo.embeddings import embed_responses, load_embeddings, save_embeddings
+    from realspo.embeddings.embed import embed_responses, load_embeddings, save_embeddings
 
     check_writable(cfg.out, cfg.overwrite)
     if cfg.save_embeddings:

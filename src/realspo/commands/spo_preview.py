@@ -16,9 +16,16 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, InputError
-from realspo.formats import DETECT_ROWS, FORMATS, parse_rows
+from realspo.formats.registry import DETECT_ROWS, FORMATS, parse_rows
 from realspo.sources import read_rows
-from realspo.spo import LABEL_MODES, SELECTIONS, SPOConfig, degree_label, degree_variants, is_graded
+from realspo.spo.variants import (
+    LABEL_MODES,
+    SELECTIONS,
+    SPOConfig,
+    degree_label,
+    degree_variants,
+    is_graded,
+)
 
 HELP = "print preference pairs with their SPO degree variants and the removed key phrases"
 
@@ -57,7 +64,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def read_pairs(source: str, split: str, fmt: str, limit: int) -> list[tuple[str, str, str, str]]:
     """The first ``limit`` labelled pairs as ``(where, prompt, chosen, rejected)``, read with
-    the same format readers as the rest of realspo (:mod:`realspo.formats`): conversations
+    the same format readers as the rest of realspo (:mod:`realspo.formats.registry`): conversations
     rendered as HH text, implicit prompts split off, scored candidates oriented by score."""
     rows = read_rows(source, split)
     if not rows:

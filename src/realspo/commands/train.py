@@ -13,7 +13,7 @@ import argparse
 import os
 
 from realspo.config import add_options, resolve
-from realspo.training import TrainConfig, train
+from realspo.training.loop import TrainConfig, train
 
 HELP = "train a causal LM on preference pairs (DPO, IPO, cDPO, rDPO, hinge, SimPO; optionally + SPO)"
 

@@ -1,9 +1,9 @@
 """Judging a trained model against a baseline (the ``evaluate`` stage).
 
-Both models answer the same prompts with the same sampling seeds (:mod:`realspo.generation`:
+Both models answer the same prompts with the same sampling seeds (:mod:`realspo.generation.sampling`:
 sample ``j`` of prompt ``i`` uses the same Gumbel noise in both, so differences come from the
 models, not from luck), a judge scores every response (a reward model or the proving
-ground's oracle, :func:`realspo.labels.make_judge`), and the trained model's *win rate* is
+ground's oracle, :func:`realspo.labels.judging.make_judge`), and the trained model's *win rate* is
 the mean over prompts of 1 (higher reward), 1/2 (equal) or 0. Its 95% interval is a
 percentile bootstrap over prompts. Given held-out preference pairs, the *implicit-reward
 accuracy* is the fraction where ``beta (log pi(y_c) - log pi_ref(y_c)) > beta (log pi(y_r)
@@ -22,14 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from realspo.generation import (
+from realspo.generation.sampling import (
     PromptRecord,
     SamplingSettings,
     iter_samples,
     load_generator_model,
     render_messages,
 )
-from realspo.labels import Judge, check_reward_model, make_judge
+from realspo.labels.judging import Judge, check_reward_model, make_judge
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +94,8 @@ def pair_logps(model, tokenizer, rows: Sequence[dict[str, Any]], *, batch_size: 
     """Summed response log-probs (N, 2) of (chosen, rejected) for preference ``rows``."""
     import torch
 
-    from realspo.logprobs import response_logps
-    from realspo.tokenization import collate, tokenize_pairs
+    from realspo.training.logprobs import response_logps
+    from realspo.training.tokenization import collate, tokenize_pairs
 
     tokenized = tokenize_pairs(tokenizer, rows, max_length, source=source)
     device = next(model.parameters()).device

@@ -9,9 +9,9 @@ import torch
 
 from realspo.config import option
 from realspo.errors import ConfigError
-from realspo.losses import LOSSES, REFERENCE_FREE, LossConfig
-from realspo.spo import SPOConfig
-from realspo.tokenization import TRUNCATION_MODES
+from realspo.spo.variants import SPOConfig
+from realspo.training.losses import LOSSES, REFERENCE_FREE, LossConfig
+from realspo.training.tokenization import TRUNCATION_MODES
 
 _SPO = SPOConfig()
 DTYPES = ("auto", "float32", "bfloat16", "float16")

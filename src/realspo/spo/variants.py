@@ -1,7 +1,7 @@
-"""SPO's preference-degree task: degree variants and their labels (the head: :mod:`realspo.spo_head`).
+"""SPO's preference-degree task: degree variants and their labels (the head: :mod:`realspo.spo.head`).
 
 SPO (Li, Huang et al., arXiv 2409.17791, EMNLP 2024 Findings) removes different amounts of
-a response's key content (found with RAKE, :mod:`realspo.rake`) and trains a small
+a response's key content (found with RAKE, :mod:`realspo.spo.rake`) and trains a small
 classifier on the policy's hidden states to recognise how much was removed. Its loss is
 added to any preference loss::
 
@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from realspo.errors import ConfigError
-from realspo.rake import extract_key_phrases
+from realspo.spo.rake import extract_key_phrases
 
 LABEL_MODES = ("separate", "shared")
 POOLINGS = ("last", "mean")

@@ -16,7 +16,7 @@ the ``random`` strategy, the simulated annotator's draws, the training order and
 evaluation samples. Every candidate pair gets its simulated label once, so a pair chosen by two
 strategies carries the same label in both. Trained models live in a scratch directory and are
 deleted once evaluated; ``OUT`` keeps the numbers, figures, selected pairs and training metrics
-(see :mod:`realspo.demo_report`). ``OUT`` appears atomically, when everything has finished.
+(see :mod:`realspo.demo.report`). ``OUT`` appears atomically, when everything has finished.
 """
 
 from __future__ import annotations
@@ -36,14 +36,19 @@ import numpy as np
 import torch
 
 from realspo.errors import ConfigError
-from realspo.generation import PromptRecord, SamplingSettings, iter_samples, load_generator_model
-from realspo.labels import label_errors, simulate_labels
+from realspo.generation.sampling import (
+    PromptRecord,
+    SamplingSettings,
+    iter_samples,
+    load_generator_model,
+)
+from realspo.labels.judging import label_errors, simulate_labels
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.proving_ground.sft import SFTConfig, get_sft_model
 from realspo.proving_ground.world import World, WorldConfig, build_world
 from realspo.schema import PromptGroup
-from realspo.selection import parse_budget, resolve_budget, select_pairs
-from realspo.spo import SPOConfig
+from realspo.selection.strategies import parse_budget, resolve_budget, select_pairs
+from realspo.spo.variants import SPOConfig
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +177,7 @@ def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
 def sample_responses(model: Any, tokenizer: Any, prompts: list[str], settings: SamplingSettings,
                      batch_size: int = 32) -> list[list[str]]:
     """K samples per prompt (``settings.num_responses``); sample ``j`` of prompt ``i`` draws its
-    noise from ``(settings.seed, i, j)`` only (see :mod:`realspo.generation`)."""
+    noise from ``(settings.seed, i, j)`` only (see :mod:`realspo.generation.sampling`)."""
     records = [PromptRecord(i, f"p{i}", p) for i, p in enumerate(prompts)]
     return [s for _, batch in iter_samples(model, tokenizer, records, settings, batch_size,
                                            progress=False) for s in batch]
@@ -181,8 +186,8 @@ def sample_responses(model: Any, tokenizer: Any, prompts: list[str], settings: S
 def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, seed: int,
                      timings: dict[str, float]) -> Candidates:
     """Sample, embed, and label every candidate pair of one seed."""
-    from realspo.embeddings import embed_with_causal_lm
-    from realspo.pairs import response_keys
+    from realspo.embeddings.embed import embed_with_causal_lm
+    from realspo.selection.rows import response_keys
 
     prompts = world.train_prompts[: plan.n_train_prompts]
     settings = SamplingSettings(num_responses=plan.num_candidates, temperature=plan.temperature,
@@ -259,7 +264,7 @@ def label_summary(cands: Candidates, rows: list[int]) -> dict[str, Any]:
 def train_run(plan: DemoPlan, sft_dir: Path, data: Path, out: Path, loss: str, seed: int,
               scratch: Path) -> None:
     """DPO (sigmoid loss), with SPO's degree loss for ``dpo+spo``; SFT model as init and reference."""
-    from realspo.training import TrainConfig, train
+    from realspo.training.loop import TrainConfig, train
 
     cfg = TrainConfig(data=str(data), model=str(sft_dir), out=str(out), loss="sigmoid",
                       beta=plan.beta, spo=loss == "dpo+spo", spo_weight=plan.spo_weight,
@@ -325,7 +330,7 @@ def planned_runs(plan: DemoPlan) -> list[tuple[str, str, str]]:
 
 def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRun:
     """Run ``plan`` and write its report into ``out`` (atomically; refused if it exists)."""
-    from realspo.demo_report import write_report
+    from realspo.demo.report import write_report
 
     out = check_writable(out, overwrite)
     timings: dict[str, float] = {}
@@ -370,8 +375,8 @@ def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRu
 def run_seed(demo: DemoRun, world: World, cands: Candidates, seed: int, out: Path,
              scratch: Path, started: float) -> None:
     """Every training run of one seed: select, train, evaluate; appends to ``demo.runs``."""
-    from realspo.evaluation import win_rate
-    from realspo.training_outputs import read_metrics
+    from realspo.evaluation.evaluate import win_rate
+    from realspo.training.outputs import read_metrics
 
     plan, timings = demo.plan, demo.timings
     ranked = {s: selected_pairs(cands, s, seed) for s in plan.strategies}

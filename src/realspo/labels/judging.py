@@ -7,7 +7,7 @@ Every label source produces one *outcome* per pair, ``"A"``, ``"B"``, ``"tie"`` 
 TRL rows (``prompt``, ``chosen``, ``rejected`` + metadata), dropping ties, skips and blanks.
 
 Sources: scores already present (:func:`pair_scores`), a judge's rewards (a reward model or
-the proving ground's oracle, as callables from :func:`make_judge`; :mod:`realspo.evaluation`
+the proving ground's oracle, as callables from :func:`make_judge`; :mod:`realspo.evaluation.evaluate`
 judges with the same callables), a human round trip (:func:`export_tasks`,
 :func:`read_annotations`) and a simulated annotator (:func:`simulate_labels`).
 
@@ -154,7 +154,7 @@ def pair_scores(pairs: Sequence[Pair], candidates: str | None = None) -> np.ndar
     ``scores`` of a multi-completion ``candidates`` file looked up by prompt_id and index."""
     groups = None
     if candidates is not None:
-        from realspo.formats import load_groups
+        from realspo.formats.registry import load_groups
 
         loaded, _ = load_groups(candidates)
         groups = {g.prompt_id: g for g in loaded}

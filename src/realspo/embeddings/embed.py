@@ -13,8 +13,8 @@ to 512 tokens), and never drops the final partial batch.
 
 Embedding rows follow the *flattened order* of :mod:`realspo.schema` (group, then response).
 Embeddings files (``--embeddings``, ``--save-embeddings``) are read and written by
-:mod:`realspo.embedding_files`; embedding progress for ``--resume`` by
-:mod:`realspo.embedding_progress`.
+:mod:`realspo.embeddings.files`; embedding progress for ``--resume`` by
+:mod:`realspo.embeddings.progress`.
 Under ``accelerate launch`` or ``torchrun`` :func:`embed_responses` gives each process a shard
 and gathers the rows back in input order on every process.
 """
@@ -30,13 +30,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from realspo.embedding_files import (  # files belong to this stage's API: re-exported
+from realspo.embeddings.files import (  # files belong to this stage's API: re-exported
     EMBEDDING_SUFFIXES,
     SAFETENSORS_KEY,
     load_embeddings,
     save_embeddings,
 )
-from realspo.embedding_progress import EmbeddingCheckpoint, embedding_fingerprint
+from realspo.embeddings.progress import EmbeddingCheckpoint, embedding_fingerprint
 from realspo.errors import ConfigError, InputError
 from realspo.faults import after_batch
 from realspo.schema import PromptGroup, flat_responses
@@ -302,7 +302,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     embeds a contiguous shard on its own device and every process returns the full array.
 
     ``checkpoint``: a directory where finished rows are saved every ``checkpoint_every``
-    batches (:class:`~realspo.embedding_progress.EmbeddingCheckpoint`). With ``resume`` the
+    batches (:class:`~realspo.embeddings.progress.EmbeddingCheckpoint`). With ``resume`` the
     rows saved there by an interrupted run with the same inputs and options are reused and the
     result is identical to an uninterrupted run; without it the directory is cleared first.
     The caller deletes it once the result is safely written.

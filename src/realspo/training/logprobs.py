@@ -1,8 +1,8 @@
 """Sequence log-probs of responses: prompt masked, vocabulary chunked.
 
-Sequences come from :mod:`realspo.tokenization` (prompt and response tokenized apart, EOS,
-truncation, :func:`~realspo.tokenization.collate` into a batch with a ``response_mask``), the
-same for the reference pass (:mod:`realspo.reference`) and for training, so both score exactly
+Sequences come from :mod:`realspo.training.tokenization` (prompt and response tokenized apart, EOS,
+truncation, :func:`~realspo.training.tokenization.collate` into a batch with a ``response_mask``), the
+same for the reference pass (:mod:`realspo.training.reference`) and for training, so both score exactly
 the same tokens. :func:`response_logps` runs the model for its last hidden states (in one
 call, or with ``group_by_length`` in groups of similar length, :func:`grouped_hidden_states`,
 so short sequences are not padded to the longest) and applies the LM head only at the

@@ -104,7 +104,7 @@ def _check_prompt(row, value: Any) -> Prompt:
 
 
 def _auto_id(prompt: Prompt) -> str:
-    # the convention of realspo.formats: a hash of the (HH-rendered) prompt text
+    # the convention of realspo.formats.registry: a hash of the (HH-rendered) prompt text
     text = prompt if isinstance(prompt, str) else render_messages(prompt)
     return "p-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
 

@@ -32,9 +32,9 @@ import numpy as np
 import torch
 
 from realspo.errors import InputError
-from realspo.logprobs import response_logps
 from realspo.outputs import atomic_path
-from realspo.tokenization import collate, tokenize_pairs
+from realspo.training.logprobs import response_logps
+from realspo.training.tokenization import collate, tokenize_pairs
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def compute_reference_logps(
     Returns ``(ref_chosen, ref_rejected)``, each float64 of shape (len(rows),). The 2N
     sequences are sorted by length (longest first, so an out-of-memory shows at once) and run
     ``batch_size`` sequences at a time under ``inference_mode``; tokenization is
-    :func:`realspo.tokenization.tokenize_pairs`, exactly as in training.
+    :func:`realspo.training.tokenization.tokenize_pairs`, exactly as in training.
     """
     from tqdm.auto import tqdm
 

@@ -3,12 +3,12 @@
 :func:`train` runs a :class:`TrainConfig`:
 
 1. check ``--out`` (new, ``--resume`` or ``--overwrite``) before any work;
-2. read and validate the pairs and tokenize them once (:mod:`realspo.training_data`);
+2. read and validate the pairs and tokenize them once (:mod:`realspo.training.data`);
 3. compute the reference log-probs once, with the initial model, cached on disk
-   (:mod:`realspo.reference`); skipped for reference-free losses;
-4. train: each micro-batch runs only the policy (:mod:`realspo.training_step`); accelerate
+   (:mod:`realspo.training.reference`); skipped for reference-free losses;
+4. train: each micro-batch runs only the policy (:mod:`realspo.training.step`); accelerate
    does gradient accumulation, mixed precision, DDP / FSDP / DeepSpeed and checkpoint state;
-5. write metrics, checkpoints and the exported model (:mod:`realspo.training_outputs`).
+5. write metrics, checkpoints and the exported model (:mod:`realspo.training.outputs`).
 
 The step-0 metrics record is the first micro-batch, measured before any update: with a
 fresh policy equal to its reference, ``loss`` there is the loss at zero margin (log 2 for
@@ -32,8 +32,8 @@ from realspo.config import to_dict
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.faults import after_batch
 from realspo.processes import destroy_process_group_at_exit
-from realspo.training_config import TrainConfig, default_cache_dir, mixed_precision
-from realspo.training_outputs import (
+from realspo.training.config import TrainConfig, default_cache_dir, mixed_precision
+from realspo.training.outputs import (
     METRICS,
     MetricsLog,
     check_resume_config,
@@ -44,7 +44,7 @@ from realspo.training_outputs import (
     save_checkpoint,
     write_run_config,
 )
-from realspo.training_step import (
+from realspo.training.step import (
     METRIC_KEYS,
     build_model,
     check_finite,
@@ -118,7 +118,7 @@ class _Run:
         from transformers import get_scheduler
 
         from realspo.models import load_model, load_tokenizer
-        from realspo.training_data import EpochShuffleSampler, PairCollator
+        from realspo.training.data import EpochShuffleSampler, PairCollator
 
         self.cfg, self.acc, self.out, self.resume_from = cfg, accelerator, out, resume_from
         self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -157,7 +157,7 @@ class _Run:
     # -- setup -----------------------------------------------------------------------------
 
     def _datasets(self) -> tuple[Any, Any]:
-        from realspo.training_data import PairDataset, read_pairs, split_eval
+        from realspo.training.data import PairDataset, read_pairs, split_eval
 
         cfg = self.cfg
         pairs = read_pairs(cfg.data, cfg.split)
@@ -174,7 +174,7 @@ class _Run:
                      "(--truncation %s)", len(train_set), len(eval_set or []), self.truncated,
                      cfg.max_length, cfg.truncation)
             if cfg.spo:
-                from realspo.spo import precompute_variants, variant_stats
+                from realspo.spo.variants import precompute_variants, variant_stats
 
                 stats = variant_stats(precompute_variants(
                     [r for p in train_pairs for r in (p.chosen, p.rejected)], cfg.spo_config()))
@@ -185,7 +185,7 @@ class _Run:
     def _attach_reference(self, policy: torch.nn.Module, pairs: list[Any]) -> None:
         """Reference log-probs of every pair from the initial model, in the policy's precision
         (the main process computes and caches them first; the others read the cache)."""
-        from realspo.reference import load_or_compute_reference
+        from realspo.training.reference import load_or_compute_reference
 
         cfg = self.cfg
         with self.acc.main_process_first(), self.acc.autocast():

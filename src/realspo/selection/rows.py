@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from realspo.schema import PromptGroup
-from realspo.selection import Selection
+from realspo.selection.strategies import Selection
 
 PREFERENCE = "preference"
 ANNOTATION = "annotation"
@@ -30,7 +30,7 @@ DROP_CONFLICT = "conflicting preferences"
 
 def response_keys(groups: list[PromptGroup]) -> np.ndarray:
     """(N,) int64 per response in flattened order, equal for identical texts (compared after
-    stripping surrounding whitespace), so that :func:`~realspo.selection.select_pairs` never
+    stripping surrounding whitespace), so that :func:`~realspo.selection.strategies.select_pairs` never
     offers a pair of the same text."""
     ids: dict[str, int] = {}
     return np.fromiter(

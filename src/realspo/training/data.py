@@ -1,9 +1,9 @@
 """Preference pairs for training: reading, validation, tokenisation and batching.
 
 Input rows are TRL preference rows, ``{prompt, chosen, rejected}``, each a string or a
-conversational ``[{role, content}]`` list (rendered to text by :mod:`realspo.formats`).
+conversational ``[{role, content}]`` list (rendered to text by :mod:`realspo.formats.registry`).
 Optional ``ref_chosen_logps`` / ``ref_rejected_logps`` columns carry precomputed reference
-log-probs. Every pair is tokenized once (:func:`realspo.tokenization.tokenize_pair`: a shared
+log-probs. Every pair is tokenized once (:func:`realspo.training.tokenization.tokenize_pair`: a shared
 prompt, truncated per ``--truncation``, never a zero-token response); a batch puts the
 chosen sequences first and the rejected ones after them::
 
@@ -25,9 +25,9 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from realspo.errors import InputError
-from realspo.formats import parse_rows
+from realspo.formats.registry import parse_rows
 from realspo.sources import Row, read_rows
-from realspo.tokenization import TokenizedPair, collate, tokenize_pair
+from realspo.training.tokenization import TokenizedPair, collate, tokenize_pair
 
 REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
 REF_FIELDS = ("ref_chosen_logps", "ref_rejected_logps")

@@ -1,10 +1,10 @@
 """The numbers of ``realspo demo``: win rates with intervals, comparisons, label errors by
 similarity, and the label-efficiency curve. Pure functions of a finished
-:class:`realspo.demo.DemoRun`; :mod:`realspo.demo_report` draws and writes them.
+:class:`realspo.demo.run.DemoRun`; :mod:`realspo.demo.report` draws and writes them.
 
 Intervals. A model's *win rate* over the SFT model is the mean over held-out prompts of 1
 (higher oracle reward), 1/2 (equal) or 0. Per seed, its 95% interval is a percentile bootstrap
-over prompts (:func:`realspo.evaluation.bootstrap_interval`). Pooled over seeds, prompts are
+over prompts (:func:`realspo.evaluation.evaluate.bootstrap_interval`). Pooled over seeds, prompts are
 resampled within each seed (a stratified bootstrap), so the interval covers the evaluation
 prompts' sampling noise; the seeds' spread (other candidates, labels, training order) is shown
 by the per-seed numbers beside it. A *difference* between two methods is paired: both were
@@ -19,11 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from realspo.evaluation import bootstrap_interval, win_indicators
-from realspo.labels import expected_error_rate
+from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
+from realspo.labels.judging import expected_error_rate
 
 if TYPE_CHECKING:
-    from realspo.demo import DemoRun, RunRecord
+    from realspo.demo.run import DemoRun, RunRecord
 
 
 def stratified_bootstrap(samples: list[np.ndarray], n_resamples: int = 2000, seed: int = 0,
@@ -180,7 +180,7 @@ def label_efficiency(demo: DemoRun, pooled: dict[tuple[str, str, str], dict[str,
 
 def analyse(demo: DemoRun) -> dict[str, Any]:
     """Every number of the report, JSON-ready (see docs/readme/demo.md for the layout)."""
-    from realspo.demo import budget_label, plan_dict
+    from realspo.demo.run import budget_label, plan_dict
 
     plan = demo.plan
     main = budget_label(plan.budget)

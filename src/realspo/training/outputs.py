@@ -209,7 +209,7 @@ def export_model(accelerator: Any, model: Any, tokenizer: Any, cfg: Any, out: Pa
     ``spo_head.safetensors`` beside, never inside, the model."""
     from accelerate.utils import DistributedType
 
-    from realspo.spo_head import save_head
+    from realspo.spo.head import save_head
 
     accelerator.wait_for_everyone()
     full_state = None

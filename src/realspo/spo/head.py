@@ -2,7 +2,7 @@
 
 ``Linear(H, h) -> GELU -> Linear(h, C)`` on the policy's final hidden state at the last response
 token (``pooling="last"``) or its mean over response tokens (``"mean"``), trained alongside the
-policy with a (weighted) cross-entropy over the degree classes of :mod:`realspo.spo`; saved
+policy with a (weighted) cross-entropy over the degree classes of :mod:`realspo.spo.variants`; saved
 beside the checkpoint (``spo_head.safetensors`` + ``spo_head.json``), never inside the
 exported model.
 """
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from realspo.errors import ConfigError, InputError
 from realspo.outputs import atomic_path, check_writable
-from realspo.spo import POOLINGS, SPOConfig
+from realspo.spo.variants import POOLINGS, SPOConfig
 
 HEAD_WEIGHTS = "spo_head.safetensors"
 HEAD_CONFIG = "spo_head.json"

@@ -1,7 +1,7 @@
 """The DPO family of preference losses, as a table.
 
 Every loss here is a function of the same few quantities, computed once by
-:func:`compute_margins` from per-example summed log-probs (see :mod:`realspo.logprobs`):
+:func:`compute_margins` from per-example summed log-probs (see :mod:`realspo.training.logprobs`):
 
 * log-ratios ``r_c = log pi(y_c|x) - log pi_ref(y_c|x)``, ``r_r`` likewise (summed over the
   response tokens),

@@ -19,11 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from realspo.demo_analysis import analyse
+from realspo.demo.analysis import analyse
 from realspo.outputs import atomic_path, write_json
 
 if TYPE_CHECKING:
-    from realspo.demo import DemoRun
+    from realspo.demo.run import DemoRun
 
 FIGURES = ("win_rates.png", "label_error_by_similarity.png", "training_curves.png",
            "label_efficiency.png")
@@ -238,7 +238,7 @@ def plot_label_errors(results: dict[str, Any], path: Path) -> None:
 
 
 def plot_training_curves(demo: DemoRun, path: Path) -> None:
-    from realspo.demo import budget_label
+    from realspo.demo.run import budget_label
 
     seed, main = demo.plan.seeds[0], budget_label(demo.plan.budget)
     panels = (("loss", "loss (DPO+SPO: incl. lambda x degree loss)"),

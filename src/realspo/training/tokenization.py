@@ -1,7 +1,7 @@
 """Tokenizing preference pairs and responses for scoring: prompt and response apart, EOS, truncation.
 
-Used alike by the reference pass (:mod:`realspo.reference`), training and evaluation, so all of
-them score exactly the same tokens (:mod:`realspo.logprobs` computes the log-probs):
+Used alike by the reference pass (:mod:`realspo.training.reference`), training and evaluation, so all of
+them score exactly the same tokens (:mod:`realspo.training.logprobs` computes the log-probs):
 
 1. :func:`tokenize_pair` / :func:`tokenize_response` tokenize the prompt and the response
    *separately* and concatenate the ids (so the prompt/response boundary never merges into

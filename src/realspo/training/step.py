@@ -10,7 +10,7 @@
 
 Where the time goes, and what is skipped (``fast=True``, the default):
 
-* sequences are run in groups of similar length (:func:`realspo.logprobs.grouped_hidden_states`),
+* sequences are run in groups of similar length (:func:`realspo.training.logprobs.grouped_hidden_states`),
   each padded only to its own longest member, not to the batch's;
 * level-0 degree variants are the original responses: they are pooled from the pair
   sequences of the same pass instead of being run again;
@@ -34,20 +34,20 @@ import torch
 from torch import Tensor, nn
 
 from realspo.errors import ConfigError, TrainingDiverged
-from realspo.logprobs import (
+from realspo.spo.head import DegreeHead, degree_loss, pool_hidden
+from realspo.spo.variants import num_classes, plan_variants
+from realspo.training.logprobs import (
     grouped_hidden_states,
     last_hidden_states,
     logps_from_hidden,
     response_logps,
     unwrap_causal_lm,
 )
-from realspo.losses import PolicyLogps, preference_loss
-from realspo.spo import num_classes, plan_variants
-from realspo.spo_head import DegreeHead, degree_loss, pool_hidden
-from realspo.tokenization import collate, tokenize_response
+from realspo.training.losses import PolicyLogps, preference_loss
+from realspo.training.tokenization import collate, tokenize_response
 
 if TYPE_CHECKING:
-    from realspo.training import TrainConfig
+    from realspo.training.loop import TrainConfig
 
 # Metric sums kept per micro-batch, in this order; written under TRL's names.
 METRIC_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
@@ -127,7 +127,7 @@ def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_s
 
     Each graded response contributes its original (level 0) and ``--spo-sample-levels`` of
     its other levels, with loss weights that make the degree loss an unbiased estimate of
-    the all-levels loss (:func:`realspo.spo.plan_variants` with ``always_original``).
+    the all-levels loss (:func:`realspo.spo.variants.plan_variants` with ``always_original``).
     With ``reuse_originals`` a level-0 variant (the original response) points at its pair
     sequence (row ``i`` for pair ``i``'s chosen, ``B + i`` for its rejected), so it is not run
     twice; the other variants are tokenized like the pairs and get rows ``2B, 2B + 1, ...``.

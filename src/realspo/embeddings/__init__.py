@@ -1,0 +1,1 @@
+"""Stage 2: response embeddings for REAL (causal LM, sentence-transformers, files, resumable progress)."""

@@ -1,0 +1,1 @@
+"""Input formats (HH-RLHF, SHP, TRL, multi-completion) read into the canonical schema."""

@@ -1,0 +1,1 @@
+"""Stage 1: candidate responses from a model (`realspo generate`)."""

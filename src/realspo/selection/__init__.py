@@ -1,0 +1,1 @@
+"""Stage 3: which pairs annotators label (strategy registry, pair rows; `realspo select`)."""

@@ -1,0 +1,1 @@
+"""SPO: key phrases (RAKE), degree variants and the degree head (`realspo spo-preview`)."""

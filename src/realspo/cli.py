@@ -65,6 +65,15 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+MAX_ERROR_CHARS = 300
+
+
+def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``message`` on one line of at most ``limit`` characters (errors may quote user input)."""
+    text = " ".join(message.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -79,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(run(args) or 0)
     except RealspoError as exc:
         _close_progress_bars()
-        print(f"realspo {args.command}: error: {exc}", file=sys.stderr)
+        print(f"realspo {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         _close_progress_bars()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -97,7 +98,13 @@ def _coerce(value: Any, tp: Any, name: str, origin: str) -> Any:
             return value
     elif inner is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
+            if not math.isfinite(number):  # NaN would, e.g., silently turn clipping off
+                raise ConfigError(f"{origin}: '{name}' must be a finite number, got {_short(value)}")
+            return number
     elif inner is str or inner is Path:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -110,16 +117,77 @@ def _coerce(value: Any, tp: Any, name: str, origin: str) -> Any:
     else:
         return value
     expected = getattr(inner, "__name__", str(inner))
-    raise ConfigError(f"{origin}: '{name}' expected {expected}, got {type(value).__name__} {value!r}")
+    raise ConfigError(f"{origin}: '{name}' expected {expected}, got {type(value).__name__} {_short(value)}")
+
+
+def _suggest(name: str, known: Any) -> str:
+    """`` (did you mean 'x'?)`` for a near miss among ``known`` option names, else ``""``."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(known), n=2)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters: error lines stay one short line."""
+    text = repr(value) if not isinstance(value, (list, dict)) else type(value).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+MAX_YAML_BYTES = 1 << 20  # a configuration file is a few hundred bytes; refuse anything absurd
+MAX_YAML_ALIASES = 20      # aliases (*name) in one file: bounds "billion laughs" expansion to ~3**7
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that rejects duplicate keys and bounds alias use.
+
+    PyYAML keeps the last of two equal keys without a word, so ``lr: 1e-5`` followed by
+    ``lr: 1e-3`` would silently train at 1e-3; and a few hundred bytes of nested aliases
+    expand into gigabytes when the value is walked or printed.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+
+    def compose_node(self, parent, index):  # type: ignore[no-untyped-def]
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise yaml.YAMLError(f"more than {MAX_YAML_ALIASES} aliases (*name)")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[no-untyped-def]
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (str, int, float, bool)) and key in seen:
+                raise yaml.YAMLError(f"duplicate key {str(key)[:60]!r} (line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping of option names to values; duplicate keys and alias bombs are refused."""
+    path = Path(path)
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{path}: not a regular file")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_YAML_BYTES + 1)
+        if len(raw) > MAX_YAML_BYTES:
+            raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB; not a config file")
+        data = yaml.load(raw.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0]})") from None
+        raise ConfigError(f"{path}: invalid YAML ({str(exc).splitlines()[0][:160]})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -139,11 +207,11 @@ def resolve(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = Non
         for key, value in load_yaml(config_file).items():
             name = str(key).replace("-", "_")
             if name not in fields:
-                raise ConfigError(f"{config_file}: unknown option '{key}' (known: {', '.join(sorted(fields))})")
+                raise ConfigError(f"{config_file}: unknown option {_short(key, 60)}{_suggest(name, fields)}")
             values[name] = _coerce(value, fields[name][1], name, str(config_file))
     for name, value in given.items():
         if name not in fields:
-            raise ConfigError(f"unknown option '{name}'")
+            raise ConfigError(f"unknown option {_short(name, 60)}{_suggest(name, fields)}")
         values[name] = _coerce(value, fields[name][1], name, "--" + name.replace("_", "-"))
     missing = [n for n, (f, _) in fields.items() if n not in values
                and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
@@ -152,7 +220,7 @@ def resolve(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = Non
     for name, value in values.items():
         choices = fields[name][0].metadata.get("choices")
         if choices and value is not None and value not in choices:
-            raise ConfigError(f"'{name}' must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise ConfigError(f"'{name}' must be one of {', '.join(map(str, choices))}, got {_short(value)}")
     cfg = cls(**values)
     validate = getattr(cfg, "validate", None)
     if callable(validate):

@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, Any]] = []
     sft: dict[int, np.ndarray] = {}
     data_summary = {}
-    with atomic_dir(out, args.overwrite) as tmp, tempfile.TemporaryDirectory(prefix="spo-defaults-") as s:
+    with atomic_dir(out, args.overwrite, kind="spo-defaults-experiment") as tmp, tempfile.TemporaryDirectory(prefix="spo-defaults-") as s:
         scratch = Path(s)
         for seed in plan.seeds:
             pairs, data_summary[seed] = build_pairs(world, plan, seed)

@@ -67,7 +67,7 @@ def _snapshot(path: Path) -> object:
 
 
 def _write_dir(path: Path, files: dict[str, str], overwrite: bool) -> None:
-    with atomic_dir(path, overwrite=overwrite) as tmp:
+    with atomic_dir(path, overwrite=overwrite, kind="test-report") as tmp:
         for name, text in files.items():
             (tmp / name).write_text(text)
 

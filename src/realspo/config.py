@@ -20,15 +20,26 @@ from typing import Any, TypeVar
 import yaml
 
 from realspo.errors import ConfigError
+from realspo.outputs import check_outputs_apart
 
 T = TypeVar("T")
 
 
+PATH_ROLES = ("input", "output")
+
+
 def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | None = None,
            choices: typing.Sequence[Any] | None = None, metavar: str | None = None,
-           cli: bool = True) -> Any:
-    """A dataclass field with its command-line help. ``default=MISSING`` makes it required."""
-    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli}
+           cli: bool = True, path: str | None = None) -> Any:
+    """A dataclass field with its command-line help. ``default=MISSING`` makes it required.
+
+    ``path="input"`` or ``path="output"`` declares a file or directory the command reads or
+    writes: :func:`resolve` refuses an output that is, contains or lies inside an input.
+    """
+    if path is not None and path not in PATH_ROLES:
+        raise ValueError(f"path must be one of {PATH_ROLES}, got {path!r}")
+    meta = {"help": help, "flag": flag, "choices": choices, "metavar": metavar, "cli": cli,
+            "path": path}
     if isinstance(default, (list, dict)):
         value = default
         return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
@@ -225,7 +236,20 @@ def resolve(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = Non
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
+    check_outputs_apart(declared_paths(cfg, "input"), declared_paths(cfg, "output"))
     return cfg
+
+
+def declared_paths(cfg: Any, role: str) -> dict[str, str]:
+    """``{flag: path}`` of the fields of ``cfg`` declared ``option(path=role)`` that are set."""
+    found = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.metadata.get("path") == role and value not in (None, ""):
+            flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
+            for i, item in enumerate(value if isinstance(value, list) else [value]):
+                found[flag if not isinstance(value, list) else f"{flag}[{i}]"] = str(item)
+    return found
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:

@@ -33,8 +33,9 @@ class ConfigError(RealspoError):
 class OutputExistsError(RealspoError):
     """An output already exists and neither ``--overwrite`` nor ``--resume`` was given."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(f"{path}: already exists; pass --overwrite to replace it")
+    def __init__(self, path: str, why: str | None = None) -> None:
+        super().__init__(f"{path}: {why}; refusing to replace it" if why else
+                         f"{path}: already exists; pass --overwrite to replace it")
 
 
 class TrainingDiverged(RealspoError):

@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from realspo.errors import OutputExistsError
+from realspo.errors import ConfigError, OutputExistsError
 
 TABLE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
 
@@ -31,17 +31,40 @@ def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     return path
 
 
+def check_outputs_apart(inputs: dict[str, str], outputs: dict[str, str]) -> None:
+    """Refuse an output that is, contains, or lies inside an input (symlinks resolved).
+
+    ``inputs`` and ``outputs`` map an option name to a path. Whatever ``--overwrite`` says,
+    no command may replace, or write into, what it reads: ``train --data D/p.jsonl --out D``
+    would otherwise delete its own data.
+    """
+    for out_flag, out_value in outputs.items():
+        out = Path(out_value).expanduser().resolve()
+        for in_flag, in_value in inputs.items():
+            inp = Path(in_value).expanduser().resolve()
+            if out == inp:
+                how = "is"
+            elif inp in out.parents:
+                how = "lies inside"
+            elif out in inp.parents:
+                how = "contains"
+            else:
+                continue
+            raise ConfigError(f"{out_flag} {out_value}: {how} the input {in_flag} {in_value}; "
+                              "write the output elsewhere")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
     path = check_writable(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_path = _temporary_name(path)
+    if path.is_dir():
+        raise OutputExistsError(str(path), "is a directory, and a file never replaces one")
     try:  # created inside the try: an interruption at any point leaves no temporary behind
         tmp_path.touch(exist_ok=False)
         yield tmp_path
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
@@ -66,21 +89,55 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
+MARKER = ".realspo-output.json"  # in every directory realspo writes whole: {"kind": ...}
+
+
+def output_kind(path: Path) -> str | None:
+    """The kind recorded in a realspo output directory's marker, or None if it has none."""
+    try:
+        kind = json.loads((path / MARKER).read_text(encoding="utf-8")).get("kind")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return kind if isinstance(kind, str) else None
+
+
+def mark_output(path: Path, kind: str) -> None:
+    """Record in directory ``path`` that realspo wrote it, as an output of ``kind``."""
+    (path / MARKER).write_text(json.dumps({"kind": kind}) + "\n", encoding="utf-8")
+
+
+def check_replaceable_dir(path: Path, kind: str) -> None:
+    """Refuse to replace ``path`` unless it is a directory realspo wrote as a ``kind`` output."""
+    if not path.is_dir() or path.is_symlink():
+        raise OutputExistsError(str(path), f"is not a directory, and a {kind} output is one")
+    found = output_kind(path)
+    if found != kind:
+        what = f"a realspo {found} output" if found else f"not a realspo output (no {MARKER})"
+        raise OutputExistsError(str(path), f"is {what}, not a {kind} output")
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+def atomic_dir(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
+               replace_unmarked: bool = False) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; swap it into place on success.
 
+    The new directory is marked as a realspo ``kind`` output (:data:`MARKER`). An existing
+    ``path`` is replaced only with ``overwrite`` and only if it is a realspo output of the same
+    kind (``replace_unmarked``: or an unmarked directory, for realspo's own caches).
     An existing directory is exchanged with the new one atomically where the system allows
     (Linux); elsewhere by two renames: an exception between them puts the old directory back,
     and a kill between them leaves it at ``.NAME.old``, restored by the next call on ``path``.
     """
     _finish_swap(Path(path))  # a kill may have interrupted an earlier swap
     path = check_writable(path, overwrite)
+    if path.exists() and not (replace_unmarked and path.is_dir() and output_kind(path) is None):
+        check_replaceable_dir(path, kind)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_name(path)
     try:
         tmp.mkdir()
         yield tmp
+        mark_output(tmp, kind)
         if path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
             shutil.rmtree(tmp)  # now the old directory
         elif path.exists():

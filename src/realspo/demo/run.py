@@ -342,7 +342,7 @@ def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRu
     with timed(timings, "sft_model"):
         sft_dir = get_sft_model(plan.world, plan.sft)
     log.info("[%.0fs] SFT model ready: %s", timings["sft_model"], sft_dir)
-    with atomic_dir(out, overwrite) as tmp, \
+    with atomic_dir(out, overwrite, kind="demo-report") as tmp, \
             tempfile.TemporaryDirectory(prefix="realspo-demo-") as scratch:
         demo = DemoRun(plan, sft_dir, {}, [], {}, timings, {})
         model, tokenizer = load_generator_model(str(sft_dir), device=plan.device)

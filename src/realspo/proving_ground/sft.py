@@ -108,7 +108,7 @@ def get_sft_model(world_cfg: WorldConfig | None = None, sft_cfg: SFTConfig | Non
         if _complete(path):  # another process built it while we waited
             return path
         log.info("building the proving-ground SFT model in %s", path)
-        with atomic_dir(path, overwrite=True) as tmp:
+        with atomic_dir(path, overwrite=True, kind="proving-ground-sft", replace_unmarked=True) as tmp:
             train_sft(build_world(world_cfg), sft_cfg, tmp, progress=progress)
     return path
 

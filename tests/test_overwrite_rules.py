@@ -7,6 +7,7 @@ contains, or lies inside one of the command's inputs, resolved through symlinks.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import pytest
@@ -100,3 +101,31 @@ def test_resolve_checks_declared_paths(tmp_path):
     with pytest.raises(ConfigError, match=r"--out .*: is the input --more\[1\]"):
         resolve(_Cmd, {"data": str(tmp_path / "d.jsonl"), "out": str(tmp_path / "x"),
                        "more": [str(tmp_path / "y"), str(tmp_path / "x")]})
+
+
+def test_a_second_run_on_a_busy_output_is_refused(tmp_path):
+    from realspo.outputs import output_lock
+
+    out = tmp_path / "run"
+    with output_lock(out) as lock:
+        assert lock.read_text().strip() == str(os.getpid())
+        with pytest.raises(OutputExistsError, match=f"another run \\(PID {os.getpid()}"):
+            with output_lock(out):
+                pass
+    assert not lock.exists()
+
+
+def test_a_stale_lock_is_named_and_taken_over(tmp_path, caplog):
+    import subprocess
+    import sys
+
+    from realspo.outputs import output_lock
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    out = tmp_path / "run"
+    lock = tmp_path / ".run.lock"
+    lock.write_text(dead.stdout)
+    with caplog.at_level("WARNING"), output_lock(out):
+        assert lock.read_text().strip() == str(os.getpid())
+    assert "stale lock" in caplog.text and dead.stdout.strip() in caplog.text

@@ -216,3 +216,59 @@ def write_rows(
                 for r in rows:
                     fh.write(json.dumps(_json_safe(r), ensure_ascii=False) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``.NAME.lock`` beside ``path`` (holding this process's PID) while a run writes it.
+
+    A second run on the same output is refused at start instead of interleaving its writes
+    with the first one's. A lock whose process is gone (killed) is stale: it is named in a log
+    line and taken over.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            pid = _lock_pid(lock)
+            if pid is not None and _alive(pid):
+                raise OutputExistsError(str(path), f"is being written by another run (PID {pid}, "
+                                                   f"lock {lock})") from None
+            import logging
+
+            logging.getLogger(__name__).warning("%s: stale lock of PID %s (no such process); "
+                                                "taking it over", lock, pid)
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(fd, "w") as fh:
+            fh.write(f"{os.getpid()}\n")
+        break
+    else:
+        raise OutputExistsError(str(path), f"its lock {lock} could not be taken")
+    try:
+        yield lock
+    finally:
+        if _lock_pid(lock) == os.getpid():
+            lock.unlink(missing_ok=True)
+
+
+def _lock_pid(lock: Path) -> int | None:
+    try:
+        return int(lock.read_text(encoding="utf-8").split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True

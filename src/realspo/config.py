@@ -188,7 +188,11 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
             raw = fh.read(MAX_YAML_BYTES + 1)
         if len(raw) > MAX_YAML_BYTES:
             raise ConfigError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB; not a config file")
-        data = yaml.load(raw.decode("utf-8"), Loader=_StrictLoader)  # noqa: S506 (a SafeLoader)
+        loader = _StrictLoader(raw.decode("utf-8"))  # a SafeLoader: plain data only
+        try:
+            data = loader.get_single_data()
+        finally:
+            loader.dispose()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except UnicodeDecodeError:

@@ -11,6 +11,7 @@ import argparse
 import importlib
 import logging
 import sys
+import time
 
 from realspo import __version__
 from realspo.errors import RealspoError
@@ -55,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _progress_bars_open() -> bool:
+    tqdm = sys.modules.get("tqdm")
+    return bool(tqdm and getattr(getattr(tqdm, "tqdm", None), "_instances", None))
+
+
 def _close_progress_bars() -> None:
     """Close the progress bars a failed command left open, so its error gets a line of its own."""
     try:
@@ -74,26 +80,82 @@ def one_line(message: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+class _HeldLog(logging.Handler):
+    """Log lines to stderr, held back until a command's work has visibly begun.
+
+    A command checks its inputs before it works; an input error found then must be the only
+    line on stderr, not the last of a few INFO lines about a run that never started. Held
+    lines are written when a warning arrives, when a progress bar is open, after
+    :data:`HOLD_S` seconds, or when the command ends well; they are dropped when it fails
+    (:meth:`drop_held`).
+    """
+
+    HOLD_S = 10.0
+
+    def __init__(self, level: int, fmt: str) -> None:
+        super().__init__(level)
+        self.setFormatter(logging.Formatter(fmt))
+        self._held: list[str] | None = []
+        self._until = time.monotonic() + self.HOLD_S
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)
+        except Exception:  # noqa: BLE001 (logging must never raise)
+            self.handleError(record)
+            return
+        if self._held is not None and record.levelno < logging.WARNING \
+                and time.monotonic() < self._until and not _progress_bars_open():
+            self._held.append(line)
+            return
+        self.flush_held()
+        print(line, file=sys.stderr, flush=True)
+
+    def flush_held(self) -> None:
+        held, self._held = self._held, None
+        for line in held or ():
+            print(line, file=sys.stderr, flush=True)
+
+    def drop_held(self) -> None:
+        self._held = None
+
+
+def _error_line(command: str, message: str) -> str:
+    return f"realspo {command}: error: {one_line(message)}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s",
-        stream=sys.stderr,
-    )
+    handler = _HeldLog(logging.DEBUG if args.verbose else logging.INFO,
+                       "%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(min(root.level or logging.WARNING, handler.level))
     run = args._run
     del args._run, args.verbose
     try:
-        return int(run(args) or 0)
+        code = int(run(args) or 0)
+        handler.flush_held()
+        return code
     except RealspoError as exc:
+        handler.drop_held()
         _close_progress_bars()
-        print(f"realspo {args.command}: error: {one_line(str(exc))}", file=sys.stderr)
+        print(_error_line(args.command, str(exc)), file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the environment: a full disk, a read-only or vanished directory
+        handler.drop_held()
+        _close_progress_bars()
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(_error_line(args.command, f"{where}{exc.strerror or exc}"), file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
+        handler.flush_held()
         _close_progress_bars()
         print(f"realspo {args.command}: interrupted", file=sys.stderr)
         return 130
+    finally:
+        root.removeHandler(handler)
 
 
 if __name__ == "__main__":

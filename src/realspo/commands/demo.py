@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError
-from realspo.selection.strategies import parse_budget
+from realspo.selection.budget import parse_budget
 
 HELP = "run the whole pipeline in the offline proving ground and report whether REAL and SPO help"
 

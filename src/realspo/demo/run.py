@@ -17,6 +17,9 @@ evaluation samples. Every candidate pair gets its simulated label once, so a pai
 strategies carries the same label in both. Trained models live in a scratch directory and are
 deleted once evaluated; ``OUT`` keeps the numbers, figures, selected pairs and training metrics
 (see :mod:`realspo.demo.report`). ``OUT`` appears atomically, when everything has finished.
+
+What to run is a :class:`realspo.demo.plan.DemoPlan`; what came out is collected in a
+:class:`realspo.demo.records.DemoRun`, which :mod:`realspo.demo.analysis` turns into numbers.
 """
 
 from __future__ import annotations

@@ -19,6 +19,10 @@ how the budget ranks pairs *across the dataset*: ``easy`` and ``centroid`` keep 
 similarities, ``hard`` the highest, ``random`` a seeded random subset. Output is always in
 rank order (so a smaller budget returns a prefix of a larger one), ties by group order.
 
+Each strategy is one :class:`Strategy` entry of the registry :data:`STRATEGIES`: its per-prompt
+picker and its ranking across the dataset. Adding a strategy is one entry (and its picker) here;
+the CLI's ``--strategy`` choices and help come from the registry.
+
 A pair of identical texts (equal ``response_keys``) is never a candidate; a prompt with
 fewer than two distinct responses is skipped and counted.
 
@@ -244,7 +248,8 @@ def select_pairs(
     ``group_sizes`` (G,) responses per group, summing to N; ``response_keys`` (N,) ints,
     equal for identical texts (None: all responses distinct). ``budget``: None (every
     eligible prompt), a count, or a fraction of the eligible prompts (see
-    :func:`resolve_budget`). Deterministic for a given ``seed`` (used by ``random`` only).
+    :func:`realspo.selection.budget.resolve_budget`). Deterministic for a given ``seed``
+    (used by ``random`` only).
     """
     chosen = get_strategy(strategy)
     sizes = np.asarray(group_sizes, dtype=np.int64)

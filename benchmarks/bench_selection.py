@@ -42,7 +42,9 @@ from common import (
     write_section,
 )
 
-STRATEGIES = ("easy", "hard", "random", "centroid")
+from realspo.selection.strategies import strategy_names
+
+STRATEGIES = strategy_names()
 TARGET_SECONDS = 5.0  # per strategy over 100,000 prompts
 TARGET_PER_PROMPT = 50.0  # x faster per prompt than the loop
 FULL_PROMPTS = 100_000

@@ -54,7 +54,8 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from realspo.demo.run import DemoPlan, evaluate_run, make_plan, sample_responses  # noqa: E402
+from realspo.demo.plan import DemoPlan, make_plan  # noqa: E402
+from realspo.demo.run import evaluate_run, sample_responses  # noqa: E402
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators, win_rate  # noqa: E402
 from realspo.generation.sampling import SamplingSettings, load_generator_model  # noqa: E402
 from realspo.labels.judging import label_errors, simulate_labels  # noqa: E402

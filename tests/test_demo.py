@@ -144,7 +144,8 @@ def test_a_budget_above_the_number_of_prompts_is_refused_before_any_work(tmp_pat
 
 
 def test_same_seed_gives_the_same_candidates_labels_and_selection(quick_demo):
-    from realspo.demo.run import build_candidates, make_plan, selected_pairs
+    from realspo.demo.plan import make_plan
+    from realspo.demo.run import build_candidates, selected_pairs
     from realspo.generation.sampling import load_generator_model
     from realspo.proving_ground.sft import get_sft_model
     from realspo.proving_ground.world import build_world
@@ -162,7 +163,8 @@ def test_same_seed_gives_the_same_candidates_labels_and_selection(quick_demo):
 
 
 def test_same_seed_trains_and_evaluates_to_the_same_rewards(quick_demo):
-    from realspo.demo.run import evaluate_run, make_plan, train_run
+    from realspo.demo.plan import make_plan
+    from realspo.demo.run import evaluate_run, train_run
     from realspo.proving_ground.sft import get_sft_model
     from realspo.proving_ground.world import build_world
 

@@ -7,7 +7,7 @@ import statistics
 import pytest
 
 from realspo.errors import ConfigError, InputError
-from realspo.proving_ground.oracle import oracle_reward_batch, repetition_rate
+from realspo.proving_ground.oracle import repetition_rate
 from realspo.proving_ground.sft import (
     SFTConfig,
     cache_key,
@@ -15,7 +15,12 @@ from realspo.proving_ground.sft import (
     default_cache_dir,
     get_sft_model,
 )
-from realspo.proving_ground.world import WorldConfig, build_world, format_prompt
+from realspo.proving_ground.world import (
+    WorldConfig,
+    build_world,
+    format_prompt,
+    oracle_reward_batch,
+)
 
 SMALL_WORLD = WorldConfig(n_train_prompts=40, n_test_prompts=10, responses_per_prompt=4)
 SMALL_SFT = SFTConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,

@@ -10,7 +10,8 @@ from sklearn.cluster import KMeans
 
 import realspo.selection.strategies as selection
 from realspo.errors import ConfigError
-from realspo.selection.strategies import count_eligible, parse_budget, resolve_budget, select_pairs
+from realspo.selection.budget import count_eligible, parse_budget, resolve_budget
+from realspo.selection.strategies import select_pairs
 
 TIE = 1e-6  # the documented tie tolerance for k-means distances
 

@@ -20,8 +20,6 @@ from typing import Any
 
 from realspo.errors import ConfigError, OutputExistsError
 
-TABLE_SUFFIXES = (".jsonl", ".json", ".parquet", ".csv")
-
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     """Fail early (before expensive work) if ``path`` exists and may not be replaced."""

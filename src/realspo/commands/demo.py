@@ -1,5 +1,6 @@
 """``realspo demo``: generate, select, label, train and evaluate in the offline proving ground,
-and write a report of whether REAL's selection and SPO's loss helped (see :mod:`realspo.demo.run`).
+and write a report of whether REAL's selection and SPO's loss helped (see :mod:`realspo.demo.run`;
+presets and sizes: :mod:`realspo.demo.plan`).
 
 Examples::
 
@@ -16,22 +17,32 @@ import os
 from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
+from realspo.demo.plan import PRESETS, make_plan
 from realspo.errors import ConfigError
-from realspo.selection.strategies import parse_budget
+from realspo.selection.budget import parse_budget
 
 HELP = "run the whole pipeline in the offline proving ground and report whether REAL and SPO help"
+
+
+def _seeds(preset: str) -> str:
+    n = PRESETS[preset]["seeds"]
+    return f"{n} seed" + ("s" if n != 1 else "")
 
 
 @dataclass
 class DemoConfig:
     out: str = option(help="report directory (report.md, results.json, figures)", metavar="DIR")
     overwrite: bool = option(False, "replace an existing --out")
-    quick: bool = option(False, "a small, fast run (1 seed, 40 prompts, a small SFT model; "
+    quick: bool = option(False, f"a small, fast run ({_seeds('quick')}, "
+                                f"{PRESETS['quick']['n_train_prompts']} prompts, a small SFT model; "
                                 "numbers are not meaningful)")
-    full: bool = option(False, "a larger run: 5 seeds, 600 training prompts, 6 budgets")
+    full: bool = option(False, f"a larger run: {_seeds('full')}, "
+                               f"{PRESETS['full']['n_train_prompts']} training prompts, "
+                               f"{len(PRESETS['full']['efficiency_budgets'])} budgets")
     seed: int = option(0, "first seed; seeds are SEED, SEED+1, ...")
-    seeds: int | None = option(None, "number of seeds (default: 1 quick, 2 default, 5 full)",
-                               metavar="N")
+    seeds: int | None = option(None, "number of seeds (default: "
+                                     + ", ".join(f"{p['seeds']} {name}" for name, p in PRESETS.items())
+                                     + ")", metavar="N")
     budget: str = option("0.5", "labels of the main comparison: a fraction of the training prompts "
                                 "(0.5 = half of them) or a count", metavar="N|FRACTION")
     device: str = option("auto", "device for sampling, embedding and training; cpu also keeps "
@@ -71,7 +82,7 @@ def _training_device(device: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from realspo.demo.run import make_plan, run_demo
+    from realspo.demo.run import run_demo
 
     cfg = resolve(DemoConfig, args)
     plan = make_plan(cfg.preset, seed=cfg.seed, seeds=cfg.seeds, budget=cfg.budget,

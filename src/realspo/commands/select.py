@@ -27,15 +27,14 @@ from realspo.errors import ConfigError, InputError, RealspoError
 from realspo.formats.registry import FORMATS, load_groups
 from realspo.outputs import check_writable, write_rows
 from realspo.schema import num_responses
+from realspo.selection.budget import count_eligible, parse_budget, resolve_budget
 from realspo.selection.rows import build_rows, response_keys
 from realspo.selection.strategies import (
     SKIP_FEW_DISTINCT,
-    STRATEGIES,
     Selection,
-    count_eligible,
-    parse_budget,
-    resolve_budget,
     select_pairs,
+    strategy_help,
+    strategy_names,
 )
 
 HELP = "select response pairs to label or train on (REAL: least similar embeddings first)"
@@ -68,9 +67,7 @@ class SelectConfig:
                                   metavar="st:PATH")
     embeddings: str | None = option(None, "precomputed embeddings instead (.npy or .safetensors, one "
                                           "row per response in input order)", metavar="FILE")
-    strategy: str = option("easy", "easy: least similar pair; hard: most similar; centroid: "
-                                   "k-means (k=2) representatives; random: seeded random pair",
-                           choices=STRATEGIES)
+    strategy: str = option("easy", strategy_help(), choices=strategy_names())
     budget: str | None = option(None, "pairs to keep, ranked across the dataset: a count (100) or "
                                       "a fraction of the prompts (0.5); unset keeps one per prompt",
                                 metavar="N|FRACTION")

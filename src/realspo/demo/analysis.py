@@ -1,6 +1,6 @@
 """The numbers of ``realspo demo``: win rates with intervals, comparisons, label errors by
 similarity, and the label-efficiency curve. Pure functions of a finished
-:class:`realspo.demo.run.DemoRun`; :mod:`realspo.demo.report` draws and writes them.
+:class:`realspo.demo.records.DemoRun`; :mod:`realspo.demo.report` draws and writes them.
 
 Intervals. A model's *win rate* over the SFT model is the mean over held-out prompts of 1
 (higher oracle reward), 1/2 (equal) or 0. Per seed, its 95% interval is a percentile bootstrap
@@ -15,15 +15,14 @@ their win indicators are resampled together.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from realspo.demo.plan import budget_label, plan_dict
+from realspo.demo.records import DemoRun, RunRecord
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
 from realspo.labels.judging import expected_error_rate
-
-if TYPE_CHECKING:
-    from realspo.demo.run import DemoRun, RunRecord
 
 
 def stratified_bootstrap(samples: list[np.ndarray], n_resamples: int = 2000, seed: int = 0,
@@ -180,8 +179,6 @@ def label_efficiency(demo: DemoRun, pooled: dict[tuple[str, str, str], dict[str,
 
 def analyse(demo: DemoRun) -> dict[str, Any]:
     """Every number of the report, JSON-ready (see docs/readme/demo.md for the layout)."""
-    from realspo.demo.run import budget_label, plan_dict
-
     plan = demo.plan
     main = budget_label(plan.budget)
     groups = _group(demo)

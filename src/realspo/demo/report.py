@@ -17,13 +17,12 @@ The statements in "What the numbers say" are computed from the numbers by :func:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from realspo.demo.analysis import analyse
+from realspo.demo.plan import budget_label
+from realspo.demo.records import DemoRun
 from realspo.outputs import atomic_path, write_json
-
-if TYPE_CHECKING:
-    from realspo.demo.run import DemoRun
 
 FIGURES = ("win_rates.png", "label_error_by_similarity.png", "training_curves.png",
            "label_efficiency.png")
@@ -238,8 +237,6 @@ def plot_label_errors(results: dict[str, Any], path: Path) -> None:
 
 
 def plot_training_curves(demo: DemoRun, path: Path) -> None:
-    from realspo.demo.run import budget_label
-
     seed, main = demo.plan.seeds[0], budget_label(demo.plan.budget)
     panels = (("loss", "loss (DPO+SPO: incl. lambda x degree loss)"),
               ("rewards/margins", "reward margin (beta x log-ratio)"),

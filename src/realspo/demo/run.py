@@ -17,6 +17,9 @@ evaluation samples. Every candidate pair gets its simulated label once, so a pai
 strategies carries the same label in both. Trained models live in a scratch directory and are
 deleted once evaluated; ``OUT`` keeps the numbers, figures, selected pairs and training metrics
 (see :mod:`realspo.demo.report`). ``OUT`` appears atomically, when everything has finished.
+
+What to run is a :class:`realspo.demo.plan.DemoPlan`; what came out is collected in a
+:class:`realspo.demo.records.DemoRun`, which :mod:`realspo.demo.analysis` turns into numbers.
 """
 
 from __future__ import annotations
@@ -28,14 +31,15 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from realspo.errors import ConfigError
+from realspo.demo.plan import DemoPlan, planned_runs, run_name
+from realspo.demo.records import Candidates, DemoRun, RunRecord
+from realspo.demo.report import write_report
 from realspo.generation.sampling import (
     PromptRecord,
     SamplingSettings,
@@ -44,124 +48,19 @@ from realspo.generation.sampling import (
 )
 from realspo.labels.judging import label_errors, simulate_labels
 from realspo.outputs import atomic_dir, check_writable, write_rows
-from realspo.proving_ground.sft import SFTConfig, get_sft_model
-from realspo.proving_ground.world import World, WorldConfig, build_world
+from realspo.proving_ground.sft import get_sft_model
+from realspo.proving_ground.world import World, build_world
 from realspo.schema import PromptGroup
-from realspo.selection.strategies import parse_budget, resolve_budget, select_pairs
-from realspo.spo.variants import SPOConfig
+from realspo.selection.budget import resolve_budget
+from realspo.selection.strategies import select_pairs
 
 log = logging.getLogger(__name__)
 
-LOSSES = ("dpo", "dpo+spo")  # training.train with loss="sigmoid", without / with --spo
-EFFICIENCY_STRATEGIES = ("random", "easy")
 EVAL_SEED_OFFSET = 10_000  # evaluation samples use seed + this, apart from the candidates' noise
-
-
-@dataclass(frozen=True)
-class DemoPlan:
-    """Everything one demo run does; :func:`make_plan` builds it from a preset."""
-
-    preset: str
-    seeds: tuple[int, ...]
-    world: WorldConfig
-    sft: SFTConfig
-    n_train_prompts: int          # training prompts that get K candidates each
-    n_test_prompts: int           # held-out prompts for evaluation (>= 200 but in --quick)
-    budget: int | float           # labels of the main comparison: a count, or a fraction of prompts
-    efficiency_budgets: tuple[float, ...]  # fractions for the label-efficiency curve
-    num_candidates: int = 4
-    max_new_tokens: int = 64
-    temperature: float = 1.0
-    tau: float = 1.0              # simulated annotator: P(A) = sigmoid((r_A - r_B) / tau)
-    flip: float = 0.0
-    beta: float = 0.1
-    lr: float = 5e-4
-    steps: int = 30               # optimizer steps of every training run (the same compute for all)
-    batch_size: int = 16
-    max_length: int = 128
-    spo_weight: float = SPOConfig().weight   # the library defaults (docs/experiments/spo-defaults.md)
-    spo_levels: int = SPOConfig().levels
-    strategies: tuple[str, ...] = ("random", "easy", "hard", "centroid")
-    losses: tuple[str, ...] = LOSSES
-    bootstrap_resamples: int = 2000
-    device: str = "auto"
-
-    def budget_specs(self) -> list[str]:
-        """Budget labels, main first: ``"50%"`` for fractions, ``"120"`` for counts."""
-        specs = [budget_label(self.budget)]
-        specs += [budget_label(b) for b in self.efficiency_budgets if budget_label(b) not in specs]
-        return specs
-
-
-def budget_label(budget: int | float) -> str:
-    """``0.5 -> "50%"``, ``0.125 -> "12.5%"``, ``120 -> "120"`` (a count)."""
-    if isinstance(budget, int):
-        return str(budget)
-    return f"{100 * budget:g}%"
-
-
-def budget_value(label: str) -> int | float:
-    return parse_budget(label)
-
-
-def run_name(strategy: str, loss: str, budget: str) -> str:
-    """Directory of one run: ``easy-dpo+spo-50pct`` (a fraction) or ``easy-dpo-120pairs``."""
-    size = budget[:-1] + "pct" if budget.endswith("%") else budget + "pairs"
-    return f"{strategy}-{loss}-{size}"
-
-
-# Sizes per preset. The quick SFT model is deliberately small: in --quick its build dominates.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(
-        seeds=1, world=WorldConfig(n_train_prompts=160, n_test_prompts=40, responses_per_prompt=6),
-        sft=SFTConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=192,
-                      vocab_size=512, steps=120, batch_size=16),
-        n_train_prompts=40, n_test_prompts=40, efficiency_budgets=(0.5, 1.0), steps=4,
-        batch_size=8, max_new_tokens=40, bootstrap_resamples=500),
-    "default": dict(seeds=3, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=400,
-                    n_test_prompts=200, efficiency_budgets=(0.125, 0.25, 0.5, 1.0)),
-    "full": dict(seeds=5, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=600,
-                 n_test_prompts=200, efficiency_budgets=(0.125, 0.25, 0.375, 0.5, 0.75, 1.0)),
-}
-
-
-def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = None,
-              budget: str | int | float = 0.5, device: str = "auto") -> DemoPlan:
-    """The plan of a preset (``quick``, ``default``, ``full``), with the user's overrides."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown demo preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    sizes = dict(PRESETS[preset])
-    n_seeds = sizes.pop("seeds") if seeds is None else seeds
-    if n_seeds < 1:
-        raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
-    plan = DemoPlan(preset=preset, seeds=tuple(range(seed, seed + n_seeds)),
-                    budget=parse_budget(budget), device=device,
-                    **{k: v for k, v in sizes.items() if k != "seeds"})
-    if plan.n_train_prompts > plan.world.n_train_prompts or plan.n_test_prompts > plan.world.n_test_prompts:
-        raise ConfigError("demo plan asks for more prompts than its world has")
-    if isinstance(plan.budget, int) and plan.budget > plan.n_train_prompts:
-        raise ConfigError(f"--budget {plan.budget}: more labels than the {plan.n_train_prompts} "
-                          f"training prompts of the {preset} run (one pair per prompt)")
-    return plan
 
 
 # ---------------------------------------------------------------------------------------
 # Stages
-
-
-@dataclass
-class Candidates:
-    """One seed's candidates and every pair among them (P pairs over G prompts)."""
-
-    groups: list[PromptGroup]      # responses (distinct-text pairs only are compared); scores = oracle
-    embeddings: np.ndarray         # (N, H) unit rows, flattened order
-    keys: np.ndarray               # (N,) equal for identical texts
-    pair_index: dict[tuple[int, int, int], int]  # (group, i, j), i < j -> row of the arrays below
-    similarity: np.ndarray         # (P,) cosine of the two responses
-    reward_a: np.ndarray           # (P,) oracle reward of response i
-    reward_b: np.ndarray           # (P,) oracle reward of response j
-    a_preferred: np.ndarray        # (P,) bool, the simulated annotator's label
-    error: np.ndarray              # (P,) 1.0 wrong, 0.0 right, NaN where the oracle ties
 
 
 @contextmanager
@@ -292,46 +191,8 @@ def evaluate_run(model_dir: Path, plan: DemoPlan, world: World, seed: int) -> np
 # The run
 
 
-@dataclass
-class RunRecord:
-    """One trained model of one seed: what it was trained on and how it did."""
-
-    seed: int
-    strategy: str
-    loss: str
-    budget: str
-    labels: dict[str, Any]
-    rewards: np.ndarray            # (T,) oracle rewards of its held-out samples
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    seconds: float = 0.0
-
-
-@dataclass
-class DemoRun:
-    """Everything the report needs."""
-
-    plan: DemoPlan
-    sft_dir: Path
-    baseline: dict[int, np.ndarray]          # seed -> (T,) SFT rewards
-    runs: list[RunRecord]
-    pairs: dict[int, Candidates]             # seed -> candidates and every pair
-    timings: dict[str, float]
-    sizes: dict[str, Any]
-
-
-def planned_runs(plan: DemoPlan) -> list[tuple[str, str, str]]:
-    """(strategy, loss, budget label) of every training run of one seed, main grid first."""
-    main = budget_label(plan.budget)
-    runs = [(s, loss, main) for s in plan.strategies for loss in plan.losses]
-    for b in plan.budget_specs()[1:]:
-        runs += [(s, "dpo", b) for s in EFFICIENCY_STRATEGIES if s in plan.strategies]
-    return runs
-
-
 def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRun:
     """Run ``plan`` and write its report into ``out`` (atomically; refused if it exists)."""
-    from realspo.demo.report import write_report
-
     out = check_writable(out, overwrite)
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -382,7 +243,7 @@ def run_seed(demo: DemoRun, world: World, cands: Candidates, seed: int, out: Pat
     ranked = {s: selected_pairs(cands, s, seed) for s in plan.strategies}
     planned = planned_runs(plan)
     for number, (strategy, loss, spec) in enumerate(planned, start=1):
-        n = resolve_budget(budget_value(spec), len(ranked[strategy]))
+        n = resolve_budget(spec, len(ranked[strategy]))
         chosen = ranked[strategy][:n]
         run_dir = out / run_name(strategy, loss, spec)
         write_rows(run_dir / "pairs.jsonl", training_rows(cands, chosen))
@@ -412,10 +273,3 @@ def sft_info(sft_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return {k: info.get(k) for k in ("parameters", "final_loss", "seconds", "corpus_pairs")}
-
-
-def plan_dict(plan: DemoPlan) -> dict[str, Any]:
-    """The plan as plain data (for results.json and the report)."""
-    data = asdict(plan)
-    data["budget"] = budget_label(plan.budget)
-    return data

@@ -9,14 +9,20 @@
 * :mod:`~realspo.proving_ground.sft`: the SFT model, built on first use and cached.
 """
 
-from realspo.proving_ground.oracle import Judgement, Oracle, Question, oracle_reward_batch
+from realspo.proving_ground.oracle import Judgement, Oracle, Question
 from realspo.proving_ground.sft import (
     QUICK_SFT_CONFIG,
     SFTConfig,
     default_cache_dir,
     get_sft_model,
 )
-from realspo.proving_ground.world import World, WorldConfig, build_world, format_prompt
+from realspo.proving_ground.world import (
+    World,
+    WorldConfig,
+    build_world,
+    format_prompt,
+    oracle_reward_batch,
+)
 
 __all__ = [
     "QUICK_SFT_CONFIG", "Judgement", "Oracle", "Question", "SFTConfig", "World", "WorldConfig", "build_world",

@@ -206,13 +206,3 @@ def _vocabulary() -> set[str]:
         for attr in topic.attributes:
             texts += [*attr.statements, attr.pronoun_statement, *attr.values]
     return {w for t in texts for w in words(re.sub(r"\{\w+\}", " ", t))}
-
-
-def oracle_reward_batch(prompts: Sequence[str], responses: Sequence[str],
-                        oracle: Oracle | None = None) -> list[float]:
-    """Oracle rewards of responses to prompts; ``oracle`` defaults to the default world's."""
-    if oracle is None:
-        from realspo.proving_ground.world import build_world
-
-        oracle = build_world().oracle
-    return oracle.score_batch(prompts, responses)

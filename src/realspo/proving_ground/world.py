@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from realspo.errors import ConfigError
@@ -246,3 +247,11 @@ def build_world(cfg: WorldConfig | None = None) -> World:
     oracle = Oracle(facts=facts, questions={q.text: q for q in questions}, topic_of=topic_of)
     return World(config=cfg, facts=facts, questions=by_prompt, train_prompts=train,
                  test_prompts=test, oracle=oracle, topic_of=topic_of)
+
+
+def oracle_reward_batch(prompts: Sequence[str], responses: Sequence[str],
+                        oracle: Oracle | None = None) -> list[float]:
+    """Oracle rewards of responses to prompts; ``oracle`` defaults to the default world's."""
+    if oracle is None:
+        oracle = build_world().oracle
+    return oracle.score_batch(prompts, responses)

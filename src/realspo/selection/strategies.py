@@ -19,6 +19,10 @@ how the budget ranks pairs *across the dataset*: ``easy`` and ``centroid`` keep 
 similarities, ``hard`` the highest, ``random`` a seeded random subset. Output is always in
 rank order (so a smaller budget returns a prefix of a larger one), ties by group order.
 
+Each strategy is one :class:`Strategy` entry of the registry :data:`STRATEGIES`: its per-prompt
+picker and its ranking across the dataset. Adding a strategy is one entry (and its picker) here;
+the CLI's ``--strategy`` choices and help come from the registry.
+
 A pair of identical texts (equal ``response_keys``) is never a candidate; a prompt with
 fewer than two distinct responses is skipped and counted.
 
@@ -32,83 +36,21 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from realspo.errors import ConfigError
+from realspo.selection.budget import parse_budget, resolve_budget
 
-STRATEGIES = ("easy", "hard", "random", "centroid")
 SKIP_FEW_DISTINCT = "fewer than two distinct responses"
 # Embedding floats copied per chunk (~64 MB of float32): big enough to amortise overheads.
 CHUNK_ELEMENTS = 1 << 24
 KMEANS_MAX_ITER = 100
 # Squared distances this close (float32 cosines carry ~1e-7 error) are ties.
 TIE_TOLERANCE = 1e-6
-
-
-def parse_budget(text: str | int | float) -> int | float:
-    """A budget as a count (``"100"``, ``100`` -> int >= 1) or a fraction (``"0.5"``,
-    ``"50%"``, ``0.5`` -> float in (0, 1]) of the eligible prompts."""
-    value: int | float
-    if isinstance(text, bool):
-        raise ConfigError(f"--budget: expected a count or a fraction, got {text!r}")
-    if isinstance(text, (int, float)):
-        value = text
-    else:
-        raw = str(text).strip()
-        try:
-            if raw.endswith("%"):
-                value = float(raw[:-1]) / 100.0
-            elif raw.lstrip("+").isdigit():
-                value = int(raw)
-            else:
-                value = float(raw)
-        except ValueError:
-            raise ConfigError(
-                f"--budget: expected a count (e.g. 100) or a fraction (e.g. 0.5), got {text!r}"
-            ) from None
-    if isinstance(value, int):
-        if value < 1:
-            raise ConfigError(f"--budget: a count must be at least 1, got {value}")
-        return value
-    if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise ConfigError(f"--budget: a fraction must be in (0, 1], got {text!r}")
-    return float(value)
-
-
-def resolve_budget(budget: int | float | None, eligible: int) -> int:
-    """Number of pairs to keep: all eligible prompts (None), a fraction of them (rounded half
-    up, at least 1) or a count; more than ``eligible`` raises :class:`ConfigError`."""
-    if budget is None:
-        return eligible
-    budget = parse_budget(budget)
-    n = budget if isinstance(budget, int) else max(1, math.floor(budget * eligible + 0.5))
-    if n > eligible:
-        raise ConfigError(
-            f"--budget {budget} asks for {n} pairs, but only {eligible} prompts have two "
-            "distinct responses (one pair per prompt)"
-        )
-    return n
-
-
-def count_eligible(group_sizes: Sequence[int], response_keys: np.ndarray | None = None) -> int:
-    """Prompts with at least two distinct responses (cheap: looks at keys, not embeddings)."""
-    sizes = np.asarray(group_sizes, dtype=np.int64)
-    if response_keys is None:
-        return int((sizes >= 2).sum())
-    keys = np.asarray(response_keys, dtype=np.int64)
-    if keys.size == 0:
-        return 0
-    keys = keys - keys.min()
-    span = int(keys.max()) + 1
-    group = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-    # Distinct (group, key) combinations, encoded as one integer each, counted per group.
-    combos = np.unique(group * span + keys)
-    distinct = np.bincount(combos // span, minlength=len(sizes))
-    return int((distinct >= 2).sum())
 
 
 @dataclass
@@ -186,22 +128,33 @@ def _kernel_kmeans2(sim: torch.Tensor, init_a: torch.Tensor, init_b: torch.Tenso
     return labels, dist
 
 
-def _select_chunk(sim: torch.Tensor, valid: torch.Tensor, strategy: str, u: torch.Tensor | None):
-    """Per prompt of a chunk: flattened pair index (i*K+j) into the (C, K, K) matrices."""
+def pick_easy(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """REAL's recommendation: the least similar valid pair, ``argmin_{i<j} s_ij``."""
     c, k, _ = sim.shape
-    flat_sim = sim.reshape(c, k * k)
+    return sim.reshape(c, k * k).masked_fill(~valid.reshape(c, k * k), math.inf).argmin(-1)
+
+
+def pick_hard(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """The most similar valid pair, ``argmax_{i<j} s_ij``."""
+    c, k, _ = sim.shape
+    return sim.reshape(c, k * k).masked_fill(~valid.reshape(c, k * k), -math.inf).argmax(-1)
+
+
+def pick_random(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """A uniformly random valid pair: the ``floor(u * n_valid)``-th one, in flattened order."""
+    c, k, _ = sim.shape
     flat_valid = valid.reshape(c, k * k)
-    if strategy == "hard":
-        return flat_sim.masked_fill(~flat_valid, -math.inf).argmax(-1)
-    easy = flat_sim.masked_fill(~flat_valid, math.inf).argmin(-1)
-    if strategy == "easy":
-        return easy
-    if strategy == "random":
-        n_valid = flat_valid.sum(-1)
-        r = (u * n_valid).long().clamp_max(n_valid - 1)  # the r-th valid pair, 0-based
-        rank = flat_valid.long().cumsum(-1) - 1
-        return (flat_valid & (rank == r[:, None])).long().argmax(-1)
-    # centroid
+    n_valid = flat_valid.sum(-1)
+    r = (u * n_valid).long().clamp_max(n_valid - 1)  # the r-th valid pair, 0-based
+    rank = flat_valid.long().cumsum(-1) - 1
+    return (flat_valid & (rank == r[:, None])).long().argmax(-1)
+
+
+def pick_centroid(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """k-means (k=2) from the easy pair, then each cluster's response nearest its centre; the
+    easy pair where a cluster ends empty or the two picks are not a valid pair."""
+    c, k, _ = sim.shape
+    easy = pick_easy(sim, valid, u)
     a, b = easy // k, easy % k
     labels, dist = _kernel_kmeans2(sim.double(), a, b)
     picks = []
@@ -214,8 +167,69 @@ def _select_chunk(sim: torch.Tensor, valid: torch.Tensor, strategy: str, u: torc
     (p0, has0), (p1, has1) = picks
     i, j = torch.minimum(p0, p1), torch.maximum(p0, p1)
     pair = i * k + j
-    ok = has0 & has1 & (i != j) & flat_valid.gather(1, pair[:, None]).squeeze(1)
+    ok = has0 & has1 & (i != j) & valid.reshape(c, k * k).gather(1, pair[:, None]).squeeze(1)
     return torch.where(ok, pair, easy)
+
+
+def rank_ascending(pair_sim: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Lowest similarity first; a stable sort, so ties keep group order."""
+    return np.argsort(pair_sim, kind="stable")
+
+
+def rank_descending(pair_sim: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Highest similarity first; a stable sort, so ties keep group order."""
+    return np.argsort(-pair_sim, kind="stable")
+
+
+def rank_random(pair_sim: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A seeded random order (the selection's generator, after the per-prompt uniforms)."""
+    return rng.permutation(len(pair_sim))
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One selection strategy: how it picks a prompt's pair, and how it ranks the dataset's.
+
+    ``pick_per_prompt(sim, valid, u)``: ``sim`` (C, K, K) cosines of a chunk of C prompts,
+    ``valid`` (C, K, K) bool candidate pairs (i < j, distinct texts), ``u`` (C,) one uniform
+    in [0, 1) per prompt -> (C,) flattened pair index ``i * K + j``.
+    ``rank_across_dataset(pair_sim, rng)``: ``pair_sim`` (E,) the picked pairs' cosines, in
+    group order -> (E,) the order in which a budget keeps them.
+    """
+
+    name: str
+    description: str  # one line, shown in ``--strategy`` help
+    pick_per_prompt: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    rank_across_dataset: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+# The registry: adding a strategy is one entry here (CLI choices and help come from it).
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("easy", "least similar pair (REAL)", pick_easy, rank_ascending),
+    Strategy("hard", "most similar pair", pick_hard, rank_descending),
+    Strategy("random", "seeded random pair", pick_random, rank_random),
+    Strategy("centroid", "k-means (k=2) representatives", pick_centroid, rank_ascending),
+)}
+
+
+def strategy_names() -> tuple[str, ...]:
+    """Names of the registered strategies, in registry order."""
+    return tuple(STRATEGIES)
+
+
+def strategy_help() -> str:
+    """``name: description`` of every strategy, for ``--strategy`` help."""
+    return "; ".join(f"{s.name}: {s.description}" for s in STRATEGIES.values())
+
+
+def get_strategy(name: str) -> Strategy:
+    """The registered strategy ``name``; an unknown name raises :class:`ConfigError` listing
+    the known ones."""
+    try:
+        return STRATEGIES[name]
+    except (KeyError, TypeError):
+        raise ConfigError(f"--strategy: unknown strategy {name!r}; expected one of "
+                          f"{', '.join(STRATEGIES)}") from None
 
 
 def select_pairs(
@@ -227,16 +241,17 @@ def select_pairs(
     seed: int = 0,
     response_keys: np.ndarray | None = None,
 ) -> Selection:
-    """Select one pair per prompt and keep the ``budget`` best across the dataset.
+    """Select one pair per prompt with ``strategy`` (a name in :data:`STRATEGIES`) and keep
+    the ``budget`` best across the dataset.
 
     ``embeddings`` (N, D), rows in flattened order (group order, then response order);
     ``group_sizes`` (G,) responses per group, summing to N; ``response_keys`` (N,) ints,
     equal for identical texts (None: all responses distinct). ``budget``: None (every
     eligible prompt), a count, or a fraction of the eligible prompts (see
-    :func:`resolve_budget`). Deterministic for a given ``seed`` (used by ``random`` only).
+    :func:`realspo.selection.budget.resolve_budget`). Deterministic for a given ``seed``
+    (used by ``random`` only).
     """
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"--strategy: unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    chosen = get_strategy(strategy)
     sizes = np.asarray(group_sizes, dtype=np.int64)
     if embeddings.ndim != 2:
         raise ConfigError(f"embeddings: expected a 2-D array (responses, dim), got shape {embeddings.shape}")
@@ -288,7 +303,7 @@ def select_pairs(
             ok = valid.flatten(1).any(-1)
             all_sims.append(sim[valid].numpy())
             u = torch.from_numpy(uniforms[groups])
-            pair = _select_chunk(sim, valid, strategy, u)
+            pair = chosen.pick_per_prompt(sim, valid, u)
             chosen_sim = sim.reshape(len(groups), k * k).gather(1, pair[:, None]).squeeze(1)
             pair_a[groups] = (pair // k).numpy()
             pair_b[groups] = (pair % k).numpy()
@@ -297,13 +312,7 @@ def select_pairs(
 
     candidates = np.flatnonzero(eligible)
     n_keep = resolve_budget(budget, len(candidates))
-    # Rank across the dataset; stable sorts break ties by group (= flattened) order.
-    if strategy == "random":
-        order = rng.permutation(len(candidates))
-    elif strategy == "hard":
-        order = np.argsort(-pair_sim[candidates], kind="stable")
-    else:
-        order = np.argsort(pair_sim[candidates], kind="stable")
+    order = chosen.rank_across_dataset(pair_sim[candidates], rng)
     kept = candidates[order[:n_keep]]
     n_skipped = n_groups - len(candidates)
     return Selection(

@@ -36,12 +36,8 @@ import numpy as np
 import torch
 
 from realspo.errors import ConfigError
-from realspo.generation.sampling import (
-    PromptRecord,
-    SamplingSettings,
-    iter_samples,
-    load_generator_model,
-)
+from realspo.generation.prompts import PromptRecord
+from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
 from realspo.labels.judging import label_errors, simulate_labels
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.proving_ground.sft import SFTConfig, get_sft_model

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -88,7 +89,7 @@ class GumbelSampler:
 
 
 @torch.inference_mode()
-def sample_batch(model, tokenizer, prompts: Sequence[PromptRecord],
+def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
                  settings: SamplingSettings) -> list[list[str]]:
     """``settings.num_responses`` samples for each prompt: a list (per prompt) of K strings.
 
@@ -122,7 +123,7 @@ def sample_batch(model, tokenizer, prompts: Sequence[PromptRecord],
 
 
 def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto",
-                         trust_remote_code: bool = False, allow_pickle: bool = False):
+                         trust_remote_code: bool = False, allow_pickle: bool = False) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for sampling, loaded through :mod:`realspo.models`."""
     from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
 
@@ -134,7 +135,7 @@ def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto"
     return model, tokenizer
 
 
-def iter_samples(model, tokenizer, prompts: Sequence[PromptRecord], settings: SamplingSettings,
+def iter_samples(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord], settings: SamplingSettings,
                  batch_size: int = 4, progress: bool = True, initial: int = 0,
                  desc: str = "generate") -> Iterator[tuple[list[PromptRecord], list[list[str]]]]:
     """Yield ``(batch of prompts, their samples)`` for consecutive batches, with a progress bar."""

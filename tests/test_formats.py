@@ -11,10 +11,10 @@ import pytest
 
 from realspo.conversations import render_messages, split_hh_transcript
 from realspo.errors import ConfigError, InputError
+from realspo.formats.hh import SKIP_HH_DIVERGENT
 from realspo.formats.registry import (
-    FORMATS,
-    SKIP_HH_DIVERGENT,
     detect_format,
+    format_names,
     load_groups,
     parse_rows,
 )
@@ -122,7 +122,7 @@ def test_hh_rows_with_different_prompts_are_skipped_counted_and_warned(tmp_path,
     bad = {"chosen": HH_ROWS[1]["chosen"], "rejected": "\n\nHuman: How many legs does an ant have?\n\nAssistant: Six."}
     path = write_jsonl(tmp_path / "hh.jsonl", [HH_ROWS[0], bad, HH_ROWS[1]])
     skipped: dict[str, int] = {}
-    with caplog.at_level(logging.WARNING, logger="realspo.formats.registry"):
+    with caplog.at_level(logging.WARNING, logger="realspo.formats.hh"):
         groups, _ = load_groups(path, skipped=skipped)
     assert [g.meta["row"] for g in groups] == ["line 1", "line 3"]
     assert skipped == {SKIP_HH_DIVERGENT: 1}
@@ -399,9 +399,9 @@ def test_non_numeric_csv_score_is_rejected(tmp_path):
 
 
 def test_unknown_format_name_lists_the_formats():
-    with pytest.raises(ConfigError, match="expected auto or one of hh, shp, trl, multi"):
+    with pytest.raises(ConfigError, match="expected auto or one of shp, multi, trl, hh"):
         parse_rows(rows_of(MULTI_ROW), "ultrafeedback")
-    assert FORMATS == ("hh", "shp", "trl", "multi")
+    assert format_names() == ("shp", "multi", "trl", "hh")
 
 
 def test_empty_dataset_is_an_error(tmp_path):

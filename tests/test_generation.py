@@ -10,14 +10,13 @@ import torch
 
 from realspo.cli import main
 from realspo.errors import ConfigError, RealspoError
+from realspo.generation.candidates import generate_candidates, partial_path
+from realspo.generation.prompts import read_prompts
 from realspo.generation.sampling import (
     GumbelSampler,
     SamplingSettings,
-    generate_candidates,
     iter_samples,
     load_generator_model,
-    partial_path,
-    read_prompts,
 )
 
 PROMPTS = [
@@ -197,7 +196,7 @@ def test_gumbel_sampler_never_picks_tokens_outside_the_nucleus():
 
 def test_generation_renders_conversations_exactly_like_the_format_readers():
     from realspo.conversations import prompt_text
-    from realspo.generation.sampling import render_messages
+    from realspo.generation.prompts import hh_text
     from realspo.sources import Row
 
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -205,5 +204,5 @@ def test_generation_renders_conversations_exactly_like_the_format_readers():
                 {"role": "user", "content": "Bye"}]
     expected = ("System: Be brief.\n\nHuman: Hi\n\nAssistant: Hello.\n\nSystem: Now French."
                 "\n\nHuman: Bye\n\nAssistant:")
-    assert render_messages(messages) == expected
+    assert hh_text(messages) == expected
     assert prompt_text(messages, Row({}, "x.jsonl", "line 1"), "prompt") == expected

@@ -1,9 +1,14 @@
-"""Conversations as HH text: the one rendering of ``[{role, content}]`` messages that every
-stage shares (the readers in :mod:`realspo.formats.registry`, prompts in :mod:`realspo.generation.sampling`), so
-prompt ids agree across stages.
+"""Conversations as HH text: the one validation and rendering of ``[{role, content}]``
+messages that every stage shares (the format readers in :mod:`realspo.formats`, prompts in
+:mod:`realspo.generation.prompts`), so prompt ids agree across stages.
 
 ``user``/``human`` -> ``Human``, ``assistant`` -> ``Assistant``, ``system`` -> ``System``; turns
 are joined as ``"\n\n{Label}: {content}"`` and a first system turn is written ``"System: ..."``.
+
+Two validations share the role table :data:`ROLE_LABELS`: :func:`turns_of` for messages that
+are only rendered (roles in any case, content may be a list of text parts), and
+:func:`chat_messages` for messages that are also kept as given and may go to a tokenizer's
+chat template (``generate``'s prompts: roles spelled exactly, string content).
 """
 
 from __future__ import annotations
@@ -61,6 +66,20 @@ def turns_of(messages: Any, row: Row, field: str) -> Turns:
     return turns
 
 
+def chat_messages(messages: list, row: Row, field: str) -> list[dict[str, str]]:
+    """Messages kept as given (a chat template may read them): each a ``{role, content}`` object
+    with string content and one of the roles of :data:`ROLE_LABELS` spelled exactly; returns
+    copies holding only role and content. An InputError names ``field`` and the message."""
+    for n, message in enumerate(messages):
+        if not (isinstance(message, dict) and isinstance(message.get("role"), str)
+                and isinstance(message.get("content"), str)):
+            raise row.error(f"message {n} is not an object with string 'role' and 'content'", field)
+        if message["role"] not in ROLE_LABELS:
+            raise row.error(f"message {n} has role {message['role']!r}; expected one of "
+                            f"{', '.join(ROLE_LABELS)}", field)
+    return [{"role": m["role"], "content": m["content"]} for m in messages]
+
+
 def render_turns(turns: Turns, at_start: bool = True) -> str:
     # A leading system turn has no "\n\n" so the text starts "System: ..." (schema convention).
     return "".join(
@@ -81,7 +100,7 @@ def render_messages(messages: list, row: Row, field: str) -> str:
 
 def prompt_text(messages: list, row: Row, field: str) -> str:
     """A conversational prompt as HH text ending in ``"\n\nAssistant:"`` (the schema's
-    rendering; :mod:`realspo.generation.sampling` uses it too, so prompt ids agree across stages)."""
+    rendering; :mod:`realspo.generation.prompts` uses it too, so prompt ids agree across stages)."""
     return prompt_from_turns(turns_of(messages, row, field))
 
 

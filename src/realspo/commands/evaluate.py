@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from realspo.config import add_options, option, resolve, to_dict
 from realspo.errors import ConfigError
 from realspo.evaluation.evaluate import evaluate_models, read_preference_rows
-from realspo.generation.sampling import SamplingSettings, read_prompts
+from realspo.generation.prompts import read_prompts
+from realspo.generation.sampling import SamplingSettings
 from realspo.outputs import check_writable, write_json
 
 HELP = "judge a trained model against a baseline: win rate with a bootstrap interval, mean rewards"

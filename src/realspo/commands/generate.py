@@ -2,7 +2,8 @@
 
 Writes the multi-completion rows (``prompt_id``, ``prompt``, ``responses``) that
 ``realspo select`` reads. Reproducible (samples depend only on the seed and the prompt's
-position) and resumable by prompt; see :mod:`realspo.generation.sampling`.
+position) and resumable by prompt; see :mod:`realspo.generation.sampling` and
+:mod:`realspo.generation.candidates`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError
-from realspo.generation.sampling import SamplingSettings, generate_candidates, read_prompts
+from realspo.generation.candidates import generate_candidates
+from realspo.generation.prompts import read_prompts
+from realspo.generation.sampling import SamplingSettings
 
 HELP = "sample K candidate responses per prompt from a model (multi-completion output for select)"
 log = logging.getLogger(__name__)

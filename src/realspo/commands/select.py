@@ -24,7 +24,7 @@ import numpy as np
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, InputError, RealspoError
-from realspo.formats.registry import FORMATS, load_groups
+from realspo.formats.registry import format_names, load_groups
 from realspo.outputs import check_writable, write_rows
 from realspo.schema import num_responses
 from realspo.selection.budget import count_eligible, parse_budget, resolve_budget
@@ -59,7 +59,7 @@ class SelectConfig:
     out: str = option(help="output table: .parquet -> Parquet, .csv -> CSV, anything else -> JSON Lines",
                       metavar="PATH")
     format: str = option("auto", "input format (auto detects it from the columns)",
-                         choices=("auto", *FORMATS))
+                         choices=("auto", *format_names()))
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
     model: str | None = option(None, "causal LM (directory or hub id) whose final hidden layer "
                                      "embeds the responses", metavar="PATH")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, InputError
-from realspo.formats.registry import DETECT_ROWS, FORMATS, parse_rows
+from realspo.formats.registry import DETECT_ROWS, format_names, parse_rows
 from realspo.sources import read_rows
 from realspo.spo.variants import (
     LABEL_MODES,
@@ -34,7 +34,7 @@ HELP = "print preference pairs with their SPO degree variants and the removed ke
 class SPOPreviewConfig:
     data: str = option(help="preference pairs (TRL: prompt, chosen, rejected; or any format realspo "
                             "reads), a file, dataset directory or hub id", metavar="PATH")
-    format: str = option("auto", "input format", choices=("auto", *FORMATS))
+    format: str = option("auto", "input format", choices=("auto", *format_names()))
     n: int = option(3, "number of pairs to show", flag="-n")
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
     levels: int = option(4, "degree levels D (level 0 is the original response)")

@@ -22,13 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from realspo.generation.sampling import (
-    PromptRecord,
-    SamplingSettings,
-    iter_samples,
-    load_generator_model,
-    render_messages,
-)
+from realspo.generation.prompts import PromptRecord
+from realspo.generation.prompts import hh_text as render_messages
+from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
 from realspo.labels.judging import Judge, check_reward_model, make_judge
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,4 @@
-"""Sampling candidate responses from a causal LM (the ``generate`` stage).
-
-Input: a prompts table (``prompt`` as text or a ``[{role, content}, ...]`` message list,
-optional ``prompt_id``/``id``). Output: one multi-completion row per prompt,
-``{prompt_id, prompt, responses: [K strings]}``, the format ``realspo select`` reads.
+"""Sampling K responses per prompt from a causal LM, reproducibly (``generate`` and ``evaluate``).
 
 **Reproducibility.** Sampling is done with the Gumbel-max trick instead of
 ``torch.multinomial`` on the global RNG: at every step, row ``(prompt i, sample j)`` adds
@@ -14,43 +10,19 @@ depend only on ``(seed, prompt index)``, not on which prompts share its batch. R
 therefore identical across batch sizes and across an interrupted-and-resumed run, up to the
 floating-point rounding of padded batches (which can, very rarely, tip a near-tie between
 two tokens). Noise comes from a generator on the model's device, so CPU and GPU runs differ.
-
-**Resuming.** Finished prompts are appended to ``OUT.partial.jsonl`` (flushed and fsynced
-after each batch; its first line records the settings). ``resume=True`` checks the settings,
-drops a torn last line, and continues with the next prompt. When every prompt is done the
-final table is written atomically and the sidecar is removed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from realspo.errors import ConfigError, RealspoError
-from realspo.faults import after_batch
-from realspo.outputs import check_writable, write_rows
-from realspo.sources import Row, read_rows
-
-log = logging.getLogger(__name__)
-
-Prompt = str | list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class PromptRecord:
-    """One prompt to sample for: its position in the file, its id, the prompt as given."""
-
-    index: int
-    prompt_id: str
-    prompt: Prompt
+from realspo.errors import ConfigError
+from realspo.generation.prompts import PromptRecord, model_input_text, uses_chat_template
 
 
 @dataclass(frozen=True)
@@ -75,104 +47,6 @@ class SamplingSettings:
             raise ConfigError(f"'max_new_tokens' must be at least 1, got {self.max_new_tokens}")
         if self.chat_template not in ("auto", "on", "off"):
             raise ConfigError(f"'chat_template' must be auto, on or off, got {self.chat_template!r}")
-
-
-# ---------------------------------------------------------------------------------------
-# Reading prompts
-
-
-ROLES = ("system", "user", "human", "assistant")
-
-
-def _check_prompt(row, value: Any) -> Prompt:
-    if isinstance(value, str):
-        if not value.strip():
-            raise row.error("is empty; expected the prompt text", "prompt")
-        return value
-    if isinstance(value, list) and value:
-        for n, msg in enumerate(value):
-            if not (isinstance(msg, dict) and isinstance(msg.get("role"), str)
-                    and isinstance(msg.get("content"), str)):
-                raise row.error(f"message {n} is not an object with string 'role' and 'content'",
-                                "prompt")
-            if msg["role"] not in ROLES:
-                raise row.error(f"message {n} has role {msg['role']!r}; expected one of "
-                                f"{', '.join(ROLES)}", "prompt")
-        return [{"role": m["role"], "content": m["content"]} for m in value]
-    raise row.error(f"expected a string or a list of {{role, content}} messages, got "
-                    f"{type(value).__name__} {value!r:.60}", "prompt")
-
-
-def _auto_id(prompt: Prompt) -> str:
-    # the convention of realspo.formats.registry: a hash of the (HH-rendered) prompt text
-    text = prompt if isinstance(prompt, str) else render_messages(prompt)
-    return "p-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-
-
-def read_prompts(source: str | os.PathLike, split: str = "train") -> list[PromptRecord]:
-    """Read a prompts table (JSONL/JSON/CSV/Parquet/dataset dir) into :class:`PromptRecord`.
-
-    Each row needs ``prompt`` (non-empty text, or a non-empty list of ``{role, content}``
-    messages). ``prompt_id`` (or ``id``) is used as the id when present and must be unique;
-    otherwise the id is ``"p-"`` + 12 hex digits of the prompt's SHA-256, with ``#2``, ``#3``...
-    appended to repeated prompts. Bad rows raise :class:`InputError` naming row and field.
-    """
-    rows = read_rows(str(source), split)
-    if not rows:
-        raise RealspoError(f"{source}: no prompts (the file has no rows)")
-    records: list[PromptRecord] = []
-    seen: dict[str, str] = {}
-    for index, row in enumerate(rows):
-        if "prompt" not in row.data:
-            raise row.error("missing; expected the prompt text or a list of {role, content} "
-                            f"messages (columns: {', '.join(map(str, row.data)) or 'none'})", "prompt")
-        prompt = _check_prompt(row, row.data["prompt"])
-        field = "prompt_id" if "prompt_id" in row.data else "id"
-        given = row.data.get(field)
-        given = given.strip() if isinstance(given, str) else given
-        if given is None or given == "":
-            base = _auto_id(prompt)
-            prompt_id, n = base, 1
-            while prompt_id in seen:
-                n += 1
-                prompt_id = f"{base}#{n}"
-        elif isinstance(given, (str, int)) and not isinstance(given, bool):
-            prompt_id = str(given)
-            if prompt_id in seen:
-                raise row.error(f"duplicate id {prompt_id!r} (first at {seen[prompt_id]})", field)
-        else:
-            raise row.error(f"expected a string or integer id, got {type(given).__name__}", field)
-        seen[prompt_id] = row.where
-        records.append(PromptRecord(index, prompt_id, prompt))
-    return records
-
-
-# ---------------------------------------------------------------------------------------
-# Sampling
-
-
-def render_messages(messages: list[dict[str, str]]) -> str:
-    """Validated messages as HH-RLHF text ending in ``\n\nAssistant:``: the same rendering as
-    :func:`realspo.conversations.prompt_text`, so prompt ids agree between generate and select."""
-    from realspo.conversations import prompt_text
-
-    return prompt_text(messages, Row({}, "messages", "prompt"), "prompt")
-
-
-def uses_chat_template(tokenizer, chat_template: str) -> bool:
-    """Whether prompts go through ``tokenizer.apply_chat_template`` (``on`` needs one)."""
-    has = bool(getattr(tokenizer, "chat_template", None))
-    if chat_template == "on" and not has:
-        raise ConfigError("--chat-template on: this tokenizer has no chat template")
-    return chat_template == "on" or (chat_template == "auto" and has)
-
-
-def prompt_text(prompt: Prompt, tokenizer, templated: bool) -> str:
-    """The text the model continues: chat-templated (with generation prompt) or plain."""
-    if templated:
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return prompt if isinstance(prompt, str) else render_messages(prompt)
 
 
 def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -215,7 +89,7 @@ class GumbelSampler:
 
 
 @torch.inference_mode()
-def sample_batch(model, tokenizer, prompts: Sequence[PromptRecord],
+def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
                  settings: SamplingSettings) -> list[list[str]]:
     """``settings.num_responses`` samples for each prompt: a list (per prompt) of K strings.
 
@@ -224,7 +98,7 @@ def sample_batch(model, tokenizer, prompts: Sequence[PromptRecord],
     """
     k = settings.num_responses
     templated = uses_chat_template(tokenizer, settings.chat_template)
-    texts = [prompt_text(p.prompt, tokenizer, templated) for p in prompts]
+    texts = [model_input_text(p.prompt, tokenizer, templated) for p in prompts]
     side = tokenizer.padding_side
     tokenizer.padding_side = "left"  # generation appends on the right
     try:
@@ -249,7 +123,7 @@ def sample_batch(model, tokenizer, prompts: Sequence[PromptRecord],
 
 
 def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto",
-                         trust_remote_code: bool = False, allow_pickle: bool = False):
+                         trust_remote_code: bool = False, allow_pickle: bool = False) -> tuple[Any, Any]:
     """(model in eval mode, tokenizer) for sampling, loaded through :mod:`realspo.models`."""
     from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
 
@@ -261,7 +135,7 @@ def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto"
     return model, tokenizer
 
 
-def iter_samples(model, tokenizer, prompts: Sequence[PromptRecord], settings: SamplingSettings,
+def iter_samples(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord], settings: SamplingSettings,
                  batch_size: int = 4, progress: bool = True, initial: int = 0,
                  desc: str = "generate") -> Iterator[tuple[list[PromptRecord], list[list[str]]]]:
     """Yield ``(batch of prompts, their samples)`` for consecutive batches, with a progress bar."""
@@ -278,123 +152,3 @@ def iter_samples(model, tokenizer, prompts: Sequence[PromptRecord], settings: Sa
             samples = sample_batch(model, tokenizer, batch, settings)
             bar.update(len(batch))
             yield batch, samples
-
-
-# ---------------------------------------------------------------------------------------
-# The resumable `generate` stage
-
-
-def partial_path(out: str | os.PathLike) -> Path:
-    """The progress sidecar of ``out``: ``OUT.partial.jsonl``."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial.jsonl")
-
-
-def _read_partial(sidecar: Path, header: dict[str, Any],
-                  prompts: Sequence[PromptRecord]) -> list[dict[str, Any]]:
-    """Finished rows from a sidecar; a torn last line (from a kill mid-write) is cut off."""
-    raw = sidecar.read_bytes()
-    lines = raw.split(b"\n")
-    complete = lines[:-1]  # text after the last newline was never finished
-    if lines[-1]:
-        log.info("%s: dropping an unfinished last line", sidecar)
-    good = sum(len(line) + 1 for line in complete)
-    if good != len(raw):
-        with sidecar.open("r+b") as fh:
-            fh.truncate(good)
-    try:
-        parsed = [json.loads(line) for line in complete if line.strip()]
-    except json.JSONDecodeError:
-        raise RealspoError(f"{sidecar}: corrupt progress file; pass --overwrite to start over") from None
-    if not parsed:  # killed while writing the first batch: nothing was finished
-        sidecar.unlink()
-        return []
-    if parsed[0].get("realspo_generate") is None:
-        raise RealspoError(f"{sidecar}: not a realspo generate progress file; pass --overwrite")
-    saved = parsed[0]["realspo_generate"]
-    differ = [k for k in header if saved.get(k) != header[k]]
-    if differ:
-        raise ConfigError(
-            f"{sidecar}: cannot resume, settings differ from the interrupted run: "
-            + ", ".join(f"{k}={saved.get(k)!r} then, {header[k]!r} now" for k in differ))
-    rows = parsed[1:]
-    for row, prompt in zip(rows, prompts, strict=False):
-        if row.get("prompt_id") != prompt.prompt_id:
-            raise RealspoError(f"{sidecar}: row for {row.get('prompt_id')!r} does not match prompt "
-                               f"{prompt.prompt_id!r}; pass --overwrite to start over")
-    if len(rows) > len(prompts):
-        raise RealspoError(f"{sidecar}: holds more rows than there are prompts; pass --overwrite")
-    return rows
-
-
-def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: str | os.PathLike,
-                        settings: SamplingSettings, *, batch_size: int = 4, resume: bool = False,
-                        overwrite: bool = False, device: str = "auto", dtype: str = "auto",
-                        trust_remote_code: bool = False, progress: bool = True,
-                        on_batch: Callable[[int, int], None] | None = None,
-                        allow_pickle: bool = False) -> list[dict[str, Any]]:
-    """Sample K responses per prompt with ``model_name`` and write ``out`` (multi-completion).
-
-    Returns the rows written. ``on_batch(done, total)`` is called after each batch has been
-    saved to the sidecar (a test hook: raising there simulates an interruption).
-    """
-    settings.validate()
-    out = check_writable(out, overwrite)
-    sidecar = partial_path(out)
-    header = {"model": str(model_name), "prompts": len(prompts), **asdict(settings)}
-    done: list[dict[str, Any]] = []
-    if sidecar.exists():
-        if resume:
-            done = _read_partial(sidecar, header, prompts)
-            log.info("resuming after %d of %d prompts", len(done), len(prompts))
-        elif overwrite:
-            sidecar.unlink()
-        else:
-            raise RealspoError(f"{sidecar}: an interrupted run left its progress here; pass "
-                               "--resume to continue it or --overwrite to start over")
-    elif resume:
-        log.info("%s: nothing to resume, starting from the first prompt", sidecar)
-    # The header goes in with the first finished batch, so a run that fails before any
-    # prompt is done (bad model, bad option) leaves no sidecar behind.
-    pending = [] if sidecar.exists() else [{"realspo_generate": header}]
-    remaining = prompts[len(done):]
-    if remaining:
-        model, tokenizer = load_generator_model(model_name, device=device, dtype=dtype,
-                                                trust_remote_code=trust_remote_code,
-                                                allow_pickle=allow_pickle)
-        for batch, samples in iter_samples(model, tokenizer, remaining, settings, batch_size,
-                                           progress, initial=len(done)):
-            rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": s}
-                    for p, s in zip(batch, samples, strict=True)]
-            sidecar.parent.mkdir(parents=True, exist_ok=True)
-            _append(sidecar, pending + rows)
-            pending = []
-            done.extend(rows)
-            if on_batch is not None:
-                on_batch(len(done), len(prompts))
-            after_batch()  # a no-op outside the kill-and-resume tests
-    final = _drop_empty(done)
-    write_rows(out, final, overwrite=overwrite)
-    sidecar.unlink()
-    return final
-
-
-def _drop_empty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without empty responses (the multi-completion format has no empty ones); a prompt
-    whose every sample is empty is left out. Both are logged as warnings."""
-    kept = [{**r, "responses": [s for s in r["responses"] if s]} for r in rows]
-    empty = sum(len(r["responses"]) for r in rows) - sum(len(r["responses"]) for r in kept)
-    if empty:
-        log.warning("dropped %d empty response(s) (the model stopped at once)", empty)
-    lost = [r["prompt_id"] for r in kept if not r["responses"]]
-    if lost:
-        log.warning("left out %d prompt(s) whose every sample was empty, e.g. %s", len(lost), lost[0])
-    return [r for r in kept if r["responses"]]
-
-
-def _append(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())

@@ -1,0 +1,143 @@
+"""The resumable ``generate`` stage: K sampled candidates per prompt, written as
+multi-completion rows ``{prompt_id, prompt, responses: [K strings]}``, the format
+``realspo select`` reads (sampling: :mod:`realspo.generation.sampling`).
+
+**Resuming.** Finished prompts are appended to ``OUT.partial.jsonl`` (flushed and fsynced
+after each batch; its first line records the settings). ``resume=True`` checks the settings,
+drops a torn last line, and continues with the next prompt. When every prompt is done the
+final table is written atomically and the sidecar is removed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from realspo.errors import ConfigError, RealspoError
+from realspo.faults import after_batch
+from realspo.generation.prompts import PromptRecord
+from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
+from realspo.outputs import check_writable, write_rows
+
+log = logging.getLogger(__name__)
+
+
+def partial_path(out: str | os.PathLike) -> Path:
+    """The progress sidecar of ``out``: ``OUT.partial.jsonl``."""
+    out = Path(out)
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def _read_partial(sidecar: Path, header: dict[str, Any],
+                  prompts: Sequence[PromptRecord]) -> list[dict[str, Any]]:
+    """Finished rows from a sidecar; a torn last line (from a kill mid-write) is cut off."""
+    raw = sidecar.read_bytes()
+    lines = raw.split(b"\n")
+    complete = lines[:-1]  # text after the last newline was never finished
+    if lines[-1]:
+        log.info("%s: dropping an unfinished last line", sidecar)
+    good = sum(len(line) + 1 for line in complete)
+    if good != len(raw):
+        with sidecar.open("r+b") as fh:
+            fh.truncate(good)
+    try:
+        parsed = [json.loads(line) for line in complete if line.strip()]
+    except json.JSONDecodeError:
+        raise RealspoError(f"{sidecar}: corrupt progress file; pass --overwrite to start over") from None
+    if not parsed:  # killed while writing the first batch: nothing was finished
+        sidecar.unlink()
+        return []
+    if parsed[0].get("realspo_generate") is None:
+        raise RealspoError(f"{sidecar}: not a realspo generate progress file; pass --overwrite")
+    saved = parsed[0]["realspo_generate"]
+    differ = [k for k in header if saved.get(k) != header[k]]
+    if differ:
+        raise ConfigError(
+            f"{sidecar}: cannot resume, settings differ from the interrupted run: "
+            + ", ".join(f"{k}={saved.get(k)!r} then, {header[k]!r} now" for k in differ))
+    rows = parsed[1:]
+    for row, prompt in zip(rows, prompts, strict=False):
+        if row.get("prompt_id") != prompt.prompt_id:
+            raise RealspoError(f"{sidecar}: row for {row.get('prompt_id')!r} does not match prompt "
+                               f"{prompt.prompt_id!r}; pass --overwrite to start over")
+    if len(rows) > len(prompts):
+        raise RealspoError(f"{sidecar}: holds more rows than there are prompts; pass --overwrite")
+    return rows
+
+
+def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: str | os.PathLike,
+                        settings: SamplingSettings, *, batch_size: int = 4, resume: bool = False,
+                        overwrite: bool = False, device: str = "auto", dtype: str = "auto",
+                        trust_remote_code: bool = False, progress: bool = True,
+                        on_batch: Callable[[int, int], None] | None = None,
+                        allow_pickle: bool = False) -> list[dict[str, Any]]:
+    """Sample K responses per prompt with ``model_name`` and write ``out`` (multi-completion).
+
+    Returns the rows written. ``on_batch(done, total)`` is called after each batch has been
+    saved to the sidecar (a test hook: raising there simulates an interruption).
+    """
+    settings.validate()
+    out = check_writable(out, overwrite)
+    sidecar = partial_path(out)
+    header = {"model": str(model_name), "prompts": len(prompts), **asdict(settings)}
+    done: list[dict[str, Any]] = []
+    if sidecar.exists():
+        if resume:
+            done = _read_partial(sidecar, header, prompts)
+            log.info("resuming after %d of %d prompts", len(done), len(prompts))
+        elif overwrite:
+            sidecar.unlink()
+        else:
+            raise RealspoError(f"{sidecar}: an interrupted run left its progress here; pass "
+                               "--resume to continue it or --overwrite to start over")
+    elif resume:
+        log.info("%s: nothing to resume, starting from the first prompt", sidecar)
+    # The header goes in with the first finished batch, so a run that fails before any
+    # prompt is done (bad model, bad option) leaves no sidecar behind.
+    pending = [] if sidecar.exists() else [{"realspo_generate": header}]
+    remaining = prompts[len(done):]
+    if remaining:
+        model, tokenizer = load_generator_model(model_name, device=device, dtype=dtype,
+                                                trust_remote_code=trust_remote_code,
+                                                allow_pickle=allow_pickle)
+        for batch, samples in iter_samples(model, tokenizer, remaining, settings, batch_size,
+                                           progress, initial=len(done)):
+            rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": s}
+                    for p, s in zip(batch, samples, strict=True)]
+            sidecar.parent.mkdir(parents=True, exist_ok=True)
+            _append(sidecar, pending + rows)
+            pending = []
+            done.extend(rows)
+            if on_batch is not None:
+                on_batch(len(done), len(prompts))
+            after_batch()  # a no-op outside the kill-and-resume tests
+    final = _drop_empty(done)
+    write_rows(out, final, overwrite=overwrite)
+    sidecar.unlink()
+    return final
+
+
+def _drop_empty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without empty responses (the multi-completion format has no empty ones); a prompt
+    whose every sample is empty is left out. Both are logged as warnings."""
+    kept = [{**r, "responses": [s for s in r["responses"] if s]} for r in rows]
+    empty = sum(len(r["responses"]) for r in rows) - sum(len(r["responses"]) for r in kept)
+    if empty:
+        log.warning("dropped %d empty response(s) (the model stopped at once)", empty)
+    lost = [r["prompt_id"] for r in kept if not r["responses"]]
+    if lost:
+        log.warning("left out %d prompt(s) whose every sample was empty, e.g. %s", len(lost), lost[0])
+    return [r for r in kept if r["responses"]]
+
+
+def _append(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("a", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())

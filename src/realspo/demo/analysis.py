@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
-from realspo.labels.judging import expected_error_rate
+from realspo.labels.annotator import expected_error_rate
 
 if TYPE_CHECKING:
     from realspo.demo.run import DemoRun, RunRecord

@@ -42,7 +42,7 @@ from realspo.generation.sampling import (
     iter_samples,
     load_generator_model,
 )
-from realspo.labels.judging import label_errors, simulate_labels
+from realspo.labels.annotator import label_errors, simulate_labels
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.proving_ground.sft import SFTConfig, get_sft_model
 from realspo.proving_ground.world import World, WorldConfig, build_world

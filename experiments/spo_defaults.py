@@ -58,7 +58,7 @@ from realspo.demo.plan import DemoPlan, make_plan  # noqa: E402
 from realspo.demo.run import evaluate_run, sample_responses  # noqa: E402
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators, win_rate  # noqa: E402
 from realspo.generation.sampling import SamplingSettings, load_generator_model  # noqa: E402
-from realspo.labels.judging import label_errors, simulate_labels  # noqa: E402
+from realspo.labels.annotator import label_errors, simulate_labels  # noqa: E402
 from realspo.outputs import atomic_dir, check_writable, write_json, write_rows  # noqa: E402
 from realspo.proving_ground import World, build_world, get_sft_model  # noqa: E402
 from realspo.spo.variants import SPOConfig, precompute_variants, variant_stats  # noqa: E402

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 from realspo.cli import main
-from realspo.labels.judging import (
+from realspo.labels.annotator import (
     bt_preference_prob,
     expected_error_rate,
     label_errors,
-    make_judge,
-    read_pairs,
     simulate_labels,
 )
+from realspo.labels.judges import JudgeOptions, make_judge
+from realspo.schema import read_annotation_rows
 
 
 def _sigmoid(x):
@@ -150,7 +150,7 @@ def test_reward_model_labels_by_the_classifier_score(tmp_path, tiny_reward_model
     out = tmp_path / "labeled.jsonl"
     assert main(["label", "--pairs", str(pairs), "--reward-model", tiny_reward_model_dir,
                  "--batch-size", "3", "--out", str(out)]) == 0
-    judge = make_judge(tiny_reward_model_dir, batch_size=1)  # unbatched: same rewards
+    judge = make_judge(tiny_reward_model_dir, JudgeOptions(batch_size=1))  # unbatched: same rewards
     expected = []
     for r in pairs_rows:
         ra, rb = judge([r["prompt"]] * 2, [r["response_a"], r["response_b"]])
@@ -197,7 +197,7 @@ def _export(tmp_path, n=6):
 
 def test_exported_tasks_show_the_pair_in_a_seeded_random_order(tmp_path):
     pairs, tasks, shown = _export(tmp_path)
-    assert [t["pair_id"] for t in shown] == [p.pair_id for p in read_pairs(pairs)]
+    assert [t["pair_id"] for t in shown] == [p.pair_id for p in read_annotation_rows(pairs)]
     assert set(shown[0]) == {"pair_id", "prompt", "A", "B", "answer"}
     swapped = [t["A"] != p["response_a"] for t, p in zip(shown, _pairs(6), strict=True)]
     assert any(swapped) and not all(swapped)

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve, to_dict
 from realspo.errors import ConfigError
-from realspo.evaluation.evaluate import evaluate_models, read_preference_rows
+from realspo.evaluation.evaluate import evaluate_models
 from realspo.generation.prompts import read_prompts
 from realspo.generation.sampling import SamplingSettings
+from realspo.labels.judges import judges_help
 from realspo.outputs import check_writable, write_json
+from realspo.schema import read_preference_rows
 
 HELP = "judge a trained model against a baseline: win rate with a bootstrap interval, mean rewards"
 
@@ -25,8 +27,7 @@ class EvaluateConfig:
                                 "reference for the implicit reward", metavar="PATH")
     prompts: str = option(help="evaluation prompts (same format as `realspo generate`)",
                           metavar="FILE")
-    judge: str = option(help="proving-ground (the built-in oracle) or a reward model path "
-                             "(one-output AutoModelForSequenceClassification)", metavar="NAME")
+    judge: str = option(help=f"what scores the responses, a judge: {judges_help()}", metavar="NAME")
     out: str = option(help="where to write the results (JSON)", metavar="FILE")
     pairs: str | None = option(None, "held-out preference rows (prompt, chosen, rejected) for the "
                                      "implicit-reward accuracy", metavar="FILE")
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(EvaluateConfig, args)
     check_writable(cfg.out, cfg.overwrite)
     prompts = read_prompts(cfg.prompts, cfg.split)[: cfg.num_prompts]
-    pairs = read_preference_rows(cfg.pairs) if cfg.pairs else None
+    pairs = [row.data for row in read_preference_rows(cfg.pairs, conversational=False)] \
+        if cfg.pairs else None
     result = evaluate_models(
         cfg.model, cfg.baseline, prompts, cfg.judge, cfg.settings(), batch_size=cfg.batch_size,
         pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,

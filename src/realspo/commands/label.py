@@ -2,7 +2,7 @@
 
 One label source per run: ``--from-scores``, ``--reward-model PATH``, the human round trip
 (``--export-tasks`` then ``--annotations``) or ``--simulate`` (a Bradley-Terry annotator
-over an oracle reward). See :mod:`realspo.labels.judging`.
+over an oracle reward). See :mod:`realspo.labels`.
 """
 
 from __future__ import annotations
@@ -13,18 +13,19 @@ from dataclasses import dataclass
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, RealspoError
-from realspo.labels.judging import (
-    export_tasks,
-    judge_pairs,
+from realspo.labels.annotation import export_tasks, read_annotations
+from realspo.labels.annotator import simulate_labels
+from realspo.labels.judges import (
+    PROVING_GROUND,
+    JudgeOptions,
+    find_judge,
+    judges_help,
     make_judge,
-    outcome_of,
-    pair_scores,
-    preference_rows,
-    read_annotations,
-    read_pairs,
-    simulate_labels,
+    reward_model_judge,
 )
+from realspo.labels.outcomes import judge_pairs, labeled_rows, outcome_of, pair_scores
 from realspo.outputs import check_writable, write_rows
+from realspo.schema import read_annotation_rows
 
 HELP = "label pairs: from scores, a reward model, human annotators (export/import) or a simulated annotator"
 
@@ -52,8 +53,8 @@ class LabelConfig:
     tau: float = option(1.0, "--simulate: Bradley-Terry temperature; P(A) = sigmoid((r_a - r_b) / "
                              "tau), 0 = noiseless")
     flip: float = option(0.0, "--simulate: flip rate f; P = (1 - f) p + f (1 - p)")
-    oracle: str | None = option(None, "oracle reward: proving-ground or a reward model path; used "
-                                      "by --simulate (default proving-ground) and, with any "
+    oracle: str | None = option(None, f"oracle reward, a judge: {judges_help()}; used by "
+                                      f"--simulate (default {PROVING_GROUND.name}) and, with any "
                                       "other source, for the label-error rate", metavar="NAME")
     seed: int = option(0, "seed of the shown order (--export-tasks) and of --simulate")
     batch_size: int = option(16, "reward-model batch size")
@@ -76,7 +77,8 @@ class LabelConfig:
             raise ConfigError("--out is required (except with --export-tasks)")
         if self.tau < 0 or not 0 <= self.flip <= 1:
             raise ConfigError(f"need --tau >= 0 and 0 <= --flip <= 1, got {self.tau}, {self.flip}")
-        uses_model = bool(self.reward_model) or bool(self.oracle and self.oracle != "proving-ground")
+        uses_model = bool(self.reward_model) or bool(self.oracle and
+                                                     find_judge(self.oracle).uses_model_options)
         used = {"candidates": self.from_scores, "tau": self.simulate, "flip": self.simulate,
                 "key": bool(self.export_tasks or self.annotations),
                 "seed": bool(self.export_tasks or self.simulate),
@@ -95,25 +97,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(LabelConfig, args)
-    pairs = read_pairs(cfg.pairs)
+    pairs = read_annotation_rows(cfg.pairs)
     if cfg.export_tasks:
         key = export_tasks(pairs, cfg.export_tasks, cfg.key, cfg.seed, cfg.overwrite)
         print(f"wrote {len(pairs)} tasks to {cfg.export_tasks} and their order key to {key}")
         return 0
     assert cfg.out is not None  # validate() made sure
     check_writable(cfg.out, cfg.overwrite)
-    model_kwargs = dict(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
-                        max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
-                        allow_pickle=cfg.allow_pickle)
-    oracle_name = cfg.oracle or ("proving-ground" if cfg.simulate else None)
-    oracle_judge = make_judge(oracle_name, **model_kwargs) if oracle_name else None
+    options = JudgeOptions(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
+                           max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
+                           allow_pickle=cfg.allow_pickle)
+    oracle_name = cfg.oracle or (PROVING_GROUND.name if cfg.simulate else None)
+    oracle_judge = make_judge(oracle_name, options) if oracle_name else None
     scores = None
     if cfg.from_scores:
         scores = pair_scores(pairs, cfg.candidates)
         outcomes = [outcome_of(a, b) for a, b in scores]
         source = "scores"
     elif cfg.reward_model:
-        scores = judge_pairs(make_judge(cfg.reward_model, **model_kwargs), pairs)
+        scores = judge_pairs(reward_model_judge(cfg.reward_model, options), pairs)
         outcomes = [outcome_of(a, b) for a, b in scores]
         source = "reward-model"
     elif cfg.annotations:
@@ -125,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
         a_wins = simulate_labels(oracle[:, 0], oracle[:, 1], cfg.tau, cfg.flip, cfg.seed)
         outcomes = ["A" if a else "B" for a in a_wins]
         source = "simulated"
-    rows, report = preference_rows(pairs, outcomes, source, scores, oracle)
+    rows, report = labeled_rows(pairs, outcomes, source, scores, oracle)
     if not rows:
         raise RealspoError(f"no pair got a preference ({report.summary()}); nothing written")
     write_rows(cfg.out, rows, overwrite=cfg.overwrite)

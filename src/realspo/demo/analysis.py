@@ -22,7 +22,7 @@ import numpy as np
 from realspo.demo.plan import budget_label, plan_dict
 from realspo.demo.records import DemoRun, RunRecord
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
-from realspo.labels.judging import expected_error_rate
+from realspo.labels.annotator import expected_error_rate
 
 
 def stratified_bootstrap(samples: list[np.ndarray], n_resamples: int = 2000, seed: int = 0,

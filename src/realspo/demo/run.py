@@ -42,7 +42,7 @@ from realspo.demo.records import Candidates, DemoRun, RunRecord
 from realspo.demo.report import write_report
 from realspo.generation.prompts import PromptRecord
 from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
-from realspo.labels.judging import label_errors, simulate_labels
+from realspo.labels.annotator import label_errors, simulate_labels
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.proving_ground.sft import get_sft_model
 from realspo.proving_ground.world import World, build_world

@@ -3,7 +3,7 @@
 Both models answer the same prompts with the same sampling seeds (:mod:`realspo.generation.sampling`:
 sample ``j`` of prompt ``i`` uses the same Gumbel noise in both, so differences come from the
 models, not from luck), a judge scores every response (a reward model or the proving
-ground's oracle, :func:`realspo.labels.judging.make_judge`), and the trained model's *win rate* is
+ground's oracle: :mod:`realspo.labels.judges`), and the trained model's *win rate* is
 the mean over prompts of 1 (higher reward), 1/2 (equal) or 0. Its 95% interval is a
 percentile bootstrap over prompts. Given held-out preference pairs, the *implicit-reward
 accuracy* is the fraction where ``beta (log pi(y_c) - log pi_ref(y_c)) > beta (log pi(y_r)
@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import gc
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from typing import Any
 
 import numpy as np
 
-from realspo.generation.prompts import PromptRecord
-from realspo.generation.prompts import hh_text as render_messages
+from realspo.generation.prompts import PromptRecord, hh_text
 from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
-from realspo.labels.judging import Judge, check_reward_model, make_judge
+from realspo.labels.judges import Judge, JudgeOptions, check_judge, make_judge
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +105,7 @@ def pair_logps(model, tokenizer, rows: Sequence[dict[str, Any]], *, batch_size: 
 
 
 def _judge_text(prompt: PromptRecord) -> str:
-    return prompt.prompt if isinstance(prompt.prompt, str) else render_messages(prompt.prompt)
+    return prompt.prompt if isinstance(prompt.prompt, str) else hh_text(prompt.prompt)
 
 
 def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord],
@@ -118,13 +116,16 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
                     progress: bool = True, allow_pickle: bool = False) -> dict[str, Any]:
     """Generate one response per prompt from each model, judge them, and summarise.
 
-    ``judge``: ``"proving-ground"``, a reward-model path (checked before any generation and
-    loaded after it, so it never shares memory with a policy), or a ready judge callable.
+    ``judge``: a name of the judges registry (:data:`realspo.labels.judges.JUDGES`: checked
+    before any generation and loaded after it, so a reward model never shares memory with a
+    policy), or a ready judge callable.
     ``pairs``: optional held-out preference rows for the implicit-reward accuracy.
     Returns the JSON-ready result (see ``docs/readme/stages.md``).
     """
-    if isinstance(judge, str) and judge != "proving-ground":
-        check_reward_model(judge, trust_remote_code=trust_remote_code)
+    options = JudgeOptions(device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
+                           trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    if isinstance(judge, str):
+        check_judge(judge, options)
     settings = replace(settings, num_responses=1)
     responses: dict[str, list[str]] = {}
     logps: dict[str, np.ndarray] = {}
@@ -140,10 +141,7 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
                                      max_length=max_length, source=pairs_source)
         del model
         gc.collect()
-    score = make_judge(judge, device=device, dtype=dtype, batch_size=batch_size,
-                       max_length=max_length, trust_remote_code=trust_remote_code,
-                       allow_pickle=allow_pickle) \
-        if isinstance(judge, str) else judge
+    score = make_judge(judge, options) if isinstance(judge, str) else judge
     texts = [_judge_text(p) for p in prompts]
     rewards = {role: np.asarray(score(texts, responses[role]), dtype=np.float64)
                for role in responses}
@@ -169,14 +167,3 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
             for i, p in enumerate(prompts)],
     }
 
-
-def read_preference_rows(source: str | os.PathLike) -> list[dict[str, Any]]:
-    """Held-out preference rows (``prompt``, ``chosen``, ``rejected`` strings) from a file."""
-    from realspo.sources import read_rows
-
-    rows = read_rows(str(source))
-    for row in rows:
-        for name in ("prompt", "chosen", "rejected"):
-            if not isinstance(row.data.get(name), str):
-                raise row.error("expected a string (a preference row: prompt, chosen, rejected)", name)
-    return [row.data for row in rows]

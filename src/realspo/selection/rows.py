@@ -1,6 +1,7 @@
 """Selected pairs -> output rows: TRL preference rows or annotation-ready rows.
 
-The table layouts are defined once, in :mod:`realspo.schema`. When the dataset carries any
+The table layouts are defined once, in :mod:`realspo.schema` (:data:`~realspo.schema.PREFERENCE_COLUMNS`,
+:data:`~realspo.schema.ANNOTATION_COLUMNS`), and rows are built by its builders. When the dataset carries any
 label (scores or known preferences), every selected pair is oriented by its label and
 written as a preference row (``prompt``, ``chosen``, ``rejected`` + metadata); pairs whose
 label is a tie, or that have no label, are dropped and counted. Without labels the pairs are
@@ -18,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from realspo.schema import PromptGroup
+from realspo.schema import PromptGroup, annotation_row, pair_id, preference_row
 from realspo.selection.strategies import Selection
 
 PREFERENCE = "preference"
@@ -92,33 +93,19 @@ def build_rows(
     ):
         group = groups[g]
         if kind == ANNOTATION:
-            rows.append({
-                "pair_id": f"{group.prompt_id}:{a}-{b}",
-                "prompt": group.prompt,
-                "response_a": group.responses[a],
-                "response_b": group.responses[b],
-                "similarity": float(sim),
-                "prompt_id": group.prompt_id,
-                "index_a": a,
-                "index_b": b,
-                "strategy": strategy,
-            })
+            rows.append(annotation_row(
+                pair_id(group.prompt_id, a, b), group.prompt, group.responses[a], group.responses[b],
+                similarity=float(sim), prompt_id=group.prompt_id, index_a=a, index_b=b,
+                strategy=strategy))
             continue
         oriented, reason = pair_label(group, a, b)
         if oriented is None:
             dropped[reason] = dropped.get(reason, 0) + 1  # type: ignore[index]
             continue
         chosen, rejected = oriented
-        rows.append({
-            "prompt": group.prompt,
-            "chosen": group.responses[chosen],
-            "rejected": group.responses[rejected],
-            "prompt_id": group.prompt_id,
-            "chosen_index": chosen,
-            "rejected_index": rejected,
-            "chosen_score": _score(group, chosen),
-            "rejected_score": _score(group, rejected),
-            "similarity": float(sim),
-            "strategy": strategy,
-        })
+        rows.append(preference_row(
+            group.prompt, group.responses[chosen], group.responses[rejected],
+            prompt_id=group.prompt_id, chosen_index=chosen, rejected_index=rejected,
+            chosen_score=_score(group, chosen), rejected_score=_score(group, rejected),
+            similarity=float(sim), strategy=strategy))
     return rows, dropped, kind

@@ -15,7 +15,6 @@ chosen sequences first and the rejected ones after them::
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,8 @@ from torch.utils.data import Dataset, Sampler
 
 from realspo.errors import InputError
 from realspo.formats.registry import parse_rows
-from realspo.sources import Row, read_rows
+from realspo.schema import preference_row, read_preference_rows, reference_logps
 from realspo.training.tokenization import TokenizedPair, collate, tokenize_pair
-
-REQUIRED_FIELDS = ("prompt", "chosen", "rejected")
-REF_FIELDS = ("ref_chosen_logps", "ref_rejected_logps")
 
 
 @dataclass
@@ -45,46 +41,27 @@ class PreferencePair:
     ref_rejected: float | None = None
 
     def as_row(self) -> dict[str, Any]:
-        row: dict[str, Any] = {"prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected}
-        if self.ref_chosen is not None and self.ref_rejected is not None:
-            row.update(ref_chosen_logps=self.ref_chosen, ref_rejected_logps=self.ref_rejected)
-        return row
-
-
-def _ref_value(row: Row, field: str) -> float:
-    value = row.data[field]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise row.error(f"expected a finite number (a summed log-prob), got {value!r:.40}", field)
-    if value > 0:
-        raise row.error(f"expected a log-prob <= 0, got {value}", field)
-    return float(value)
+        """The pair as a preference row (with its reference log-probs once known)."""
+        known = self.ref_chosen is not None and self.ref_rejected is not None
+        reference = {"ref_chosen_logps": self.ref_chosen, "ref_rejected_logps": self.ref_rejected} \
+            if known else {}
+        return preference_row(self.prompt, self.chosen, self.rejected, **reference)
 
 
 def read_pairs(source: str | Path, split: str = "train") -> list[PreferencePair]:
-    """Read and validate TRL preference rows from a file, dataset directory or hub id.
+    """Preference rows (:func:`realspo.schema.read_preference_rows`) as training pairs, with
+    conversational rows rendered to text by the ``trl`` format reader.
 
     A missing ``prompt``/``chosen``/``rejected``, an empty response, or a malformed reference
     column raises :class:`InputError` naming the file, the row and the field.
     """
-    rows = read_rows(source, split)
-    if not rows:
-        raise InputError(str(source), "the dataset is empty (no rows)")
-    for row in rows:
-        for field in REQUIRED_FIELDS:
-            if row.data.get(field) is None:
-                raise row.error("missing (training needs TRL rows: prompt, chosen, rejected)", field)
+    rows = read_preference_rows(source, split)
     groups, _ = parse_rows(rows, "trl")  # renders conversations, rejects empty responses
     pairs = []
     for row, group in zip(rows, groups, strict=True):
-        pair = PreferencePair(group.prompt, group.responses[0], group.responses[1],
-                              f"{row.source}:{row.where}")
-        present = [row.data.get(f) is not None for f in REF_FIELDS]
-        if any(present):
-            if not all(present):
-                raise row.error("missing (ref_chosen_logps and ref_rejected_logps come together)",
-                                REF_FIELDS[present.index(False)])
-            pair.ref_chosen, pair.ref_rejected = (_ref_value(row, f) for f in REF_FIELDS)
-        pairs.append(pair)
+        reference = reference_logps(row) or (None, None)
+        pairs.append(PreferencePair(group.prompt, group.responses[0], group.responses[1],
+                                    f"{row.source}:{row.where}", *reference))
     return pairs
 
 

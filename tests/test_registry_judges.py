@@ -1,0 +1,104 @@
+"""The judges registry: every entry runs end to end, unknown names fail listing the known ones."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from realspo.cli import main
+from realspo.errors import ConfigError
+from realspo.labels.judges import JUDGES, check_judge, find_judge, make_judge
+
+
+def _proving_ground_example(request):
+    """``(value, prompts, responses, expected rewards)`` for the proving-ground oracle."""
+    from realspo.proving_ground.world import build_world
+
+    world = build_world()
+    prompts = world.train_prompts[:3]
+    responses = [world.responses_for(p, 1, seed=i)[0] for i, p in enumerate(prompts)]
+    expected = [world.oracle.score(p, r) for p, r in zip(prompts, responses, strict=True)]
+    return "proving-ground", prompts, responses, expected
+
+
+def _reward_model_example(request):
+    """The tiny reward model, its rewards computed here one text at a time."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    path = request.getfixturevalue("tiny_reward_model_dir")
+    prompts = ["Python lists are", "Bread needs", "The capital of France is"]
+    responses = ["mutable.", " flour and water.", " Paris."]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path).eval()
+    texts = ["Python lists are mutable.", "Bread needs flour and water.", "The capital of France is Paris."]
+    with torch.inference_mode():
+        expected = [model(**tokenizer(t, return_tensors="pt")).logits[0, 0].item() for t in texts]
+    return path, prompts, responses, expected
+
+
+EXAMPLES = {"proving-ground": _proving_ground_example, "PATH": _reward_model_example}
+
+
+def test_every_judge_entry_has_an_example_here():
+    assert set(EXAMPLES) == {entry.name for entry in JUDGES}
+
+
+@pytest.mark.parametrize("name", [entry.name for entry in JUDGES])
+def test_judge_entry_scores_its_example(name, request):
+    value, prompts, responses, expected = EXAMPLES[name](request)
+    assert find_judge(value).name == name
+    check_judge(value)
+    rewards = make_judge(value)(prompts, responses)
+    assert rewards.shape == (len(prompts),) and np.issubdtype(rewards.dtype, np.floating)
+    np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", [entry.name for entry in JUDGES])
+def test_judge_entry_labels_pairs_as_the_oracle_of_label(name, request, tmp_path):
+    value, prompts, responses, _ = EXAMPLES[name](request)
+    others = responses[1:] + responses[:1]
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"pair_id": f"p{i}", "prompt": p, "response_a": a,
+                                         "response_b": b}) + "\n"
+                             for i, (p, a, b) in enumerate(zip(prompts, responses, others, strict=True))))
+    out = tmp_path / "labeled.jsonl"
+    assert main(["label", "--pairs", str(pairs), "--simulate", "--tau", "0", "--oracle", value,
+                 "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    judge = make_judge(value)
+    for row in rows:
+        chosen, rejected = judge([row["prompt"]] * 2, [row["chosen"], row["rejected"]])
+        assert (row["oracle_chosen"], row["oracle_rejected"]) == pytest.approx((chosen, rejected))
+        assert row["oracle_chosen"] >= row["oracle_rejected"]  # tau = 0: the oracle's order
+
+
+def test_unknown_judge_is_an_error_naming_the_known_judges():
+    with pytest.raises(ConfigError, match="unknown judge 'no-such-judge'") as caught:
+        make_judge("no-such-judge")
+    assert all(entry.name in str(caught.value) for entry in JUDGES)
+
+
+def test_unknown_judge_exits_2_from_label_and_evaluate(tmp_path, capsys):
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text(json.dumps({"pair_id": "a", "prompt": "Q?", "response_a": "x",
+                                 "response_b": "y"}) + "\n")
+    assert main(["label", "--pairs", str(pairs), "--simulate", "--oracle", "no-such-judge",
+                 "--out", str(tmp_path / "o.jsonl")]) == 2
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"prompt": "Hi?"}) + "\n")
+    assert main(["evaluate", "--model", "m", "--baseline", "m", "--prompts", str(prompts),
+                 "--judge", "no-such-judge", "--out", str(tmp_path / "e.json")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2
+    assert all("unknown judge 'no-such-judge'" in e and "proving-ground" in e for e in errors)
+
+
+@pytest.mark.parametrize("command", ["label", "evaluate"])
+def test_cli_help_lists_every_judge(command, capsys):
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert all(f"{entry.name} (" in text for entry in JUDGES)

@@ -10,7 +10,7 @@ import torch
 from realspo.config import option
 from realspo.errors import ConfigError
 from realspo.spo.variants import SPOConfig
-from realspo.training.losses import LOSSES, REFERENCE_FREE, LossConfig
+from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
 
 _SPO = SPOConfig()
@@ -35,7 +35,7 @@ class TrainConfig:
     out: str = option(help="run directory: the trained model, config.yaml, metrics.jsonl, "
                            "checkpoints/", metavar="DIR")
     split: str = option("train", help="split to read from a dataset directory or hub id")
-    loss: str = option("sigmoid", help="preference loss", choices=tuple(LOSSES))
+    loss: str = option("sigmoid", help=loss_help(), choices=tuple(LOSSES))
     beta: float = option(0.1, help="inverse temperature beta of the loss (rewards = beta * log-ratio)")
     label_smoothing: float = option(0.0, help="label-flip rate eps for cdpo and robust (0 <= eps < 0.5)")
     gamma: float = option(0.5, help="SimPO's target reward margin")
@@ -96,6 +96,7 @@ class TrainConfig:
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
 
     def validate(self) -> None:
+        get_loss(self.loss)  # an unknown name lists the known ones
         self.loss_config().validate()
         if self.spo:
             self.spo_config().validate()
@@ -135,7 +136,7 @@ class TrainConfig:
 
     @property
     def uses_reference(self) -> bool:
-        return self.loss not in REFERENCE_FREE
+        return not get_loss(self.loss).reference_free
 
 
 def mixed_precision(dtype: str) -> str | None:

@@ -45,7 +45,7 @@ POOLINGS = ("last", "mean")
 SELECTIONS = ("top", "random")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SPOConfig:
     """Options of the degree task. ``weight`` is lambda; the defaults (D = 3, lambda = 0.1)
     were chosen by the sweep in docs/experiments/spo-defaults.md."""

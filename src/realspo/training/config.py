@@ -1,4 +1,9 @@
-"""Options of ``realspo train``: one dataclass, validated once (see :mod:`realspo.config`)."""
+"""Options of ``realspo train``: one dataclass, validated once (see :mod:`realspo.config`).
+
+:class:`TrainConfig` holds every option of a run. Per-batch code never sees it: it gets the
+small :class:`BatchSettings` (the loss, its hyper-parameters, the SPO options, the token
+limits), built once per run by :meth:`TrainConfig.batch_settings`.
+"""
 
 from __future__ import annotations
 
@@ -22,6 +27,21 @@ def default_cache_dir() -> str:
     """``$XDG_CACHE_HOME/realspo/reference`` (``~/.cache/realspo/reference``)."""
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "realspo", "reference")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What one micro-batch needs of the run's options (:func:`realspo.training.step.forward_batch`).
+
+    ``loss`` is a name in :data:`realspo.training.losses.LOSSES`; ``spo`` is None without
+    ``--spo``; ``max_length`` and ``truncation`` tokenize the SPO degree variants like the pairs.
+    """
+
+    loss: str
+    loss_config: LossConfig
+    spo: SPOConfig | None
+    max_length: int
+    truncation: str
 
 
 @dataclass
@@ -133,6 +153,12 @@ class TrainConfig:
                          pooling=self.spo_pooling, selection=self.spo_selection,
                          sample_levels=self.spo_sample_levels, seed=self.seed,
                          head_hidden=self.spo_head_hidden)
+
+    def batch_settings(self) -> BatchSettings:
+        """The options per-batch code reads, built once per run."""
+        return BatchSettings(loss=self.loss, loss_config=self.loss_config(),
+                             spo=self.spo_config() if self.spo else None,
+                             max_length=self.max_length, truncation=self.truncation)
 
     @property
     def uses_reference(self) -> bool:

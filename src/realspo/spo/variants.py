@@ -78,6 +78,10 @@ class SPOConfig:
             raise ConfigError(f"spo max_words must be >= 1, got {self.max_words}")
 
 
+# The defaults of ``realspo train --spo-*`` and ``realspo spo-preview`` (one place for both).
+SPO_DEFAULTS = SPOConfig()
+
+
 @dataclass
 class DegreeVariant:
     """Level ``level`` of a response: its ``text`` and the key phrases ``removed`` (best first)."""

@@ -14,11 +14,10 @@ import torch
 
 from realspo.config import option
 from realspo.errors import ConfigError
-from realspo.spo.variants import SPOConfig
+from realspo.spo.variants import LABEL_MODES, POOLINGS, SELECTIONS, SPO_DEFAULTS, SPOConfig
 from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
 
-_SPO = SPOConfig()
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 
@@ -61,14 +60,15 @@ class TrainConfig:
     gamma: float = option(0.5, help="SimPO's target reward margin")
     nll_weight: float = option(0.0, help="weight of the NLL term on the chosen response (RPO-style)")
     spo: bool = option(False, help="add SPO's self-supervised preference-degree loss")
-    spo_weight: float = option(_SPO.weight, help="lambda: weight of the degree loss")
-    spo_levels: int = option(_SPO.levels, help="D: degree levels per response (level 0 = original)")
-    spo_labels: str = option(_SPO.labels, help="separate: 2D classes (chosen/rejected apart); "
-                                               "shared: D classes", choices=("separate", "shared"))
-    spo_pooling: str = option(_SPO.pooling, help="hidden state fed to the degree head: the last "
-                                                 "response token or the mean", choices=("last", "mean"))
-    spo_selection: str = option(_SPO.selection, help="which key phrases a level removes: top-ranked "
-                                                     "or a seeded random subset", choices=("top", "random"))
+    spo_weight: float = option(SPO_DEFAULTS.weight, help="lambda: weight of the degree loss")
+    spo_levels: int = option(SPO_DEFAULTS.levels, help="D: degree levels per response (level 0 = original)")
+    spo_labels: str = option(SPO_DEFAULTS.labels, help="separate: 2D classes (chosen/rejected apart); "
+                                                       "shared: D classes", choices=LABEL_MODES)
+    spo_pooling: str = option(SPO_DEFAULTS.pooling, help="hidden state fed to the degree head: the "
+                                                         "last response token or the mean", choices=POOLINGS)
+    spo_selection: str = option(SPO_DEFAULTS.selection, help="which key phrases a level removes: "
+                                                             "top-ranked or a seeded random subset",
+                                choices=SELECTIONS)
     spo_sample_levels: int | None = option(1, help="degree levels drawn per response per step besides "
                                                    "the original (always used, at no cost); D - 1 or "
                                                    "more (or null in YAML): every level")

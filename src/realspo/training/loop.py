@@ -36,7 +36,6 @@ from realspo.training.config import TrainConfig, default_cache_dir, mixed_precis
 from realspo.training.metrics import (
     BATCH_METRICS,
     METRIC_KEYS,
-    PAIR_METRICS,
     Metrics,
     metric_record,
     peak_memory_mb,
@@ -335,7 +334,7 @@ class _Run:
                                                                 count]))
         self.model.train()
         batch_sums = Metrics(names, self.acc.reduce(batch_sums.values, reduction="sum"))
-        per_pair = Metrics(PAIR_METRICS, torch.cat(rows))
+        per_pair = Metrics(result.per_pair.names, torch.cat(rows))
         n = per_pair.values.shape[0]
         means = batch_sums.select(BATCH_METRICS).values / batch_sums["count"].clamp(min=1) * n
         sums = per_pair.sum().cat(Metrics(BATCH_METRICS, means))

@@ -40,6 +40,7 @@ class Metrics:
 
     @classmethod
     def zeros(cls, names: tuple[str, ...], device: torch.device | str | None = None) -> Metrics:
+        """Zero sums (len(names),) fp32: the start of a window."""
         return cls(names, torch.zeros(len(names), device=device))
 
     def __getitem__(self, name: str) -> Tensor:

@@ -322,16 +322,15 @@ class _Run:
     def _evaluate(self, step: int) -> None:
         """Metrics over the evaluation pairs (each counted once), as ``eval/*`` records."""
         self.model.eval()
-        # Per-pair metrics are gathered (each pair once); per-batch ones are summed with the
-        # batch sizes, as means over this process's batches scaled to the gathered pairs.
+        # Per-pair metrics are gathered (each pair once). Per-batch ones are summed with their
+        # pair counts over every process; their mean per pair is scaled to the gathered pairs.
         rows, names = [], (*BATCH_METRICS, "count")
         batch_sums = Metrics.zeros(names, device=self.acc.device)
         for batch in self.eval_loader:
             result = forward_batch(self.model, batch, self.settings, self.tokenizer, spo_step=0)
             rows.append(self.acc.gather_for_metrics(result.per_pair.values))
-            count = torch.tensor([result.count], device=batch_sums.values.device)
-            batch_sums = batch_sums + Metrics(names, torch.cat([result.sums.select(BATCH_METRICS).values,
-                                                                count]))
+            count = Metrics(("count",), torch.tensor([result.count], device=batch_sums.values.device))
+            batch_sums = batch_sums + result.sums.select(BATCH_METRICS).cat(count)
         self.model.train()
         batch_sums = Metrics(names, self.acc.reduce(batch_sums.values, reduction="sum"))
         per_pair = Metrics(result.per_pair.names, torch.cat(rows))

@@ -132,8 +132,9 @@ def _throughput(times: list[float], tokens: list[int], warmup: int) -> dict:
 def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
     """``realspo.training.loop.train`` on the workload (plus ``options``, e.g. SPO's); throughput."""
     from realspo.models import load_tokenizer
+    from realspo.training.config import TrainConfig
     from realspo.training.data import read_pairs
-    from realspo.training.loop import TrainConfig, train
+    from realspo.training.loop import train
     from realspo.training.tokenization import tokenize_pair
 
     out = workdir / f"run-realspo-{os.getpid()}-{next(_RUNS)}"  # a fresh run (and reference cache)

@@ -188,7 +188,8 @@ def test_generate_killed_midway_resumes_to_the_same_candidates(tiny_model_dir, t
 
 def test_train_killed_after_a_checkpoint_resumes_with_the_same_order_and_metrics(
         tiny_model_dir, tmp_path):
-    from realspo.training.loop import TrainConfig, train
+    from realspo.training.config import TrainConfig
+    from realspo.training.loop import train
     from realspo.training.outputs import read_metrics
 
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", [

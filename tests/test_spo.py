@@ -238,12 +238,23 @@ def test_spo_preview_prints_variants_and_removed_phrases(tmp_path, capsys):
         json.dumps({"prompt": "Tell me about Paris.", "chosen": PARIS, "rejected": SHORT}) + "\n"
         + json.dumps({"prompt": "Bread?", "chosen": BREAD, "rejected": PARIS}) + "\n"
     )
-    assert main(["spo-preview", "--data", str(data), "-n", "1", "--width", "200"]) == 0
+    assert main(["spo-preview", "--data", str(data), "-n", "1", "--width", "200", "--levels", "4"]) == 0
     out = capsys.readouterr().out
     assert "level 1  label 1" in out and "level 3  label 7" in out
     assert '"seine river flows"; "visitors love"' in out
     assert "skipped by the degree loss" in out  # SHORT has too few key phrases
     assert "Bread?" not in out  # -n 1
+
+
+def test_spo_preview_defaults_are_the_training_defaults():
+    from realspo.commands.spo_preview import SPOPreviewConfig
+    from realspo.training.config import TrainConfig
+
+    preview = SPOPreviewConfig(data="unused").spo_config()
+    train = TrainConfig(data="unused", model="unused", out="unused", spo=True).spo_config()
+    for field in ("levels", "selection", "labels", "seed", "max_words"):
+        assert getattr(preview, field) == getattr(train, field), field
+    assert preview.levels == SPOConfig().levels == 3
 
 
 def test_spo_preview_splits_implicit_hh_prompts(tmp_path, capsys):

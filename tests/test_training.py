@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from realspo.errors import ConfigError, InputError, OutputExistsError, TrainingDiverged
+from realspo.training.config import TrainConfig
 from realspo.training.data import EpochShuffleSampler, PairDataset, read_pairs
-from realspo.training.loop import TrainConfig, train
+from realspo.training.loop import train
 from realspo.training.outputs import read_metrics
 
 PROMPTS = ["Human: How do I boil an egg? Assistant:", "Human: How do I bake bread? Assistant:",

@@ -21,6 +21,7 @@ from realspo.sources import read_rows
 from realspo.spo.variants import (
     LABEL_MODES,
     SELECTIONS,
+    SPO_DEFAULTS,
     SPOConfig,
     degree_label,
     degree_variants,
@@ -37,13 +38,13 @@ class SPOPreviewConfig:
     format: str = option("auto", "input format", choices=("auto", *format_names()))
     n: int = option(3, "number of pairs to show", flag="-n")
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
-    levels: int = option(4, "degree levels D (level 0 is the original response)")
-    selection: str = option("top", "which key phrases level d removes: the top-ranked fraction d/D, "
+    levels: int = option(SPO_DEFAULTS.levels, "degree levels D (level 0 is the original response)")
+    selection: str = option(SPO_DEFAULTS.selection, "which key phrases level d removes: the top-ranked fraction d/D, "
                                    "or a seeded random subset of that size", choices=SELECTIONS)
-    labels: str = option("separate", "label space: separate (rejected classes D..2D-1) or shared",
+    labels: str = option(SPO_DEFAULTS.labels, "label space: separate (rejected classes D..2D-1) or shared",
                          choices=LABEL_MODES)
-    seed: int = option(0, "seed of the random selection")
-    max_words: int = option(4, "RAKE: longest key phrase, in words")
+    seed: int = option(SPO_DEFAULTS.seed, "seed of the random selection")
+    max_words: int = option(SPO_DEFAULTS.max_words, "RAKE: longest key phrase, in words")
     width: int = option(0, "wrap text at this many columns (0: terminal width)")
 
     def validate(self) -> None:

@@ -13,9 +13,12 @@ import argparse
 import os
 
 from realspo.config import add_options, resolve
-from realspo.training.loop import TrainConfig, train
+from realspo.training.config import TrainConfig
+from realspo.training.loop import train
+from realspo.training.losses import LOSSES
 
-HELP = "train a causal LM on preference pairs (DPO, IPO, cDPO, rDPO, hinge, SimPO; optionally + SPO)"
+HELP = (f"train a causal LM on preference pairs ({', '.join(loss.method for loss in LOSSES.values())}; "
+        "optionally + SPO)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

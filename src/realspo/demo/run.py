@@ -159,7 +159,8 @@ def label_summary(cands: Candidates, rows: list[int]) -> dict[str, Any]:
 def train_run(plan: DemoPlan, sft_dir: Path, data: Path, out: Path, loss: str, seed: int,
               scratch: Path) -> None:
     """DPO (sigmoid loss), with SPO's degree loss for ``dpo+spo``; SFT model as init and reference."""
-    from realspo.training.loop import TrainConfig, train
+    from realspo.training.config import TrainConfig
+    from realspo.training.loop import train
 
     cfg = TrainConfig(data=str(data), model=str(sft_dir), out=str(out), loss="sigmoid",
                       beta=plan.beta, spo=loss == "dpo+spo", spo_weight=plan.spo_weight,

@@ -130,8 +130,3 @@ def load_head(directory: str | Path, device: str | torch.device = "cpu") -> Degr
     head.load_state_dict(load_file(str(weights), device=str(device)))
     return head.to(device)
 
-
-def load_head_config(directory: str | Path) -> SPOConfig | None:
-    """The :class:`SPOConfig` stored beside a saved head (None if it was saved without)."""
-    data = json.loads((Path(directory) / HEAD_CONFIG).read_text(encoding="utf-8")).get("spo")
-    return SPOConfig(**data) if data else None

@@ -45,7 +45,7 @@ POOLINGS = ("last", "mean")
 SELECTIONS = ("top", "random")
 
 
-@dataclass
+@dataclass(frozen=True)
 class SPOConfig:
     """Options of the degree task. ``weight`` is lambda; the defaults (D = 3, lambda = 0.1)
     were chosen by the sweep in docs/experiments/spo-defaults.md."""
@@ -76,6 +76,10 @@ class SPOConfig:
             raise ConfigError(f"spo head_hidden must be >= 1, got {self.head_hidden}")
         if self.max_words < 1:
             raise ConfigError(f"spo max_words must be >= 1, got {self.max_words}")
+
+
+# The defaults of ``realspo train --spo-*`` and ``realspo spo-preview`` (one place for both).
+SPO_DEFAULTS = SPOConfig()
 
 
 @dataclass

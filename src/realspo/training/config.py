@@ -1,4 +1,9 @@
-"""Options of ``realspo train``: one dataclass, validated once (see :mod:`realspo.config`)."""
+"""Options of ``realspo train``: one dataclass, validated once (see :mod:`realspo.config`).
+
+:class:`TrainConfig` holds every option of a run. Per-batch code never sees it: it gets the
+small :class:`BatchSettings` (the loss, its hyper-parameters, the SPO options, the token
+limits), built once per run by :meth:`TrainConfig.batch_settings`.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +14,10 @@ import torch
 
 from realspo.config import option
 from realspo.errors import ConfigError
-from realspo.spo.variants import SPOConfig
-from realspo.training.losses import LOSSES, REFERENCE_FREE, LossConfig
+from realspo.spo.variants import LABEL_MODES, POOLINGS, SELECTIONS, SPO_DEFAULTS, SPOConfig
+from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
 
-_SPO = SPOConfig()
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 
@@ -22,6 +26,21 @@ def default_cache_dir() -> str:
     """``$XDG_CACHE_HOME/realspo/reference`` (``~/.cache/realspo/reference``)."""
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(root, "realspo", "reference")
+
+
+@dataclass(frozen=True)
+class BatchSettings:
+    """What one micro-batch needs of the run's options (:func:`realspo.training.step.forward_batch`).
+
+    ``loss`` is a name in :data:`realspo.training.losses.LOSSES`; ``spo`` is None without
+    ``--spo``; ``max_length`` and ``truncation`` tokenize the SPO degree variants like the pairs.
+    """
+
+    loss: str
+    loss_config: LossConfig
+    spo: SPOConfig | None
+    max_length: int
+    truncation: str
 
 
 @dataclass
@@ -35,20 +54,21 @@ class TrainConfig:
     out: str = option(help="run directory: the trained model, config.yaml, metrics.jsonl, "
                            "checkpoints/", metavar="DIR")
     split: str = option("train", help="split to read from a dataset directory or hub id")
-    loss: str = option("sigmoid", help="preference loss", choices=tuple(LOSSES))
+    loss: str = option("sigmoid", help=loss_help(), choices=tuple(LOSSES))
     beta: float = option(0.1, help="inverse temperature beta of the loss (rewards = beta * log-ratio)")
     label_smoothing: float = option(0.0, help="label-flip rate eps for cdpo and robust (0 <= eps < 0.5)")
     gamma: float = option(0.5, help="SimPO's target reward margin")
     nll_weight: float = option(0.0, help="weight of the NLL term on the chosen response (RPO-style)")
     spo: bool = option(False, help="add SPO's self-supervised preference-degree loss")
-    spo_weight: float = option(_SPO.weight, help="lambda: weight of the degree loss")
-    spo_levels: int = option(_SPO.levels, help="D: degree levels per response (level 0 = original)")
-    spo_labels: str = option(_SPO.labels, help="separate: 2D classes (chosen/rejected apart); "
-                                               "shared: D classes", choices=("separate", "shared"))
-    spo_pooling: str = option(_SPO.pooling, help="hidden state fed to the degree head: the last "
-                                                 "response token or the mean", choices=("last", "mean"))
-    spo_selection: str = option(_SPO.selection, help="which key phrases a level removes: top-ranked "
-                                                     "or a seeded random subset", choices=("top", "random"))
+    spo_weight: float = option(SPO_DEFAULTS.weight, help="lambda: weight of the degree loss")
+    spo_levels: int = option(SPO_DEFAULTS.levels, help="D: degree levels per response (level 0 = original)")
+    spo_labels: str = option(SPO_DEFAULTS.labels, help="separate: 2D classes (chosen/rejected apart); "
+                                                       "shared: D classes", choices=LABEL_MODES)
+    spo_pooling: str = option(SPO_DEFAULTS.pooling, help="hidden state fed to the degree head: the "
+                                                         "last response token or the mean", choices=POOLINGS)
+    spo_selection: str = option(SPO_DEFAULTS.selection, help="which key phrases a level removes: "
+                                                             "top-ranked or a seeded random subset",
+                                choices=SELECTIONS)
     spo_sample_levels: int | None = option(1, help="degree levels drawn per response per step besides "
                                                    "the original (always used, at no cost); D - 1 or "
                                                    "more (or null in YAML): every level")
@@ -96,6 +116,7 @@ class TrainConfig:
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
 
     def validate(self) -> None:
+        get_loss(self.loss)  # an unknown name lists the known ones
         self.loss_config().validate()
         if self.spo:
             self.spo_config().validate()
@@ -133,9 +154,15 @@ class TrainConfig:
                          sample_levels=self.spo_sample_levels, seed=self.seed,
                          head_hidden=self.spo_head_hidden)
 
+    def batch_settings(self) -> BatchSettings:
+        """The options per-batch code reads, built once per run."""
+        return BatchSettings(loss=self.loss, loss_config=self.loss_config(),
+                             spo=self.spo_config() if self.spo else None,
+                             max_length=self.max_length, truncation=self.truncation)
+
     @property
     def uses_reference(self) -> bool:
-        return self.loss not in REFERENCE_FREE
+        return not get_loss(self.loss).reference_free
 
 
 def mixed_precision(dtype: str) -> str | None:

@@ -33,6 +33,13 @@ from realspo.errors import ConfigError, TrainingDiverged
 from realspo.faults import after_batch
 from realspo.processes import destroy_process_group_at_exit
 from realspo.training.config import TrainConfig, default_cache_dir, mixed_precision
+from realspo.training.metrics import (
+    BATCH_METRICS,
+    METRIC_KEYS,
+    Metrics,
+    metric_record,
+    peak_memory_mb,
+)
 from realspo.training.outputs import (
     METRICS,
     MetricsLog,
@@ -44,16 +51,7 @@ from realspo.training.outputs import (
     save_checkpoint,
     write_run_config,
 )
-from realspo.training.step import (
-    METRIC_KEYS,
-    build_model,
-    check_finite,
-    forward_batch,
-    metric_record,
-    peak_memory_mb,
-)
-
-__all__ = ["TrainConfig", "train"]
+from realspo.training.step import StepResult, build_model, check_finite, forward_batch
 
 log = logging.getLogger(__name__)
 
@@ -98,12 +96,12 @@ def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None
 class _Window:
     """Metric sums of this process since the last record."""
 
-    sums: torch.Tensor
+    sums: Metrics  # METRIC_KEYS
     count: int = 0
     tokens: int = 0
     started: float = field(default_factory=time.perf_counter)
 
-    def add(self, result: Any) -> _Window:
+    def add(self, result: StepResult) -> _Window:
         self.sums = self.sums + result.sums.detach()
         self.count += result.count
         self.tokens += result.tokens
@@ -121,6 +119,8 @@ class _Run:
         from realspo.training.data import EpochShuffleSampler, PairCollator
 
         self.cfg, self.acc, self.out, self.resume_from = cfg, accelerator, out, resume_from
+        self.settings = cfg.batch_settings()  # what each micro-batch reads of cfg
+        self.shown = {"nll": bool(cfg.nll_weight), "spo": cfg.spo}  # optional metrics written
         self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
         train_set, eval_set = self._datasets()
         policy = load_model(cfg.model, dtype=torch.float32, device=accelerator.device,
@@ -244,7 +244,7 @@ class _Run:
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
             for b, batch in enumerate(loader, start=skip):
                 with acc.accumulate(self.model):
-                    result = forward_batch(self.model, batch, cfg, self.tokenizer,
+                    result = forward_batch(self.model, batch, self.settings, self.tokenizer,
                                            spo_step=epoch * self.batches + b)
                     check_finite(acc, result.loss, step + 1, self.last_checkpoint)
                     acc.backward(result.loss)
@@ -256,7 +256,8 @@ class _Run:
                 if on_batch is not None:
                     on_batch(step + 1, batch["index"].tolist())
                 if first_record:  # step 0: the first micro-batch, before any update
-                    first = _Window(torch.zeros_like(window.sums), started=window.started)
+                    first = _Window(Metrics(METRIC_KEYS, torch.zeros_like(window.sums.values)),
+                                    started=window.started)
                     self._log(0, first.add(result), truncated_pairs=self.truncated)
                     first_record = False
                 if not acc.sync_gradients:
@@ -265,7 +266,7 @@ class _Run:
                 step += 1
                 progress.update(1)
                 progress.set_postfix(loss=f"{result.loss.item():.4f}",
-                                     acc=f"{result.per_example[:, 4].mean().item():.2f}")
+                                     acc=f"{result.per_pair['rewards/accuracies'].mean().item():.2f}")
                 if step % cfg.logging_steps == 0 or step == self.total:
                     self._log(step, window)
                     window = self._window()
@@ -286,7 +287,7 @@ class _Run:
         return self.out
 
     def _window(self) -> _Window:
-        return _Window(torch.zeros(len(METRIC_KEYS), device=self.acc.device))
+        return _Window(Metrics.zeros(METRIC_KEYS, device=self.acc.device))
 
     def _clip(self, step: int) -> None:
         norm = self.acc.clip_grad_norm_(self.model.parameters(), self.cfg.max_grad_norm)
@@ -300,14 +301,16 @@ class _Run:
 
     def _log(self, step: int, window: _Window, **extra: Any) -> None:
         """Reduce ``window`` over the processes and append one record (main process)."""
-        counts = torch.tensor([window.count, window.tokens], dtype=torch.float32, device=self.acc.device)
-        totals = self.acc.reduce(torch.cat([window.sums.float(), counts]), reduction="sum")
-        count, tokens = totals[-2].item(), totals[-1].item()
+        counts = Metrics(("count", "tokens"), torch.tensor([window.count, window.tokens],
+                                                            dtype=torch.float32, device=self.acc.device))
+        packed = window.sums.float().cat(counts)  # one collective for the whole record
+        totals = Metrics(packed.names, self.acc.reduce(packed.values, reduction="sum"))
+        count, tokens = totals["count"].item(), totals["tokens"].item()
         if not self.acc.is_main_process:
             return
         record: dict[str, Any] = {"step": step, "epoch": round(step / self.steps_per_epoch, 4),
                                   "learning_rate": self.scheduler.get_last_lr()[0]}
-        record.update(metric_record(totals[:-2], count, self.cfg))
+        record.update(metric_record(totals.select(METRIC_KEYS), count, **self.shown))
         if step > 0 and self.grad_norm is not None:
             record["grad_norm"] = self.grad_norm
         record["tokens_per_second"] = tokens / max(time.perf_counter() - window.started, 1e-9)
@@ -319,19 +322,24 @@ class _Run:
     def _evaluate(self, step: int) -> None:
         """Metrics over the evaluation pairs (each counted once), as ``eval/*`` records."""
         self.model.eval()
-        rows, extra = [], torch.zeros(4, device=self.acc.device)  # nll, spo loss, spo acc, n
+        # Per-pair metrics are gathered (each pair once). Per-batch ones are summed with their
+        # pair counts over every process; their mean per pair is scaled to the gathered pairs.
+        rows, names = [], (*BATCH_METRICS, "count")
+        batch_sums = Metrics.zeros(names, device=self.acc.device)
         for batch in self.eval_loader:
-            result = forward_batch(self.model, batch, self.cfg, self.tokenizer, spo_step=0)
-            rows.append(self.acc.gather_for_metrics(result.per_example))
-            extra += torch.cat([result.sums[-3:], torch.tensor([result.count], device=extra.device)])
+            result = forward_batch(self.model, batch, self.settings, self.tokenizer, spo_step=0)
+            rows.append(self.acc.gather_for_metrics(result.per_pair.values))
+            count = Metrics(("count",), torch.tensor([result.count], device=batch_sums.values.device))
+            batch_sums = batch_sums + result.sums.select(BATCH_METRICS).cat(count)
         self.model.train()
-        extra = self.acc.reduce(extra, reduction="sum")
-        per_example = torch.cat(rows)
-        n = per_example.shape[0]
-        sums = torch.cat([per_example.sum(0), extra[:3] / extra[3].clamp(min=1) * n])
+        batch_sums = Metrics(names, self.acc.reduce(batch_sums.values, reduction="sum"))
+        per_pair = Metrics(result.per_pair.names, torch.cat(rows))
+        n = per_pair.values.shape[0]
+        means = batch_sums.select(BATCH_METRICS).values / batch_sums["count"].clamp(min=1) * n
+        sums = per_pair.sum().cat(Metrics(BATCH_METRICS, means))
         if self.acc.is_main_process:
             record = {"step": step, "epoch": round(step / self.steps_per_epoch, 4)}
-            record.update(metric_record(sums, n, self.cfg, prefix="eval/"))
+            record.update(metric_record(sums, n, **self.shown, prefix="eval/"))
             self.metrics.write(record)
 
     def _save(self, step: int) -> None:

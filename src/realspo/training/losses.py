@@ -9,9 +9,10 @@ Every loss here is a function of the same few quantities, computed once by
 * its length-normalised version ``d'`` (per-token log-probs instead of sums; for IPO),
 * the reference-free per-token difference ``avg logp_c - avg logp_r`` (for SimPO).
 
-Each loss is a short function ``(Margins, LossConfig) -> Tensor (B,)`` registered in
-:data:`LOSSES` under its CLI name; :func:`preference_loss` looks one up, adds the optional
-NLL term on the chosen response and computes the implicit rewards that training logs.
+Each loss is a short function ``(Margins, LossConfig) -> Tensor (B,)``, registered in
+:data:`LOSSES` under its CLI name as a :class:`Loss` entry that also says whether it needs
+the reference model and how its reward is defined; :func:`preference_loss` looks one up,
+adds the optional NLL term on the chosen response and computes the rewards training logs.
 All arithmetic is in fp32 (bf16/fp16 inputs are upcast) and uses ``F.logsigmoid``, which
 stays finite for any finite margin.
 """
@@ -29,7 +30,7 @@ from torch import Tensor
 from realspo.errors import ConfigError
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossConfig:
     """Hyper-parameters shared by the losses.
 
@@ -168,20 +169,48 @@ def simpo_loss(m: Margins, cfg: LossConfig) -> Tensor:
     return -F.logsigmoid(cfg.beta * m.policy_avg_diff - cfg.gamma)
 
 
-LOSSES: dict[str, Callable[[Margins, LossConfig], Tensor]] = {
-    "sigmoid": sigmoid_loss,
-    "ipo": ipo_loss,
-    "cdpo": cdpo_loss,
-    "robust": robust_loss,
-    "hinge": hinge_loss,
-    "simpo": simpo_loss,
-}
-
-# Losses that never look at the reference model: no reference pass is needed for them.
-REFERENCE_FREE: frozenset[str] = frozenset({"simpo"})
+def log_ratio_rewards(policy: PolicyLogps, m: Margins) -> tuple[Tensor, Tensor]:
+    """DPO's implicit reward before ``beta``: the summed log-ratios ``(r_c, r_r)``, each (B,)."""
+    return m.chosen_logratios, m.rejected_logratios
 
 
-def get_loss(name: str) -> Callable[[Margins, LossConfig], Tensor]:
+def per_token_rewards(policy: PolicyLogps, m: Margins) -> tuple[Tensor, Tensor]:
+    """SimPO's reward before ``beta``: the per-token policy log-probs ``(avg logp_c, avg logp_r)``,
+    each (B,); no reference."""
+    return (policy.chosen.float() / policy.chosen_tokens.float(),
+            policy.rejected.float() / policy.rejected_tokens.float())
+
+
+@dataclass(frozen=True)
+class Loss:
+    """One entry of the table: a loss, whether it needs the reference model, and its reward.
+
+    ``fn`` maps ``(Margins, LossConfig)`` to per-example losses (B,); ``reward`` maps
+    ``(PolicyLogps, Margins)`` to the chosen and rejected rewards (B,) before ``beta``, which
+    training logs as ``rewards/*``. A ``reference_free`` loss never reads the reference
+    log-probs, so training skips the reference pass. ``method`` is the short name help texts
+    use (``fn``'s docstring names the paper and its equation).
+    """
+
+    name: str
+    fn: Callable[[Margins, LossConfig], Tensor]
+    method: str
+    reference_free: bool = False
+    reward: Callable[[PolicyLogps, Margins], tuple[Tensor, Tensor]] = log_ratio_rewards
+
+
+# The registry: adding a loss is one entry here (the CLI's --loss choices and help follow).
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
+    Loss("sigmoid", sigmoid_loss, "DPO"),
+    Loss("ipo", ipo_loss, "IPO"),
+    Loss("cdpo", cdpo_loss, "cDPO"),
+    Loss("robust", robust_loss, "rDPO"),
+    Loss("hinge", hinge_loss, "SLiC hinge"),
+    Loss("simpo", simpo_loss, "SimPO", reference_free=True, reward=per_token_rewards),
+)}
+
+
+def get_loss(name: str) -> Loss:
     """The loss registered as ``name``; :class:`ConfigError` listing the names otherwise."""
     try:
         return LOSSES[name]
@@ -191,6 +220,13 @@ def get_loss(name: str) -> Callable[[Margins, LossConfig], Tensor]:
         ) from None
 
 
+def loss_help() -> str:
+    """``--loss``'s help: every registered loss with its method."""
+    return "preference loss: " + ", ".join(
+        f"{name} ({loss.method}{', no reference model' if loss.reference_free else ''})"
+        for name, loss in LOSSES.items())
+
+
 @dataclass
 class PreferenceOutput:
     """What one batch's preference loss produces.
@@ -198,8 +234,8 @@ class PreferenceOutput:
     ``loss`` is the scalar to minimise: ``mean(losses) + nll_weight * mean(nll)``.
     ``losses`` (B,) is the preference loss per example, ``nll`` (B,) the chosen response's
     mean per-token negative log-likelihood. ``rewards_*`` (B,) are the implicit rewards
-    ``beta * r`` (detached) that TRL logs; for reference-free ``simpo`` they are
-    ``beta * avg logp`` (SimPO's reward).
+    ``beta * reward`` (detached), with the entry's reward: the log-ratio ``r`` as TRL logs it,
+    or ``avg logp`` for reference-free ``simpo`` (SimPO's reward).
     """
 
     loss: Tensor
@@ -231,22 +267,19 @@ def preference_loss(
     ``policy`` holds (B,) log-probs with gradients; ``ref_*`` are (B,) reference log-probs
     (constants), or ``None`` for a reference-free loss.
     """
-    loss_fn = get_loss(name)
+    entry = get_loss(name)
     cfg.validate()
-    if ref_chosen is None and name not in REFERENCE_FREE:
+    if ref_chosen is None and not entry.reference_free:
+        free = sorted(n for n, loss in LOSSES.items() if loss.reference_free)
         raise ConfigError(f"--loss {name} needs reference log-probs; only "
-                          f"{', '.join(sorted(REFERENCE_FREE))} can train without them")
+                          f"{', '.join(free)} can train without them")
     margins = compute_margins(policy, ref_chosen, ref_rejected)
-    losses = loss_fn(margins, cfg)
+    losses = entry.fn(margins, cfg)
     nll = -policy.chosen.float() / policy.chosen_tokens.float()
     loss = losses.mean()
     if cfg.nll_weight:
         loss = loss + cfg.nll_weight * nll.mean()
-    if name in REFERENCE_FREE:
-        reward_c = policy.chosen.float() / policy.chosen_tokens.float()
-        reward_r = policy.rejected.float() / policy.rejected_tokens.float()
-    else:
-        reward_c, reward_r = margins.chosen_logratios, margins.rejected_logratios
+    reward_c, reward_r = entry.reward(policy, margins)
     return PreferenceOutput(
         loss=loss,
         losses=losses,

@@ -25,10 +25,9 @@ wrapper (DDP, FSDP) sees a single forward per micro-batch and every trained weig
 
 from __future__ import annotations
 
-import resource
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -36,6 +35,7 @@ from torch import Tensor, nn
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.spo.head import DegreeHead, degree_loss, pool_hidden
 from realspo.spo.variants import num_classes, plan_variants
+from realspo.training.config import BatchSettings, TrainConfig
 from realspo.training.logprobs import (
     grouped_hidden_states,
     last_hidden_states,
@@ -44,16 +44,8 @@ from realspo.training.logprobs import (
     unwrap_causal_lm,
 )
 from realspo.training.losses import PolicyLogps, preference_loss
+from realspo.training.metrics import Metrics
 from realspo.training.tokenization import collate, tokenize_response
-
-if TYPE_CHECKING:
-    from realspo.training.loop import TrainConfig
-
-# Metric sums kept per micro-batch, in this order; written under TRL's names.
-METRIC_KEYS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
-               "rewards/accuracies", "logps/chosen", "logps/rejected", "nll_loss",
-               "spo/loss", "spo/accuracy")
-PER_EXAMPLE = 7  # the first seven keys are per pair; nll and spo are added per batch
 
 
 class PolicyWithHead(nn.Module):
@@ -115,13 +107,13 @@ class StepResult:
     """One micro-batch: the loss to back-propagate and its metrics."""
 
     loss: Tensor  # scalar, with gradients
-    sums: Tensor  # (len(METRIC_KEYS),) fp32 sums over the batch's B pairs
+    sums: Metrics  # every metric (METRIC_KEYS), (10,) fp32 sums over the batch's B pairs
     count: int  # B
     tokens: int  # non-padding tokens run through the policy (pairs + variants)
-    per_example: Tensor  # (B, PER_EXAMPLE) fp32, the first PER_EXAMPLE metrics per pair
+    per_pair: Metrics  # the per-pair metrics (PAIR_METRICS), (B, 7) fp32
 
 
-def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_step: int,
+def variant_batch(batch: dict[str, Any], settings: BatchSettings, tokenizer: Any, spo_step: int,
                   reuse_originals: bool = True) -> dict[str, Tensor] | None:
     """SPO degree variants of a batch's pairs, for :class:`PolicyWithHead`; None if none graded.
 
@@ -131,8 +123,11 @@ def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_s
     With ``reuse_originals`` a level-0 variant (the original response) points at its pair
     sequence (row ``i`` for pair ``i``'s chosen, ``B + i`` for its rejected), so it is not run
     twice; the other variants are tokenized like the pairs and get rows ``2B, 2B + 1, ...``.
+    Needs ``settings.spo``.
     """
-    planned = plan_variants(batch["prompts"], batch["chosen"], batch["rejected"], cfg.spo_config(),
+    if settings.spo is None:
+        raise ValueError("variant_batch needs SPO settings (--spo)")
+    planned = plan_variants(batch["prompts"], batch["chosen"], batch["rejected"], settings.spo,
                             spo_step, always_original=True)
     if not planned:
         return None
@@ -144,8 +139,8 @@ def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_s
             rows.append(v.pair if v.from_chosen else n + v.pair)
             continue
         rows.append(2 * n + len(sequences))
-        sequences.append(tokenize_response(tokenizer, batch["prompts"][v.pair], v.text, cfg.max_length,
-                                           cfg.truncation)[:2])
+        sequences.append(tokenize_response(tokenizer, batch["prompts"][v.pair], v.text,
+                                           settings.max_length, settings.truncation)[:2])
     variants = ({k: t.to(device) for k, t in collate(sequences, tokenizer.pad_token_id).items()}
                 if sequences else {})
     variants["rows"] = torch.tensor(rows, dtype=torch.long, device=device)
@@ -154,7 +149,7 @@ def variant_batch(batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any, spo_s
     return variants
 
 
-def forward_batch(model: nn.Module, batch: dict[str, Any], cfg: TrainConfig, tokenizer: Any,
+def forward_batch(model: nn.Module, batch: dict[str, Any], settings: BatchSettings, tokenizer: Any,
                   spo_step: int, fast: bool = True) -> StepResult:
     """Run one micro-batch through ``model`` (a prepared :class:`PolicyWithHead`) and the loss.
 
@@ -162,40 +157,35 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], cfg: TrainConfig, tok
     ``fast=False`` runs the plain computation (see the module docstring).
     """
     n = len(batch["index"])
-    variants = variant_batch(batch, cfg, tokenizer, spo_step, reuse_originals=fast) if cfg.spo else None
+    spo = settings.spo
+    variants = variant_batch(batch, settings, tokenizer, spo_step, reuse_originals=fast) if spo else None
     out = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"], variants=variants,
                 fast=fast)
     logps, n_tokens = out["logps"], out["n_tokens"]
     policy = PolicyLogps(logps[:n], logps[n:], n_tokens[:n], n_tokens[n:])
-    pref = preference_loss(cfg.loss, policy, batch.get("ref_chosen"), batch.get("ref_rejected"),
-                           cfg.loss_config())
+    pref = preference_loss(settings.loss, policy, batch.get("ref_chosen"), batch.get("ref_rejected"),
+                           settings.loss_config)
     loss = pref.loss
     zero = loss.detach() * 0.0
     spo_loss, spo_acc = out.get("spo_loss", zero), out.get("spo_accuracy", zero)
-    if cfg.spo:
-        loss = loss + cfg.spo_weight * spo_loss
+    # without SPO the degree loss is that zero, and so is its weighted term
+    spo_weight = spo.weight if spo is not None else 0.0
+    if spo is not None:
+        loss = loss + spo_weight * spo_loss
     # per pair: the same total the batch loss averages (preference + NLL + lambda * degree)
-    pair_loss = pref.losses.detach() + cfg.nll_weight * pref.nll + cfg.spo_weight * spo_loss.detach()
-    per_example = torch.stack([
-        pair_loss, pref.rewards_chosen, pref.rewards_rejected, pref.margins, pref.accuracies,
-        policy.chosen.detach(), policy.rejected.detach()], dim=1).float()
-    sums = torch.cat([per_example.sum(0), torch.stack([
-        pref.nll.sum(), spo_loss.detach() * n, spo_acc * n]).float()])
+    pair_loss = (pref.losses.detach() + settings.loss_config.nll_weight * pref.nll
+                 + spo_weight * spo_loss.detach())
+    per_pair = Metrics.stack({
+        "loss": pair_loss, "rewards/chosen": pref.rewards_chosen,
+        "rewards/rejected": pref.rewards_rejected, "rewards/margins": pref.margins,
+        "rewards/accuracies": pref.accuracies, "logps/chosen": policy.chosen.detach(),
+        "logps/rejected": policy.rejected.detach()})
+    per_batch = Metrics.stack({"nll_loss": pref.nll.sum(), "spo/loss": spo_loss.detach() * n,
+                               "spo/accuracy": spo_acc * n})
     tokens = int(batch["attention_mask"].sum())
     if variants is not None and "attention_mask" in variants:
         tokens += int(variants["attention_mask"].sum())  # variant sequences actually run
-    return StepResult(loss, sums, n, tokens, per_example)
-
-
-def metric_record(sums: Tensor, count: float, cfg: TrainConfig, prefix: str = "") -> dict[str, float]:
-    """Means of summed metrics under TRL's names (``prefix="eval/"`` for evaluation)."""
-    values = (sums.float().cpu() / max(float(count), 1.0)).tolist()
-    record = {}
-    for key, value in zip(METRIC_KEYS, values, strict=True):
-        if (key == "nll_loss" and not cfg.nll_weight) or (key.startswith("spo/") and not cfg.spo):
-            continue
-        record[prefix + key] = value
-    return record
+    return StepResult(loss, per_pair.sum().cat(per_batch), n, tokens, per_pair)
 
 
 def check_finite(accelerator: Any, loss: Tensor, step: int, last_checkpoint: Path | None) -> None:
@@ -211,13 +201,6 @@ def check_finite(accelerator: Any, loss: Tensor, step: int, last_checkpoint: Pat
     raise TrainingDiverged(
         f"non-finite loss {[round(v, 4) for v in losses.tolist()]} at step {step}; stopped before "
         f"updating the model ({kept}); try a lower --lr or --beta, or --dtype float32")
-
-
-def peak_memory_mb() -> float:
-    """Peak CUDA memory allocated by this process, or its peak resident set size on CPU."""
-    if torch.cuda.is_available():
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
 def build_model(cfg: TrainConfig, policy: torch.nn.Module) -> torch.nn.Module:

@@ -46,7 +46,7 @@ from realspo.labels.annotator import label_errors, simulate_labels
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.proving_ground.sft import get_sft_model
 from realspo.proving_ground.world import World, build_world
-from realspo.schema import PromptGroup
+from realspo.schema import PromptGroup, preference_row
 from realspo.selection.budget import resolve_budget
 from realspo.selection.strategies import select_pairs
 
@@ -135,11 +135,11 @@ def training_rows(cands: Candidates, rows: list[int]) -> list[dict[str, Any]]:
         g, i, j = by_row[r]
         group = cands.groups[g]
         c, x = (i, j) if cands.a_preferred[r] else (j, i)
-        out.append({"prompt": group.prompt, "chosen": group.responses[c],
-                    "rejected": group.responses[x], "prompt_id": group.prompt_id,
-                    "similarity": round(float(cands.similarity[r]), 6),
-                    "oracle_chosen": group.scores[c], "oracle_rejected": group.scores[x],
-                    "label_error": None if np.isnan(cands.error[r]) else bool(cands.error[r])})
+        out.append(preference_row(
+            group.prompt, group.responses[c], group.responses[x], prompt_id=group.prompt_id,
+            similarity=round(float(cands.similarity[r]), 6), oracle_chosen=group.scores[c],
+            oracle_rejected=group.scores[x],
+            label_error=None if np.isnan(cands.error[r]) else bool(cands.error[r])))
     return out
 
 

@@ -4,11 +4,10 @@ response texts, prompt ids and pair scores. Every error names the row and the fi
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from realspo.conversations import HH_ASSISTANT, Turns, response_from_turns, turns_of
-from realspo.schema import PromptGroup
+from realspo.schema import PromptGroup, hashed_prompt_id
 from realspo.sources import Row, finite_float
 
 ID_COLUMNS = ("prompt_id", "id", "post_id")  # a row's id: the first of these present
@@ -75,7 +74,7 @@ def row_id(row: Row, prompt: str, columns: tuple[str, ...] = ID_COLUMNS) -> str:
             raise row.error(f"expected a string or integer id, got {type(value).__name__}", column)
         if str(value).strip():
             return str(value).strip()
-    return "p-" + hashlib.sha256(prompt.encode("utf-8")).hexdigest()[:12]
+    return hashed_prompt_id(prompt)
 
 
 def make_ids_unique(groups: list[PromptGroup]) -> None:

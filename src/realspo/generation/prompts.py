@@ -10,13 +10,13 @@ reads a prompt through the tokenizer's chat template or as that HH text
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from realspo.conversations import chat_messages, prompt_text
 from realspo.errors import ConfigError, RealspoError
+from realspo.schema import hashed_prompt_id
 from realspo.sources import Row, read_rows
 
 Prompt = str | list[dict[str, str]]
@@ -49,8 +49,8 @@ def hh_text(prompt: Prompt) -> str:
 
 
 def _auto_id(prompt: Prompt) -> str:
-    # the convention of realspo.formats.fields.row_id: a hash of the (HH-rendered) prompt text
-    return "p-" + hashlib.sha256(hh_text(prompt).encode("utf-8")).hexdigest()[:12]
+    # the rule of realspo.formats.fields.row_id: a hash of the (HH-rendered) prompt text
+    return hashed_prompt_id(hh_text(prompt))
 
 
 def read_prompts(source: str | os.PathLike, split: str = "train") -> list[PromptRecord]:

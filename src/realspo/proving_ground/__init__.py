@@ -11,7 +11,6 @@
 
 from realspo.proving_ground.oracle import Judgement, Oracle, Question
 from realspo.proving_ground.sft import (
-    QUICK_SFT_CONFIG,
     SFTConfig,
     default_cache_dir,
     get_sft_model,
@@ -25,6 +24,6 @@ from realspo.proving_ground.world import (
 )
 
 __all__ = [
-    "QUICK_SFT_CONFIG", "Judgement", "Oracle", "Question", "SFTConfig", "World", "WorldConfig", "build_world",
+    "Judgement", "Oracle", "Question", "SFTConfig", "World", "WorldConfig", "build_world",
     "default_cache_dir", "format_prompt", "get_sft_model", "oracle_reward_batch",
 ]

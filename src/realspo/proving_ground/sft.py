@@ -71,12 +71,6 @@ class SFTConfig:
             raise ConfigError("proving ground SFT: lr must be > 0")
 
 
-# A smaller, faster model (0.56 M parameters, ~33 CPU-seconds) for smoke runs such as
-# ``realspo demo --quick``: it writes the corpus's style mixture but knows fewer facts.
-QUICK_SFT_CONFIG = SFTConfig(hidden_size=128, num_layers=2, intermediate_size=384, steps=300,
-                             lr=4e-3)
-
-
 def default_cache_dir() -> Path:
     """``$REALSPO_CACHE/proving-ground``, or ``~/.cache/realspo/proving-ground``."""
     root = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "realspo"

@@ -132,3 +132,13 @@ def test_generate_samples_from_a_gguf_file_end_to_end(smollm2_gguf, shared_cache
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [len(r["responses"]) for r in rows] == [2, 2]
     assert all("Paris" in response for response in rows[0]["responses"])  # near-greedy
+
+
+def test_the_reference_cache_keys_a_gguf_file_by_its_content(tmp_path):
+    from realspo.training.reference import model_fingerprint
+
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF one")
+    first = model_fingerprint(str(model))
+    model.write_bytes(b"GGUF two")
+    assert model_fingerprint(str(model)) != first

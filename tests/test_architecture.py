@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "realspo"
 # The pipeline order is the architecture (docs/ARCHITECTURE.md).
 LAYERS: list[set[str]] = [
     {"errors", "faults", "__init__"},
-    {"config", "outputs", "processes", "sources", "schema", "models", "toy_models"},
+    {"config", "outputs", "processes", "sources", "schema", "models", "gguf", "toy_models"},
     {"conversations"},
     {"formats", "spo", "proving_ground"},
     {"generation", "embeddings", "selection"},

@@ -3,7 +3,9 @@
 Every stage loads through these functions, so the security defaults hold everywhere:
 ``trust_remote_code`` is off unless the user asks for it, and weights are read from
 safetensors only (a directory holding only a pickled ``.bin`` is refused unless
-``allow_pickle=True``, because unpickling can run arbitrary code).
+``allow_pickle=True``, because unpickling can run arbitrary code). A ``.gguf`` file, or a
+directory holding one, is dequantized once into a cached safetensors directory
+(:mod:`realspo.gguf`) and loaded from there.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import Any
 import torch
 
 from realspo.errors import InputError
+from realspo.gguf import resolve_model_path
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ def _check_weights(name: str, allow_pickle: bool) -> None:
     if not path.exists():
         return  # a hub id: from_pretrained(use_safetensors=True) enforces the same rule
     if not path.is_dir():
-        raise InputError(name, "expected a model directory (with config.json) or a hub id")
+        raise InputError(name, "expected a model directory (with config.json), a .gguf file or a hub id")
     if not (path / "config.json").exists():
         raise InputError(name, "not a model directory: config.json is missing")
     has_safe = any(path.glob("*.safetensors"))
@@ -72,13 +75,14 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, revision: str 
     """An ``AutoTokenizer`` with a pad token (falls back to EOS) and right padding."""
     from transformers import AutoTokenizer
 
+    name = resolve_model_path(name)
     path = Path(name)
     if path.is_dir() and not any((path / f).exists() for f in
                                  ("config.json", "tokenizer_config.json", "tokenizer.json")):
         raise InputError(name, "not a model directory: config.json is missing (and there are no "
                                "tokenizer files)")
     if path.exists() and not path.is_dir():
-        raise InputError(name, "expected a model directory (with config.json) or a hub id")
+        raise InputError(name, "expected a model directory (with config.json), a .gguf file or a hub id")
     try:
         tok = AutoTokenizer.from_pretrained(name, **_common(trust_remote_code, revision))
     except (OSError, ValueError) as exc:
@@ -95,6 +99,7 @@ def load_model(name: str, kind: str = "causal-lm", *, dtype: torch.dtype | None 
     """Load a model: ``kind`` is ``causal-lm``, ``base`` (no LM head) or ``sequence-classifier``."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    name = resolve_model_path(name)
     _check_weights(name, allow_pickle)
     auto = {"causal-lm": AutoModelForCausalLM, "base": AutoModel,
             "sequence-classifier": AutoModelForSequenceClassification}[kind]

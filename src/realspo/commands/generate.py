@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GenerateConfig:
-    model: str = option(help="causal LM to sample from: a model directory or hub id", metavar="PATH")
+    model: str = option(help="causal LM to sample from: a model directory, .gguf file or hub id", metavar="PATH")
     prompts: str = option(help="prompts file (JSONL/JSON/CSV/Parquet, dataset dir or hub id) with "
                                "'prompt' (text or [{role, content}] messages) and optional "
                                "'prompt_id'/'id'", metavar="FILE")

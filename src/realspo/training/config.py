@@ -49,8 +49,8 @@ class TrainConfig:
 
     data: str = option(help="preference pairs: TRL rows (prompt, chosen, rejected) as a file, "
                             "dataset directory or hub id", metavar="PATH")
-    model: str = option(help="the model to train, also the reference: a directory or hub id",
-                        metavar="MODEL")
+    model: str = option(help="the model to train, also the reference: a directory, .gguf file "
+                             "or hub id", metavar="MODEL")
     out: str = option(help="run directory: the trained model, config.yaml, metrics.jsonl, "
                            "checkpoints/", metavar="DIR")
     split: str = option("train", help="split to read from a dataset directory or hub id")

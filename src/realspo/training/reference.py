@@ -60,9 +60,12 @@ def _file_digest(path: Path) -> str:
 def model_fingerprint(model_name: str, revision: str | None = None) -> str:
     """A content hash of a local model directory (or of a hub id's cached snapshot).
 
-    A hub id that is not in the local cache is keyed by its name and revision only.
+    A hub id that is not in the local cache is keyed by its name and revision only; a single
+    model file (``.gguf``) by its content.
     """
     path = Path(model_name)
+    if path.is_file():
+        return hashlib.sha256(f"file:{_file_digest(path)}\n".encode()).hexdigest()
     if not path.is_dir():
         try:
             from huggingface_hub import snapshot_download

@@ -86,7 +86,7 @@ def dequantize_gguf(file: str | os.PathLike, cache_dir: str | os.PathLike | None
     with _exclusive(target):  # one conversion at a time (e.g. the processes of a torchrun)
         if not (target / _PROVENANCE).exists():
             log.info("dequantizing %s once into %s", file, target)
-            with atomic_dir(target, overwrite=True) as tmp:
+            with atomic_dir(target, overwrite=True, kind="gguf-dequantized", replace_unmarked=True) as tmp:
                 _convert(file, tmp)
     return target
 

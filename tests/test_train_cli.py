@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from realspo.cli import main
 from realspo.training.outputs import read_metrics
@@ -127,4 +128,19 @@ def test_two_process_torchrun_run_finishes_with_the_same_outputs(tiny_model_dir,
     assert (out / "spo_head.safetensors").exists() and (out / "config.yaml").exists()
     checkpoint = out / "checkpoints" / "step-000002"
     assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
-    assert (checkpoint / "random_states_1.pkl").exists()
+    # written by the main process alone: every process's RNG state, no pickle
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "model.safetensors", "optimizer.json", "optimizer.safetensors",
+        "rng_state_0.json", "rng_state_0.safetensors", "rng_state_1.json", "rng_state_1.safetensors",
+        "scheduler.json", "trainer_state.json"]
+
+    # Resumed from step 2 by two processes (each restoring its own RNG state), step 3 is
+    # trained again and gives the same weights.
+    from safetensors.torch import load_file
+
+    first = load_file(str(out / "model.safetensors"))
+    done = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [0, 1, 2, 3]

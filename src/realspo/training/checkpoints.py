@@ -37,7 +37,13 @@ import numpy as np
 import torch
 
 from realspo.errors import ConfigError, InputError
-from realspo.training.state_files import StateFileError, read_json, read_state, write_state
+from realspo.training.state_files import (
+    StateFileError,
+    read_json,
+    read_state,
+    read_tensors,
+    write_state,
+)
 
 CHECKPOINTS = "checkpoints"
 TRAINER_STATE = "trainer_state.json"
@@ -175,13 +181,14 @@ def _invalid(path: Path, reason: str) -> InputError:
 
 
 def check_checkpoint_files(checkpoint: Path) -> dict[str, Any]:
-    """Check the names (not yet the contents) of ``checkpoint``'s files and read its
-    ``trainer_state.json``; refuse anything a realspo checkpoint does not hold."""
+    """Check ``checkpoint``'s files, cheaply and before any work: their names (anything a
+    realspo checkpoint does not hold is refused), that each parses (JSON; a safetensors
+    header), and ``trainer_state.json``, which is returned."""
     path = checkpoint / TRAINER_STATE
     for item in sorted(checkpoint.iterdir()):
         if _PICKLED.match(item.name):
-            raise _invalid(item, "a pickle, as accelerate's save_state wrote for older realspo "
-                                 "versions; realspo never reads pickles: start the run over")
+            raise _invalid(item, "a pickle, as older realspo versions wrote; pickles are never "
+                                 "read: delete the run to start over")
     try:
         state = read_json(path)
         if not isinstance(state, dict):
@@ -197,12 +204,19 @@ def check_checkpoint_files(checkpoint: Path) -> dict[str, Any]:
     allowed = {TRAINER_STATE, MODEL, *(f"{p}.{ext}" for p in pieces for ext in ("json", "safetensors"))}
     for item in sorted(checkpoint.iterdir()):
         if item.name not in allowed or not item.is_file():
-            raise _invalid(item, "unexpected in a checkpoint, which holds only trainer_state.json, "
-                                 "model.safetensors and JSON/safetensors state files")
+            raise _invalid(item, "unexpected: a checkpoint holds only realspo's JSON and "
+                                 "safetensors files")
     for name in (MODEL, "optimizer.json", "scheduler.json",
                  *(f"{_RNG.format(i)}.json" for i in range(processes))):
         if not (checkpoint / name).is_file():
             raise _invalid(checkpoint / name, "missing")
+    try:  # every file parses (safetensors: the header), before any model is loaded
+        read_tensors(checkpoint / MODEL, load=False)
+        for piece in pieces:
+            if (checkpoint / f"{piece}.json").exists():
+                read_state(checkpoint, piece, tensors=False)
+    except StateFileError as exc:
+        raise _invalid(exc.path, exc.reason) from None
     return state
 
 

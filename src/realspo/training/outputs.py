@@ -82,7 +82,7 @@ def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> RunStart:
         raise RunExistsError(str(out))
     last = latest_checkpoint(out) if resume else None
     if last is not None:
-        check_checkpoint_files(last)  # names only: refuses pickles before any work
+        check_checkpoint_files(last)  # refuses a pickle or a malformed file before any work
         return RunStart(last)
     kind = None if out.is_symlink() else output_kind(out)
     if kind != RUN_KIND:

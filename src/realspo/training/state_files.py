@@ -44,7 +44,7 @@ def encode(obj: Any, tensors: dict[str, torch.Tensor], name: str = "") -> Any:
                     "tensors only)")
 
 
-def decode(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
+def decode(node: Any, tensors: dict[str, Any]) -> Any:
     """Inverse of :func:`encode`; ``ValueError`` for anything :func:`encode` does not write."""
     if node is None or isinstance(node, (bool, int, float, str)):
         return node
@@ -90,26 +90,37 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def read_state(directory: Path, name: str) -> Any:
-    """What :func:`write_state` wrote as ``NAME``: plain data and CPU tensors only. Raises
-    ``(path, exception)``-carrying :class:`StateFileError` naming the file that failed."""
-    from safetensors.torch import load_file
+def read_state(directory: Path, name: str, *, tensors: bool = True) -> Any:
+    """What :func:`write_state` wrote as ``NAME``: plain data and CPU tensors only.
 
+    ``tensors=False`` reads only the safetensors header (each tensor becomes None): a cheap
+    check of both files. Raises :class:`StateFileError` naming the file that failed.
+    """
     path = directory / f"{name}.json"
     try:
         tree = read_json(path)
     except Exception as exc:  # missing, not UTF-8, not JSON, nested too deep, ...
         raise StateFileError(path, exc) from None
-    tensors: dict[str, torch.Tensor] = {}
     weights = directory / f"{name}.safetensors"
-    if weights.exists():
-        try:
-            tensors = load_file(str(weights), device="cpu")
-        except Exception as exc:  # not a safetensors file (e.g. a pickle), truncated, ...
-            raise StateFileError(weights, exc) from None
+    found = read_tensors(weights, load=tensors) if weights.exists() else {}
     try:
-        return decode(tree, tensors)
+        return decode(tree, found)
     except (ValueError, TypeError, RecursionError) as exc:
+        raise StateFileError(path, exc) from None
+
+
+def read_tensors(path: Path, *, load: bool = True) -> dict[str, Any]:
+    """The tensors of a safetensors file on the CPU (``load=False``: its keys, each mapped to
+    None, from the header alone). Raises :class:`StateFileError`."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        if load:
+            return load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt") as fh:
+            return dict.fromkeys(fh.keys())
+    except Exception as exc:  # not a safetensors file (e.g. a pickle), truncated, ...
         raise StateFileError(path, exc) from None
 
 

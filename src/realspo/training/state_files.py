@@ -6,8 +6,8 @@ plain data survives the trip: ``None``, booleans, numbers, strings, lists, tuple
 (``{"$tuple": [...]}``), dicts (``{"$items": [[key, value], ...]}`` when a key is not a
 plain string, as an optimizer's integer parameter ids are) and tensors; any other object
 is refused when written. Reading a file can build nothing but these, so a planted file can
-at worst fail to load: it cannot run code (``pickle`` and ``torch.load(weights_only=False)``
-rebuild arbitrary objects by calling them).
+at worst fail to load: it cannot run code (``pickle``, and ``torch.load`` unless restricted to
+weights, rebuild arbitrary objects by calling them).
 """
 
 from __future__ import annotations

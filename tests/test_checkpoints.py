@@ -106,3 +106,63 @@ def test_tensors_of_any_dtype_and_shape_survive_encoding():
     values = {"step": torch.tensor(3.0), "bf16": torch.ones(2, 2, dtype=torch.bfloat16),
               "bytes": torch.arange(5, dtype=torch.uint8), 7: (None, float("inf"), True)}
     assert _same(decode(json.loads(json.dumps(encode(values, tensors))), tensors), values)
+
+
+class _OneProcess:
+    """What the checkpoint functions use of an ``accelerate.Accelerator``, for one process."""
+
+    num_processes, process_index, is_main_process, step = 1, 0, True, 0
+
+    def unwrap_model(self, model):
+        return model
+
+    def wait_for_everyone(self) -> None:
+        pass
+
+
+def _parts():
+    from transformers import get_scheduler
+
+    model, optimizer = _trained_optimizer()
+    scheduler = get_scheduler("linear", optimizer=optimizer, num_warmup_steps=1, num_training_steps=9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=512.0)
+    return {"model": model, "optimizer": optimizer, "scheduler": scheduler, "scaler": scaler}
+
+
+def test_a_checkpoint_restores_every_part_and_the_micro_batch_counter(tmp_path):
+    from realspo.training.checkpoints import restore_checkpoint, save_checkpoint
+
+    acc, parts = _OneProcess(), _parts()
+    parts["optimizer"].step()
+    parts["scheduler"].step()
+    parts["scaler"].scale(torch.tensor(1.0))
+    parts["scaler"].update(100.0)
+    acc.step = 5
+    state = {"step": 3, "num_processes": 1}
+    path = save_checkpoint(acc, parts, tmp_path, 3, state, keep=0)
+    assert path == tmp_path / "checkpoints" / "step-000003"
+    assert sorted(p.name for p in path.iterdir()) == [
+        "model.safetensors", "optimizer.json", "optimizer.safetensors", "rng_state_0.json",
+        "rng_state_0.safetensors", "scaler.json", "scheduler.json", "trainer_state.json"]
+    expected = {k: v.state_dict() for k, v in parts.items()}
+    assert expected["scaler"]["scale"] == 100.0 and expected["scheduler"]["last_epoch"] == 1
+    draw = torch.rand(2)
+
+    again, fresh = _OneProcess(), _parts()
+    restored = restore_checkpoint(again, fresh, path)
+    assert restored["step"] == 3 and again.step == 5
+    for name, part in fresh.items():
+        assert _same(part.state_dict(), expected[name]), name
+    assert torch.equal(torch.rand(2), draw)  # the RNG is back where it was when saved
+
+
+def test_a_failed_checkpoint_write_leaves_no_temporary(tmp_path, monkeypatch):
+    import realspo.training.checkpoints as checkpoints_module
+
+    def fail(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints_module, "write_state", fail)
+    with pytest.raises(OSError):
+        checkpoints_module.save_checkpoint(_OneProcess(), _parts(), tmp_path, 1, {"step": 1}, keep=0)
+    assert list((tmp_path / "checkpoints").iterdir()) == []

@@ -166,3 +166,16 @@ def test_a_failed_checkpoint_write_leaves_no_temporary(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         checkpoints_module.save_checkpoint(_OneProcess(), _parts(), tmp_path, 1, {"step": 1}, keep=0)
     assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_a_scheduler_state_setting_other_attributes_is_refused(tmp_path):
+    from realspo.errors import InputError
+    from realspo.training.checkpoints import restore_checkpoint, save_checkpoint
+
+    parts = _parts()
+    path = save_checkpoint(_OneProcess(), parts, tmp_path, 1, {"step": 1, "num_processes": 1}, keep=0)
+    tree = json.loads((path / "scheduler.json").read_text())
+    (path / "scheduler.json").write_text(json.dumps({**tree, "optimizer": None}))
+    with pytest.raises(InputError, match=r"scheduler\.json: not a valid realspo checkpoint file "
+                                         r"\(ValueError: unexpected keys \['optimizer'\]\)"):
+        restore_checkpoint(_OneProcess(), _parts(), path)

@@ -257,11 +257,12 @@ def _load(checkpoint: Path, name: str, apply: Any) -> None:
 
 
 def _same_keys(target: Any) -> Any:
-    """``target.load_state_dict``, refusing a state whose keys differ from ``target``'s own
-    (a scheduler's load_state_dict sets whatever attributes it is given)."""
+    """``target.load_state_dict``, refusing a key ``target``'s own state lacks (a scheduler's
+    load_state_dict sets whatever attributes it is given, ``optimizer`` included)."""
     def apply(state: Any) -> None:
-        expected = set(target.state_dict())
-        if not isinstance(state, dict) or set(state) != expected:
-            raise ValueError(f"expected the keys {sorted(expected)}")
+        known = set(target.state_dict())
+        if not isinstance(state, dict) or not set(state) <= known:
+            unknown = sorted(set(state) - known) if isinstance(state, dict) else state
+            raise ValueError(f"unexpected keys {unknown!r:.80}")
         target.load_state_dict(state)
     return apply

@@ -179,3 +179,27 @@ def test_a_scheduler_state_setting_other_attributes_is_refused(tmp_path):
     with pytest.raises(InputError, match=r"scheduler\.json: not a valid realspo checkpoint file "
                                          r"\(ValueError: unexpected keys \['optimizer'\]\)"):
         restore_checkpoint(_OneProcess(), _parts(), path)
+
+
+@pytest.mark.parametrize(("change", "named", "reason"), [
+    (lambda p: (p / "notes.txt").write_text("x"), "notes.txt", "unexpected"),
+    (lambda p: (p / "rng_state_1.json").write_text("{}"), "rng_state_1.json", "unexpected"),
+    (lambda p: (p / "optimizer.json").unlink(), "optimizer.json", "missing"),
+    (lambda p: (p / "rng_state_0.json").unlink(), "rng_state_0.json", "missing"),
+    (lambda p: (p / "trainer_state.json").write_text('{"format": "realspo-checkpoint/1", "step": 1, '
+                                                     '"num_processes": 1000000000000, "accelerator_step": 0}'),
+     "rng_state_1.json", "missing"),
+    (lambda p: (p / "trainer_state.json").write_text('{"format": "realspo-checkpoint/1", "step": true, '
+                                                     '"num_processes": 1, "accelerator_step": 0}'),
+     "trainer_state.json", "no integer"),
+    (lambda p: (p / "scheduler.json").write_text('{"$call": 1}'), "scheduler.json", "ValueError: unknown or malformed tag"),
+])
+def test_a_checkpoint_is_checked_file_by_file_before_any_work(change, named, reason, tmp_path):
+    from realspo.errors import InputError
+    from realspo.training.checkpoints import check_checkpoint_files, save_checkpoint
+
+    path = save_checkpoint(_OneProcess(), _parts(), tmp_path, 1, {"step": 1, "num_processes": 1}, keep=0)
+    check_checkpoint_files(path)
+    change(path)
+    with pytest.raises(InputError, match=f"{named}: not a valid realspo checkpoint file \\({reason}"):
+        check_checkpoint_files(path)

@@ -25,6 +25,7 @@ other file, such as accelerate's pickles (``optimizer.bin``, ``random_states_0.p
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import random
@@ -51,6 +52,7 @@ MODEL = "model.safetensors"
 FORMAT = "realspo-checkpoint/1"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 _RNG = "rng_state_{}"
+_RNG_FILE = re.compile(r"^rng_state_(\d+)$")
 # What checkpoints of realspo <= this change held (accelerate's save_state): pickles.
 _PICKLED = re.compile(r"^(custom_checkpoint_\d+\.pkl|random_states_\d+\.pkl|(optimizer|scheduler|"
                       r"sampler|dl_state_dict)(_\d+)?\.bin|scaler\.pt|pytorch_model(_\d+)?\.bin)$")
@@ -197,24 +199,31 @@ def check_checkpoint_files(checkpoint: Path) -> dict[str, Any]:
         raise _invalid(path, StateFileError(path, exc).reason) from None
     if state.get("format") != FORMAT:
         raise _invalid(path, f"format {state.get('format')!r}, expected {FORMAT!r}")
-    processes = state.get("num_processes")
-    if not isinstance(state.get("step"), int) or not isinstance(processes, int) or processes < 1:
-        raise _invalid(path, "no integer 'step' and 'num_processes'")
-    pieces = ["optimizer", "scheduler", "scaler", *(_RNG.format(i) for i in range(processes))]
-    allowed = {TRAINER_STATE, MODEL, *(f"{p}.{ext}" for p in pieces for ext in ("json", "safetensors"))}
+    if not all(type(state.get(k)) is int and state[k] >= 0
+               for k in ("step", "num_processes", "accelerator_step")) or not state["num_processes"]:
+        raise _invalid(path, "no integer 'step', 'num_processes' and 'accelerator_step'")
+    processes, pieces = state["num_processes"], set()
     for item in sorted(checkpoint.iterdir()):
-        if item.name not in allowed or not item.is_file():
-            raise _invalid(item, "unexpected: a checkpoint holds only realspo's JSON and "
-                                 "safetensors files")
-    for name in (MODEL, "optimizer.json", "scheduler.json",
-                 *(f"{_RNG.format(i)}.json" for i in range(processes))):
-        if not (checkpoint / name).is_file():
+        piece, _, ext = item.name.rpartition(".")
+        rng = _RNG_FILE.match(piece)
+        if item.name not in (TRAINER_STATE, MODEL):
+            if ext not in ("json", "safetensors") or not (
+                    piece in ("optimizer", "scheduler", "scaler") or rng and int(rng.group(1)) < processes):
+                raise _invalid(item, "unexpected: a checkpoint holds only realspo's JSON and "
+                                     "safetensors files")
+            pieces.add(piece)
+        if not item.is_file():
+            raise _invalid(item, "not a file")
+    required = (MODEL, "optimizer.json", "scheduler.json")
+    for name in itertools.chain(required, (f"{_RNG.format(i)}.json" for i in range(processes))):
+        if not (checkpoint / name).is_file():  # lazily: stops at the first one missing
             raise _invalid(checkpoint / name, "missing")
     try:  # every file parses (safetensors: the header), before any model is loaded
         read_tensors(checkpoint / MODEL, load=False)
-        for piece in pieces:
-            if (checkpoint / f"{piece}.json").exists():
-                read_state(checkpoint, piece, tensors=False)
+        for piece in sorted(pieces):
+            if not (checkpoint / f"{piece}.json").is_file():
+                raise StateFileError(checkpoint / f"{piece}.json", "missing")
+            read_state(checkpoint, piece, tensors=False)
     except StateFileError as exc:
         raise _invalid(exc.path, exc.reason) from None
     return state
@@ -239,10 +248,7 @@ def restore_checkpoint(accelerator: Any, parts: dict[str, Any], checkpoint: Path
     if parts.get("scaler") is not None and (checkpoint / "scaler.json").exists():
         _load(checkpoint, "scaler", _same_keys(parts["scaler"]))
     _load(checkpoint, _RNG.format(accelerator.process_index), set_rng_state)
-    step = state.get("accelerator_step")
-    if not isinstance(step, int):
-        raise _invalid(checkpoint / TRAINER_STATE, "no integer 'accelerator_step'")
-    accelerator.step = step  # its micro-batch counter decides which micro-batch syncs
+    accelerator.step = state["accelerator_step"]  # its micro-batch counter: which micro-batch syncs
     return state
 
 

@@ -220,3 +220,94 @@ def test_train_killed_after_a_checkpoint_resumes_with_the_same_order_and_metrics
 
     final, ref = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "ref" / "model.safetensors"))
     assert all(torch.allclose(final[k], ref[k], atol=1e-5) for k in ref)
+
+
+# --- what an interrupted train leaves behind never blocks the next run -----------------------------
+
+
+def _train_setup(tmp_path: Path, tiny_model_dir: str) -> dict:
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", [
+        {"prompt": f"Human: Tell me about {w}. Assistant:", "chosen": f" {w.capitalize()} are fine.",
+         "rejected": " I cannot help with that."} for w in WORDS])
+    return dict(data=str(pairs), model=tiny_model_dir, cache_dir=str(tmp_path / "cache"),
+                batch_size=3, max_length=48, logging_steps=1, lr=1e-3, warmup_ratio=0.0, seed=7)
+
+
+def _losses(path: Path) -> list[tuple[int, float]]:
+    from realspo.training.outputs import read_metrics
+
+    return [(r["step"], round(r["loss"], 5)) for r in read_metrics(path) if "loss" in r]
+
+
+def test_train_killed_before_its_first_checkpoint_resumes_from_the_start(tiny_model_dir, tmp_path, caplog):
+    from realspo.training.config import TrainConfig
+    from realspo.training.loop import train
+
+    opts = _train_setup(tmp_path, tiny_model_dir) | {"max_steps": 4, "save_steps": 100}
+    train(TrainConfig(out=str(tmp_path / "ref"), **opts))
+    out = tmp_path / "run"
+    argv = ["train", "--out", str(out)] + [f"--{k.replace('_', '-')}={v}" for k, v in opts.items()]
+    kill_when(argv, lambda: (out / "metrics.jsonl").exists()
+              and (out / "metrics.jsonl").read_bytes().count(b"\n") >= 2)
+    assert (out / "config.yaml").exists() and not (out / "checkpoints").exists()
+    with caplog.at_level("INFO"):
+        train(TrainConfig(out=str(out), resume=True, **opts))
+    assert "has no checkpoint yet" in caplog.text and "starting over from step 0" in caplog.text
+    assert _losses(out / "metrics.jsonl") == _losses(tmp_path / "ref" / "metrics.jsonl")
+    assert (out / "model.safetensors").exists()
+
+
+def test_a_failed_checkpoint_write_leaves_no_temporary_and_resume_starts_over(
+        tiny_model_dir, tmp_path, monkeypatch):
+    import realspo.training.checkpoints as checkpoints_module
+    from realspo.training.config import TrainConfig
+    from realspo.training.loop import train
+
+    real = checkpoints_module.write_state
+
+    def disk_full_at_the_scheduler(directory, name, obj):
+        if name == "scheduler":
+            raise OSError(28, "No space left on device")
+        return real(directory, name, obj)
+
+    opts = _train_setup(tmp_path, tiny_model_dir) | {"max_steps": 2, "save_steps": 1}
+    out = tmp_path / "run"
+    monkeypatch.setattr(checkpoints_module, "write_state", disk_full_at_the_scheduler)
+    with pytest.raises(OSError, match="No space left"):
+        train(TrainConfig(out=str(out), **opts))
+    assert list((out / "checkpoints").iterdir()) == []  # no .step-000001.tmp, no step-000001
+    monkeypatch.setattr(checkpoints_module, "write_state", real)
+    train(TrainConfig(out=str(out), resume=True, **opts))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001", "step-000002"]
+    assert [s for s, _ in _losses(out / "metrics.jsonl")] == [0, 1, 2]
+
+
+def test_temporaries_left_by_a_kill_are_removed_when_resuming(tiny_model_dir, tmp_path):
+    from realspo.training.config import TrainConfig
+    from realspo.training.loop import train
+
+    opts = _train_setup(tmp_path, tiny_model_dir) | {"max_steps": 3, "save_steps": 1}
+    out = tmp_path / "run"
+    assert train(TrainConfig(out=str(out), **opts), stop_after=1) is None
+    left = [out / "checkpoints" / ".step-000002.tmp", out / ".export.tmp"]
+    for path in left:
+        path.mkdir()
+        (path / "model.safetensors").write_bytes(b"torn")
+    (out / ".metrics.jsonl.0a1b2c.tmp").write_text('{"step": 9')
+    train(TrainConfig(out=str(out), resume=True, **opts))
+    assert sorted(p.name for p in out.rglob("*.tmp")) == []
+    assert (out / "checkpoints" / "step-000003").is_dir() and (out / "model.safetensors").exists()
+
+
+def test_resume_of_a_finished_run_without_checkpoints_is_refused(tiny_model_dir, tmp_path):
+    from realspo.errors import ConfigError
+    from realspo.training.config import TrainConfig
+    from realspo.training.loop import train
+
+    opts = _train_setup(tmp_path, tiny_model_dir) | {"max_steps": 1}
+    out = tmp_path / "run"
+    train(TrainConfig(out=str(out), **opts))
+    before = (out / "model.safetensors").read_bytes()
+    with pytest.raises(ConfigError, match="no checkpoint to resume from, and the run has finished"):
+        train(TrainConfig(out=str(out), resume=True, **opts))
+    assert (out / "model.safetensors").read_bytes() == before

@@ -174,6 +174,12 @@ def test_no_torch_load_without_weights_only():
     assert unsafe == []
 
 
+def test_no_unpickling_loader_of_a_library():
+    """accelerate's load_state, and torch's loader unless restricted to weights, unpickle."""
+    assert _calls(r"\.load_state\(") == []
+    assert _calls(r"weights_only\s*=\s*False") == []
+
+
 def test_no_pickle_or_unsafe_yaml_loading():
     assert _calls(r"\b(c?[Pp]ickle|dill|joblib)\.loads?\(") == []
     assert _calls(r"\byaml\.(load|unsafe_load|full_load)\(") == []
@@ -186,3 +192,64 @@ def test_every_np_load_refuses_pickles():
 
 def test_remote_code_is_never_switched_on_in_the_source():
     assert _calls(r"trust_remote_code\s*=\s*True") == []
+
+
+# --- train --resume reads no pickle -------------------------------------------------------------
+
+CHECKPOINT_FILES = ["model.safetensors", "optimizer.json", "optimizer.safetensors", "rng_state_0.json",
+                    "rng_state_0.safetensors", "scheduler.json", "trainer_state.json"]
+OLD_PICKLE_NAMES = ["custom_checkpoint_0.pkl", "random_states_0.pkl", "optimizer.bin"]
+
+
+class _Planted:
+    """Unpickling this runs ``exec(code)``, as a hostile checkpoint file would (a ``torch.save``
+    file is a zip around such a pickle, unpickled the same way)."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    def __reduce__(self):
+        return exec, (self.code,)
+
+
+@pytest.fixture(scope="module")
+def checkpointed_run(tiny_model_dir, tmp_path_factory):
+    """A finished run with a checkpoint at step 2, and the argv that trained it."""
+    root = tmp_path_factory.mktemp("checkpointed")
+    pairs = root / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"prompt": f"Q{i}?", "chosen": "Yes, gladly.",
+                                         "rejected": "No."}) + "\n" for i in range(4)))
+    out = root / "run"
+    argv = ["train", "--data", str(pairs), "--model", tiny_model_dir, "--out", str(out),
+            "--cache-dir", str(root / "cache"), "--batch-size", "2", "--max-length", "32",
+            "--max-steps", "2", "--save-steps", "2"]
+    assert main(argv) == 0
+    checkpoint = out / "checkpoints" / "step-000002"
+    assert sorted(p.name for p in checkpoint.iterdir()) == CHECKPOINT_FILES
+    return out, argv
+
+
+@pytest.mark.parametrize("planted", [*CHECKPOINT_FILES, *OLD_PICKLE_NAMES])
+def test_a_pickle_planted_in_a_checkpoint_is_refused_and_never_run(
+        planted, checkpointed_run, tmp_path, capsys):
+    import pickle
+    import shutil
+
+    source, argv = checkpointed_run
+    out = tmp_path / "run"
+    shutil.copytree(source, out)
+    marker = tmp_path / "pwned"
+    target = out / "checkpoints" / "step-000002" / planted
+    payload = pickle.dumps({"state": _Planted(f"open({str(marker)!r}, 'w').write('ran')")})
+    pickle.loads(payload)  # the payload is live: unpickling it (as the old resume did) runs the code
+    assert marker.exists()
+    marker.unlink()
+    target.write_bytes(payload)
+    capsys.readouterr()
+
+    code = main([*[str(out) if a == str(source) else a for a in argv], "--resume"])
+    err = capsys.readouterr().err.strip()
+    assert not marker.exists()
+    assert code == 2
+    assert len(err.splitlines()) == 1, err
+    assert f"{target}: not a valid realspo checkpoint file (" in err

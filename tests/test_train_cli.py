@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from realspo.cli import main
 from realspo.training.outputs import read_metrics
@@ -127,4 +128,134 @@ def test_two_process_torchrun_run_finishes_with_the_same_outputs(tiny_model_dir,
     assert (out / "spo_head.safetensors").exists() and (out / "config.yaml").exists()
     checkpoint = out / "checkpoints" / "step-000002"
     assert json.loads((checkpoint / "trainer_state.json").read_text())["num_processes"] == 2
-    assert (checkpoint / "random_states_1.pkl").exists()
+    # written by the main process alone: every process's RNG state, no pickle
+    assert sorted(p.name for p in checkpoint.iterdir()) == [
+        "model.safetensors", "optimizer.json", "optimizer.safetensors",
+        "rng_state_0.json", "rng_state_0.safetensors", "rng_state_1.json", "rng_state_1.safetensors",
+        "scheduler.json", "trainer_state.json"]
+
+    # Resumed from step 2 by two processes (each restoring its own RNG state), step 3 is
+    # trained again and gives the same weights.
+    from safetensors.torch import load_file
+
+    first = load_file(str(out / "model.safetensors"))
+    done = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    again = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [0, 1, 2, 3]
+
+
+# --- one run per output, and --overwrite replaces only a training run ---------------------------
+
+
+def test_a_second_run_on_a_locked_out_exits_2_naming_the_pid(tiny_model_dir, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom realspo.outputs import output_lock\n"
+         "with output_lock(sys.argv[1]):\n    print('held', flush=True)\n    time.sleep(120)\n",
+         str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(base_args(tiny_model_dir, data, out, tmp_path)) == 2
+        err = one_line_error(capsys)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdout.close()
+    assert f"is being written by another run (PID {holder.pid}" in err
+    assert not out.exists()
+
+
+def test_a_stale_lock_of_a_dead_process_is_taken_over(tiny_model_dir, tmp_path, capsys):
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "run"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / ".run.lock").write_text(dead + "\n")
+    assert main([*base_args(tiny_model_dir, data, out, tmp_path), "--max-steps", "1"]) == 0
+    assert f"stale lock of PID {dead}" in capsys.readouterr().err
+    assert (out / "model.safetensors").exists() and not (tmp_path / ".run.lock").exists()
+
+
+def test_a_new_run_directory_is_marked_as_a_training_run(tiny_model_dir, tmp_path):
+    from realspo.outputs import output_kind
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "run"
+    assert main([*base_args(tiny_model_dir, data, out, tmp_path), "--max-steps", "1"]) == 0
+    assert output_kind(out) == "train-run"
+    # ... so --overwrite replaces it
+    assert main([*base_args(tiny_model_dir, data, out, tmp_path), "--max-steps", "1", "--overwrite"]) == 0
+
+
+def _tree(path: Path) -> dict:
+    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else None
+            for p in sorted(path.rglob("*"))}
+
+
+@pytest.mark.parametrize("kind", ["model", "data", "notes", "unmarked old run", "other realspo output"])
+def test_overwrite_refuses_what_is_not_a_training_run_and_deletes_nothing(
+        kind, tiny_model_dir, tmp_path, capsys):
+    import shutil
+
+    from realspo.outputs import mark_output
+
+    data = write_jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    out = tmp_path / "target"
+    if kind == "model":
+        shutil.copytree(tiny_model_dir, out)
+    elif kind == "data":
+        out.mkdir()
+        write_jsonl(out / "other-pairs.jsonl", PAIRS)
+    elif kind == "notes":
+        out.mkdir()
+        (out / "thesis.tex").write_text("years of work")
+    elif kind == "unmarked old run":  # as realspo wrote runs before it marked them
+        (out / "checkpoints" / "step-000002").mkdir(parents=True)
+        (out / "checkpoints" / "step-000002" / "trainer_state.json").write_text('{"step": 2}')
+        (out / "metrics.jsonl").write_text('{"step": 0}\n')
+        (out / "config.yaml").write_text("seed: 0\n")
+    else:
+        out.mkdir()
+        mark_output(out, "demo-report")
+        (out / "report.md").write_text("# results")
+    before = _tree(out)
+    assert main([*base_args(tiny_model_dir, data, out, tmp_path), "--overwrite"]) == 2
+    err = one_line_error(capsys)
+    assert f"--out {out}: is " in err and "refusing to replace it" in err
+    if kind == "unmarked old run":
+        assert "delete such a run by hand" in err
+    assert _tree(out) == before
+
+
+# --- plot on a malformed metrics.jsonl ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(("line", "expected"), [
+    ('{"step": 1, "loss": 0.6', "line 2: not valid JSON"),
+    ("[1, 2]", "line 2: a JSON list, expected an object"),
+    ('{"step": 1, "loss": "0.6"}', "line 2: field 'loss': expected a number or null, got '0.6'"),
+    ('{"step": 1, "eval/rewards/margins": true}', "line 2: field 'eval/rewards/margins': expected a number"),
+    ('{"step": "one", "loss": 0.6}', "line 2: field 'step': expected a number, got 'one'"),
+    ('{"loss": 0.6}', "line 2: field 'step': expected a number, got None"),
+])
+def test_plot_of_a_malformed_metrics_file_exits_2_naming_file_and_line(line, expected, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text(f'{{"step": 0, "loss": 0.7}}\n{line}\n{{"step": 2, "loss": 0.5}}\n')
+    assert main(["plot", str(run)]) == 2
+    assert f"{run / 'metrics.jsonl'}:{expected}" in one_line_error(capsys)
+    assert not (run / "curves.png").exists()
+
+
+def test_plot_skips_a_torn_last_record_with_a_warning(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 0, "loss": 0.7}\n{"step": 1, "loss": null}\n'
+                                       '{"step": 2, "lo')  # killed mid-write: no newline
+    assert main(["plot", str(run)]) == 0
+    err = capsys.readouterr().err
+    assert "metrics.jsonl:line 3: skipping a torn last record" in err
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"

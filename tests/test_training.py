@@ -319,8 +319,11 @@ def test_gradient_checkpointing_changes_memory_not_results(
 
 
 def test_overwrite_replaces_a_previous_run(tiny_model_dir, pairs_file, cache_dir, tmp_path):
+    from realspo.outputs import mark_output
+
     out = tmp_path / "run"
     out.mkdir()
+    mark_output(out, "train-run")  # only a marked training run is replaced
     (out / "stale.txt").write_text("old")
     train(config(tiny_model_dir, pairs_file, out, cache_dir, overwrite=True))
     assert not (out / "stale.txt").exists() and (out / "model.safetensors").exists()

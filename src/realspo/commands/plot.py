@@ -3,6 +3,12 @@
 Reads ``RUN/metrics.jsonl`` (written by ``realspo train``) and draws one panel per metric
 family: loss, reward accuracy, reward margins, chosen/rejected rewards, and, for SPO runs,
 the degree loss and accuracy. Training records are lines, ``eval/`` records are markers.
+
+A malformed ``metrics.jsonl`` (a line that is not a JSON object, a record without a numeric
+``step``, a plotted value that is not a number or null) stops it with one line naming the
+file, the line and the field. A torn last line (no newline: the run was killed while writing
+it) is skipped with a warning, as ``train --resume`` does: it is the one damage a kill can do,
+and the records before it are whole.
 """
 
 from __future__ import annotations
@@ -47,6 +53,29 @@ def _series(records: list[dict[str, Any]], key: str) -> tuple[list[float], list[
     return [p[0] for p in points], [p[1] for p in points]
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def read_plot_records(metrics_path: Path) -> list[dict[str, Any]]:
+    """The records of ``metrics_path``, each checked: a numeric ``step``, and every plotted
+    metric a number or null (``train`` writes a non-finite value as null)."""
+    from realspo.training.outputs import numbered_metrics
+
+    plotted = {k for _, keys in PANELS for key in keys for k in (key, f"eval/{key}")}
+    records = []
+    for number, record in numbered_metrics(metrics_path):
+        if not _is_number(record.get("step")):
+            raise InputError(str(metrics_path), f"expected a number, got {record.get('step')!r:.60}",
+                             where=f"line {number}", field="step")
+        for key in plotted.intersection(record):
+            if record[key] is not None and not _is_number(record[key]):
+                raise InputError(str(metrics_path), f"expected a number or null, got {record[key]!r:.60}",
+                                 where=f"line {number}", field=key)
+        records.append(record)
+    return records
+
+
 def plot_metrics(metrics_path: Path, png: Path, overwrite: bool = False) -> Path:
     """Draw the curves of ``metrics_path`` into ``png`` (atomically); returns ``png``."""
     import matplotlib
@@ -54,12 +83,10 @@ def plot_metrics(metrics_path: Path, png: Path, overwrite: bool = False) -> Path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from realspo.training.outputs import read_metrics
-
     check_writable(png, overwrite)  # before any drawing
     if not metrics_path.is_file():
         raise InputError(str(metrics_path), "no such file (expected the metrics.jsonl of a training run)")
-    records = [r for r in read_metrics(metrics_path) if isinstance(r.get("step"), (int, float))]
+    records = read_plot_records(metrics_path)
     if not records:
         raise InputError(str(metrics_path), "no metrics records to plot")
     panels = [(title, keys) for title, keys in PANELS

@@ -2,13 +2,15 @@
 
 :func:`train` runs a :class:`TrainConfig`:
 
-1. check ``--out`` (new, ``--resume`` or ``--overwrite``) before any work;
+1. lock ``--out`` (one run at a time) and check it (new, ``--resume`` or ``--overwrite``)
+   before any work;
 2. read and validate the pairs and tokenize them once (:mod:`realspo.training.data`);
 3. compute the reference log-probs once, with the initial model, cached on disk
    (:mod:`realspo.training.reference`); skipped for reference-free losses;
 4. train: each micro-batch runs only the policy (:mod:`realspo.training.step`); accelerate
-   does gradient accumulation, mixed precision, DDP / FSDP / DeepSpeed and checkpoint state;
-5. write metrics, checkpoints and the exported model (:mod:`realspo.training.outputs`).
+   does gradient accumulation, mixed precision, DDP / FSDP / DeepSpeed;
+5. write metrics, checkpoints (:mod:`realspo.training.checkpoints`: safetensors and JSON,
+   no pickle) and the exported model (:mod:`realspo.training.outputs`).
 
 The step-0 metrics record is the first micro-batch, measured before any update: with a
 fresh policy equal to its reference, ``loss`` there is the loss at zero margin (log 2 for
@@ -17,11 +19,12 @@ fresh policy equal to its reference, ``loss`` there is the loss at zero margin (
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +32,16 @@ from typing import Any
 import torch
 
 from realspo.config import to_dict
-from realspo.errors import ConfigError, TrainingDiverged
+from realspo.errors import TrainingDiverged
 from realspo.faults import after_batch
+from realspo.outputs import output_lock
 from realspo.processes import destroy_process_group_at_exit
+from realspo.training.checkpoints import (
+    check_supported,
+    remove_temporaries,
+    restore_checkpoint,
+    save_checkpoint,
+)
 from realspo.training.config import TrainConfig, default_cache_dir, mixed_precision
 from realspo.training.metrics import (
     BATCH_METRICS,
@@ -43,12 +53,11 @@ from realspo.training.metrics import (
 from realspo.training.outputs import (
     METRICS,
     MetricsLog,
+    RunStart,
     check_resume_config,
     check_run_dir,
     clear_run_dir,
     export_model,
-    read_trainer_state,
-    save_checkpoint,
     write_run_config,
 )
 from realspo.training.step import StepResult, build_model, check_finite, forward_batch
@@ -65,18 +74,33 @@ def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None
     ends the run after that step (and its checkpoint) without exporting and returns None,
     as an interruption would.
     """
+    cfg.validate()
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("accelerate").setLevel(logging.WARNING)  # its info chatter
+    out = Path(cfg.out)
+    with _run_lock(out):
+        start = check_run_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
+        if start.resume_from is not None or start.restart:
+            check_resume_config(out, to_dict(cfg))
+        return _train(cfg, out, start, on_batch, stop_after)
+
+
+@contextlib.contextmanager
+def _run_lock(out: Path) -> Iterator[None]:
+    """Hold ``OUT``'s lock for the whole run: taken by the main process (rank 0) only, before
+    the other processes could see a half-prepared ``OUT``."""
+    if int(os.environ.get("RANK", "0")) != 0:
+        yield
+        return
+    with output_lock(out):
+        yield
+
+
+def _train(cfg: TrainConfig, out: Path, start: RunStart,
+           on_batch: Callable[[int, list[int]], None] | None, stop_after: int | None) -> Path | None:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    cfg.validate()
-    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
-        logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-file checkpoint chatter
-        # tied embedding / LM-head weights are stored once; accelerate warns at every save
-        logging.getLogger("accelerate.utils.other").setLevel(logging.ERROR)
-    out = Path(cfg.out)
-    resume_from = check_run_dir(out, resume=cfg.resume, overwrite=cfg.overwrite)
-    if resume_from is not None:
-        check_resume_config(out, to_dict(cfg))
     # Several processes without a GPU (torchrun on CPU): accelerate needs cpu=True to use gloo.
     multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
     if int(os.environ.get("WORLD_SIZE", "1")) == 1:
@@ -88,8 +112,9 @@ def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=multi_cpu,
                               mixed_precision=mixed_precision(cfg.dtype))
     destroy_process_group_at_exit()
+    check_supported(accelerator, saving=bool(cfg.save_steps), resuming=start.resume_from is not None)
     set_seed(cfg.seed)
-    return _Run(cfg, accelerator, out, resume_from).run(on_batch, stop_after)
+    return _Run(cfg, accelerator, out, start).run(on_batch, stop_after)
 
 
 @dataclass
@@ -111,14 +136,14 @@ class _Window:
 class _Run:
     """One training run: what :func:`train` builds, and its loop."""
 
-    def __init__(self, cfg: TrainConfig, accelerator: Any, out: Path, resume_from: Path | None) -> None:
+    def __init__(self, cfg: TrainConfig, accelerator: Any, out: Path, start: RunStart) -> None:
         from torch.utils.data import DataLoader
         from transformers import get_scheduler
 
         from realspo.models import load_model, load_tokenizer
         from realspo.training.data import EpochShuffleSampler, PairCollator
 
-        self.cfg, self.acc, self.out, self.resume_from = cfg, accelerator, out, resume_from
+        self.cfg, self.acc, self.out, self.start = cfg, accelerator, out, start
         self.settings = cfg.batch_settings()  # what each micro-batch reads of cfg
         self.shown = {"nll": bool(cfg.nll_weight), "spo": cfg.spo}  # optional metrics written
         self.tokenizer = load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code)
@@ -149,9 +174,8 @@ class _Run:
         self.scheduler = get_scheduler(cfg.lr_scheduler, optimizer=optimizer,
                                        num_warmup_steps=math.ceil(cfg.warmup_ratio * self.total),
                                        num_training_steps=self.total)
-        accelerator.register_for_checkpointing(self.scheduler)
         self.metrics = MetricsLog(out / METRICS)
-        self.last_checkpoint = resume_from
+        self.last_checkpoint = start.resume_from
         self.grad_norm: float | None = None
 
     # -- setup -----------------------------------------------------------------------------
@@ -201,22 +225,21 @@ class _Run:
 
     def _start(self) -> int:
         """Prepare ``OUT`` and restore a checkpoint; the step training continues from."""
-        step = 0
+        step, resume_from = 0, self.start.resume_from
         self.acc.wait_for_everyone()  # every process has checked OUT before it changes
-        if self.resume_from is not None:
-            state = read_trainer_state(self.resume_from)
-            if state.get("num_processes", 1) != self.acc.num_processes:
-                raise ConfigError(f"--resume: {self.resume_from} was saved by {state.get('num_processes')} "
-                                  f"processes, this run has {self.acc.num_processes}; the data order "
-                                  "would differ")
-            self.acc.load_state(str(self.resume_from))
-            step = int(state["step"])
+        if resume_from is not None:
+            step = int(restore_checkpoint(self.acc, self._parts(), resume_from)["step"])
             if self.acc.is_main_process:
-                log.info("resuming from %s (step %d)", self.resume_from, step)
+                log.info("resuming from %s (step %d)", resume_from, step)
+        elif self.start.restart and self.acc.is_main_process:
+            log.info("--resume: %s has no checkpoint yet (stopped before the first one); starting "
+                     "over from step 0 with its saved configuration", self.out)
         if self.acc.is_main_process:
-            if self.resume_from is None:
+            if resume_from is None:
                 clear_run_dir(self.out)
             else:
+                for path in remove_temporaries(self.out):
+                    log.info("removed %s, left by an interrupted run", path)
                 self.metrics.truncate_after(step)
             write_run_config(self.out, to_dict(self.cfg))
         self.acc.wait_for_everyone()
@@ -342,10 +365,15 @@ class _Run:
             record.update(metric_record(sums, n, **self.shown, prefix="eval/"))
             self.metrics.write(record)
 
+    def _parts(self) -> dict[str, Any]:
+        """What a checkpoint holds besides the trainer state and RNG states."""
+        return {"model": self.model, "optimizer": self.optimizer, "scheduler": self.scheduler,
+                "scaler": self.acc.scaler}
+
     def _save(self, step: int) -> None:
         epoch = step // self.steps_per_epoch
         state = {"step": step, "epoch": epoch, "total_steps": self.total,
                  "num_processes": self.acc.num_processes, "batches_per_epoch": self.batches,
                  "grad_accum": self.cfg.grad_accum}
-        self.last_checkpoint = save_checkpoint(self.acc, self.out, step, state,
+        self.last_checkpoint = save_checkpoint(self.acc, self._parts(), self.out, step, state,
                                                keep=self.cfg.keep_checkpoints)

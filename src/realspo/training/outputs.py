@@ -3,18 +3,21 @@
 ::
 
     OUT/
+      .realspo-output.json                              marks OUT as a realspo training run
       config.json, model.safetensors, tokenizer files   the trained model (save_pretrained), or
                                                         adapter_config.json + adapter_model.safetensors
                                                         with --no-merge
       spo_head.safetensors, spo_head.json               the SPO degree head (with --spo)
       config.yaml                                       the resolved training configuration
       metrics.jsonl                                     one JSON record per logging step / evaluation
-      checkpoints/step-000300/                          accelerate state + trainer_state.json
+      checkpoints/step-000300/                          safetensors + JSON state
+                                                        (:mod:`realspo.training.checkpoints`)
 
 Every file appears atomically: checkpoints are written to a hidden temporary directory and
 renamed into place (a directory named ``step-*`` is always complete), the exported model is
 written to ``OUT/.export.tmp`` and each file renamed into ``OUT``, and metrics are appended
-one flushed line at a time.
+one flushed line at a time. ``--overwrite`` replaces only a directory marked as a training
+run; the run holds ``.OUT.lock`` beside ``OUT`` while it writes (:func:`realspo.outputs.output_lock`).
 """
 
 from __future__ import annotations
@@ -22,24 +25,22 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
-from realspo.errors import ConfigError, OutputExistsError, RealspoError
-from realspo.outputs import _json_safe, atomic_path
+from realspo.errors import ConfigError, InputError, OutputExistsError, RealspoError
+from realspo.outputs import MARKER, _json_safe, atomic_path, mark_output, output_kind
+from realspo.training.checkpoints import check_checkpoint_files, latest_checkpoint
 
 log = logging.getLogger(__name__)
 
-CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 RUN_CONFIG = "config.yaml"
-TRAINER_STATE = "trainer_state.json"
-_STEP_DIR = re.compile(r"^step-(\d+)$")
+RUN_KIND = "train-run"  # the kind in OUT's marker (realspo.outputs.MARKER)
 
 # Options that fix the data order and the model being trained: a resumed run must keep them.
 RESUME_INVARIANTS = ("data", "split", "eval_data", "eval_fraction", "model", "seed", "batch_size",
@@ -55,51 +56,63 @@ class RunExistsError(OutputExistsError):
                                     "or --overwrite to replace it")
 
 
-def checkpoints(out: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``OUT/checkpoints``, as ``(step, path)``, oldest first."""
-    root = out / CHECKPOINTS
-    found = []
-    if root.is_dir():
-        for child in root.iterdir():
-            match = _STEP_DIR.match(child.name)
-            if match and (child / TRAINER_STATE).is_file():
-                found.append((int(match.group(1)), child))
-    return sorted(found)
+class RunStart(NamedTuple):
+    """What :func:`check_run_dir` decided: the checkpoint to resume from (None: step 0), and
+    whether ``--resume`` found no checkpoint and starts the run over."""
+
+    resume_from: Path | None
+    restart: bool = False
 
 
-def latest_checkpoint(out: Path) -> Path | None:
-    found = checkpoints(out)
-    return found[-1][1] if found else None
-
-
-def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> Path | None:
-    """Decide what to do with ``OUT`` before any work: the checkpoint to resume from, or None.
+def check_run_dir(out: Path, *, resume: bool, overwrite: bool) -> RunStart:
+    """Decide what to do with ``OUT`` before any work.
 
     A missing or empty ``OUT`` starts a new run. An existing one needs ``--resume`` (continue
     from its last checkpoint) or ``--overwrite`` (replace it); with both, a checkpoint is
-    resumed if there is one. ``--resume`` alone on a run without a checkpoint is an error,
-    so a finished or broken run is never silently restarted.
+    resumed if there is one. Only a directory marked as a realspo training run is ever
+    emptied: ``--overwrite``, and ``--resume`` of a run killed before its first checkpoint
+    (started over), refuse anything else, and nothing is deleted. ``--resume`` of a finished
+    run without checkpoints is refused, so a trained model is never silently replaced.
     """
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a directory")
     if not out.exists() or not any(out.iterdir()):
-        return None
+        return RunStart(None)
+    if not (resume or overwrite):
+        raise RunExistsError(str(out))
     last = latest_checkpoint(out) if resume else None
     if last is not None:
-        return last
+        check_checkpoint_files(last)  # refuses a pickle or a malformed file before any work
+        return RunStart(last)
+    kind = None if out.is_symlink() else output_kind(out)
+    if kind != RUN_KIND:
+        what = (f"is a realspo {kind} output, not a training run" if kind else
+                "is a symbolic link, which is not emptied" if out.is_symlink() else
+                f"is not a realspo training run (no {MARKER}; a run written before realspo marked "
+                "its runs lacks it: delete such a run by hand)")
+        if resume:
+            raise ConfigError(f"--out {out}: no checkpoint to resume from, and it {what}; "
+                              "refusing to start it over")
+        raise OutputExistsError(f"--out {out}", what)
     if overwrite:
-        return None
-    if resume:
-        raise ConfigError(f"--out {out}: no checkpoint to resume from (checkpoints are written every "
-                          "--save-steps steps); pass --overwrite to start over")
-    raise RunExistsError(str(out))
+        return RunStart(None)
+    if _exported(out):
+        raise ConfigError(f"--out {out}: no checkpoint to resume from, and the run has finished "
+                          "(it holds the trained model); pass --overwrite to train it again")
+    return RunStart(None, restart=True)
+
+
+def _exported(out: Path) -> bool:
+    return any((out / name).exists() for name in ("model.safetensors", "model.safetensors.index.json",
+                                                  "adapter_model.safetensors"))
 
 
 def clear_run_dir(out: Path) -> None:
-    """Empty ``OUT`` for a new run (``--overwrite``)."""
+    """Empty ``OUT`` for a new run (``--overwrite``, or a restart) and mark it as a training run."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
+    mark_output(out, RUN_KIND)
 
 
 def check_resume_config(out: Path, config: dict[str, Any]) -> None:
@@ -118,28 +131,6 @@ def check_resume_config(out: Path, config: dict[str, Any]) -> None:
 def write_run_config(out: Path, config: dict[str, Any]) -> None:
     with atomic_path(out / RUN_CONFIG, overwrite=True) as tmp:
         tmp.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
-
-
-def read_trainer_state(checkpoint: Path) -> dict[str, Any]:
-    return json.loads((checkpoint / TRAINER_STATE).read_text(encoding="utf-8"))
-
-
-def checkpoint_paths(out: Path, step: int) -> tuple[Path, Path]:
-    """``(temporary dir, final dir)`` of the checkpoint at ``step``."""
-    root = out / CHECKPOINTS
-    return root / f".step-{step:06d}.tmp", root / f"step-{step:06d}"
-
-
-def finish_checkpoint(tmp: Path, final: Path, state: dict[str, Any], keep: int) -> None:
-    """Write ``trainer_state.json`` into the filled ``tmp`` dir, rename it to ``final``, and
-    delete all but the newest ``keep`` checkpoints (``keep=0`` keeps all)."""
-    (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    if keep > 0:
-        for _, old in checkpoints(final.parent.parent)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
 
 
 def publish_export(tmp: Path, out: Path) -> None:
@@ -173,34 +164,36 @@ class MetricsLog:
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """The records of a ``metrics.jsonl`` (a torn last line, from a kill, is skipped)."""
-    return list(_records(Path(path)))
+    """The records of a ``metrics.jsonl`` (see :func:`numbered_metrics`)."""
+    return [record for _, record in numbered_metrics(Path(path))]
 
 
-def _records(path: Path) -> Iterator[dict[str, Any]]:
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s: skipping a malformed line", path)
+def numbered_metrics(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, record)`` of each record of a ``metrics.jsonl``.
 
-
-def save_checkpoint(accelerator: Any, out: Path, step: int, state: dict[str, Any], keep: int) -> Path:
-    """``accelerator.save_state`` (model, optimizer, scheduler, RNG states of every process)
-    into a temporary directory, renamed to ``OUT/checkpoints/step-NNNNNN`` once complete."""
-    tmp, final = checkpoint_paths(out, step)
-    if accelerator.is_main_process:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir(parents=True)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        finish_checkpoint(tmp, final, state, keep)
-    accelerator.wait_for_everyone()
-    return final
+    A line that is not a JSON object stops the reading with an :class:`InputError` naming
+    the file and line, except a last line without its newline: that is a record torn by a
+    kill (each record is written as one line ending in a newline), skipped with a warning.
+    """
+    text = path.read_text(encoding="utf-8")
+    lines = text.split("\n")  # the last item is "" when the file ends with a newline
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        torn = number == len(lines)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if torn:
+                log.warning("%s:line %d: skipping a torn last record (the run was killed while "
+                            "writing it)", path, number)
+                return
+            raise InputError(str(path), f"not valid JSON ({exc.msg}, column {exc.colno})",
+                             where=f"line {number}") from None
+        if not isinstance(record, dict):
+            raise InputError(str(path), f"a JSON {type(record).__name__}, expected an object (a "
+                             "metrics record)", where=f"line {number}")
+        yield number, record
 
 
 def export_model(accelerator: Any, model: Any, tokenizer: Any, cfg: Any, out: Path) -> None:
@@ -208,8 +201,6 @@ def export_model(accelerator: Any, model: Any, tokenizer: Any, cfg: Any, out: Pa
     LoRA merged unless ``cfg.merge`` is off (then the adapter), and the SPO head as
     ``spo_head.safetensors`` beside, never inside, the model."""
     from accelerate.utils import DistributedType
-
-    from realspo.spo.head import save_head
 
     accelerator.wait_for_everyone()
     full_state = None
@@ -221,16 +212,26 @@ def export_model(accelerator: Any, model: Any, tokenizer: Any, cfg: Any, out: Pa
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
-        policy, kwargs = unwrapped.policy, {}
-        if cfg.lora_r and cfg.merge:
-            policy = policy.merge_and_unload()
-        elif full_state is not None and not cfg.lora_r:
-            kwargs["state_dict"] = {k.removeprefix("policy."): v for k, v in full_state.items()
-                                    if k.startswith("policy.")}
-        policy.save_pretrained(tmp, safe_serialization=True, **kwargs)
-        tokenizer.save_pretrained(tmp)
-        if unwrapped.head is not None:
-            save_head(unwrapped.head, tmp, cfg=cfg.spo_config())
-        publish_export(tmp, out)
+        try:
+            _export(unwrapped, tokenizer, cfg, full_state, tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # gone once published; else a failed export
         log.info("saved the trained model to %s", out)
     accelerator.wait_for_everyone()
+
+
+def _export(unwrapped: Any, tokenizer: Any, cfg: Any, full_state: dict[str, Any] | None, tmp: Path,
+            out: Path) -> None:
+    from realspo.spo.head import save_head
+
+    policy, kwargs = unwrapped.policy, {}
+    if cfg.lora_r and cfg.merge:
+        policy = policy.merge_and_unload()
+    elif full_state is not None and not cfg.lora_r:
+        kwargs["state_dict"] = {k.removeprefix("policy."): v for k, v in full_state.items()
+                                if k.startswith("policy.")}
+    policy.save_pretrained(tmp, safe_serialization=True, **kwargs)
+    tokenizer.save_pretrained(tmp)
+    if unwrapped.head is not None:
+        save_head(unwrapped.head, tmp, cfg=cfg.spo_config())
+    publish_export(tmp, out)

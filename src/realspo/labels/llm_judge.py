@@ -111,6 +111,8 @@ def check_llm_judge(name: str, template: str | None = None, trust_remote_code: b
     from realspo.gguf import resolve_model_path
 
     read_template(template)
+    if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
+        raise InputError(name, "no such model directory or .gguf file")
     path = resolve_model_path(name)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -3,11 +3,12 @@
 A judge is one of two kinds. A *reward* judge (:data:`Judge`) scores each (prompt, response):
 ``(prompts, responses) -> (N,) rewards``. A *pairwise* judge (entry flag ``pairwise``;
 :class:`realspo.labels.pairwise.PairwiseJudge`) compares two responses to a prompt:
-``compare(prompts, responses_a, responses_b) ->`` a ``Comparison``, the probability that A is
-preferred, asked in both orders. ``realspo label --judge/--oracle`` and ``realspo evaluate --judge`` resolve their
-value here (:func:`find_judge`): the first entry of :data:`JUDGES` whose ``matches`` accepts
-it; a value no entry accepts is an error listing the known judges. Adding a judge is one
-entry here.
+``compare(prompts, responses_a, responses_b) ->`` a ``Comparison``, the probability that A
+is preferred, asked in both orders.
+
+``realspo label --judge``/``--oracle`` and ``realspo evaluate --judge`` resolve their value
+here (:func:`find_judge`): the first entry of :data:`JUDGES` whose ``matches`` accepts it; a
+value no entry accepts is an error listing the known judges. Adding a judge is one entry here.
 """
 
 from __future__ import annotations
@@ -166,8 +167,8 @@ PROVING_GROUND = JudgeEntry(
 )
 LLM = JudgeEntry(
     name="llm:PATH",
-    description="an LLM judge: a causal LM (directory, .gguf or hub id) asked which of two "
-                "responses is better, in both orders (--judge-template to change its prompt)",
+    description="an LLM judge: a causal LM, directory, .gguf file or hub id, asked which of "
+                "two responses is better, in both orders; --judge-template sets its prompt",
     matches=lambda value: value.startswith("llm:") and len(value) > 4,
     make=_llm_judge,
     check=_check_llm_judge,

@@ -24,12 +24,13 @@ FILE`` replaces the text; the file must use each of ``{prompt}``, ``{response_a}
 ``{response_b}`` and no other placeholder (``{{``/``}}`` for literal braces).
 
 Nothing is generated. The verdict is read from the next-token logits of the two answer
-tokens ("A" and "B" as they would follow the rendered prompt): ``P(A) = softmax(l_A, l_B)_A``.
+tokens ("A" and "B" as they would follow the rendered prompt, :func:`answer_token_ids`):
+``P(A) = softmax(l_A, l_B)_A``.
 Each pair is asked in both orders, A/B and B/A; the second probability is flipped to be about
 A, the two are averaged, and a pair whose orders pick different winners is a tie
 (:class:`realspo.labels.pairwise.Comparison`). LLM judges favour a position; swapping and
 calling inconsistent verdicts ties is the conservative rule of Zheng et al. 2023 ("Judging
-LLM-as-a-judge with MT-Bench and Chatbot Arena", section 3.4). The share of such pairs is
+LLM-as-a-judge with MT-Bench and Chatbot Arena"). The share of such pairs is
 reported as the judge's *position-bias rate*.
 
 Inputs are scored ``--batch-size`` at a time, longest first, left-padded so that every row's

@@ -9,7 +9,7 @@ import pytest
 
 from realspo.cli import main
 from realspo.errors import ConfigError
-from realspo.labels.judges import JUDGES, check_judge, find_judge, make_judge
+from realspo.labels.judges import JUDGES, check_judge, find_judge, make_judge, make_pairwise_judge
 
 
 def _proving_ground_example(request):
@@ -39,7 +39,35 @@ def _reward_model_example(request):
     return path, prompts, responses, expected
 
 
-EXAMPLES = {"proving-ground": _proving_ground_example, "PATH": _reward_model_example}
+def _llm_example(request):
+    """The tiny causal LM as an LLM judge (plain text: it has no chat template) on the pairs
+    (response i, response i+1); its P(A) in both orders computed here one text at a time."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from realspo.labels.llm_judge import DEFAULT_TEMPLATE
+
+    path = request.getfixturevalue("tiny_model_dir")
+    prompts = ["Python lists are", "Bread needs", "The capital of France is"]
+    responses = ["mutable.", "flour and water, then knead the dough.", "Paris."]
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    a_id, b_id = tokenizer.convert_tokens_to_ids(["A", "B"])  # this tokenizer spells " A" as "Ġ", "A"
+
+    def p_first(prompt, first, second):
+        text = DEFAULT_TEMPLATE.format(prompt=prompt, response_a=first, response_b=second)
+        with torch.inference_mode():
+            logits = model(**tokenizer(text + "\n\nAnswer: ", return_tensors="pt")).logits[0, -1]
+        return torch.softmax(logits[[a_id, b_id]], dim=-1)[0].item()
+
+    others = responses[1:] + responses[:1]
+    expected = [(p_first(p, a, b), 1 - p_first(p, b, a))
+                for p, a, b in zip(prompts, responses, others, strict=True)]
+    return f"llm:{path}", prompts, responses, expected
+
+
+EXAMPLES = {"proving-ground": _proving_ground_example, "PATH": _reward_model_example,
+            "llm:PATH": _llm_example}
 
 
 def test_every_judge_entry_has_an_example_here():
@@ -50,14 +78,18 @@ def test_every_judge_entry_has_an_example_here():
 def test_judge_entry_scores_its_example(name, request):
     value, prompts, responses, expected = EXAMPLES[name](request)
     assert find_judge(value).name == name
-    check_judge(value)
+    check_judge(value, prompts=prompts)
+    if find_judge(value).pairwise:  # P(A) of the pairs (response i, response i+1), both orders
+        comparison = make_pairwise_judge(value).compare(prompts, responses, responses[1:] + responses[:1])
+        np.testing.assert_allclose(comparison.p_orders, expected, rtol=1e-4, atol=1e-6)
+        return
     rewards = make_judge(value)(prompts, responses)
     assert rewards.shape == (len(prompts),) and np.issubdtype(rewards.dtype, np.floating)
     np.testing.assert_allclose(rewards, expected, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("name", [entry.name for entry in JUDGES])
-def test_judge_entry_labels_pairs_as_the_oracle_of_label(name, request, tmp_path):
+def test_judge_entry_labels_pairs_in_label(name, request, tmp_path, capsys):
     value, prompts, responses, _ = EXAMPLES[name](request)
     others = responses[1:] + responses[:1]
     pairs = tmp_path / "pairs.jsonl"
@@ -65,6 +97,19 @@ def test_judge_entry_labels_pairs_as_the_oracle_of_label(name, request, tmp_path
                                          "response_b": b}) + "\n"
                              for i, (p, a, b) in enumerate(zip(prompts, responses, others, strict=True))))
     out = tmp_path / "labeled.jsonl"
+    if find_judge(value).pairwise:  # no rewards for an oracle: it labels with --judge instead
+        comparison = make_pairwise_judge(value).compare(prompts, responses, others)
+        winners = [(a, b) if o == "A" else (b, a) for a, b, o in
+                   zip(responses, others, comparison.outcomes, strict=True) if o != "tie"]
+        code = main(["label", "--pairs", str(pairs), "--judge", value, "--out", str(out)])
+        if not winners:  # every pair a tie: nothing to write, said in one line
+            assert code == 2 and "no pair got a preference" in capsys.readouterr().err
+            return
+        assert code == 0
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        assert [(r["chosen"], r["rejected"]) for r in rows] == winners
+        assert all(r["chosen_score"] > 0.5 and r["label_source"] == "llm-judge" for r in rows)
+        return
     assert main(["label", "--pairs", str(pairs), "--simulate", "--tau", "0", "--oracle", value,
                  "--out", str(out)]) == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]

@@ -1,6 +1,6 @@
 """``realspo evaluate``: win rate of a trained model over a baseline, judged by a reward
-model or the proving ground's oracle, with a bootstrap interval; optionally the implicit-
-reward accuracy on held-out pairs. See :mod:`realspo.evaluation.evaluate`.
+model, an LLM judge (both orders) or the proving ground's oracle, with a bootstrap interval;
+optionally the implicit-reward accuracy on held-out pairs. See :mod:`realspo.evaluation.evaluate`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ class EvaluateConfig:
                           metavar="FILE")
     judge: str = option(help=f"what scores the responses, a judge: {judges_help()}", metavar="NAME")
     out: str = option(help="where to write the results (JSON)", metavar="FILE")
+    judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
+                                              "{prompt}, {response_a}, {response_b}", metavar="FILE")
     pairs: str | None = option(None, "held-out preference rows (prompt, chosen, rejected) for the "
                                      "implicit-reward accuracy", metavar="FILE")
     num_prompts: int | None = option(None, "use only the first N prompts (default: all)",
@@ -85,14 +87,21 @@ def run(args: argparse.Namespace) -> int:
         pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,
         n_resamples=cfg.bootstrap_resamples, device=cfg.device, dtype=cfg.dtype,
         trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
-        allow_pickle=cfg.allow_pickle,
+        allow_pickle=cfg.allow_pickle, judge_template=cfg.judge_template,
     )
     result = {"config": to_dict(cfg), **result}
     write_json(cfg.out, result, overwrite=cfg.overwrite)
     lo, hi = result["win_rate_interval"]
     line = (f"win rate of {cfg.model} over {cfg.baseline}: {result['win_rate']:.3f} "
-            f"(95% CI {lo:.3f}-{hi:.3f}, {result['num_prompts']} prompts); mean reward "
-            f"{result['mean_reward']['trained']:.3f} vs {result['mean_reward']['baseline']:.3f}")
+            f"(95% CI {lo:.3f}-{hi:.3f}, {result['num_prompts']} prompts); ")
+    if result["mean_reward"] is not None:
+        line += (f"mean reward {result['mean_reward']['trained']:.3f} vs "
+                 f"{result['mean_reward']['baseline']:.3f}")
+    else:
+        judged = result["pairwise"]
+        line += (f"judge position-bias rate {judged['position_bias_rate']:.3f} "
+                 f"({judged['position_disagreements']} of {result['num_prompts']} prompts judged "
+                 "differently in the two orders)")
     if result["implicit_reward"]:
         line += f"; implicit-reward accuracy {result['implicit_reward']['accuracy']:.3f}"
     print(f"{line}; wrote {cfg.out}")

@@ -1,7 +1,8 @@
 """``realspo label``: turn annotation pairs into preference pairs.
 
-One label source per run: ``--from-scores``, ``--reward-model PATH``, the human round trip
-(``--export-tasks`` then ``--annotations``) or ``--simulate`` (a Bradley-Terry annotator
+One label source per run: ``--from-scores``, ``--reward-model PATH``, ``--judge NAME`` (any
+judge of :data:`realspo.labels.judges.JUDGES`, e.g. an LLM judge ``llm:PATH``), the human round
+trip (``--export-tasks`` then ``--annotations``) or ``--simulate`` (a Bradley-Terry annotator
 over an oracle reward). See :mod:`realspo.labels`.
 """
 
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, RealspoError
@@ -18,18 +19,27 @@ from realspo.labels.annotator import simulate_labels
 from realspo.labels.judges import (
     PROVING_GROUND,
     JudgeOptions,
+    check_judge,
     find_judge,
     judges_help,
     make_judge,
+    make_pairwise_judge,
     reward_model_judge,
 )
-from realspo.labels.outcomes import judge_pairs, labeled_rows, outcome_of, pair_scores
+from realspo.labels.outcomes import (
+    compare_pairs,
+    judge_pairs,
+    labeled_rows,
+    outcome_of,
+    pair_scores,
+)
 from realspo.outputs import check_writable, write_rows
 from realspo.schema import read_annotation_rows
 
-HELP = "label pairs: from scores, a reward model, human annotators (export/import) or a simulated annotator"
+HELP = ("label pairs: from scores, a reward model, an LLM judge, human annotators (export/import) or "
+        "a simulated annotator")
 
-MODES = ("from_scores", "reward_model", "export_tasks", "annotations", "simulate")
+MODES = ("from_scores", "reward_model", "judge", "export_tasks", "annotations", "simulate")
 
 
 @dataclass
@@ -43,6 +53,11 @@ class LabelConfig:
                                           "fill pairs without score_a/score_b", metavar="FILE")
     reward_model: str | None = option(None, "label by this reward model (a one-output "
                                             "AutoModelForSequenceClassification)", metavar="PATH")
+    judge: str | None = option(None, f"label by a judge: {judges_help()}; a pairwise judge's "
+                                     "probability that the chosen response is preferred becomes "
+                                     "chosen_score (rejected_score = 1 - it)", metavar="NAME")
+    judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
+                                              "{prompt}, {response_a}, {response_b}", metavar="FILE")
     export_tasks: str | None = option(None, "write annotator tasks (pair_id, prompt, A, B, answer) "
                                             "to this .csv/.jsonl, order randomised", metavar="FILE")
     annotations: str | None = option(None, "read answers (pair_id, answer: A, B, tie, skip) for "
@@ -57,10 +72,10 @@ class LabelConfig:
                                       f"--simulate (default {PROVING_GROUND.name}) and, with any "
                                       "other source, for the label-error rate", metavar="NAME")
     seed: int = option(0, "seed of the shown order (--export-tasks) and of --simulate")
-    batch_size: int = option(16, "reward-model batch size")
-    max_length: int = option(1024, "reward model: longest input in tokens (cut from the left)")
-    device: str = option("auto", "device for reward models: auto, cpu, cuda, mps")
-    dtype: str = option("auto", "reward-model dtype: auto, float32, bfloat16, float16")
+    batch_size: int = option(16, "batch size of a model judge (reward model, LLM judge)")
+    max_length: int = option(1024, "model judges: longest input in tokens (cut from the left)")
+    device: str = option("auto", "device for model judges: auto, cpu, cuda, mps")
+    dtype: str = option("auto", "model-judge dtype: auto, float32, bfloat16, float16")
     trust_remote_code: bool = option(False, "allow model code from the hub (runs that code)")
     allow_pickle: bool = option(False, "accept a model directory whose weights are only pickled "
                                        ".bin files (unpickling can run code: trusted sources only)")
@@ -77,14 +92,18 @@ class LabelConfig:
             raise ConfigError("--out is required (except with --export-tasks)")
         if self.tau < 0 or not 0 <= self.flip <= 1:
             raise ConfigError(f"need --tau >= 0 and 0 <= --flip <= 1, got {self.tau}, {self.flip}")
-        uses_model = bool(self.reward_model) or bool(self.oracle and
-                                                     find_judge(self.oracle).uses_model_options)
+        if self.oracle and find_judge(self.oracle).pairwise:
+            raise ConfigError(f"--oracle {self.oracle}: a pairwise judge gives no rewards to compare "
+                              "labels with; use it as the label source (--judge)")
+        uses_model = bool(self.reward_model) or any(
+            value and find_judge(value).uses_model_options for value in (self.judge, self.oracle))
         used = {"candidates": self.from_scores, "tau": self.simulate, "flip": self.simulate,
                 "key": bool(self.export_tasks or self.annotations),
                 "seed": bool(self.export_tasks or self.simulate),
                 "out": not self.export_tasks, "oracle": not self.export_tasks,
                 "batch_size": uses_model, "max_length": uses_model, "device": uses_model,
-                "dtype": uses_model, "allow_pickle": uses_model}
+                "dtype": uses_model, "allow_pickle": uses_model,
+                "judge_template": bool(self.judge and find_judge(self.judge).uses_template)}
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, is_used in used.items():
             if not is_used and getattr(self, name) != defaults[name]:
@@ -106,10 +125,14 @@ def run(args: argparse.Namespace) -> int:
     check_writable(cfg.out, cfg.overwrite)
     options = JudgeOptions(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
-                           allow_pickle=cfg.allow_pickle)
+                           allow_pickle=cfg.allow_pickle, template=cfg.judge_template)
     oracle_name = cfg.oracle or (PROVING_GROUND.name if cfg.simulate else None)
-    oracle_judge = make_judge(oracle_name, options) if oracle_name else None
-    scores = None
+    prompts = [p.prompt for p in pairs]
+    entry = check_judge(cfg.judge, options, prompts) if cfg.judge else None  # before any model loads
+    if oracle_name:
+        check_judge(oracle_name, replace(options, template=None), prompts)
+    oracle_judge = make_judge(oracle_name, replace(options, template=None)) if oracle_name else None
+    scores = comparison = None
     if cfg.from_scores:
         scores = pair_scores(pairs, cfg.candidates)
         outcomes = [outcome_of(a, b) for a, b in scores]
@@ -118,6 +141,15 @@ def run(args: argparse.Namespace) -> int:
         scores = judge_pairs(reward_model_judge(cfg.reward_model, options), pairs)
         outcomes = [outcome_of(a, b) for a, b in scores]
         source = "reward-model"
+    elif cfg.judge:
+        assert entry is not None
+        if entry.pairwise:
+            scores, comparison = compare_pairs(make_pairwise_judge(cfg.judge, options), pairs)
+            outcomes = comparison.outcomes
+        else:
+            scores = judge_pairs(make_judge(cfg.judge, options), pairs)
+            outcomes = [outcome_of(a, b) for a, b in scores]
+        source = entry.label_source
     elif cfg.annotations:
         outcomes = read_annotations(cfg.annotations, pairs, cfg.key)
         source = "human"
@@ -128,6 +160,8 @@ def run(args: argparse.Namespace) -> int:
         outcomes = ["A" if a else "B" for a in a_wins]
         source = "simulated"
     rows, report = labeled_rows(pairs, outcomes, source, scores, oracle)
+    if comparison is not None:
+        report.judge_bias = comparison.bias_summary()
     if not rows:
         raise RealspoError(f"no pair got a preference ({report.summary()}); nothing written")
     write_rows(cfg.out, rows, overwrite=cfg.overwrite)

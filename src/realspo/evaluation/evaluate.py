@@ -4,8 +4,10 @@ Both models answer the same prompts with the same sampling seeds (:mod:`realspo.
 sample ``j`` of prompt ``i`` uses the same Gumbel noise in both, so differences come from the
 models, not from luck), a judge scores every response (a reward model or the proving
 ground's oracle: :mod:`realspo.labels.judges`), and the trained model's *win rate* is
-the mean over prompts of 1 (higher reward), 1/2 (equal) or 0. Its 95% interval is a
-percentile bootstrap over prompts. Given held-out preference pairs, the *implicit-reward
+the mean over prompts of 1 (higher reward), 1/2 (equal) or 0. A pairwise judge (an LLM
+judge) instead compares the two responses to each prompt in both orders: 1 (trained
+preferred in both), 0 (baseline preferred in both) or 1/2 (the orders disagree: a tie). Its
+95% interval is a percentile bootstrap over prompts. Given held-out preference pairs, the *implicit-reward
 accuracy* is the fraction where ``beta (log pi(y_c) - log pi_ref(y_c)) > beta (log pi(y_r)
 - log pi_ref(y_r))`` with the trained model as pi and the baseline as pi_ref (DPO's implicit
 reward, Rafailov et al. 2023, eq. 5; the count TRL logs as ``rewards/accuracies``).
@@ -17,13 +19,14 @@ import gc
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from realspo.generation.prompts import PromptRecord, hh_text
 from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
-from realspo.labels.judges import Judge, JudgeOptions, check_judge, make_judge
+from realspo.labels.judges import Judge, JudgeOptions, check_judge, make_judge, make_pairwise_judge
+from realspo.labels.pairwise import PairwiseJudge
 
 log = logging.getLogger(__name__)
 
@@ -108,24 +111,57 @@ def _judge_text(prompt: PromptRecord) -> str:
     return prompt.prompt if isinstance(prompt.prompt, str) else hh_text(prompt.prompt)
 
 
+def _judge_responses(judge: str | Judge | PairwiseJudge, options: JudgeOptions, pairwise: bool,
+                     texts: list[str], responses: dict[str, list[str]]
+                     ) -> tuple[np.ndarray, dict[str, Any], list[dict[str, Any]]]:
+    """(N,) wins of the trained responses, the judge's summary (``mean_reward`` or
+    ``pairwise``) and per-prompt values. A pairwise judge sees trained as A, baseline as B."""
+    if not pairwise:
+        score = make_judge(judge, options) if isinstance(judge, str) else cast(Judge, judge)
+        rewards = {role: np.asarray(score(texts, responses[role]), dtype=np.float64)
+                   for role in responses}
+        per = [{"trained_reward": float(t), "baseline_reward": float(b)}
+               for t, b in zip(rewards["trained"], rewards["baseline"], strict=True)]
+        return (win_indicators(rewards["trained"], rewards["baseline"]),
+                {"mean_reward": {role: float(r.mean()) for role, r in rewards.items()},
+                 "pairwise": None}, per)
+    compare = make_pairwise_judge(judge, options) if isinstance(judge, str) else judge
+    comparison = cast(PairwiseJudge, compare).compare(texts, responses["trained"],
+                                                      responses["baseline"])
+    wins = np.array([{"A": 1.0, "B": 0.0, "tie": 0.5}[o] for o in comparison.outcomes])
+    # p_trained: P(trained preferred), the mean over the orders trained-first, baseline-first
+    per = [{"p_trained": float(p), "p_trained_by_order": [float(x) for x in orders]}
+           for p, orders in zip(comparison.p_a, comparison.p_orders, strict=True)]
+    return wins, {"mean_reward": None, "pairwise": {
+        "mean_p_trained": float(comparison.p_a.mean()),
+        "position_bias_rate": comparison.position_bias_rate,
+        "position_disagreements": int(comparison.disagree.sum())}}, per
+
+
 def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord],
-                    judge: str | Judge, settings: SamplingSettings, *, batch_size: int = 8,
+                    judge: str | Judge | PairwiseJudge, settings: SamplingSettings, *,
+                    batch_size: int = 8,
                     pairs: Sequence[dict[str, Any]] | None = None, pairs_source: str = "pairs",
                     beta: float = 0.1, max_length: int = 1024, n_resamples: int = 2000,
                     device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
-                    progress: bool = True, allow_pickle: bool = False) -> dict[str, Any]:
+                    progress: bool = True, allow_pickle: bool = False,
+                    judge_template: str | None = None) -> dict[str, Any]:
     """Generate one response per prompt from each model, judge them, and summarise.
 
     ``judge``: a name of the judges registry (:data:`realspo.labels.judges.JUDGES`: checked
-    before any generation and loaded after it, so a reward model never shares memory with a
-    policy), or a ready judge callable.
+    on the prompts before any generation and loaded after it, so a judge model never shares
+    memory with a policy), or a ready judge: a reward callable or a pairwise judge (with
+    ``compare``). ``judge_template``: a pairwise LLM judge's prompt template file.
     ``pairs``: optional held-out preference rows for the implicit-reward accuracy.
     Returns the JSON-ready result (see ``docs/readme/stages.md``).
     """
     options = JudgeOptions(device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
-                           trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+                           trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
+                           template=judge_template, progress=progress)
+    texts = [_judge_text(p) for p in prompts]
+    pairwise = hasattr(judge, "compare")
     if isinstance(judge, str):
-        check_judge(judge, options)
+        pairwise = check_judge(judge, options, texts).pairwise
     settings = replace(settings, num_responses=1)
     responses: dict[str, list[str]] = {}
     logps: dict[str, np.ndarray] = {}
@@ -141,11 +177,7 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
                                      max_length=max_length, source=pairs_source)
         del model
         gc.collect()
-    score = make_judge(judge, options) if isinstance(judge, str) else judge
-    texts = [_judge_text(p) for p in prompts]
-    rewards = {role: np.asarray(score(texts, responses[role]), dtype=np.float64)
-               for role in responses}
-    wins = win_indicators(rewards["trained"], rewards["baseline"])
+    wins, judged, per_response = _judge_responses(judge, options, pairwise, texts, responses)
     lo, hi = bootstrap_interval(wins, n_resamples, settings.seed)
     return {
         "trained": str(trained), "baseline": str(baseline),
@@ -155,15 +187,12 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
         "bootstrap_resamples": n_resamples,
         "wins": int((wins == 1).sum()), "ties": int((wins == 0.5).sum()),
         "losses": int((wins == 0).sum()),
-        "mean_reward": {role: float(r.mean()) for role, r in rewards.items()},
+        **judged,
         "implicit_reward": implicit_reward_accuracy(logps["trained"], logps["baseline"], beta)
         if pairs else None,
         "sampling": asdict(settings),
-        "per_prompt": [
-            {"prompt_id": p.prompt_id, "trained_response": responses["trained"][i],
-             "baseline_response": responses["baseline"][i],
-             "trained_reward": float(rewards["trained"][i]),
-             "baseline_reward": float(rewards["baseline"][i])}
-            for i, p in enumerate(prompts)],
+        "per_prompt": [{"prompt_id": p.prompt_id, "trained_response": responses["trained"][i],
+                        "baseline_response": responses["baseline"][i], **per_response[i]}
+                       for i, p in enumerate(prompts)],
     }
 

@@ -1,8 +1,14 @@
-"""The judges registry: reward functions ``(prompts, responses) -> (N,) rewards`` by name.
+"""The judges registry: what scores responses, by name.
 
-``realspo label --oracle`` and ``realspo evaluate --judge`` resolve their value here
-(:func:`find_judge`): the first entry of :data:`JUDGES` whose ``matches`` accepts it; a value
-no entry accepts is an error listing the known judges. Adding a judge is one entry here.
+A judge is one of two kinds. A *reward* judge (:data:`Judge`) scores each (prompt, response):
+``(prompts, responses) -> (N,) rewards``. A *pairwise* judge (entry flag ``pairwise``;
+:class:`realspo.labels.pairwise.PairwiseJudge`) compares two responses to a prompt:
+``compare(prompts, responses_a, responses_b) ->`` a ``Comparison``, the probability that A
+is preferred, asked in both orders.
+
+``realspo label --judge``/``--oracle`` and ``realspo evaluate --judge`` resolve their value
+here (:func:`find_judge`): the first entry of :data:`JUDGES` whose ``matches`` accepts it; a
+value no entry accepts is an error listing the known judges. Adding a judge is one entry here.
 """
 
 from __future__ import annotations
@@ -10,10 +16,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from realspo.errors import ConfigError, InputError
+from realspo.labels.pairwise import PairwiseJudge
 
 Judge = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # (prompts, responses) -> (N,) rewards
 
@@ -28,6 +36,8 @@ class JudgeOptions:
     max_length: int = 1024  # longest input in tokens, cut from the left
     trust_remote_code: bool = False
     allow_pickle: bool = False
+    template: str | None = None  # a pairwise judge's prompt template file (None: its default)
+    progress: bool = True
 
 
 @dataclass(frozen=True)
@@ -35,18 +45,24 @@ class JudgeEntry:
     """One kind of judge.
 
     ``name``: the value that selects it, or a placeholder (``PATH``) for an entry that accepts
-    a family of values through ``matches``. ``make(value, options)`` builds the judge;
-    ``check(value, options)``, when given, is a cheap early check run before expensive work
-    (``evaluate`` runs it before generating). ``uses_model_options``: whether
-    :class:`JudgeOptions` matter to it.
+    a family of values through ``matches``. ``make(value, options)`` builds the judge: a
+    :data:`Judge`, or a :class:`PairwiseJudge` when ``pairwise``. ``check(value, options,
+    prompts)``, when given, is a cheap early check that the judge can be made and can judge
+    these prompts, run before expensive work (``evaluate`` runs it before generating).
+    ``uses_model_options``: whether :class:`JudgeOptions` matter to it; ``uses_template``:
+    whether it reads ``JudgeOptions.template``. ``label_source``: the ``label_source`` of the
+    rows ``label --judge`` writes with it.
     """
 
     name: str
     description: str
     matches: Callable[[str], bool]
-    make: Callable[[str, JudgeOptions], Judge]
-    check: Callable[[str, JudgeOptions], None] | None = None
+    make: Callable[[str, JudgeOptions], Judge | PairwiseJudge]
+    check: Callable[[str, JudgeOptions, Sequence[str]], None] | None = None
     uses_model_options: bool = False
+    pairwise: bool = False
+    uses_template: bool = False
+    label_source: str = "judge"
 
 
 def _proving_ground_judge(value: str, options: JudgeOptions) -> Judge:
@@ -60,7 +76,16 @@ def _proving_ground_judge(value: str, options: JudgeOptions) -> Judge:
     return judge
 
 
-def check_reward_model(name: str, options: JudgeOptions = JudgeOptions()) -> None:
+def _check_proving_ground(value: str, options: JudgeOptions, prompts: Sequence[str]) -> None:
+    from realspo.proving_ground.world import build_world
+
+    oracle = build_world().oracle
+    for prompt in prompts:
+        oracle.question(prompt)  # InputError: not a proving-ground question
+
+
+def check_reward_model(name: str, options: JudgeOptions = JudgeOptions(),
+                       prompts: Sequence[str] = ()) -> None:
     """Refuse (InputError) a path whose config is not a one-output sequence classifier."""
     from transformers import AutoConfig
 
@@ -117,11 +142,40 @@ def _is_model_location(value: str) -> bool:
     return Path(value).exists() or "/" in value
 
 
+def _llm_judge(value: str, options: JudgeOptions) -> PairwiseJudge:
+    from realspo.labels.llm_judge import LLMJudge
+
+    o = options
+    return LLMJudge(value.removeprefix("llm:"), template=o.template, device=o.device, dtype=o.dtype,
+                    batch_size=o.batch_size, max_length=o.max_length, progress=o.progress,
+                    trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
+
+
+def _check_llm_judge(value: str, options: JudgeOptions, prompts: Sequence[str]) -> None:
+    from realspo.labels.llm_judge import check_llm_judge
+
+    check_llm_judge(value.removeprefix("llm:"), options.template, options.trust_remote_code)
+
+
 PROVING_GROUND = JudgeEntry(
     name="proving-ground",
     description="the oracle of the default proving-ground world (proving-ground prompts only)",
     matches=lambda value: value == "proving-ground",
     make=_proving_ground_judge,
+    check=_check_proving_ground,
+    label_source="proving-ground",
+)
+LLM = JudgeEntry(
+    name="llm:PATH",
+    description="an LLM judge: a causal LM, directory, .gguf file or hub id, asked which of "
+                "two responses is better, in both orders; --judge-template sets its prompt",
+    matches=lambda value: value.startswith("llm:") and len(value) > 4,
+    make=_llm_judge,
+    check=_check_llm_judge,
+    uses_model_options=True,
+    pairwise=True,
+    uses_template=True,
+    label_source="llm-judge",
 )
 REWARD_MODEL = JudgeEntry(
     name="PATH",
@@ -131,8 +185,10 @@ REWARD_MODEL = JudgeEntry(
     make=reward_model_judge,
     check=check_reward_model,
     uses_model_options=True,
+    label_source="reward-model",
 )
-JUDGES: tuple[JudgeEntry, ...] = (PROVING_GROUND, REWARD_MODEL)
+# The order is the matching order: ``llm:/models/x`` also looks like a PATH, so LLM comes first.
+JUDGES: tuple[JudgeEntry, ...] = (PROVING_GROUND, LLM, REWARD_MODEL)
 
 
 def judges_help() -> str:
@@ -148,13 +204,30 @@ def find_judge(value: str) -> JudgeEntry:
     raise ConfigError(f"unknown judge {value!r}; known judges: {judges_help()}")
 
 
-def check_judge(value: str, options: JudgeOptions = JudgeOptions()) -> None:
-    """Resolve ``value`` and run its entry's early check, if it has one."""
+def check_judge(value: str, options: JudgeOptions = JudgeOptions(),
+                prompts: Sequence[str] = ()) -> JudgeEntry:
+    """Resolve ``value``, run its entry's early check on ``prompts``, return the entry."""
     entry = find_judge(value)
+    if options.template is not None and not entry.uses_template:
+        raise ConfigError(f"--judge-template has no effect with judge {value!r} (only with "
+                          f"{', '.join(e.name for e in JUDGES if e.uses_template)})")
     if entry.check is not None:
-        entry.check(value, options)
+        entry.check(value, options, prompts)
+    return entry
 
 
 def make_judge(value: str, options: JudgeOptions = JudgeOptions()) -> Judge:
-    """The judge ``value`` names (see :data:`JUDGES`)."""
-    return find_judge(value).make(value, options)
+    """The reward judge ``value`` names (see :data:`JUDGES`); a pairwise one is refused."""
+    entry = find_judge(value)
+    if entry.pairwise:
+        raise ConfigError(f"judge {value!r} compares pairs and gives no rewards; it cannot "
+                          "serve here (use it with label --judge or evaluate --judge)")
+    return cast(Judge, entry.make(value, options))
+
+
+def make_pairwise_judge(value: str, options: JudgeOptions = JudgeOptions()) -> PairwiseJudge:
+    """The pairwise judge ``value`` names (see :data:`JUDGES`)."""
+    entry = find_judge(value)
+    if not entry.pairwise:
+        raise ConfigError(f"judge {value!r} gives rewards, not pairwise comparisons")
+    return cast(PairwiseJudge, entry.make(value, options))

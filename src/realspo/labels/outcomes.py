@@ -3,6 +3,7 @@
 Every label source produces one *outcome* per annotation pair, ``"A"``, ``"B"``, ``"tie"`` or
 ``"skip"`` (``"unanswered"`` for a human task left blank): from scores already present
 (:func:`pair_scores` + :func:`outcome_of`), from a judge's rewards (:func:`judge_pairs`), from
+a pairwise judge's comparison (:func:`compare_pairs`), from
 annotators (:mod:`realspo.labels.annotation`) or from the simulated annotator
 (:mod:`realspo.labels.annotator`). :func:`labeled_rows` turns outcomes into preference rows
 (:func:`realspo.schema.preference_row`), dropping ties, skips and blanks, and counts them in a
@@ -19,6 +20,7 @@ import numpy as np
 
 from realspo.labels.annotator import label_errors
 from realspo.labels.judges import Judge
+from realspo.labels.pairwise import Comparison, PairwiseJudge
 from realspo.schema import AnnotationPair, preference_row
 from realspo.sources import finite_float
 
@@ -63,6 +65,14 @@ def judge_pairs(judge: Judge, pairs: Sequence[AnnotationPair]) -> np.ndarray:
     return np.asarray(rewards, dtype=np.float64).reshape(2, len(pairs)).T
 
 
+def compare_pairs(judge: PairwiseJudge, pairs: Sequence[AnnotationPair]) -> tuple[np.ndarray, Comparison]:
+    """A pairwise judge's verdicts on the pairs (both orders, one call) and (N, 2) scores of
+    (A, B): the probabilities that each is preferred, ``(p_a, 1 - p_a)``."""
+    comparison = judge.compare([p.prompt for p in pairs], [p.response_a for p in pairs],
+                               [p.response_b for p in pairs])
+    return np.stack([comparison.p_a, 1.0 - comparison.p_a], axis=1), comparison
+
+
 @dataclass
 class LabelReport:
     """Counts of one labeling run, and the label-error rate when an oracle was given."""
@@ -75,10 +85,13 @@ class LabelReport:
     oracle_compared: int = 0  # labeled pairs the oracle orders (not an oracle tie)
     label_errors: int = 0
     label_error_rate: float | None = None
+    judge_bias: str | None = None  # a pairwise judge's position-bias summary
 
     def summary(self) -> str:
         text = (f"labeled {self.labeled} of {self.pairs} pairs (tied {self.tied}, skipped "
                 f"{self.skipped}" + (f", unanswered {self.unanswered}" if self.unanswered else "") + ")")
+        if self.judge_bias is not None:
+            text += f"; judge {self.judge_bias}"
         if self.label_error_rate is not None:
             text += (f"; label-error rate vs the oracle {self.label_error_rate:.3f} "
                      f"({self.label_errors} of {self.oracle_compared})")

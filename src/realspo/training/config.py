@@ -7,6 +7,7 @@ limits), built once per run by :meth:`TrainConfig.batch_settings`.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -18,8 +19,21 @@ from realspo.spo.variants import LABEL_MODES, POOLINGS, SELECTIONS, SPO_DEFAULTS
 from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
 
+log = logging.getLogger(__name__)
+
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
+# Default peak learning rates (--lr unset). Full fine-tuning: 1e-6, DPO's (Rafailov et al.
+# 2023, appendix B). LoRA trains a low-rank delta B A whose B starts at zero, through few
+# parameters, and needs a much larger step: the LoRA paper (Hu et al. 2021) uses 2e-4 for
+# GPT-2, QLoRA (Dettmers et al. 2023) 1e-4 to 2e-4, and TRL's DPO script raises its rate 10x
+# for LoRA (5e-7 -> 5e-6). At 1e-6 an adapter barely moves in a short run.
+FULL_LR, LORA_LR = 1e-6, 1e-4
+
+
+def _rate(value: float) -> str:
+    """``1e-4`` for 0.0001: a learning rate as people write it."""
+    return f"{value:.0e}".replace("e-0", "e-")
 
 
 def default_cache_dir() -> str:
@@ -74,7 +88,8 @@ class TrainConfig:
                                                    "more (or null in YAML): every level")
     spo_head_hidden: int | None = option(None, help="width of the degree head's hidden layer "
                                                     "(unset: min(hidden size, 512))")
-    lr: float = option(1e-6, help="peak learning rate (AdamW)")
+    lr: float | None = option(None, help=f"peak learning rate (AdamW); unset: {_rate(FULL_LR)}, "
+                                         f"or {_rate(LORA_LR)} with --lora-r")
     weight_decay: float = option(0.0, help="AdamW weight decay")
     lr_scheduler: str = option("linear", help="learning-rate schedule after warmup", choices=SCHEDULERS)
     warmup_ratio: float = option(0.1, help="fraction of the steps spent warming up the learning rate")
@@ -116,6 +131,10 @@ class TrainConfig:
     resume: bool = option(False, help="continue the run in --out from its last checkpoint")
 
     def validate(self) -> None:
+        if self.lr is None:  # not given: the default of the kind of run, said once at start
+            self.lr = LORA_LR if self.lora_r else FULL_LR
+            if self.lora_r and os.environ.get("RANK", "0") == "0":
+                log.info("lr %s (LoRA default; --lr to change)", _rate(self.lr))
         get_loss(self.loss)  # an unknown name lists the known ones
         self.loss_config().validate()
         if self.spo:

@@ -386,6 +386,16 @@ def test_a_foreign_csv_cell_starting_with_an_apostrophe_is_kept(tmp_path):
     assert row.data == {"prompt": "'Tis the season", "chosen": "=kept as a formula escape"}
 
 
+@pytest.mark.parametrize("suffix", [".json", ".jsonl", ".csv", ".parquet"])
+def test_every_table_format_reads_back(tmp_path, suffix):
+    from realspo.outputs import write_rows
+    from realspo.sources import read_rows
+
+    rows = [{"prompt": f, "responses": [f, "b"]} for f in FORMULAS]
+    write_rows(tmp_path / f"t{suffix}", rows)
+    assert [r.data for r in read_rows(tmp_path / f"t{suffix}")] == rows
+
+
 def test_a_long_csv_cell_reads_back(tmp_path):
     from realspo.outputs import write_rows
     from realspo.sources import read_rows

@@ -50,7 +50,7 @@ def check_location(path: Path) -> None:
     why = None
     if not os.access(ancestor, os.W_OK | os.X_OK):
         why = "is not writable"
-    else:
+    elif hasattr(os, "statvfs"):  # POSIX
         fs = os.statvfs(ancestor)
         if fs.f_flag & os.ST_RDONLY:
             why = "is on a read-only file system"
@@ -283,7 +283,8 @@ def csv_cell(value: Any) -> Any:
 def write_rows(
     path: str | os.PathLike, rows: Iterable[dict[str, Any]], overwrite: bool = False
 ) -> Path:
-    """Write a table atomically: Parquet for ``.parquet``, CSV for ``.csv``, else JSON Lines."""
+    """Write a table atomically: Parquet for ``.parquet``, CSV for ``.csv``, a JSON array for
+    ``.json``, else JSON Lines (each reads back through :func:`realspo.sources.read_rows`)."""
     path = Path(path)
     rows = list(rows)
     with atomic_path(path, overwrite) as tmp:
@@ -301,6 +302,10 @@ def write_rows(
                 writer.writeheader()
                 for r in rows:
                     writer.writerow({k: csv_cell(v) for k, v in r.items()})
+        elif path.suffix == ".json":  # one array: JSON Lines in a .json file would not read back
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write("[\n" + ",\n".join(json.dumps(_json_safe(r), ensure_ascii=False)
+                                             for r in rows) + "\n]\n")
         else:
             with tmp.open("w", encoding="utf-8") as fh:
                 for r in rows:

@@ -38,7 +38,7 @@ class PlotConfig:
 
     def validate(self) -> None:
         # what is read is RUN/metrics.jsonl, so --out RUN/curves.png stays allowed
-        if Path(self.run).is_dir():
+        if not Path(self.run).is_file():
             self.run = str(Path(self.run) / "metrics.jsonl")
 
 

@@ -259,3 +259,12 @@ def declared_paths(cfg: Any, role: str) -> dict[str, str]:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The resolved configuration as plain data (saved beside outputs)."""
     return dataclasses.asdict(cfg)
+
+
+MAX_SEED = 2**32 - 1  # the widest range every random generator realspo seeds accepts
+
+
+def check_seed(seed: int, flag: str = "--seed") -> None:
+    """Refuse a seed outside ``0..2**32-1`` (numpy rejects negative seeds with a traceback)."""
+    if not 0 <= seed <= MAX_SEED:
+        raise ConfigError(f"{flag}: expected an integer from 0 to {MAX_SEED}, got {seed}")

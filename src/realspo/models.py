@@ -10,9 +10,10 @@ directory holding one, is dequantized once into a cached safetensors directory
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -46,6 +47,65 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     return torch.float32
 
 
+MAX_SAFETENSORS_HEADER = 100 << 20  # the limit safetensors itself enforces
+
+
+def check_safetensors_files(directory: Path) -> Path:
+    """Refuse (InputError naming the file) a ``*.safetensors`` file in ``directory`` whose
+    header is forged or torn: a length past the end of the file or over 100 MiB, or not a JSON
+    object. The loader would fail on it with an error that names no file. Returns
+    ``directory`` (anything that is not a directory is not checked)."""
+    if not directory.is_dir():
+        return directory
+    for file in sorted(directory.glob("*.safetensors")):
+        try:
+            size = file.stat().st_size
+            with file.open("rb") as fh:
+                prefix = fh.read(8)
+                length = int.from_bytes(prefix, "little") if len(prefix) == 8 else -1
+                if not 0 < length <= min(size - 8, MAX_SAFETENSORS_HEADER):
+                    raise InputError(str(file), f"not a safetensors file: its header length "
+                                                f"({length}) does not fit the file ({size} bytes)")
+                header = json.loads(fh.read(length))
+        except InputError:
+            raise
+        except OSError as exc:
+            raise InputError(str(file), f"cannot read ({exc.strerror or exc})") from None
+        except (ValueError, RecursionError):
+            raise InputError(str(file), "not a safetensors file: its header is not valid "
+                                        "JSON") from None
+        if not isinstance(header, dict):
+            raise InputError(str(file), "not a safetensors file: its header is not a JSON object")
+    return directory
+
+
+CHARS_PER_TOKEN = 32  # generous: real tokens average 3-6 characters, long runs of symbols ~16
+
+
+Texts = TypeVar("Texts", list[str], None)
+
+
+def clip_texts(texts: Texts, max_tokens: int | None, keep_end: bool = False,
+               what: str = "texts") -> Texts:
+    """Cut each text to ``max_tokens * CHARS_PER_TOKEN`` characters before it is tokenized.
+
+    A tokenizer tokenizes a whole text before truncating it: one 50 MB response costs minutes
+    and gigabytes, for tokens that are then thrown away. Nothing a ``max_tokens`` limit keeps
+    is lost (unless the text averages over :data:`CHARS_PER_TOKEN` characters per token).
+    ``keep_end`` keeps the end (for prompts cut from the left). The number of texts cut is
+    logged as a warning.
+    """
+    if texts is None or max_tokens is None:
+        return texts
+    limit = max_tokens * CHARS_PER_TOKEN
+    cut = sum(len(t) > limit for t in texts)
+    if not cut:
+        return texts
+    log.warning("%d of %d %s were longer than %d characters (%d tokens x %d) and were cut to that "
+                "before tokenizing", cut, len(texts), what, limit, max_tokens, CHARS_PER_TOKEN)
+    return [t if len(t) <= limit else t[-limit:] if keep_end else t[:limit] for t in texts]
+
+
 def _check_weights(name: str, allow_pickle: bool) -> None:
     path = Path(name)
     if not path.exists():
@@ -54,6 +114,7 @@ def _check_weights(name: str, allow_pickle: bool) -> None:
         raise InputError(name, "expected a model directory (with config.json), a .gguf file or a hub id")
     if not (path / "config.json").exists():
         raise InputError(name, "not a model directory: config.json is missing")
+    check_safetensors_files(path)
     has_safe = any(path.glob("*.safetensors"))
     has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
     if not has_safe and has_pickle and not allow_pickle:
@@ -97,6 +158,7 @@ def load_model(name: str, kind: str = "causal-lm", *, dtype: torch.dtype | None 
                device: torch.device | None = None, trust_remote_code: bool = False,
                allow_pickle: bool = False, revision: str | None = None, **kwargs: Any):
     """Load a model: ``kind`` is ``causal-lm``, ``base`` (no LM head) or ``sequence-classifier``."""
+    from safetensors import SafetensorError
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     name = resolve_model_path(name)
@@ -108,8 +170,9 @@ def load_model(name: str, kind: str = "causal-lm", *, dtype: torch.dtype | None 
             name, dtype=dtype, use_safetensors=not allow_pickle or None,
             **_common(trust_remote_code, revision), **kwargs,
         )
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(name, f"could not load model ({str(exc).splitlines()[0]})") from None
+    except (OSError, ValueError, KeyError, SafetensorError) as exc:
+        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(name, f"could not load model ({text})") from None
     if device is not None:
         model.to(device)
     return model

@@ -9,6 +9,7 @@ removes it). Existing outputs are refused unless ``overwrite`` is set.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -18,27 +19,92 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from realspo.errors import ConfigError, OutputExistsError
+from realspo.errors import ConfigError, OutputExistsError, RealspoError
+
+MIN_FREE_BYTES = 1 << 20  # a file system with less free space than this counts as full
 
 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
-    """Fail early (before expensive work) if ``path`` exists and may not be replaced."""
+    """Fail early (before expensive work) if ``path`` exists and may not be replaced, or if it
+    cannot be written at all (:func:`check_location`)."""
     path = Path(path)
     if path.exists() and not overwrite:
         raise OutputExistsError(str(path))
+    check_location(path)
     return path
 
 
+def check_location(path: Path) -> None:
+    """Refuse an output whose directory cannot be created or written.
+
+    Walks up from ``path``'s parent to the first existing ancestor: a file there (``--out
+    f/x.jsonl`` where ``f`` is a file), a directory this process may not write (permissions,
+    a read-only file system), a full file system, or one that refuses a probe file (``/proc``)
+    are reported now, not after hours of work.
+    """
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise RealspoError(f"{path}: cannot be written: {ancestor} is a file, not a directory")
+    why = None
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        why = "is not writable"
+    elif hasattr(os, "statvfs"):  # POSIX
+        fs = os.statvfs(ancestor)
+        if fs.f_flag & os.ST_RDONLY:
+            why = "is on a read-only file system"
+        elif fs.f_blocks and fs.f_bavail * fs.f_frsize < MIN_FREE_BYTES:
+            why = f"is on a full file system ({fs.f_bavail * fs.f_frsize} bytes free)"
+    why = why or _probe(ancestor)
+    if why:
+        raise RealspoError(f"{path}: cannot be written: {ancestor} {why}")
+
+
+def _probe(directory: Path) -> str | None:
+    """Why a new file cannot be created in ``directory``, or None. Linux creates an unnamed
+    file (``O_TMPFILE``), which nothing can leave behind; elsewhere a hidden file is created
+    and removed."""
+    try:
+        try:
+            os.close(os.open(directory, os.O_TMPFILE | os.O_WRONLY, 0o600))
+            return None
+        except (AttributeError, OSError) as exc:  # no O_TMPFILE: not Linux, or not this fs
+            if isinstance(exc, OSError) and exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR,
+                                                              errno.EINVAL):
+                raise
+        probe = directory / f".realspo-probe-{secrets.token_hex(6)}"
+        try:
+            probe.touch(exist_ok=False)
+        finally:
+            probe.unlink(missing_ok=True)
+    except OSError as exc:
+        return f"refuses new files ({exc.strerror or exc})"
+    return None
+
+
 def check_outputs_apart(inputs: dict[str, str], outputs: dict[str, str]) -> None:
-    """Refuse an output that is, contains, or lies inside an input (symlinks resolved).
+    """Refuse an output that is, contains, or lies inside an input, or two outputs that are
+    the same path (symlinks resolved).
 
     ``inputs`` and ``outputs`` map an option name to a path. Whatever ``--overwrite`` says,
     no command may replace, or write into, what it reads: ``train --data D/p.jsonl --out D``
-    would otherwise delete its own data.
+    would otherwise delete its own data; nor write two outputs to one path (the second would
+    replace the first, or fail after the first was written). A hub id (``org/model``, where
+    no ``org`` exists here) is not a local path and is not compared.
     """
+    seen: dict[Path, str] = {}
+    for out_flag, out_value in outputs.items():
+        out = Path(out_value).expanduser().resolve()
+        if out in seen:
+            raise ConfigError(f"{out_flag} {out_value}: the same path as {seen[out]}; "
+                              "give each output its own path")
+        seen[out] = out_flag
     for out_flag, out_value in outputs.items():
         out = Path(out_value).expanduser().resolve()
         for in_flag, in_value in inputs.items():
+            if _is_hub_id(in_value):
+                continue
             inp = Path(in_value).expanduser().resolve()
             if out == inp:
                 how = "is"
@@ -50,6 +116,13 @@ def check_outputs_apart(inputs: dict[str, str], outputs: dict[str, str]) -> None
                 continue
             raise ConfigError(f"{out_flag} {out_value}: {how} the input {in_flag} {in_value}; "
                               "write the output elsewhere")
+
+
+def _is_hub_id(value: str) -> bool:
+    """``org/name`` that names nothing here: a Hugging Face Hub id, not a local path."""
+    parts = Path(value).parts
+    return (len(parts) == 2 and not Path(value).is_absolute() and not value.startswith(".")
+            and not os.path.lexists(parts[0]))
 
 
 @contextlib.contextmanager
@@ -183,10 +256,35 @@ def write_json(path: str | os.PathLike, obj: Any, overwrite: bool = False) -> Pa
     return Path(path)
 
 
+CSV_ESCAPE = "'"  # before a text cell a spreadsheet would read as a formula (or as JSON)
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", CSV_ESCAPE)
+
+
+def csv_needs_escape(text: str) -> bool:
+    """Whether a text cell gets :data:`CSV_ESCAPE` in front when written to CSV.
+
+    Text a spreadsheet would evaluate (``=HYPERLINK(...)``, ``+cmd|...``, ``-``, ``@``, a
+    leading tab or CR), text that already starts with the escape, and text that the CSV reader
+    would otherwise decode as a JSON list or object (``[1, 2]``).
+    """
+    return text.startswith(FORMULA_STARTS) or text.lstrip().startswith(("[", "{"))
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell: lists and dicts as JSON, risky text escaped (:func:`csv_needs_escape`);
+    :func:`realspo.sources.read_rows` undoes both."""
+    if isinstance(value, (list, dict)):
+        return json.dumps(_json_safe(value), ensure_ascii=False)
+    if isinstance(value, str) and csv_needs_escape(value):
+        return CSV_ESCAPE + value
+    return value
+
+
 def write_rows(
     path: str | os.PathLike, rows: Iterable[dict[str, Any]], overwrite: bool = False
 ) -> Path:
-    """Write a table atomically: Parquet for ``.parquet``, CSV for ``.csv``, else JSON Lines."""
+    """Write a table atomically: Parquet for ``.parquet``, CSV for ``.csv``, a JSON array for
+    ``.json``, else JSON Lines (each reads back through :func:`realspo.sources.read_rows`)."""
     path = Path(path)
     rows = list(rows)
     with atomic_path(path, overwrite) as tmp:
@@ -203,12 +301,11 @@ def write_rows(
                 writer = csv.DictWriter(fh, fieldnames=fields)
                 writer.writeheader()
                 for r in rows:
-                    writer.writerow(
-                        {
-                            k: json.dumps(v) if isinstance(v, (list, dict)) else v
-                            for k, v in r.items()
-                        }
-                    )
+                    writer.writerow({k: csv_cell(v) for k, v in r.items()})
+        elif path.suffix == ".json":  # one array: JSON Lines in a .json file would not read back
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.write("[\n" + ",\n".join(json.dumps(_json_safe(r), ensure_ascii=False)
+                                             for r in rows) + "\n]\n")
         else:
             with tmp.open("w", encoding="utf-8") as fh:
                 for r in rows:

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from realspo.errors import InputError
+from realspo.outputs import CSV_ESCAPE, csv_needs_escape
 
 FILE_SUFFIXES = {".jsonl", ".json", ".parquet", ".csv"}
+CSV_FIELD_LIMIT = 2**31 - 1  # the largest csv.field_size_limit accepts on every platform
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,9 @@ def read_rows(source: str | Path, split: str = "train") -> list[Row]:
         ](path)
     if path.is_dir():
         return _read_dataset_dir(path, split)
+    if path.exists():  # a FIFO, socket or device: reading one could block or never end
+        raise InputError(str(path), "not a regular file (expected a data file, a dataset "
+                                    "directory or a hub id)")
     if str(source).endswith(tuple(FILE_SUFFIXES)) or "/" not in str(source) and "." in str(source):
         raise InputError(str(source), "no such file")
     return _read_hub(str(source), split)
@@ -64,7 +69,41 @@ def _text(path: Path) -> str:
 def _object(value: Any, source: str, where: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise InputError(source, f"expected a JSON object, got {type(value).__name__}", where=where)
+    check_unicode(value, source, where)
     return value
+
+
+def _loads(text: str, source: str, where: str | None) -> Any:
+    """``json.loads`` whose every failure is an :class:`InputError` naming ``source``."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except json.JSONDecodeError as exc:
+        raise InputError(source, f"malformed JSON ({exc.msg})",
+                         where=where or f"line {exc.lineno}") from None
+    except RecursionError:
+        raise InputError(source, "JSON nested too deeply", where=where) from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits
+        raise InputError(source, f"malformed JSON ({str(exc).splitlines()[0][:120]})",
+                         where=where) from None
+
+
+def check_unicode(value: Any, source: str, where: str) -> None:
+    """Refuse strings that are not valid Unicode: JSON's ``"\\ud800"`` escapes decode to lone
+    surrogates, which no UTF-8 writer, tokenizer or hash accepts later."""
+    stack = [value]
+    while stack:  # iterative: the depth of a value is not bounded here
+        item = stack.pop()
+        if isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                raise InputError(source, f"invalid Unicode: a lone surrogate "
+                                         f"({item[exc.start]!r}) in a string", where=where) from None
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _read_jsonl(path: Path) -> list[Row]:
@@ -75,10 +114,7 @@ def _read_jsonl(path: Path) -> list[Row]:
         if not line.strip():
             continue
         where = f"line {n}"
-        try:
-            value = json.loads(line, parse_constant=_reject_constant)
-        except json.JSONDecodeError as exc:
-            raise InputError(str(path), f"malformed JSON ({exc.msg})", where=where) from None
+        value = _loads(line, str(path), where)
         rows.append(Row(_object(value, str(path), where), str(path), where))
     return rows
 
@@ -89,10 +125,7 @@ def _reject_constant(name: str) -> float:
 
 
 def _read_json(path: Path) -> list[Row]:
-    try:
-        value = json.loads(_text(path), parse_constant=_reject_constant)
-    except json.JSONDecodeError as exc:
-        raise InputError(str(path), f"malformed JSON ({exc.msg})", where=f"line {exc.lineno}") from None
+    value = _loads(_text(path), str(path), None)
     if isinstance(value, dict):
         for key in ("data", "rows", "examples"):
             if isinstance(value.get(key), list):
@@ -114,11 +147,16 @@ def _read_parquet(path: Path) -> list[Row]:
 
 
 def _decode_cell(value: str) -> Any:
+    """A CSV cell as written by :func:`realspo.outputs.csv_cell`: text escaped with a leading
+    ``'`` comes back without it (a ``'`` before text that needs no escape is kept: a foreign
+    ``'Tis`` is read as written); a JSON list or object is decoded."""
+    if value.startswith(CSV_ESCAPE) and csv_needs_escape(value[1:]):
+        return value[1:]
     stripped = value.strip()
-    if stripped[:1] in "[{":
+    if stripped.startswith(("[", "{")):
         try:
             return json.loads(stripped)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # text that merely starts with a bracket
             return value
     return value
 
@@ -126,15 +164,16 @@ def _decode_cell(value: str) -> Any:
 def _read_csv(path: Path) -> list[Row]:
     import io
 
+    csv.field_size_limit(CSV_FIELD_LIMIT)  # the default (128 KiB) refuses realspo's own long cells
     reader = csv.DictReader(io.StringIO(_text(path), newline=""))
     rows = []
     try:
         for i, record in enumerate(reader):
             if None in record:
                 raise InputError(str(path), "more cells than header columns", where=f"row {i}")
-            rows.append(
-                Row({k: _decode_cell(v) if isinstance(v, str) else v for k, v in record.items()}, str(path), f"row {i}")
-            )
+            data = {k: _decode_cell(v) if isinstance(v, str) else v for k, v in record.items()}
+            check_unicode(data, str(path), f"row {i}")
+            rows.append(Row(data, str(path), f"row {i}"))
     except csv.Error as exc:
         raise InputError(str(path), f"malformed CSV ({exc})", where=f"line {reader.line_num}") from None
     return rows
@@ -173,6 +212,9 @@ def finite_float(row: Row, value: Any, field: str) -> float:
         raise row.error(f"expected a number, got {value!r}", field)
     try:
         number = float(value)
+    except OverflowError:  # an integer too large for a float (JSON 1000...0)
+        raise row.error("expected a finite number, got an integer too large for a float",
+                        field) from None
     except (TypeError, ValueError):
         raise row.error(f"expected a number, got {type(value).__name__} {value!r}", field) from None
     if not math.isfinite(number):

@@ -16,7 +16,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from realspo.config import add_options, option, resolve
+from realspo.config import add_options, check_seed, option, resolve
 from realspo.demo.plan import PRESETS, make_plan
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget
@@ -31,7 +31,8 @@ def _seeds(preset: str) -> str:
 
 @dataclass
 class DemoConfig:
-    out: str = option(help="report directory (report.md, results.json, figures)", metavar="DIR")
+    out: str = option(help="report directory (report.md, results.json, figures)", metavar="DIR",
+                      path="output")
     overwrite: bool = option(False, "replace an existing --out")
     quick: bool = option(False, f"a small, fast run ({_seeds('quick')}, "
                                 f"{PRESETS['quick']['n_train_prompts']} prompts, a small SFT model; "
@@ -54,6 +55,8 @@ class DemoConfig:
         if self.seeds is not None and self.seeds < 1:
             raise ConfigError(f"--seeds must be at least 1, got {self.seeds}")
         parse_budget(self.budget)
+        check_seed(self.seed)
+        check_seed(self.seed + (self.seeds or 1) - 1, "--seed + --seeds - 1")
 
     @property
     def preset(self) -> str:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from realspo.config import add_options, option, resolve, to_dict
+from realspo.config import add_options, check_seed, option, resolve, to_dict
 from realspo.errors import ConfigError
 from realspo.evaluation.evaluate import evaluate_models
 from realspo.generation.prompts import read_prompts
@@ -22,17 +22,18 @@ HELP = "judge a trained model against a baseline: win rate with a bootstrap inte
 
 @dataclass
 class EvaluateConfig:
-    model: str = option(help="the trained model (directory or hub id)", metavar="PATH")
+    model: str = option(help="the trained model (directory or hub id)", metavar="PATH", path="input")
     baseline: str = option(help="the model to compare against (e.g. the SFT model); also the "
-                                "reference for the implicit reward", metavar="PATH")
+                                "reference for the implicit reward", metavar="PATH", path="input")
     prompts: str = option(help="evaluation prompts (same format as `realspo generate`)",
-                          metavar="FILE")
+                          metavar="FILE", path="input")
     judge: str = option(help=f"what scores the responses, a judge: {judges_help()}", metavar="NAME")
-    out: str = option(help="where to write the results (JSON)", metavar="FILE")
+    out: str = option(help="where to write the results (JSON)", metavar="FILE", path="output")
     judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
-                                              "{prompt}, {response_a}, {response_b}", metavar="FILE")
+                                              "{prompt}, {response_a}, {response_b}", metavar="FILE",
+                                        path="input")
     pairs: str | None = option(None, "held-out preference rows (prompt, chosen, rejected) for the "
-                                     "implicit-reward accuracy", metavar="FILE")
+                                     "implicit-reward accuracy", metavar="FILE", path="input")
     num_prompts: int | None = option(None, "use only the first N prompts (default: all)",
                                      metavar="N")
     seed: int = option(0, "sampling seed (the same for both models) and bootstrap seed")
@@ -62,6 +63,7 @@ class EvaluateConfig:
             raise ConfigError(f"--beta must be > 0, got {self.beta}")
         if self.bootstrap_resamples < 1 or self.batch_size < 1:
             raise ConfigError("--bootstrap-resamples and --batch-size must be at least 1")
+        check_seed(self.seed)
         if self.pairs is None and self.beta != 0.1:
             raise ConfigError("--beta has no effect without --pairs")
         self.settings().validate()

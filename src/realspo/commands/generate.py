@@ -12,11 +12,12 @@ import argparse
 import logging
 from dataclasses import dataclass
 
-from realspo.config import add_options, option, resolve
+from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
 from realspo.generation.candidates import generate_candidates
 from realspo.generation.prompts import read_prompts
 from realspo.generation.sampling import SamplingSettings
+from realspo.outputs import check_writable
 
 HELP = "sample K candidate responses per prompt from a model (multi-completion output for select)"
 log = logging.getLogger(__name__)
@@ -24,12 +25,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class GenerateConfig:
-    model: str = option(help="causal LM to sample from: a model directory, .gguf file or hub id", metavar="PATH")
+    model: str = option(help="causal LM to sample from: a model directory, .gguf file or hub id", metavar="PATH",
+                        path="input")
     prompts: str = option(help="prompts file (JSONL/JSON/CSV/Parquet, dataset dir or hub id) with "
                                "'prompt' (text or [{role, content}] messages) and optional "
-                               "'prompt_id'/'id'", metavar="FILE")
+                               "'prompt_id'/'id'", metavar="FILE", path="input")
     out: str = option(help="where to write the candidates (.jsonl, .json, .parquet or .csv)",
-                      metavar="FILE")
+                      metavar="FILE", path="output")
     num_responses: int = option(4, "K: responses sampled per prompt (at least 2, so pairs exist)",
                                 metavar="K")
     temperature: float = option(1.0, "sampling temperature (> 0)")
@@ -61,6 +63,7 @@ class GenerateConfig:
                               "responses")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        check_seed(self.seed)
         self.settings().validate()
 
     def settings(self) -> SamplingSettings:
@@ -75,6 +78,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(GenerateConfig, args)
+    check_writable(cfg.out, cfg.overwrite or cfg.resume)  # before reading prompts or the model
     prompts = read_prompts(cfg.prompts, cfg.split)
     rows = generate_candidates(
         cfg.model, prompts, cfg.out, cfg.settings(), batch_size=cfg.batch_size,

@@ -12,9 +12,9 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, replace
 
-from realspo.config import add_options, option, resolve
+from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, RealspoError
-from realspo.labels.annotation import export_tasks, read_annotations
+from realspo.labels.annotation import default_key_path, export_tasks, read_annotations
 from realspo.labels.annotator import simulate_labels
 from realspo.labels.judges import (
     PROVING_GROUND,
@@ -33,7 +33,7 @@ from realspo.labels.outcomes import (
     outcome_of,
     pair_scores,
 )
-from realspo.outputs import check_writable, write_rows
+from realspo.outputs import check_outputs_apart, check_writable, write_rows
 from realspo.schema import read_annotation_rows
 
 HELP = ("label pairs: from scores, a reward model, an LLM judge, human annotators (export/import) or "
@@ -45,25 +45,33 @@ MODES = ("from_scores", "reward_model", "judge", "export_tasks", "annotations", 
 @dataclass
 class LabelConfig:
     pairs: str = option(help="annotation rows from `realspo select` (pair_id, prompt, response_a, "
-                             "response_b, ...)", metavar="FILE")
+                             "response_b, ...)", metavar="FILE", path="input")
     out: str | None = option(None, "where to write the preference rows (prompt, chosen, rejected + "
-                                   "metadata); needed except with --export-tasks", metavar="FILE")
+                                   "metadata); needed except with --export-tasks", metavar="FILE",
+                          path="output")
     from_scores: bool = option(False, "label by the pairs' score_a/score_b (or --candidates scores)")
     candidates: str | None = option(None, "with --from-scores: multi-completion file whose scores "
-                                          "fill pairs without score_a/score_b", metavar="FILE")
+                                          "fill pairs without score_a/score_b", metavar="FILE",
+                                 path="input")
     reward_model: str | None = option(None, "label by this reward model (a one-output "
-                                            "AutoModelForSequenceClassification)", metavar="PATH")
+                                            "AutoModelForSequenceClassification)", metavar="PATH",
+                                   path="input")
     judge: str | None = option(None, f"label by a judge: {judges_help()}; a pairwise judge's "
                                      "probability that the chosen response is preferred becomes "
                                      "chosen_score (rejected_score = 1 - it)", metavar="NAME")
     judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
-                                              "{prompt}, {response_a}, {response_b}", metavar="FILE")
+                                              "{prompt}, {response_a}, {response_b}", metavar="FILE",
+                                        path="input")
     export_tasks: str | None = option(None, "write annotator tasks (pair_id, prompt, A, B, answer) "
-                                            "to this .csv/.jsonl, order randomised", metavar="FILE")
+                                            "to this .csv/.jsonl, order randomised", metavar="FILE",
+                                   path="output")
     annotations: str | None = option(None, "read answers (pair_id, answer: A, B, tie, skip) for "
-                                           "tasks from --export-tasks", metavar="FILE")
+                                           "tasks from --export-tasks", metavar="FILE",
+                                  path="input")
     key: str | None = option(None, "order key of the tasks (default: TASKS.key.jsonl next to the "
-                                   "tasks / annotations file)", metavar="FILE")
+                                   "tasks / annotations file)", metavar="FILE",
+                          path="output")  # written by --export-tasks; read with --annotations,
+    # where as an "output" it still may not be --out or lie inside an input
     simulate: bool = option(False, "label with a simulated Bradley-Terry annotator over --oracle")
     tau: float = option(1.0, "--simulate: Bradley-Terry temperature; P(A) = sigmoid((r_a - r_b) / "
                              "tau), 0 = noiseless")
@@ -90,6 +98,7 @@ class LabelConfig:
                                  if chosen else ""))
         if not self.export_tasks and not self.out:
             raise ConfigError("--out is required (except with --export-tasks)")
+        check_seed(self.seed)
         if self.tau < 0 or not 0 <= self.flip <= 1:
             raise ConfigError(f"need --tau >= 0 and 0 <= --flip <= 1, got {self.tau}, {self.flip}")
         if self.oracle and find_judge(self.oracle).pairwise:
@@ -114,15 +123,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, LabelConfig)
 
 
+def check_key_path(cfg: LabelConfig) -> None:
+    """The order key's default path (beside the tasks or annotations file) is derived, so
+    :func:`realspo.config.resolve` cannot see it: check it against the other paths now."""
+    if cfg.export_tasks:
+        key = cfg.key or str(default_key_path(cfg.export_tasks))
+        check_outputs_apart({"--pairs": cfg.pairs},
+                            {"--export-tasks": cfg.export_tasks, "--key": key})
+    elif cfg.annotations and cfg.out:
+        key = cfg.key or str(default_key_path(cfg.annotations))
+        check_outputs_apart({"--key": key}, {"--out": cfg.out})
+
+
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(LabelConfig, args)
+    check_key_path(cfg)
+    if cfg.out:
+        check_writable(cfg.out, cfg.overwrite)
     pairs = read_annotation_rows(cfg.pairs)
     if cfg.export_tasks:
         key = export_tasks(pairs, cfg.export_tasks, cfg.key, cfg.seed, cfg.overwrite)
         print(f"wrote {len(pairs)} tasks to {cfg.export_tasks} and their order key to {key}")
         return 0
     assert cfg.out is not None  # validate() made sure
-    check_writable(cfg.out, cfg.overwrite)
     options = JudgeOptions(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
                            allow_pickle=cfg.allow_pickle, template=cfg.judge_template)

@@ -37,9 +37,15 @@ PANELS = (
 
 @dataclass
 class PlotConfig:
-    run: str = option(help="run directory of `realspo train` (or its metrics.jsonl)", cli=False)
-    out: str | None = option(None, help="PNG to write (unset: RUN/curves.png)")
+    run: str = option(help="run directory of `realspo train` (or its metrics.jsonl)", cli=False,
+                      path="input")
+    out: str | None = option(None, help="PNG to write (unset: RUN/curves.png)", path="output")
     overwrite: bool = option(False, help="replace an existing PNG")
+
+    def validate(self) -> None:
+        # what is read is RUN/metrics.jsonl, so --out RUN/curves.png stays allowed
+        if not Path(self.run).is_file():
+            self.run = str(Path(self.run) / "metrics.jsonl")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -118,8 +124,7 @@ def plot_metrics(metrics_path: Path, png: Path, overwrite: bool = False) -> Path
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(PlotConfig, args)
-    run_path = Path(cfg.run)
-    metrics = run_path if run_path.is_file() else run_path / "metrics.jsonl"
+    metrics = Path(cfg.run)  # validate() made a run directory its metrics.jsonl
     png = Path(cfg.out) if cfg.out else metrics.parent / "curves.png"
     print(plot_metrics(metrics, png, cfg.overwrite))
     return 0

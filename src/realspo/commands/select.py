@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from realspo.config import add_options, option, resolve
+from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, InputError, RealspoError
 from realspo.formats.registry import format_names, load_groups
 from realspo.outputs import check_writable, write_rows
@@ -55,18 +55,19 @@ EMBEDDING_OPTIONS = ("conditioned", "batch_size", "max_length", "device", "dtype
 @dataclass
 class SelectConfig:
     data: str = option(help="input data: a .jsonl/.json/.parquet/.csv file, a dataset directory "
-                            "or a hub dataset id", metavar="PATH")
+                            "or a hub dataset id", metavar="PATH", path="input")
     out: str = option(help="output table: .parquet -> Parquet, .csv -> CSV, anything else -> JSON Lines",
-                      metavar="PATH")
+                      metavar="PATH", path="output")
     format: str = option("auto", "input format (auto detects it from the columns)",
                          choices=("auto", *format_names()))
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
     model: str | None = option(None, "causal LM (directory or hub id) whose final hidden layer "
-                                     "embeds the responses", metavar="PATH")
+                                     "embeds the responses", metavar="PATH", path="input")
     embedder: str | None = option(None, "a sentence-transformers model instead, written st:PATH",
                                   metavar="st:PATH")
     embeddings: str | None = option(None, "precomputed embeddings instead (.npy or .safetensors, one "
-                                          "row per response in input order)", metavar="FILE")
+                                          "row per response in input order)", metavar="FILE",
+                                    path="input")
     strategy: str = option("easy", strategy_help(), choices=strategy_names())
     budget: str | None = option(None, "pairs to keep, ranked across the dataset: a count (100) or "
                                       "a fraction of the prompts (0.5); unset keeps one per prompt",
@@ -84,7 +85,7 @@ class SelectConfig:
                                        ".bin files (unpickling can run code: trusted sources only)")
     save_embeddings: str | None = option(None, "also save the computed embeddings (.npy or "
                                                ".safetensors) for reuse with --embeddings",
-                                         metavar="FILE")
+                                         metavar="FILE", path="output")
     progress: bool = option(True, "show a progress bar while embedding")
     resume: bool = option(False, "reuse the rows an interrupted run saved in OUT.embeddings-partial/ "
                                  "(same data and embedding options); with --overwrite in its place "
@@ -110,6 +111,7 @@ class SelectConfig:
             raise ConfigError("--conditioned needs --model: sentence-transformers embed the response alone")
         if self.batch_size < 1 or self.max_length < 1 or self.checkpoint_every < 1:
             raise ConfigError("--batch-size, --max-length and --checkpoint-every must be >= 1")
+        check_seed(self.seed)
         if self.budget is not None:
             parse_budget(self.budget)
         if self.save_embeddings is not None:
@@ -161,7 +163,7 @@ def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> N
 
 def select_from_config(cfg: SelectConfig) -> SelectResult:
     """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
-    from realspo.embeddings.embed import embed_responses, load_embeddings, save_embeddings
+    from realspo.embeddings.embed import embed_responses, load_embeddings
 
     check_writable(cfg.out, cfg.overwrite)
     if cfg.save_embeddings:
@@ -186,6 +188,22 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
             show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
             checkpoint_every=cfg.checkpoint_every,
         )
+    try:
+        return _select_and_write(cfg, groups, fmt, emb, eligible, rows_skipped)
+    except RealspoError:
+        # An input error found after embedding: the corrected rerun embeds other texts, which
+        # could not resume from the sidecar, so it must not be refused for it. (A kill, Ctrl-C
+        # or an environment failure such as a full disk keeps it, for --resume.)
+        if not cfg.embeddings:
+            shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)
+        raise
+
+
+def _select_and_write(cfg: SelectConfig, groups: list, fmt: str, emb: np.ndarray, eligible: int,
+                      rows_skipped: dict[str, int]) -> SelectResult:
+    from realspo.embeddings.embed import save_embeddings
+
+    sizes, keys = [len(g.responses) for g in groups], response_keys(groups)
     selection = select_pairs(emb, sizes, cfg.strategy, cfg.budget, seed=cfg.seed, response_keys=keys)
     rows, dropped, kind = build_rows(groups, selection, cfg.strategy)
     if not rows:

@@ -14,7 +14,7 @@ import sys
 import textwrap
 from dataclasses import dataclass
 
-from realspo.config import add_options, option, resolve
+from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, InputError
 from realspo.formats.registry import DETECT_ROWS, format_names, parse_rows
 from realspo.sources import read_rows
@@ -34,7 +34,8 @@ HELP = "print preference pairs with their SPO degree variants and the removed ke
 @dataclass
 class SPOPreviewConfig:
     data: str = option(help="preference pairs (TRL: prompt, chosen, rejected; or any format realspo "
-                            "reads), a file, dataset directory or hub id", metavar="PATH")
+                            "reads), a file, dataset directory or hub id", metavar="PATH",
+                       path="input")
     format: str = option("auto", "input format", choices=("auto", *format_names()))
     n: int = option(3, "number of pairs to show", flag="-n")
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
@@ -50,6 +51,7 @@ class SPOPreviewConfig:
     def validate(self) -> None:
         if self.n < 1:
             raise ConfigError(f"-n must be >= 1, got {self.n}")
+        check_seed(self.seed)
         if self.width < 0:
             raise ConfigError(f"--width must be >= 0, got {self.width}")
         self.spo_config().validate()

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
-from realspo.config import add_options, resolve
+from realspo.config import add_options, check_seed, resolve
+from realspo.outputs import check_location
 from realspo.training.config import TrainConfig
 from realspo.training.loop import train
 from realspo.training.losses import LOSSES
@@ -27,6 +29,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(TrainConfig, args)
+    check_seed(cfg.seed)
+    check_location(Path(cfg.out))  # before loading anything; replacing it is train's to judge
     out = train(cfg)
     if out is not None and os.environ.get("RANK", "0") == "0":  # once under torchrun
         print(out)

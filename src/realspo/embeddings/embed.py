@@ -39,6 +39,7 @@ from realspo.embeddings.files import (  # files belong to this stage's API: re-e
 from realspo.embeddings.progress import EmbeddingCheckpoint, embedding_fingerprint
 from realspo.errors import ConfigError, InputError
 from realspo.faults import after_batch
+from realspo.models import check_safetensors_files, clip_texts
 from realspo.schema import PromptGroup, flat_responses
 
 __all__ = ["EMBEDDING_SUFFIXES", "SAFETENSORS_KEY", "embed_responses", "embed_with_causal_lm",
@@ -46,7 +47,6 @@ __all__ = ["EMBEDDING_SUFFIXES", "SAFETENSORS_KEY", "embed_responses", "embed_wi
            "load_sentence_transformer", "pool_last_hidden", "save_embeddings"]
 
 log = logging.getLogger(__name__)
-
 
 
 def pool_last_hidden(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -99,6 +99,7 @@ def _build_sequences(tokenizer: Any, responses: list[str], prompts: list[str] | 
     (cut at its end only if it alone does not fit) and the prompt is cut from the left, keeping
     its leading special tokens.
     """
+    responses, prompts = clip_texts(responses, max_length), clip_texts(prompts, max_length, True)
     encode = dict(add_special_tokens=True, return_special_tokens_mask=True, truncation=False,
                   verbose=False)
     enc = tokenizer(responses if prompts is None else prompts, **encode)
@@ -240,7 +241,7 @@ def load_sentence_transformer(path: str, *, device: str | None = None,
                           "pip install 'realspo[st]'") from None
     from realspo.models import pick_device, pick_dtype
 
-    local = Path(path)
+    local = check_safetensors_files(Path(path))  # a forged header: an error naming the file
     if local.is_dir() and not allow_pickle and not any(local.rglob("*.safetensors")) and (
             any(local.rglob("*.bin")) or any(local.rglob("*.pt"))):
         raise InputError(path, "weights are only in pickle format (.bin), which can run arbitrary "
@@ -355,8 +356,8 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
             model = load_sentence_transformer(
                 embedder[3:], device=str(dev), trust_remote_code=trust_remote_code, dtype=dtype,
                 max_length=max_length, allow_pickle=allow_pickle)
-            rows = _encode_in_chunks(model, texts, batch_size, shown, done,
-                                     None if store is None else on_chunk,
+            rows = _encode_in_chunks(model, clip_texts(texts, model.max_seq_length), batch_size,
+                                     shown, done, None if store is None else on_chunk,
                                      None if store is None else checkpoint_every)
         else:
             tokenizer = load_tokenizer(embedder, trust_remote_code=trust_remote_code)

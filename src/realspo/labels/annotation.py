@@ -17,7 +17,7 @@ import numpy as np
 from realspo.errors import InputError
 from realspo.outputs import check_writable, write_rows
 from realspo.schema import AnnotationPair
-from realspo.sources import read_rows
+from realspo.sources import Row, read_rows
 
 ANSWERS = ("A", "B", "tie", "skip")
 
@@ -80,6 +80,22 @@ def _read_key(key_path: Path, pairs: Sequence[AnnotationPair]) -> dict[str, bool
     return swapped
 
 
+def _check_columns(rows: Sequence[Row], source: str) -> None:
+    """Refuse a file without ``pair_id`` and ``answer`` columns, naming what it has instead: a
+    spreadsheet that saved ``pair_id;answer`` (semicolons) has one column of that name.
+    (A JSON Lines row may leave out an unanswered ``answer``.)"""
+    columns = list(dict.fromkeys(k for row in rows[:1] for k in row.data))
+    required = {"pair_id", "answer"} if source.lower().endswith(".csv") else {"pair_id"}
+    if not rows or required <= set(columns):
+        return
+    shown = ", ".join(repr(str(c)[:40]) for c in columns[:4])
+    delimiter = next((d for d in (";", "\t", "|") if any(d in str(c) for c in columns)), None)
+    hint = (f"; the delimiter looks wrong ({delimiter!r}): save the file as comma-separated CSV"
+            if delimiter else "")
+    raise InputError(source, f"the header lacks {' and '.join(sorted(required))} (columns: "
+                             f"{shown}){hint}", where="line 1")
+
+
 def read_annotations(annotations: str | os.PathLike, pairs: Sequence[AnnotationPair],
                      key: str | os.PathLike | None = None) -> list[str]:
     """Outcomes (in pair order) from an annotator's answers, with the shown order undone.
@@ -93,7 +109,9 @@ def read_annotations(annotations: str | os.PathLike, pairs: Sequence[AnnotationP
     canonical = {a.lower(): a for a in ANSWERS}
     answers: dict[str, str] = {}
     seen: dict[str, str] = {}
-    for row in read_rows(str(annotations)):
+    rows = read_rows(str(annotations))
+    _check_columns(rows, str(annotations))
+    for row in rows:
         pair_id = row.data.get("pair_id")
         pair_id = None if pair_id is None else str(pair_id)
         if pair_id not in swapped:

@@ -62,11 +62,11 @@ class TrainConfig:
     """Options of ``realspo train`` (and of :func:`train`)."""
 
     data: str = option(help="preference pairs: TRL rows (prompt, chosen, rejected) as a file, "
-                            "dataset directory or hub id", metavar="PATH")
+                            "dataset directory or hub id", metavar="PATH", path="input")
     model: str = option(help="the model to train, also the reference: a directory, .gguf file "
-                             "or hub id", metavar="MODEL")
+                             "or hub id", metavar="MODEL", path="input")
     out: str = option(help="run directory: the trained model, config.yaml, metrics.jsonl, "
-                           "checkpoints/", metavar="DIR")
+                           "checkpoints/", metavar="DIR", path="output")
     split: str = option("train", help="split to read from a dataset directory or hub id")
     loss: str = option("sigmoid", help=loss_help(), choices=tuple(LOSSES))
     beta: float = option(0.1, help="inverse temperature beta of the loss (rewards = beta * log-ratio)")
@@ -107,7 +107,8 @@ class TrainConfig:
                                               "of the prompt, keep_start cuts the responses' ends",
                              choices=TRUNCATION_MODES)
     eval_fraction: float = option(0.0, help="fraction of the pairs held out for evaluation")
-    eval_data: str | None = option(None, help="separate evaluation pairs (instead of --eval-fraction)")
+    eval_data: str | None = option(None, help="separate evaluation pairs (instead of --eval-fraction)",
+                                   path="input")
     logging_steps: int = option(10, help="write a metrics record every N steps")
     eval_steps: int = option(0, help="evaluate every N steps (0: only at the end)")
     save_steps: int = option(0, help="save a checkpoint every N steps (0: none)")

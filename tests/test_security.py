@@ -135,8 +135,11 @@ def test_a_pickle_only_sentence_transformer_is_refused(tmp_path, capsys):
 @pytest.mark.parametrize("command", ["generate", "label", "evaluate", "train"])
 def test_every_command_that_loads_a_model_refuses_a_pickle_only_directory(
         command, pickle_only_model_dir, tmp_path, capsys):
-    prompts = tmp_path / "prompts.jsonl"
-    prompts.write_text(json.dumps({"prompt": "Hi?"}) + "\n")
+    from realspo.proving_ground.world import WorldConfig, build_world
+
+    prompts = tmp_path / "prompts.jsonl"  # a question the proving-ground judge can score
+    question = build_world(WorldConfig()).test_prompts[0]
+    prompts.write_text(json.dumps({"prompt": question}) + "\n")
     pairs = tmp_path / "pairs.jsonl"
     pairs.write_text(json.dumps({"pair_id": "a", "prompt": "Q?", "response_a": "x",
                                  "response_b": "y", "chosen": "x", "rejected": "y"}) + "\n")

@@ -139,8 +139,11 @@ def variant_batch(batch: dict[str, Any], settings: BatchSettings, tokenizer: Any
             rows.append(v.pair if v.from_chosen else n + v.pair)
             continue
         rows.append(2 * n + len(sequences))
+        finished = batch["finished"][v.pair][0 if v.from_chosen else 1] if "finished" in batch else True
         sequences.append(tokenize_response(tokenizer, batch["prompts"][v.pair], v.text,
-                                           settings.max_length, settings.truncation)[:2])
+                                           settings.max_length, settings.truncation,
+                                           chat_template=settings.chat_template,
+                                           finished=finished)[:2])
     variants = ({k: t.to(device) for k, t in collate(sequences, tokenizer.pad_token_id).items()}
                 if sequences else {})
     variants["rows"] = torch.tensor(rows, dtype=torch.long, device=device)

@@ -180,17 +180,11 @@ class PromptFormat:
         return full if full.startswith(text) else text + content + self._assistant_end
 
     def readable(self, prompt: Prompt) -> str:
-        """The conversation as an annotator reads it: ``"System: ...\\n\\nHuman: ..."`` turns,
-        with the system prompt the model saw (the template's default one included)."""
+        """The conversation as an annotator reads it (:func:`readable_turns`), with the system
+        prompt the model saw (the template's default one included)."""
         if self.is_rendered(prompt):
             return prompt  # type: ignore[return-value]
-        messages = self.messages(prompt)
-        if self.templated and messages[0]["role"] != "system":
-            default = self._default_system()
-            if default:
-                messages = [{"role": "system", "content": default}] + messages
-        return "\n\n".join(f"{ROLE_LABELS.get(m['role'].lower(), m['role'])}: {m['content']}"
-                           for m in messages)
+        return readable_turns(prompt, self._default_system() if self.templated else None)
 
     def _default_system(self) -> str | None:
         """The system prompt the template adds when the messages have none (SmolLM2's)."""
@@ -253,6 +247,20 @@ class PromptFormat:
         if cut < 1:
             raise ValueError("the response leaves no prompt token to predict it from")
         return Encoded(alone[:cut], [ids[cut:] for ids in joints], [c < len(alone) for c in common])
+
+
+def readable_turns(prompt: Prompt, default_system: str | None = None) -> str:
+    """A prompt as ``"System: ...\n\nHuman: ..."`` turns (HH text and message lists; other text
+    as it is), with ``default_system`` first when the prompt has no system turn of its own."""
+    messages = prompt if isinstance(prompt, list) else hh_messages(prompt)
+    if messages is None:
+        if not default_system:
+            return prompt  # type: ignore[return-value]
+        messages = [{"role": "user", "content": prompt}]
+    if default_system and messages[0]["role"] != "system":
+        messages = [{"role": "system", "content": default_system}] + list(messages)
+    return "\n\n".join(f"{ROLE_LABELS.get(m['role'].lower(), m['role'])}: {m['content']}"
+                        for m in messages)
 
 
 def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:

@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 
+from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, PromptFormat
 from realspo.config import add_options, option, resolve
 from realspo.errors import ConfigError, RealspoError
 from realspo.labels.annotation import export_tasks, read_annotations
@@ -57,6 +58,10 @@ class LabelConfig:
                                       f"--simulate (default {PROVING_GROUND.name}) and, with any "
                                       "other source, for the label-error rate", metavar="NAME")
     seed: int = option(0, "seed of the shown order (--export-tasks) and of --simulate")
+    model: str | None = option(None, "--export-tasks: the model that wrote the responses; its chat "
+                                     "template's system prompt is shown to annotators", metavar="PATH")
+    chat_template: str = option("auto", CHAT_TEMPLATE_HELP + " (the reward model's, or --model's "
+                                        "for --export-tasks)", choices=CHAT_TEMPLATE_MODES)
     batch_size: int = option(16, "reward-model batch size")
     max_length: int = option(1024, "reward model: longest input in tokens (cut from the left)")
     device: str = option("auto", "device for reward models: auto, cpu, cuda, mps")
@@ -84,7 +89,9 @@ class LabelConfig:
                 "seed": bool(self.export_tasks or self.simulate),
                 "out": not self.export_tasks, "oracle": not self.export_tasks,
                 "batch_size": uses_model, "max_length": uses_model, "device": uses_model,
-                "dtype": uses_model, "allow_pickle": uses_model}
+                "dtype": uses_model, "allow_pickle": uses_model,
+                "model": bool(self.export_tasks),
+                "chat_template": uses_model or bool(self.export_tasks and self.model)}
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, is_used in used.items():
             if not is_used and getattr(self, name) != defaults[name]:
@@ -99,14 +106,20 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(LabelConfig, args)
     pairs = read_annotation_rows(cfg.pairs)
     if cfg.export_tasks:
-        key = export_tasks(pairs, cfg.export_tasks, cfg.key, cfg.seed, cfg.overwrite)
+        shown = None
+        if cfg.model:
+            from realspo.models import load_tokenizer
+
+            shown = PromptFormat.of(load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code),
+                                    cfg.chat_template)
+        key = export_tasks(pairs, cfg.export_tasks, cfg.key, cfg.seed, cfg.overwrite, shown)
         print(f"wrote {len(pairs)} tasks to {cfg.export_tasks} and their order key to {key}")
         return 0
     assert cfg.out is not None  # validate() made sure
     check_writable(cfg.out, cfg.overwrite)
     options = JudgeOptions(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
-                           allow_pickle=cfg.allow_pickle)
+                           allow_pickle=cfg.allow_pickle, chat_template=cfg.chat_template)
     oracle_name = cfg.oracle or (PROVING_GROUND.name if cfg.simulate else None)
     oracle_judge = make_judge(oracle_name, options) if oracle_name else None
     scores = None

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from realspo.chat_format import PromptFormat
 from realspo.embeddings.files import (  # files belong to this stage's API: re-exported
     EMBEDDING_SUFFIXES,
     SAFETENSORS_KEY,
@@ -89,28 +90,28 @@ def _split_specials(ids: list[int], special: list[int]) -> tuple[list[int], list
 
 
 def _build_sequences(tokenizer: Any, responses: list[str], prompts: list[str] | None,
-                     max_length: int) -> list[tuple[list[int], int]]:
+                     max_length: int, chat_template: str = "auto") -> list[tuple[list[int], int]]:
     """Per item: (input ids, number of leading context tokens that are not pooled).
 
     Response-only: the tokenizer's leading special tokens (e.g. BOS), then the response.
-    Conditioned: the prompt (with its leading specials), then the separately tokenized response.
-    Trailing special tokens (an appended EOS) are dropped: in a causal model they cannot change
-    the earlier hidden states and they are not pooled. Over ``max_length``, the response is kept
-    (cut at its end only if it alone does not fit) and the prompt is cut from the left, keeping
-    its leading special tokens.
+    Conditioned: the prompt as the model reads it and the response's tokens, split as training
+    splits them (:meth:`realspo.chat_format.PromptFormat.encode`, ``chat_template``), without an
+    EOS or end-of-turn (not pooled, and it cannot change the earlier hidden states). Over
+    ``max_length``, the response is kept (cut at its end only if it alone does not fit) and the
+    prompt is cut from the left, keeping its leading special tokens.
     """
-    encode = dict(add_special_tokens=True, return_special_tokens_mask=True, truncation=False,
-                  verbose=False)
-    enc = tokenizer(responses if prompts is None else prompts, **encode)
-    parts = [_split_specials(ids, special) for ids, special
-             in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)]
     if prompts is None:
-        heads, bodies = [lead for lead, _ in parts], [text for _, text in parts]
+        enc = tokenizer(responses, add_special_tokens=True, return_special_tokens_mask=True,
+                        truncation=False, verbose=False)
+        parts = [_split_specials(ids, special) for ids, special
+                 in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)]
+        heads, bodies, leads = [p[0] for p in parts], [p[1] for p in parts], [len(p[0]) for p in parts]
     else:
-        heads = [lead + text for lead, text in parts]
-        bodies = tokenizer(responses, add_special_tokens=False, truncation=False,
-                           verbose=False)["input_ids"]
-    leads = [len(lead) for lead, _ in parts]  # leading specials survive prompt truncation
+        fmt = PromptFormat.of(tokenizer, chat_template)
+        encoded = [fmt.encode(p, [r], [False]) for p, r in zip(prompts, responses, strict=True)]
+        heads, bodies = [e.prompt_ids for e in encoded], [e.response_ids[0] for e in encoded]
+        special = set(tokenizer.all_special_ids)
+        leads = [next((i for i, t in enumerate(h) if t not in special), len(h)) for h in heads]
     sequences, truncated = [], 0
     for n, (head, body) in enumerate(zip(heads, bodies, strict=True)):
         if not body:
@@ -130,7 +131,7 @@ def _build_sequences(tokenizer: Any, responses: list[str], prompts: list[str] | 
 
 def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
                          prompts: list[str] | None = None, *, batch_size: int = 16,
-                         max_length: int = 512, show_progress: bool = True,
+                         max_length: int = 512, show_progress: bool = True, chat_template: str = "auto",
                          done: Mapping[int, np.ndarray] | None = None,
                          on_batch: Callable[[list[int], np.ndarray], None] | None = None,
                          ) -> np.ndarray:
@@ -143,9 +144,8 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
 
     Args:
         responses: N response texts.
-        prompts: None for response-only embeddings (REAL's default), else N prompts: each
-            prompt and response are tokenized separately, concatenated, and only the response
-            tokens are pooled.
+        prompts: None for response-only embeddings (REAL's default), else N prompts, rendered
+            per ``chat_template`` as in training; only the response tokens are pooled.
         max_length: token limit per sequence; see :func:`_build_sequences` for what is cut.
         done: rows already embedded (index -> (H,) row), e.g. from an interrupted run's
             :class:`EmbeddingCheckpoint`; a batch whose rows are all done is not run again.
@@ -165,7 +165,7 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
     hidden_size = int(getattr(body.config, "hidden_size", 0))
     if not responses:
         return np.zeros((0, hidden_size), dtype=np.float32)
-    sequences = _build_sequences(tokenizer, responses, prompts, max_length)
+    sequences = _build_sequences(tokenizer, responses, prompts, max_length, chat_template)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     extra = {"use_cache": False} if "use_cache" in inspect.signature(body.forward).parameters else {}
     # longest first: an out-of-memory batch size shows up at once, not at the end of the run
@@ -288,7 +288,7 @@ def _gather_in_order(state: Any, indices: list[int], rows: np.ndarray, total: in
 
 
 def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bool = False,
-                    batch_size: int = 16, max_length: int = 512, device: str | None = None,
+                    chat_template: str = "auto", batch_size: int = 16, max_length: int = 512, device: str | None = None,
                     dtype: str = "auto", trust_remote_code: bool = False,
                     allow_pickle: bool = False, show_progress: bool = True,
                     checkpoint: str | Path | None = None, resume: bool = False,
@@ -298,7 +298,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     ``embedder`` is ``st:PATH`` for a sentence-transformers model, else a causal LM directory or
     hub id (loaded through :mod:`realspo.models`, base model only); ``allow_pickle`` admits a
     directory with only ``.bin`` weights (either kind). ``conditioned`` runs prompt + response and pools the
-    response tokens (causal LMs only). Under ``accelerate launch`` / ``torchrun`` each process
+    response tokens (causal LMs only), the prompt rendered per ``chat_template``. Under ``accelerate launch`` / ``torchrun`` each process
     embeds a contiguous shard on its own device and every process returns the full array.
 
     ``checkpoint``: a directory where finished rows are saved every ``checkpoint_every``
@@ -327,6 +327,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     store = None
     if checkpoint is not None:
         options = {"embedder": embedder, "conditioned": conditioned, "batch_size": batch_size,
+                   **({"chat_template": chat_template} if conditioned else {}),
                    "max_length": max_length, "dtype": str(pick_dtype(dev, dtype)),
                    "device": dev.type, "processes": state.num_processes}
         store = EmbeddingCheckpoint(checkpoint, embedding_fingerprint(responses, prompts, options),
@@ -365,7 +366,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
             rows = embed_with_causal_lm(
                 model, tokenizer, texts, [prompts[i] for i in shard] if prompts else None,
                 batch_size=batch_size, max_length=max_length, show_progress=shown,
-                done=done, on_batch=None if store is None else on_batch)
+                chat_template=chat_template, done=done, on_batch=None if store is None else on_batch)
         if store is not None:
             store.flush()
     if not distributed:

@@ -26,10 +26,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from realspo.chat_format import prompt_format
 from realspo.errors import InputError
 from realspo.formats.registry import parse_rows
 from realspo.schema import preference_row, read_preference_rows, reference_logps
-from realspo.chat_format import prompt_format
 from realspo.training.tokenization import TokenizedPair, collate, finished_flags, tokenize_pair
 
 

@@ -19,7 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "realspo"
 LAYERS: list[set[str]] = [
     {"errors", "faults", "__init__"},
     {"config", "outputs", "processes", "sources", "schema", "models", "gguf", "toy_models"},
-    {"conversations"},
+    {"conversations", "chat_format"},
     {"formats", "spo", "proving_ground"},
     {"generation", "embeddings", "selection"},
     {"labels"},

@@ -84,7 +84,7 @@ def test_samples_do_not_depend_on_batch_size(tiny_model_dir, prompts_file, full_
     model, tokenizer = load_generator_model(tiny_model_dir)
     prompts = read_prompts(prompts_file)
     for size in (1, 4):  # the reference run used batches of 2
-        samples = [s for _, batch in iter_samples(model, tokenizer, prompts, SETTINGS, size, False)
+        samples = [s for _, batch, _ in iter_samples(model, tokenizer, prompts, SETTINGS, size, False)
                    for s in batch]
         assert samples == [r["responses"] for r in full_run[1]]
     assert len({s for r in full_run[1] for s in r["responses"]}) > len(prompts)  # samples differ

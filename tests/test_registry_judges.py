@@ -24,16 +24,18 @@ def _proving_ground_example(request):
 
 
 def _reward_model_example(request):
-    """The tiny reward model, its rewards computed here one text at a time."""
+    """The tiny reward model, its rewards computed here one text at a time (no chat template:
+    prompt + response as HH text, a space after "Assistant:", plain text joined as it is)."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     path = request.getfixturevalue("tiny_reward_model_dir")
-    prompts = ["Python lists are", "Bread needs", "The capital of France is"]
-    responses = ["mutable.", " flour and water.", " Paris."]
+    prompts = ["\n\nHuman: Are Python lists mutable?\n\nAssistant:", "Bread needs", "The capital of France is"]
+    responses = ["Yes.", " flour and water.", " Paris."]
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path).eval()
-    texts = ["Python lists are mutable.", "Bread needs flour and water.", "The capital of France is Paris."]
+    texts = ["\n\nHuman: Are Python lists mutable?\n\nAssistant: Yes.", "Bread needs flour and water.",
+             "The capital of France is Paris."]
     with torch.inference_mode():
         expected = [model(**tokenizer(t, return_tensors="pt")).logits[0, 0].item() for t in texts]
     return path, prompts, responses, expected

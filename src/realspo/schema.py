@@ -16,6 +16,8 @@ Input (any supported format, see :mod:`realspo.formats.registry`) becomes a list
       scores       list[float] | None   one finite score per response, higher is better
       preferences  list[(int, int)]     known labels as (chosen index, rejected index)
       meta         dict        anything else worth carrying (source row, domain, ...)
+      finished     list[bool] | None    per response: False if it was cut at the generation
+                               limit (no EOS); None: all finished
 
 Response ``j`` of group ``g`` has the id ``f"{prompt_id}/{j}"``. *Flattened order*, the order
 of embedding rows in ``--embeddings`` files, is group order, then response order.
@@ -55,6 +57,11 @@ class PromptGroup:
     scores: list[float] | None = None
     preferences: list[tuple[int, int]] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    finished: list[bool] | None = None
+
+    def is_finished(self, index: int) -> bool:
+        """Whether response ``index`` ended on its own (not cut at the generation limit)."""
+        return self.finished is None or bool(self.finished[index])
 
     @property
     def has_labels(self) -> bool:
@@ -116,6 +123,9 @@ PREFERENCE_COLUMNS: tuple[Column, ...] = (
     Column("label_error", "True if the label disagrees with the oracle, None on an oracle tie"),
     Column("ref_chosen_logps", "precomputed summed reference log-prob of chosen (<= 0)"),
     Column("ref_rejected_logps", "precomputed summed reference log-prob of rejected (<= 0)"),
+    Column("chosen_finished", "False if chosen was cut at the generation limit (gets no EOS); "
+                              "absent: finished"),
+    Column("rejected_finished", "False if rejected was cut at the generation limit; absent: finished"),
 )
 """Preference-row columns in their order; ``prompt``, ``chosen``, ``rejected`` are required."""
 
@@ -131,6 +141,8 @@ ANNOTATION_COLUMNS: tuple[Column, ...] = (
     Column("strategy", "the selection strategy that chose the pair"),
     Column("score_a", "score of response_a, if known (used by `label --from-scores`)"),
     Column("score_b", "score of response_b, if known"),
+    Column("finished_a", "False if response_a was cut at the generation limit; absent: finished"),
+    Column("finished_b", "False if response_b was cut at the generation limit; absent: finished"),
 )
 """Annotation-row columns in their order; ``prompt``, ``response_a``, ``response_b`` are required."""
 
@@ -162,6 +174,14 @@ def annotation_row(pair_id: str, prompt: str, response_a: str, response_b: str,
     return _in_column_order("annotation", ANNOTATION_COLUMNS,
                             {"pair_id": pair_id, "prompt": prompt, "response_a": response_a,
                              "response_b": response_b, **columns})
+
+
+def is_finished_value(value: Any) -> bool:
+    """A ``*_finished`` cell: False (or ``"false"``/``"0"`` from a CSV) means cut; anything
+    else, a missing cell included, means finished."""
+    if isinstance(value, str):
+        return value.strip().lower() not in ("false", "0", "no")
+    return True if value is None else bool(value)
 
 
 # --- reading them back --------------------------------------------------------------------
@@ -262,6 +282,9 @@ def read_annotation_rows(source: str | os.PathLike) -> list[AnnotationPair]:
         for k in ("index_a", "index_b"):
             if isinstance(meta.get(k), str) and meta[k].strip().isdigit():
                 meta[k] = int(meta[k])
+        for k in ("finished_a", "finished_b"):
+            if k in meta:
+                meta[k] = is_finished_value(meta[k])
         if isinstance(meta.get("similarity"), str):
             try:
                 meta["similarity"] = float(meta["similarity"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve, to_dict
 from realspo.errors import ConfigError
 from realspo.evaluation.evaluate import evaluate_models
@@ -41,8 +42,8 @@ class EvaluateConfig:
     temperature: float = option(1.0, "sampling temperature (0 = greedy)")
     top_p: float = option(1.0, "nucleus sampling threshold (1 = off)")
     batch_size: int = option(8, "prompts (or pairs) per batch")
-    chat_template: str = option("auto", "wrap prompts with the tokenizer's chat template",
-                                choices=("auto", "on", "off"))
+    chat_template: str = option("auto", CHAT_TEMPLATE_HELP + "; also for --pairs log-probs and "
+                                        "reward-model judging", choices=CHAT_TEMPLATE_MODES)
     beta: float = option(0.1, "beta of the implicit reward beta * (logp_model - logp_baseline)")
     max_length: int = option(1024, "longest prompt + response in tokens for --pairs log-probs and "
                                    "reward-model judging")

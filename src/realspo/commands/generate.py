@@ -1,7 +1,7 @@
 """``realspo generate``: sample K candidate responses per prompt from a causal LM.
 
-Writes the multi-completion rows (``prompt_id``, ``prompt``, ``responses``) that
-``realspo select`` reads. Reproducible (samples depend only on the seed and the prompt's
+Writes the multi-completion rows (``prompt_id``, ``prompt``, ``responses``, ``finished``) that
+``realspo select`` reads; prints how many responses were cut at ``--max-new-tokens``. Reproducible (samples depend only on the seed and the prompt's
 position) and resumable by prompt; see :mod:`realspo.generation.sampling` and
 :mod:`realspo.generation.candidates`.
 """
@@ -12,6 +12,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 
+from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
 from realspo.generation.candidates import generate_candidates
@@ -40,9 +41,7 @@ class GenerateConfig:
     max_new_tokens: int = option(256, "longest response, in tokens")
     seed: int = option(0, "seed; sample j of prompt i depends only on (seed, i, j)")
     batch_size: int = option(4, "prompts per generate call (each contributes K sequences)")
-    chat_template: str = option("auto", "wrap prompts with the tokenizer's chat template: auto (if "
-                                        "it has one), on (required) or off",
-                                choices=("auto", "on", "off"))
+    chat_template: str = option("auto", CHAT_TEMPLATE_HELP, choices=CHAT_TEMPLATE_MODES)
     split: str = option("train", "split to read when --prompts is a dataset directory or hub id")
     resume: bool = option(False, "continue an interrupted run from OUT.partial.jsonl")
     overwrite: bool = option(False, "replace an existing output (and discard any partial run)")
@@ -87,5 +86,7 @@ def run(args: argparse.Namespace) -> int:
         allow_pickle=cfg.allow_pickle,
     )
     total = sum(len(r["responses"]) for r in rows)
-    print(f"wrote {total} responses for {len(rows)} prompts to {cfg.out}")
+    cut = sum(not f for r in rows for f in r["finished"])
+    print(f"wrote {total} responses for {len(rows)} prompts to {cfg.out}; {cut} of {total} cut at "
+          f"--max-new-tokens {cfg.max_new_tokens} (finished: false)")
     return 0

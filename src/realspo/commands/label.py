@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass, replace
 
+from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, PromptFormat
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, RealspoError
 from realspo.labels.annotation import default_key_path, export_tasks, read_annotations
@@ -80,6 +81,11 @@ class LabelConfig:
                                       f"--simulate (default {PROVING_GROUND.name}) and, with any "
                                       "other source, for the label-error rate", metavar="NAME")
     seed: int = option(0, "seed of the shown order (--export-tasks) and of --simulate")
+    model: str | None = option(None, "--export-tasks: the model that wrote the responses; its chat "
+                                     "template's system prompt is shown to annotators", metavar="PATH",
+                               path="input")
+    chat_template: str = option("auto", CHAT_TEMPLATE_HELP + " (a model judge's, or --model's "
+                                        "for --export-tasks)", choices=CHAT_TEMPLATE_MODES)
     batch_size: int = option(16, "batch size of a model judge (reward model, LLM judge)")
     max_length: int = option(1024, "model judges: longest input in tokens (cut from the left)")
     device: str = option("auto", "device for model judges: auto, cpu, cuda, mps")
@@ -112,7 +118,9 @@ class LabelConfig:
                 "out": not self.export_tasks, "oracle": not self.export_tasks,
                 "batch_size": uses_model, "max_length": uses_model, "device": uses_model,
                 "dtype": uses_model, "allow_pickle": uses_model,
-                "judge_template": bool(self.judge and find_judge(self.judge).uses_template)}
+                "judge_template": bool(self.judge and find_judge(self.judge).uses_template),
+                "model": bool(self.export_tasks),
+                "chat_template": uses_model or bool(self.export_tasks and self.model)}
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
         for name, is_used in used.items():
             if not is_used and getattr(self, name) != defaults[name]:
@@ -142,13 +150,20 @@ def run(args: argparse.Namespace) -> int:
         check_writable(cfg.out, cfg.overwrite)
     pairs = read_annotation_rows(cfg.pairs)
     if cfg.export_tasks:
-        key = export_tasks(pairs, cfg.export_tasks, cfg.key, cfg.seed, cfg.overwrite)
+        shown = None
+        if cfg.model:
+            from realspo.models import load_tokenizer
+
+            shown = PromptFormat.of(load_tokenizer(cfg.model, trust_remote_code=cfg.trust_remote_code),
+                                    cfg.chat_template)
+        key = export_tasks(pairs, cfg.export_tasks, cfg.key, cfg.seed, cfg.overwrite, shown)
         print(f"wrote {len(pairs)} tasks to {cfg.export_tasks} and their order key to {key}")
         return 0
     assert cfg.out is not None  # validate() made sure
     options = JudgeOptions(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
-                           allow_pickle=cfg.allow_pickle, template=cfg.judge_template)
+                           allow_pickle=cfg.allow_pickle, template=cfg.judge_template,
+                           chat_template=cfg.chat_template)
     oracle_name = cfg.oracle or (PROVING_GROUND.name if cfg.simulate else None)
     prompts = [p.prompt for p in pairs]
     entry = check_judge(cfg.judge, options, prompts) if cfg.judge else None  # before any model loads

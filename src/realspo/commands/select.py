@@ -19,16 +19,18 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, InputError, RealspoError
 from realspo.formats.registry import format_names, load_groups
 from realspo.outputs import check_writable, write_rows
 from realspo.schema import num_responses
 from realspo.selection.budget import count_eligible, parse_budget, resolve_budget
-from realspo.selection.rows import build_rows, response_keys
+from realspo.selection.rows import build_rows, response_keys, restore_indices, without_unfinished
 from realspo.selection.strategies import (
     SKIP_FEW_DISTINCT,
     Selection,
@@ -47,7 +49,7 @@ examples:
 """
 
 # Options that only matter when a model embeds the responses (not with --embeddings).
-EMBEDDING_OPTIONS = ("conditioned", "batch_size", "max_length", "device", "dtype",
+EMBEDDING_OPTIONS = ("conditioned", "chat_template", "batch_size", "max_length", "device", "dtype",
                      "trust_remote_code", "allow_pickle", "save_embeddings", "resume",
                      "checkpoint_every")
 
@@ -75,6 +77,10 @@ class SelectConfig:
     seed: int = option(0, "seed of the random strategy")
     conditioned: bool = option(False, "embed prompt + response and pool the response tokens only "
                                       "(--model only)")
+    chat_template: str = option("auto", CHAT_TEMPLATE_HELP + "; the prompt of --conditioned "
+                                        "embeddings", choices=CHAT_TEMPLATE_MODES)
+    drop_unfinished: bool = option(False, "leave out responses cut at the generation limit "
+                                          "(finished: false in the candidates)")
     batch_size: int = option(16, "responses per embedding batch")
     max_length: int = option(512, "truncate embedded sequences to this many tokens")
     device: str | None = option(None, "embedding device: cpu, cuda, cuda:1, mps (None: the best available)")
@@ -109,6 +115,9 @@ class SelectConfig:
                                   "(--model or --embedder), not with --embeddings")
         if self.embedder is not None and self.conditioned:
             raise ConfigError("--conditioned needs --model: sentence-transformers embed the response alone")
+        if self.chat_template != "auto" and not self.conditioned:
+            raise ConfigError("--chat-template applies only to --conditioned embeddings (the prompt "
+                              "is embedded only then)")
         if self.batch_size < 1 or self.max_length < 1 or self.checkpoint_every < 1:
             raise ConfigError("--batch-size, --max-length and --checkpoint-every must be >= 1")
         check_seed(self.seed)
@@ -140,6 +149,7 @@ class SelectResult:
     selection: Selection
     out: Path
     rows_skipped: dict[str, int] = field(default_factory=dict)  # input rows the reader skipped
+    unfinished_dropped: int = 0  # responses left out by --drop-unfinished
 
 
 def _is_main_process() -> bool:
@@ -170,26 +180,32 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
         check_writable(cfg.save_embeddings, cfg.overwrite)
     rows_skipped: dict[str, int] = {}
     groups, fmt = load_groups(cfg.data, cfg.format, cfg.split, skipped=rows_skipped)
-    sizes = [len(g.responses) for g in groups]
-    keys = response_keys(groups)
+    work, origin, cut = groups, None, 0  # the groups selected from (--drop-unfinished: no cut ones)
+    if cfg.drop_unfinished:
+        work, _, origin, cut = without_unfinished(groups, None)
+    sizes = [len(g.responses) for g in work]
+    keys = response_keys(work)
     eligible = count_eligible(sizes, keys)
     if eligible == 0:
-        raise InputError(cfg.data, f"none of the {len(groups)} prompts has two distinct responses; "
-                                   "nothing to select")
+        raise InputError(cfg.data, f"none of the {len(work)} prompts has two distinct responses"
+                                   + (f" ({cut} cut responses left out)" if cut else "")
+                                   + "; nothing to select")
     resolve_budget(cfg.budget, eligible)  # a budget too large fails before embedding
     if cfg.embeddings:
         emb = load_embeddings(cfg.embeddings, num_responses(groups))
     else:
         check_interrupted_run(progress_dir(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
+        # every response when the embeddings are saved (a file matching the data), else the kept ones
         emb = embed_responses(
-            groups, cfg.embedder_name() or "", conditioned=cfg.conditioned, batch_size=cfg.batch_size,
+            groups if cfg.save_embeddings else work, cfg.embedder_name() or "",
+            conditioned=cfg.conditioned, chat_template=cfg.chat_template, batch_size=cfg.batch_size,
             max_length=cfg.max_length, device=cfg.device, dtype=cfg.dtype,
             trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
             show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
             checkpoint_every=cfg.checkpoint_every,
         )
     try:
-        return _select_and_write(cfg, groups, fmt, emb, eligible, rows_skipped)
+        return _select_and_write(cfg, groups, work, origin, cut, fmt, emb, eligible, rows_skipped)
     except RealspoError:
         # An input error found after embedding: the corrected rerun embeds other texts, which
         # could not resume from the sidecar, so it must not be refused for it. (A kill, Ctrl-C
@@ -199,12 +215,20 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
         raise
 
 
-def _select_and_write(cfg: SelectConfig, groups: list, fmt: str, emb: np.ndarray, eligible: int,
+def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, cut: int,
+                      fmt: str, emb: np.ndarray, eligible: int,
                       rows_skipped: dict[str, int]) -> SelectResult:
+    """Select from ``work`` (the groups less cut responses with --drop-unfinished; ``origin``
+    maps back to ``groups``' indices) and write the rows."""
     from realspo.embeddings.embed import save_embeddings
 
-    sizes, keys = [len(g.responses) for g in groups], response_keys(groups)
+    sizes, keys = [len(g.responses) for g in work], response_keys(work)
+    all_emb = emb
+    if origin is not None and emb.shape[0] != num_responses(work):
+        _, emb, _, _ = without_unfinished(groups, emb)
     selection = select_pairs(emb, sizes, cfg.strategy, cfg.budget, seed=cfg.seed, response_keys=keys)
+    if origin is not None:
+        selection = restore_indices(selection, origin)
     rows, dropped, kind = build_rows(groups, selection, cfg.strategy)
     if not rows:
         reasons = ", ".join(f"{n} {r}" for r, n in dropped.items())
@@ -214,12 +238,12 @@ def _select_and_write(cfg: SelectConfig, groups: list, fmt: str, emb: np.ndarray
         if cfg.save_embeddings:
             # .npy has no room for metadata; safetensors keeps what produced the rows
             meta = {"embedder": cfg.embedder_name() or "", "conditioned": str(cfg.conditioned)}
-            save_embeddings(cfg.save_embeddings, emb, overwrite=cfg.overwrite,
+            save_embeddings(cfg.save_embeddings, all_emb, overwrite=cfg.overwrite,
                             metadata=meta if cfg.save_embeddings.lower().endswith(".safetensors") else None)
         write_rows(cfg.out, rows, overwrite=cfg.overwrite)
         shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)  # the result is safely written
     return SelectResult(fmt, len(groups), eligible, kind, rows, dropped, selection, Path(cfg.out),
-                        rows_skipped)
+                        rows_skipped, cut)
 
 
 def _quantile_line(label: str, values: np.ndarray) -> str:
@@ -238,6 +262,8 @@ def format_summary(result: SelectResult, cfg: SelectConfig) -> str:
         f"format: {result.format} ({'auto-detected' if cfg.format == 'auto' else 'given'})",
         *(f"input rows skipped: {n} ({reason})" for reason, n in result.rows_skipped.items()),
         f"prompts read: {result.prompts}; skipped {skipped} ({SKIP_FEW_DISTINCT})",
+        *([f"responses left out: {result.unfinished_dropped} (cut at the generation limit, "
+           "--drop-unfinished)"] if cfg.drop_unfinished else []),
         f"pairs selected: {len(sel)} of {result.eligible} eligible prompts "
         f"(strategy {cfg.strategy}, {budget})",
     ]

@@ -74,8 +74,8 @@ def sample_responses(model: Any, tokenizer: Any, prompts: list[str], settings: S
     """K samples per prompt (``settings.num_responses``); sample ``j`` of prompt ``i`` draws its
     noise from ``(settings.seed, i, j)`` only (see :mod:`realspo.generation.sampling`)."""
     records = [PromptRecord(i, f"p{i}", p) for i, p in enumerate(prompts)]
-    return [s for _, batch in iter_samples(model, tokenizer, records, settings, batch_size,
-                                           progress=False) for s in batch]
+    return [s for _, batch, _ in iter_samples(model, tokenizer, records, settings, batch_size,
+                                              progress=False) for s in batch]
 
 
 def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, seed: int,

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from realspo.chat_format import PromptFormat
 from realspo.embeddings.files import (  # files belong to this stage's API: re-exported
     EMBEDDING_SUFFIXES,
     SAFETENSORS_KEY,
@@ -37,9 +38,15 @@ from realspo.embeddings.files import (  # files belong to this stage's API: re-e
     save_embeddings,
 )
 from realspo.embeddings.progress import EmbeddingCheckpoint, embedding_fingerprint
+from realspo.embeddings.sentence_embedder import (  # the st: embedder, re-exported
+    embed_with_sentence_transformer,
+    encode_in_chunks,
+    encode_sentences,
+    load_sentence_transformer,
+)
 from realspo.errors import ConfigError, InputError
 from realspo.faults import after_batch
-from realspo.models import check_safetensors_files, clip_texts
+from realspo.models import clip_texts
 from realspo.schema import PromptGroup, flat_responses
 
 __all__ = ["EMBEDDING_SUFFIXES", "SAFETENSORS_KEY", "embed_responses", "embed_with_causal_lm",
@@ -89,29 +96,29 @@ def _split_specials(ids: list[int], special: list[int]) -> tuple[list[int], list
 
 
 def _build_sequences(tokenizer: Any, responses: list[str], prompts: list[str] | None,
-                     max_length: int) -> list[tuple[list[int], int]]:
+                     max_length: int, chat_template: str = "auto") -> list[tuple[list[int], int]]:
     """Per item: (input ids, number of leading context tokens that are not pooled).
 
     Response-only: the tokenizer's leading special tokens (e.g. BOS), then the response.
-    Conditioned: the prompt (with its leading specials), then the separately tokenized response.
-    Trailing special tokens (an appended EOS) are dropped: in a causal model they cannot change
-    the earlier hidden states and they are not pooled. Over ``max_length``, the response is kept
-    (cut at its end only if it alone does not fit) and the prompt is cut from the left, keeping
-    its leading special tokens.
+    Conditioned: the prompt as the model reads it and the response's tokens, split as training
+    splits them (:meth:`realspo.chat_format.PromptFormat.encode`, ``chat_template``), without an
+    EOS or end-of-turn (not pooled, and it cannot change the earlier hidden states). Over
+    ``max_length``, the response is kept (cut at its end only if it alone does not fit) and the
+    prompt is cut from the left, keeping its leading special tokens.
     """
     responses, prompts = clip_texts(responses, max_length), clip_texts(prompts, max_length, True)
-    encode = dict(add_special_tokens=True, return_special_tokens_mask=True, truncation=False,
-                  verbose=False)
-    enc = tokenizer(responses if prompts is None else prompts, **encode)
-    parts = [_split_specials(ids, special) for ids, special
-             in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)]
     if prompts is None:
-        heads, bodies = [lead for lead, _ in parts], [text for _, text in parts]
+        enc = tokenizer(responses, add_special_tokens=True, return_special_tokens_mask=True,
+                        truncation=False, verbose=False)
+        parts = [_split_specials(ids, special) for ids, special
+                 in zip(enc["input_ids"], enc["special_tokens_mask"], strict=True)]
+        heads, bodies, leads = [p[0] for p in parts], [p[1] for p in parts], [len(p[0]) for p in parts]
     else:
-        heads = [lead + text for lead, text in parts]
-        bodies = tokenizer(responses, add_special_tokens=False, truncation=False,
-                           verbose=False)["input_ids"]
-    leads = [len(lead) for lead, _ in parts]  # leading specials survive prompt truncation
+        fmt = PromptFormat.of(tokenizer, chat_template)
+        encoded = [fmt.encode(p, [r], [False]) for p, r in zip(prompts, responses, strict=True)]
+        heads, bodies = [e.prompt_ids for e in encoded], [e.response_ids[0] for e in encoded]
+        special = set(tokenizer.all_special_ids)
+        leads = [next((i for i, t in enumerate(h) if t not in special), len(h)) for h in heads]
     sequences, truncated = [], 0
     for n, (head, body) in enumerate(zip(heads, bodies, strict=True)):
         if not body:
@@ -131,7 +138,7 @@ def _build_sequences(tokenizer: Any, responses: list[str], prompts: list[str] | 
 
 def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
                          prompts: list[str] | None = None, *, batch_size: int = 16,
-                         max_length: int = 512, show_progress: bool = True,
+                         max_length: int = 512, show_progress: bool = True, chat_template: str = "auto",
                          done: Mapping[int, np.ndarray] | None = None,
                          on_batch: Callable[[list[int], np.ndarray], None] | None = None,
                          ) -> np.ndarray:
@@ -144,9 +151,8 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
 
     Args:
         responses: N response texts.
-        prompts: None for response-only embeddings (REAL's default), else N prompts: each
-            prompt and response are tokenized separately, concatenated, and only the response
-            tokens are pooled.
+        prompts: None for response-only embeddings (REAL's default), else N prompts, rendered
+            per ``chat_template`` as in training; only the response tokens are pooled.
         max_length: token limit per sequence; see :func:`_build_sequences` for what is cut.
         done: rows already embedded (index -> (H,) row), e.g. from an interrupted run's
             :class:`EmbeddingCheckpoint`; a batch whose rows are all done is not run again.
@@ -166,7 +172,7 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
     hidden_size = int(getattr(body.config, "hidden_size", 0))
     if not responses:
         return np.zeros((0, hidden_size), dtype=np.float32)
-    sequences = _build_sequences(tokenizer, responses, prompts, max_length)
+    sequences = _build_sequences(tokenizer, responses, prompts, max_length, chat_template)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     extra = {"use_cache": False} if "use_cache" in inspect.signature(body.forward).parameters else {}
     # longest first: an out-of-memory batch size shows up at once, not at the end of the run
@@ -208,69 +214,6 @@ def embed_with_causal_lm(model: Any, tokenizer: Any, responses: list[str],
     return out
 
 
-# ----------------------------------------------------------------------- sentence-transformers
-
-
-def embed_with_sentence_transformer(path: str, texts: list[str], *, batch_size: int = 64,
-                                    device: str | None = None, show_progress: bool = True,
-                                    trust_remote_code: bool = False, dtype: str = "float32",
-                                    max_length: int | None = None) -> np.ndarray:
-    """Embeddings of ``texts`` from any sentence-transformers model (path or hub id).
-
-    ``dtype`` as in :func:`realspo.models.pick_dtype`; ``max_length`` lowers the model's own
-    ``max_seq_length`` (longer texts are cut at the end, as sentence-transformers does).
-    Returns (N, D) float32 unit rows (``normalize_embeddings=True``), in input order.
-    """
-    model = load_sentence_transformer(path, device=device, trust_remote_code=trust_remote_code,
-                                      dtype=dtype, max_length=max_length)
-    return encode_sentences(model, texts, batch_size=batch_size, show_progress=show_progress)
-
-
-def load_sentence_transformer(path: str, *, device: str | None = None,
-                              trust_remote_code: bool = False, dtype: str = "float32",
-                              max_length: int | None = None, allow_pickle: bool = False) -> Any:
-    """A ``SentenceTransformer`` on ``device`` in ``dtype``, ``max_seq_length`` capped.
-
-    As for every model (:mod:`realspo.models`), weights load from safetensors only: a local
-    directory holding only pickled ``.bin``/``.pt`` weights is refused unless ``allow_pickle``.
-    """
-    try:
-        from sentence_transformers import SentenceTransformer
-    except ImportError:
-        raise ConfigError("the st: embedder needs sentence-transformers: "
-                          "pip install 'realspo[st]'") from None
-    from realspo.models import pick_device, pick_dtype
-
-    local = check_safetensors_files(Path(path))  # a forged header: an error naming the file
-    if local.is_dir() and not allow_pickle and not any(local.rglob("*.safetensors")) and (
-            any(local.rglob("*.bin")) or any(local.rglob("*.pt"))):
-        raise InputError(path, "weights are only in pickle format (.bin), which can run arbitrary "
-                               "code when loaded; convert them to safetensors or pass "
-                               "--allow-pickle if you trust the source")
-    dev = pick_device(device)
-    try:
-        model = SentenceTransformer(str(path), device=str(dev), trust_remote_code=trust_remote_code,
-                                    model_kwargs={"use_safetensors": not allow_pickle or None})
-    except (OSError, ValueError, KeyError) as exc:
-        raise InputError(path, f"could not load sentence-transformers model "
-                               f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                         ) from None
-    model.to(pick_dtype(dev, dtype))
-    if max_length is not None:
-        model.max_seq_length = min(model.max_seq_length or max_length, max_length)
-    return model
-
-
-def encode_sentences(model: Any, texts: list[str], *, batch_size: int = 64,
-                     show_progress: bool = True) -> np.ndarray:
-    """(N, D) float32 unit rows of ``texts`` from a loaded ``SentenceTransformer``."""
-    if not texts:
-        return np.zeros((0, model.get_sentence_embedding_dimension() or 0), dtype=np.float32)
-    emb = model.encode(list(texts), batch_size=batch_size, normalize_embeddings=True,
-                       convert_to_numpy=True, show_progress_bar=show_progress)
-    return np.asarray(emb, dtype=np.float32)
-
-
 # ----------------------------------------------------------------------------- pipeline
 
 
@@ -289,7 +232,7 @@ def _gather_in_order(state: Any, indices: list[int], rows: np.ndarray, total: in
 
 
 def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bool = False,
-                    batch_size: int = 16, max_length: int = 512, device: str | None = None,
+                    chat_template: str = "auto", batch_size: int = 16, max_length: int = 512, device: str | None = None,
                     dtype: str = "auto", trust_remote_code: bool = False,
                     allow_pickle: bool = False, show_progress: bool = True,
                     checkpoint: str | Path | None = None, resume: bool = False,
@@ -299,7 +242,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     ``embedder`` is ``st:PATH`` for a sentence-transformers model, else a causal LM directory or
     hub id (loaded through :mod:`realspo.models`, base model only); ``allow_pickle`` admits a
     directory with only ``.bin`` weights (either kind). ``conditioned`` runs prompt + response and pools the
-    response tokens (causal LMs only). Under ``accelerate launch`` / ``torchrun`` each process
+    response tokens (causal LMs only), the prompt rendered per ``chat_template``. Under ``accelerate launch`` / ``torchrun`` each process
     embeds a contiguous shard on its own device and every process returns the full array.
 
     ``checkpoint``: a directory where finished rows are saved every ``checkpoint_every``
@@ -328,6 +271,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     store = None
     if checkpoint is not None:
         options = {"embedder": embedder, "conditioned": conditioned, "batch_size": batch_size,
+                   **({"chat_template": chat_template} if conditioned else {}),
                    "max_length": max_length, "dtype": str(pick_dtype(dev, dtype)),
                    "device": dev.type, "processes": state.num_processes}
         store = EmbeddingCheckpoint(checkpoint, embedding_fingerprint(responses, prompts, options),
@@ -356,7 +300,7 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
             model = load_sentence_transformer(
                 embedder[3:], device=str(dev), trust_remote_code=trust_remote_code, dtype=dtype,
                 max_length=max_length, allow_pickle=allow_pickle)
-            rows = _encode_in_chunks(model, clip_texts(texts, model.max_seq_length), batch_size,
+            rows = encode_in_chunks(model, clip_texts(texts, model.max_seq_length), batch_size,
                                      shown, done, None if store is None else on_chunk,
                                      None if store is None else checkpoint_every)
         else:
@@ -366,35 +310,9 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
             rows = embed_with_causal_lm(
                 model, tokenizer, texts, [prompts[i] for i in shard] if prompts else None,
                 batch_size=batch_size, max_length=max_length, show_progress=shown,
-                done=done, on_batch=None if store is None else on_batch)
+                chat_template=chat_template, done=done, on_batch=None if store is None else on_batch)
         if store is not None:
             store.flush()
     if not distributed:
         return rows
     return _gather_in_order(state, shard, rows, len(responses))
-
-
-def _encode_in_chunks(model: Any, texts: list[str], batch_size: int, show_progress: bool,
-                      done: Mapping[int, np.ndarray],
-                      on_batch: Callable[[list[int], np.ndarray], None] | None,
-                      every: int | None) -> np.ndarray:
-    """Sentence-transformers embeddings, in chunks of ``batch_size * every`` texts when saving
-    progress (each chunk reported to ``on_batch``; chunks already ``done`` are not rerun)."""
-    if every is None:
-        return encode_sentences(model, texts, batch_size=batch_size, show_progress=show_progress)
-    size = batch_size * every
-    parts = []
-    for start in range(0, len(texts), size):
-        chunk = list(range(start, min(start + size, len(texts))))
-        if all(i in done for i in chunk):
-            parts.append(np.stack([done[i] for i in chunk]))
-            continue
-        rows = encode_sentences(model, [texts[i] for i in chunk], batch_size=batch_size,
-                                show_progress=show_progress)
-        parts.append(rows)
-        if on_batch is not None:
-            on_batch(chunk, rows)
-        after_batch()
-    if not parts:
-        return encode_sentences(model, [], batch_size=batch_size, show_progress=False)
-    return np.concatenate(parts)

@@ -87,14 +87,15 @@ def implicit_reward_accuracy(policy_logps: np.ndarray, reference_logps: np.ndarr
 
 
 def pair_logps(model, tokenizer, rows: Sequence[dict[str, Any]], *, batch_size: int = 8,
-               max_length: int = 1024, source: str = "pairs") -> np.ndarray:
-    """Summed response log-probs (N, 2) of (chosen, rejected) for preference ``rows``."""
+               max_length: int = 1024, source: str = "pairs", chat_template: str = "auto") -> np.ndarray:
+    """Summed response log-probs (N, 2) of (chosen, rejected) for preference ``rows``, tokenized
+    as ``train`` tokenizes them (:func:`realspo.training.tokenization.tokenize_pairs`)."""
     import torch
 
     from realspo.training.logprobs import response_logps
     from realspo.training.tokenization import collate, tokenize_pairs
 
-    tokenized = tokenize_pairs(tokenizer, rows, max_length, source=source)
+    tokenized = tokenize_pairs(tokenizer, rows, max_length, source=source, chat_template=chat_template)
     device = next(model.parameters()).device
     out = []
     with torch.inference_mode():
@@ -157,7 +158,8 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
     """
     options = JudgeOptions(device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
                            trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
-                           template=judge_template, progress=progress)
+                           template=judge_template, progress=progress,
+                           chat_template=settings.chat_template)
     texts = [_judge_text(p) for p in prompts]
     pairwise = hasattr(judge, "compare")
     if isinstance(judge, str):
@@ -171,10 +173,11 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
                                                 allow_pickle=allow_pickle)
         batches = iter_samples(model, tokenizer, prompts, settings, batch_size, progress,
                                desc=f"generate ({role})")
-        responses[role] = [s[0] for _, batch in batches for s in batch]
+        responses[role] = [s[0] for _, batch, _ in batches for s in batch]
         if pairs:
             logps[role] = pair_logps(model, tokenizer, pairs, batch_size=batch_size,
-                                     max_length=max_length, source=pairs_source)
+                                     max_length=max_length, source=pairs_source,
+                                     chat_template=settings.chat_template)
         del model
         gc.collect()
     wins, judged, per_response = _judge_responses(judge, options, pairwise, texts, responses)

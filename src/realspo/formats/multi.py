@@ -3,7 +3,9 @@
 
 ``prompt`` is a string (verbatim) or a ``[{role, content}]`` list (rendered as HH text); a
 response is a string or a message list. Scores are optional but all-or-none (a completion's
-``score``, else its ``overall_score``). No preferences: selection and labelling make them. A
+``score``, else its ``overall_score``). An optional ``finished`` list (one bool per response,
+or a completion's ``finished``) marks responses cut at the generation limit (False); without
+it every response counts as finished. No preferences: selection and labelling make them. A
 repeated explicit id is an error (a multi row is a prompt's whole candidate set).
 """
 
@@ -62,6 +64,22 @@ def _candidates(row: Row) -> tuple[list[str], list[Any] | None, list[str]]:
     return responses, raw, fields
 
 
+def _finished(row: Row, n: int) -> list[bool] | None:
+    """The optional per-response ``finished`` flags (None: all finished)."""
+    if row.data.get("responses") is not None:
+        flags, field = optional_cell(row, "finished"), "finished"
+    else:
+        items = row.data.get("completions") or []
+        flags = [i.get("finished") for i in items if isinstance(i, dict)]
+        flags, field = (None if all(f is None for f in flags) else flags), "completions[].finished"
+    if flags is None:
+        return None
+    if not isinstance(flags, list) or len(flags) != n or not all(
+            f is None or isinstance(f, bool) for f in flags):
+        raise row.error(f"expected {n} true/false values (one per response)", field)
+    return [f is not False for f in flags]
+
+
 def read(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
     """One group per row: the prompt, its responses and their scores (or None), no preferences."""
     groups = []
@@ -82,7 +100,8 @@ def read(rows: list[Row], skipped: dict[str, int]) -> list[PromptGroup]:
                 raise row.error(f"duplicate id {prompt_id!r} (first at {given_ids[prompt_id]}); "
                                 "each prompt's candidates belong in one row", column)
             given_ids[prompt_id] = row.where
-        groups.append(PromptGroup(prompt_id, prompt, responses, scores, [], {"row": row.where}))
+        groups.append(PromptGroup(prompt_id, prompt, responses, scores, [], {"row": row.where},
+                                  _finished(row, len(responses))))
     return groups
 
 

@@ -1,6 +1,8 @@
 """The resumable ``generate`` stage: K sampled candidates per prompt, written as
-multi-completion rows ``{prompt_id, prompt, responses: [K strings]}``, the format
-``realspo select`` reads (sampling: :mod:`realspo.generation.sampling`).
+multi-completion rows ``{prompt_id, prompt, responses: [K strings], finished: [K bools]}``, the
+format ``realspo select`` reads (sampling: :mod:`realspo.generation.sampling`). ``finished[j]``
+is False when response ``j`` was cut at ``max_new_tokens`` (it never reached an end-of-sequence
+or end-of-turn token): ``train`` then appends no EOS to it.
 
 **Resuming.** Finished prompts are appended to ``OUT.partial.jsonl`` (flushed and fsynced
 after each batch; its first line records the settings). ``resume=True`` checks the settings,
@@ -105,10 +107,10 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
         model, tokenizer = load_generator_model(model_name, device=device, dtype=dtype,
                                                 trust_remote_code=trust_remote_code,
                                                 allow_pickle=allow_pickle)
-        for batch, samples in iter_samples(model, tokenizer, remaining, settings, batch_size,
-                                           progress, initial=len(done)):
-            rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": s}
-                    for p, s in zip(batch, samples, strict=True)]
+        for batch, samples, finished in iter_samples(model, tokenizer, remaining, settings,
+                                                     batch_size, progress, initial=len(done)):
+            rows = [{"prompt_id": p.prompt_id, "prompt": p.prompt, "responses": s, "finished": f}
+                    for p, s, f in zip(batch, samples, finished, strict=True)]
             sidecar.parent.mkdir(parents=True, exist_ok=True)
             _append(sidecar, pending + rows)
             pending = []
@@ -125,7 +127,11 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
 def _drop_empty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows without empty responses (the multi-completion format has no empty ones); a prompt
     whose every sample is empty is left out. Both are logged as warnings."""
-    kept = [{**r, "responses": [s for s in r["responses"] if s]} for r in rows]
+    kept = []
+    for r in rows:
+        flags = r.get("finished") or [True] * len(r["responses"])  # a sidecar from before the flag
+        pairs = [(s, f) for s, f in zip(r["responses"], flags, strict=True) if s]
+        kept.append({**r, "responses": [s for s, _ in pairs], "finished": [f for _, f in pairs]})
     empty = sum(len(r["responses"]) for r in rows) - sum(len(r["responses"]) for r in kept)
     if empty:
         log.warning("dropped %d empty response(s) (the model stopped at once)", empty)

@@ -4,8 +4,8 @@ A prompts table has ``prompt`` as text or a ``[{role, content}, ...]`` message l
 (:func:`realspo.conversations.chat_messages`), and optional ``prompt_id``/``id``. Without an
 id, a prompt's id is the format readers' rule (:func:`realspo.formats.fields.row_id`) applied
 to its HH text (:func:`hh_text`), so ``select`` finds the ids ``generate`` wrote. The model
-reads a prompt through the tokenizer's chat template or as that HH text
-(:func:`model_input_text`).
+reads a prompt as :class:`realspo.chat_format.PromptFormat` renders it (the tokenizer's chat
+template or that HH text), as every other stage does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from realspo.conversations import chat_messages, prompt_text
-from realspo.errors import ConfigError, RealspoError
+from realspo.errors import RealspoError
 from realspo.schema import hashed_prompt_id
 from realspo.sources import Row, read_rows
 
@@ -89,19 +89,3 @@ def read_prompts(source: str | os.PathLike, split: str = "train") -> list[Prompt
         seen[prompt_id] = row.where
         records.append(PromptRecord(index, prompt_id, prompt))
     return records
-
-
-def uses_chat_template(tokenizer: Any, chat_template: str) -> bool:
-    """Whether prompts go through ``tokenizer.apply_chat_template`` (``on`` needs one)."""
-    has = bool(getattr(tokenizer, "chat_template", None))
-    if chat_template == "on" and not has:
-        raise ConfigError("--chat-template on: this tokenizer has no chat template")
-    return chat_template == "on" or (chat_template == "auto" and has)
-
-
-def model_input_text(prompt: Prompt, tokenizer: Any, templated: bool) -> str:
-    """The text the model continues: chat-templated (with generation prompt) or HH text."""
-    if templated:
-        messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    return hh_text(prompt)

@@ -21,8 +21,9 @@ from typing import Any
 
 import torch
 
+from realspo.chat_format import CHAT_TEMPLATE_MODES, PromptFormat
 from realspo.errors import ConfigError
-from realspo.generation.prompts import PromptRecord, model_input_text, uses_chat_template
+from realspo.generation.prompts import PromptRecord
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class SamplingSettings:
             raise ConfigError(f"'top_p' must be in (0, 1], got {self.top_p}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"'max_new_tokens' must be at least 1, got {self.max_new_tokens}")
-        if self.chat_template not in ("auto", "on", "off"):
+        if self.chat_template not in CHAT_TEMPLATE_MODES:
             raise ConfigError(f"'chat_template' must be auto, on or off, got {self.chat_template!r}")
 
 
@@ -88,27 +89,36 @@ class GumbelSampler:
         return scores - torch.log(-torch.log(uniform))
 
 
+def stop_token_ids(model: Any, tokenizer: Any) -> set[int]:
+    """Ids that end a response: the tokenizer's EOS and the generation config's EOS id(s)."""
+    ids = {tokenizer.eos_token_id}
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(configured if isinstance(configured, (list, tuple)) else [configured])
+    return {i for i in ids if i is not None}
+
+
 @torch.inference_mode()
 def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
-                 settings: SamplingSettings) -> list[list[str]]:
-    """``settings.num_responses`` samples for each prompt: a list (per prompt) of K strings.
+                 settings: SamplingSettings) -> tuple[list[list[str]], list[list[bool]]]:
+    """``settings.num_responses`` samples for each prompt: ``(texts, finished)``, each a list
+    (per prompt) of K entries; ``finished`` is True where the sample ended at an end-of-sequence
+    or end-of-turn token, False where ``max_new_tokens`` cut it.
 
+    Prompts are rendered by :class:`realspo.chat_format.PromptFormat` (``settings.chat_template``).
     All ``len(prompts) * K`` sequences go through one left-padded ``model.generate`` call;
     row ``b * K + j`` is sample ``j`` of prompt ``b``, seeded by :func:`row_seed`.
     """
     k = settings.num_responses
-    templated = uses_chat_template(tokenizer, settings.chat_template)
-    texts = [model_input_text(p.prompt, tokenizer, templated) for p in prompts]
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"  # generation appends on the right
-    try:
-        enc = tokenizer(texts, return_tensors="pt", padding=True,
-                        add_special_tokens=not templated)
-    finally:
-        tokenizer.padding_side = side
+    fmt = PromptFormat.of(tokenizer, settings.chat_template)
+    ids = [fmt.prompt_ids(p.prompt) for p in prompts]
+    width = max(len(i) for i in ids)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    # left padding: generation appends on the right
+    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids])
+    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
     device = next(model.parameters()).device
-    input_ids = enc["input_ids"].repeat_interleave(k, dim=0).to(device)
-    attention_mask = enc["attention_mask"].repeat_interleave(k, dim=0).to(device)
+    input_ids = input_ids.repeat_interleave(k, dim=0).to(device)
+    attention_mask = attention_mask.repeat_interleave(k, dim=0).to(device)
     sampler = GumbelSampler([row_seed(settings.seed, p.index, j) for p in prompts for j in range(k)],
                             settings.temperature, settings.top_p, device)
     out = model.generate(
@@ -117,9 +127,13 @@ def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
         max_new_tokens=settings.max_new_tokens, min_new_tokens=1,
         pad_token_id=tokenizer.pad_token_id, logits_processor=[sampler],
     )
-    decoded = tokenizer.batch_decode(out[:, input_ids.shape[1]:], skip_special_tokens=True)
+    generated = out[:, input_ids.shape[1]:]
+    stops = torch.tensor(sorted(stop_token_ids(model, tokenizer)), device=generated.device)
+    ended = torch.isin(generated, stops).any(dim=1).tolist()
+    decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
     responses = [d.strip() for d in decoded]
-    return [responses[b * k:(b + 1) * k] for b in range(len(prompts))]
+    return ([responses[b * k:(b + 1) * k] for b in range(len(prompts))],
+            [ended[b * k:(b + 1) * k] for b in range(len(prompts))])
 
 
 def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto",
@@ -137,18 +151,20 @@ def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto"
 
 def iter_samples(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord], settings: SamplingSettings,
                  batch_size: int = 4, progress: bool = True, initial: int = 0,
-                 desc: str = "generate") -> Iterator[tuple[list[PromptRecord], list[list[str]]]]:
-    """Yield ``(batch of prompts, their samples)`` for consecutive batches, with a progress bar."""
+                 desc: str = "generate"
+                 ) -> Iterator[tuple[list[PromptRecord], list[list[str]], list[list[bool]]]]:
+    """Yield ``(batch of prompts, their samples, which samples finished)`` for consecutive
+    batches (see :func:`sample_batch`), with a progress bar."""
     from tqdm.auto import tqdm
 
     if batch_size < 1:
         raise ConfigError(f"'batch_size' must be at least 1, got {batch_size}")
     settings.validate()
-    uses_chat_template(tokenizer, settings.chat_template)  # fail before the first batch
+    PromptFormat.of(tokenizer, settings.chat_template)  # fail before the first batch
     with tqdm(total=initial + len(prompts), initial=initial, unit="prompt", desc=desc,
               disable=not progress) as bar:
         for start in range(0, len(prompts), batch_size):
             batch = list(prompts[start:start + batch_size])
-            samples = sample_batch(model, tokenizer, batch, settings)
+            samples, finished = sample_batch(model, tokenizer, batch, settings)
             bar.update(len(batch))
-            yield batch, samples
+            yield batch, samples, finished

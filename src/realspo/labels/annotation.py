@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from realspo.chat_format import PromptFormat, readable_turns
 from realspo.errors import InputError
 from realspo.outputs import check_writable, write_rows
 from realspo.schema import AnnotationPair
@@ -35,11 +36,14 @@ def default_key_path(tasks: str | os.PathLike) -> Path:
 
 
 def export_tasks(pairs: Sequence[AnnotationPair], tasks: str | os.PathLike,
-                 key: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False) -> Path:
+                 key: str | os.PathLike | None = None, seed: int = 0, overwrite: bool = False,
+                 prompt_format: PromptFormat | None = None) -> Path:
     """Write what an annotator sees and the key that undoes the shown order.
 
     Tasks (CSV or JSONL): ``pair_id``, ``prompt``, ``A``, ``B``, ``answer`` (blank, for the
-    annotator: A, B, tie or skip). Each pair is shown swapped with probability 1/2 (seeded), so
+    annotator: A, B, tie or skip). The prompt is shown as readable turns (``System: ...``,
+    ``Human: ...``), with the system prompt the model saw when ``prompt_format`` is the
+    model's (its chat template's default one included; :meth:`PromptFormat.readable`). Each pair is shown swapped with probability 1/2 (seeded), so
     the position of a response says nothing about where it came from. The key (JSONL, default
     :func:`default_key_path`) holds ``pair_id``, ``swapped`` and the pair's :func:`fingerprint`.
     """
@@ -50,7 +54,8 @@ def export_tasks(pairs: Sequence[AnnotationPair], tasks: str | os.PathLike,
     shown, keys = [], []
     for pair, swap in zip(pairs, swapped, strict=True):
         a, b = (pair.response_b, pair.response_a) if swap else (pair.response_a, pair.response_b)
-        shown.append({"pair_id": pair.pair_id, "prompt": pair.prompt, "A": a, "B": b, "answer": ""})
+        prompt = prompt_format.readable(pair.prompt) if prompt_format else readable_turns(pair.prompt)
+        shown.append({"pair_id": pair.pair_id, "prompt": prompt, "A": a, "B": b, "answer": ""})
         keys.append({"pair_id": pair.pair_id, "swapped": bool(swap), "fingerprint": fingerprint(pair)})
     write_rows(key_path, keys, overwrite=overwrite)
     write_rows(tasks, shown, overwrite=overwrite)

@@ -38,6 +38,7 @@ class JudgeOptions:
     allow_pickle: bool = False
     template: str | None = None  # a pairwise judge's prompt template file (None: its default)
     progress: bool = True
+    chat_template: str = "auto"  # how a reward model reads prompt + response (realspo.chat_format)
 
 
 @dataclass(frozen=True)
@@ -105,18 +106,22 @@ def check_reward_model(name: str, options: JudgeOptions = JudgeOptions(),
 def reward_model_judge(name: str, options: JudgeOptions = JudgeOptions()) -> Judge:
     """The rewards of a one-output ``AutoModelForSequenceClassification`` (path or hub id).
 
-    The text scored is ``prompt + response`` (a space between them unless one side already
-    has whitespace there), truncated from the left to ``max_length`` tokens so the response
-    is kept. Anything that is not a one-label sequence classifier is refused.
+    The text scored is prompt + response as :class:`realspo.chat_format.PromptFormat` renders
+    them for the reward model's tokenizer (``options.chat_template``): the conversation with the
+    assistant turn under its chat template, else HH text (a space after ``"Assistant:"``);
+    truncated from the left to ``max_length`` tokens so the response is kept. Anything that is
+    not a one-label sequence classifier is refused.
     """
     import torch
 
+    from realspo.chat_format import PromptFormat
     from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
 
     check_reward_model(name, options)
     dev = pick_device(options.device)
     tokenizer = load_tokenizer(name, trust_remote_code=options.trust_remote_code)
     tokenizer.truncation_side = "left"
+    fmt = PromptFormat.of(tokenizer, options.chat_template)
     model = load_model(name, "sequence-classifier", dtype=pick_dtype(dev, options.dtype), device=dev,
                        trust_remote_code=options.trust_remote_code, allow_pickle=options.allow_pickle)
     model.eval()
@@ -125,12 +130,12 @@ def reward_model_judge(name: str, options: JudgeOptions = JudgeOptions()) -> Jud
 
     @torch.inference_mode()
     def judge(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        texts = [p + r if p[-1:].isspace() or r[:1].isspace() or not p else f"{p} {r}"
-                 for p, r in zip(prompts, responses, strict=True)]
+        texts = [fmt.joint_text(p, r) for p, r in zip(prompts, responses, strict=True)]
         out = []
         for lo in range(0, len(texts), options.batch_size):
             enc = tokenizer(texts[lo:lo + options.batch_size], return_tensors="pt", padding=True,
-                            truncation=True, max_length=options.max_length).to(dev)
+                            truncation=True, max_length=options.max_length,
+                            add_special_tokens=not fmt.templated).to(dev)
             out.append(model(**enc).logits[:, 0].float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 

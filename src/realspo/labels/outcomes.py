@@ -98,6 +98,16 @@ class LabelReport:
         return text
 
 
+def _finished(pair: AnnotationPair, chosen: int, rejected: int) -> dict[str, bool]:
+    """``chosen_finished``/``rejected_finished`` from the pair's ``finished_a``/``finished_b``
+    (carried only when the pair has them: absent means finished)."""
+    flags = [pair.meta.get("finished_a"), pair.meta.get("finished_b")]
+    if flags == [None, None]:
+        return {}
+    done = [f is not False for f in flags]
+    return {"chosen_finished": done[chosen], "rejected_finished": done[rejected]}
+
+
 def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label_source: str,
                  scores: np.ndarray | None = None,
                  oracle: np.ndarray | None = None) -> tuple[list[dict[str, Any]], LabelReport]:
@@ -130,7 +140,7 @@ def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label
             chosen_score=None if scores is None else float(scores[n, c]),
             rejected_score=None if scores is None else float(scores[n, r]),
             similarity=pair.meta.get("similarity"), strategy=pair.meta.get("strategy"),
-            label_source=label_source, **judged))
+            label_source=label_source, **judged, **_finished(pair, c, r)))
     report = LabelReport(len(pairs), len(rows), counts["tie"], counts["skip"], counts["unanswered"],
                          compared, errors, errors / compared if compared else None)
     return rows, report

@@ -8,6 +8,10 @@ label is a tie, or that have no label, are dropped and counted. Without labels t
 written for annotators (``pair_id``, ``prompt``, ``response_a``, ``response_b`` + metadata),
 ``response_a`` being the lower response index.
 
+A group that knows which responses were cut at the generation limit (``PromptGroup.finished``)
+passes the flags on (``chosen_finished``/``rejected_finished``, ``finished_a``/``finished_b``);
+:func:`without_unfinished` leaves cut responses out before selection (``--drop-unfinished``).
+
 Orientation looks at explicit preferences first (a recorded ``(chosen, rejected)`` for the
 two responses), then at scores (the higher score is chosen). REAL's public code made the lower
 index "chosen" regardless of labels; this module never does.
@@ -75,6 +79,49 @@ def _score(group: PromptGroup, index: int) -> float | None:
     return None if group.scores is None else float(group.scores[index])
 
 
+def _finished_columns(group: PromptGroup, names: tuple[str, str], a: int, b: int) -> dict[str, bool]:
+    if group.finished is None:
+        return {}
+    return {names[0]: group.is_finished(a), names[1]: group.is_finished(b)}
+
+
+def without_unfinished(groups: list[PromptGroup], embeddings: np.ndarray | None
+                       ) -> tuple[list[PromptGroup], np.ndarray | None, list[tuple[int, list[int]]], int]:
+    """Groups without their cut responses (and the matching embedding rows).
+
+    Returns ``(groups, embeddings, origin, dropped)``: ``origin[g]`` is ``(original group index,
+    original response index of each kept response)`` for :func:`restore_indices`; a group left
+    with no response is left out; ``dropped`` counts the responses removed.
+    """
+    kept_groups, origin, rows, start, dropped = [], [], [], 0, 0
+    for g, group in enumerate(groups):
+        keep = [j for j in range(len(group.responses)) if group.is_finished(j)]
+        dropped += len(group.responses) - len(keep)
+        if keep:
+            kept_groups.append(PromptGroup(
+                group.prompt_id, group.prompt, [group.responses[j] for j in keep],
+                None if group.scores is None else [group.scores[j] for j in keep],
+                [(keep.index(c), keep.index(r)) for c, r in group.preferences if c in keep and r in keep],
+                group.meta, [True] * len(keep) if group.finished is not None else None))
+            origin.append((g, keep))
+            rows.extend(start + j for j in keep)
+        start += len(group.responses)
+    return kept_groups, None if embeddings is None else embeddings[rows], origin, dropped
+
+
+def restore_indices(selection: Selection, origin: list[tuple[int, list[int]]]) -> Selection:
+    """A selection over :func:`without_unfinished`'s groups, in the original groups' indices."""
+    from dataclasses import replace
+
+    groups = selection.group_index.tolist()
+    return replace(
+        selection, group_index=np.asarray([origin[g][0] for g in groups], dtype=np.int64),
+        index_a=np.asarray([origin[g][1][a] for g, a in zip(groups, selection.index_a.tolist(), strict=True)],
+                           dtype=np.int64),
+        index_b=np.asarray([origin[g][1][b] for g, b in zip(groups, selection.index_b.tolist(), strict=True)],
+                           dtype=np.int64))
+
+
 def build_rows(
     groups: list[PromptGroup], selection: Selection, strategy: str
 ) -> tuple[list[dict[str, Any]], dict[str, int], str]:
@@ -96,7 +143,7 @@ def build_rows(
             rows.append(annotation_row(
                 pair_id(group.prompt_id, a, b), group.prompt, group.responses[a], group.responses[b],
                 similarity=float(sim), prompt_id=group.prompt_id, index_a=a, index_b=b,
-                strategy=strategy))
+                strategy=strategy, **_finished_columns(group, ("finished_a", "finished_b"), a, b)))
             continue
         oriented, reason = pair_label(group, a, b)
         if oriented is None:
@@ -107,5 +154,6 @@ def build_rows(
             group.prompt, group.responses[chosen], group.responses[rejected],
             prompt_id=group.prompt_id, chosen_index=chosen, rejected_index=rejected,
             chosen_score=_score(group, chosen), rejected_score=_score(group, rejected),
-            similarity=float(sim), strategy=strategy))
+            similarity=float(sim), strategy=strategy,
+            **_finished_columns(group, ("chosen_finished", "rejected_finished"), chosen, rejected)))
     return rows, dropped, kind

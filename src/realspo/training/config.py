@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import option
 from realspo.errors import ConfigError
 from realspo.spo.variants import LABEL_MODES, POOLINGS, SELECTIONS, SPO_DEFAULTS, SPOConfig
@@ -47,7 +48,8 @@ class BatchSettings:
     """What one micro-batch needs of the run's options (:func:`realspo.training.step.forward_batch`).
 
     ``loss`` is a name in :data:`realspo.training.losses.LOSSES`; ``spo`` is None without
-    ``--spo``; ``max_length`` and ``truncation`` tokenize the SPO degree variants like the pairs.
+    ``--spo``; ``max_length``, ``truncation`` and ``chat_template`` tokenize the SPO degree
+    variants like the pairs.
     """
 
     loss: str
@@ -55,6 +57,7 @@ class BatchSettings:
     spo: SPOConfig | None
     max_length: int
     truncation: str
+    chat_template: str = "auto"
 
 
 @dataclass
@@ -106,6 +109,7 @@ class TrainConfig:
     truncation: str = option("keep_end", help="what a too-long pair loses: keep_end drops the start "
                                               "of the prompt, keep_start cuts the responses' ends",
                              choices=TRUNCATION_MODES)
+    chat_template: str = option("auto", help=CHAT_TEMPLATE_HELP, choices=CHAT_TEMPLATE_MODES)
     eval_fraction: float = option(0.0, help="fraction of the pairs held out for evaluation")
     eval_data: str | None = option(None, help="separate evaluation pairs (instead of --eval-fraction)",
                                    path="input")
@@ -178,7 +182,8 @@ class TrainConfig:
         """The options per-batch code reads, built once per run."""
         return BatchSettings(loss=self.loss, loss_config=self.loss_config(),
                              spo=self.spo_config() if self.spo else None,
-                             max_length=self.max_length, truncation=self.truncation)
+                             max_length=self.max_length, truncation=self.truncation,
+                             chat_template=self.chat_template)
 
     @property
     def uses_reference(self) -> bool:

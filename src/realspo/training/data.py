@@ -3,7 +3,9 @@
 Input rows are TRL preference rows, ``{prompt, chosen, rejected}``, each a string or a
 conversational ``[{role, content}]`` list (rendered to text by :mod:`realspo.formats.registry`).
 Optional ``ref_chosen_logps`` / ``ref_rejected_logps`` columns carry precomputed reference
-log-probs. Every pair is tokenized once (:func:`realspo.training.tokenization.tokenize_pair`: a shared
+log-probs; optional ``chosen_finished`` / ``rejected_finished`` (False: the response was cut at
+the generation limit, so it gets no EOS). Every pair is tokenized once
+(:func:`realspo.training.tokenization.tokenize_pair`: rendered per ``--chat-template``, a shared
 prompt, truncated per ``--truncation``, never a zero-token response); a batch puts the
 chosen sequences first and the rejected ones after them::
 
@@ -11,6 +13,7 @@ chosen sequences first and the rejected ones after them::
     ref_chosen, ref_rejected                    (B,)      fp32 (absent for reference-free losses)
     index                                       (B,)      position of each pair in the dataset
     prompts, chosen, rejected                   list[str] the texts (for SPO's degree variants)
+    finished                                    list[(bool, bool)] chosen/rejected ended on their own
 """
 
 from __future__ import annotations
@@ -23,10 +26,11 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
+from realspo.chat_format import prompt_format
 from realspo.errors import InputError
 from realspo.formats.registry import parse_rows
 from realspo.schema import preference_row, read_preference_rows, reference_logps
-from realspo.training.tokenization import TokenizedPair, collate, tokenize_pair
+from realspo.training.tokenization import TokenizedPair, collate, finished_flags, tokenize_pair
 
 
 @dataclass
@@ -39,13 +43,16 @@ class PreferencePair:
     where: str  # "file:line 3", for error messages
     ref_chosen: float | None = None
     ref_rejected: float | None = None
+    finished: tuple[bool, bool] = (True, True)  # (chosen, rejected) ended on their own
 
     def as_row(self) -> dict[str, Any]:
         """The pair as a preference row (with its reference log-probs once known)."""
         known = self.ref_chosen is not None and self.ref_rejected is not None
         reference = {"ref_chosen_logps": self.ref_chosen, "ref_rejected_logps": self.ref_rejected} \
             if known else {}
-        return preference_row(self.prompt, self.chosen, self.rejected, **reference)
+        cut = {} if all(self.finished) else {"chosen_finished": self.finished[0],
+                                              "rejected_finished": self.finished[1]}
+        return preference_row(self.prompt, self.chosen, self.rejected, **cut, **reference)
 
 
 def read_pairs(source: str | Path, split: str = "train") -> list[PreferencePair]:
@@ -61,7 +68,8 @@ def read_pairs(source: str | Path, split: str = "train") -> list[PreferencePair]
     for row, group in zip(rows, groups, strict=True):
         reference = reference_logps(row) or (None, None)
         pairs.append(PreferencePair(group.prompt, group.responses[0], group.responses[1],
-                                    f"{row.source}:{row.where}", *reference))
+                                    f"{row.source}:{row.where}", *reference,
+                                    finished=finished_flags(row.data)))
     return pairs
 
 
@@ -80,19 +88,22 @@ def split_eval(pairs: list[PreferencePair], fraction: float, seed: int
 
 
 class PairDataset(Dataset):
-    """Tokenized pairs; ``truncated`` counts the pairs cut to fit ``max_length``."""
+    """Tokenized pairs; ``truncated`` counts the pairs cut to fit ``max_length``, ``merged``
+    those where a token merged across the prompt/response boundary (it counts as response)."""
 
     def __init__(self, pairs: list[PreferencePair], tokenizer: Any, max_length: int,
-                 truncation: str) -> None:
+                 truncation: str, chat_template: str = "auto") -> None:
         self.pairs = pairs
         self.tokens: list[TokenizedPair] = []
+        fmt = prompt_format(tokenizer, chat_template)
         for pair in pairs:
             try:
-                self.tokens.append(tokenize_pair(tokenizer, pair.prompt, pair.chosen, pair.rejected,
-                                                 max_length, truncation))
+                self.tokens.append(tokenize_pair(fmt, pair.prompt, pair.chosen, pair.rejected,
+                                                 max_length, truncation, finished=pair.finished))
             except ValueError as exc:
                 raise InputError(pair.where, str(exc), field="prompt") from None
         self.truncated = sum(t.truncated for t in self.tokens)
+        self.merged = sum(t.merged for t in self.tokens)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -123,6 +134,7 @@ class PairCollator:
         batch["prompts"] = [p.prompt for p in pairs]
         batch["chosen"] = [p.chosen for p in pairs]
         batch["rejected"] = [p.rejected for p in pairs]
+        batch["finished"] = [p.finished for p in pairs]
         return batch
 
 

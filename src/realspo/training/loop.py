@@ -189,14 +189,17 @@ class _Run:
             train_pairs, eval_pairs = pairs, read_pairs(cfg.eval_data, cfg.split)
         else:
             train_pairs, eval_pairs = split_eval(pairs, cfg.eval_fraction, cfg.seed)
-        train_set = PairDataset(train_pairs, self.tokenizer, cfg.max_length, cfg.truncation)
-        eval_set = (PairDataset(eval_pairs, self.tokenizer, cfg.max_length, cfg.truncation)
-                    if eval_pairs else None)
+        train_set = PairDataset(train_pairs, self.tokenizer, cfg.max_length, cfg.truncation,
+                                cfg.chat_template)
+        eval_set = (PairDataset(eval_pairs, self.tokenizer, cfg.max_length, cfg.truncation,
+                                cfg.chat_template) if eval_pairs else None)
         self.truncated = train_set.truncated + (eval_set.truncated if eval_set else 0)
+        self.merged = train_set.merged + (eval_set.merged if eval_set else 0)
         if self.acc.is_main_process:
             log.info("%d training pairs, %d evaluation pairs; %d pairs truncated to --max-length %d "
-                     "(--truncation %s)", len(train_set), len(eval_set or []), self.truncated,
-                     cfg.max_length, cfg.truncation)
+                     "(--truncation %s); %d with a token merged across the prompt/response "
+                     "boundary (scored as response)", len(train_set), len(eval_set or []),
+                     self.truncated, cfg.max_length, cfg.truncation, self.merged)
             if cfg.spo:
                 from realspo.spo.variants import precompute_variants, variant_stats
 
@@ -217,7 +220,8 @@ class _Run:
                 cfg.model, [p.as_row() for p in pairs], cfg.cache_dir or default_cache_dir(),
                 max_length=cfg.max_length, truncation=cfg.truncation, model=policy,
                 tokenizer=self.tokenizer, batch_size=2 * (cfg.eval_batch_size or cfg.batch_size),
-                show_progress=self.acc.is_local_main_process, source=cfg.data)
+                show_progress=self.acc.is_local_main_process, source=cfg.data,
+                chat_template=cfg.chat_template)
         for pair, c, r in zip(pairs, chosen.tolist(), rejected.tolist(), strict=True):
             pair.ref_chosen, pair.ref_rejected = c, r
         if self.acc.is_main_process:
@@ -281,7 +285,8 @@ class _Run:
                 if first_record:  # step 0: the first micro-batch, before any update
                     first = _Window(Metrics(METRIC_KEYS, torch.zeros_like(window.sums.values)),
                                     started=window.started)
-                    self._log(0, first.add(result), truncated_pairs=self.truncated)
+                    self._log(0, first.add(result), truncated_pairs=self.truncated,
+                              boundary_merged_pairs=self.merged)
                     first_record = False
                 if not acc.sync_gradients:
                     continue

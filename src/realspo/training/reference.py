@@ -13,8 +13,8 @@ the policy. :func:`load_or_compute_reference` picks, in order:
 
 The key (:func:`reference_cache_key`) hashes the model directory (config, tokenizer files,
 and for each weight file its size plus 64 sampled 64 KiB blocks), the rows (prompt, chosen,
-rejected, in order), ``max_length``, ``truncation``, the reference dtype and any active autocast
-dtype, so changing any of them computes afresh. Sampling keeps hashing a large checkpoint fast; a weight edit that
+rejected and their finished flags, in order), ``max_length``, ``truncation``, the chat-template
+mode, the reference dtype and any active autocast dtype, so changing any of them computes afresh. Sampling keeps hashing a large checkpoint fast; a weight edit that
 leaves every sampled block unchanged would go unnoticed (pass ``recompute=True`` then).
 """
 
@@ -34,13 +34,13 @@ import torch
 from realspo.errors import InputError
 from realspo.outputs import atomic_path
 from realspo.training.logprobs import response_logps
-from realspo.training.tokenization import collate, tokenize_pairs
+from realspo.training.tokenization import collate, finished_flags, tokenize_pairs
 
 log = logging.getLogger(__name__)
 
 REF_COLUMNS = ("ref_chosen_logps", "ref_rejected_logps")
 _BLOCK, _BLOCKS, _SMALL_FILE = 1 << 16, 64, 16 << 20
-_KEY_VERSION = "1"  # bump when tokenization or scoring changes what a cache entry means
+_KEY_VERSION = "2"  # 2: joint prompt/response tokenization, finished flags. Bump when tokenization or scoring changes what a cache entry means
 
 
 def _file_digest(path: Path) -> str:
@@ -80,11 +80,11 @@ def model_fingerprint(model_name: str, revision: str | None = None) -> str:
 
 
 def rows_fingerprint(rows: Sequence[dict[str, Any]]) -> str:
-    """sha256 of the rows' ``prompt``, ``chosen``, ``rejected``, in order."""
+    """sha256 of the rows' ``prompt``, ``chosen``, ``rejected`` and finished flags, in order."""
     h = hashlib.sha256()
     for row in rows:
-        h.update(json.dumps([row.get("prompt"), row.get("chosen"), row.get("rejected")],
-                            ensure_ascii=False).encode())
+        h.update(json.dumps([row.get("prompt"), row.get("chosen"), row.get("rejected"),
+                             *finished_flags(row)], ensure_ascii=False).encode())
         h.update(b"\n")
     return h.hexdigest()
 
@@ -102,7 +102,7 @@ def reference_cache_key(
 def compute_reference_logps(
     model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, max_length: int,
     truncation: str = "keep_end", batch_size: int = 8, show_progress: bool = True,
-    source: str = "pairs",
+    source: str = "pairs", chat_template: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed response log-probs of every chosen and rejected response, in row order.
 
@@ -113,7 +113,8 @@ def compute_reference_logps(
     """
     from tqdm.auto import tqdm
 
-    pairs = tokenize_pairs(tokenizer, rows, max_length, truncation, source=source)
+    pairs = tokenize_pairs(tokenizer, rows, max_length, truncation, source=source,
+                           chat_template=chat_template)
     sequences = [seq for pair in pairs for seq in pair.sequences()]  # chosen 2i, rejected 2i+1
     order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -182,7 +183,7 @@ def load_or_compute_reference(
     max_length: int, truncation: str = "keep_end", model: Any = None, tokenizer: Any = None,
     batch_size: int = 8, show_progress: bool = True, recompute: bool = False,
     dtype: torch.dtype | None = None, device: torch.device | None = None,
-    trust_remote_code: bool = False, source: str = "pairs",
+    trust_remote_code: bool = False, source: str = "pairs", chat_template: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``(ref_chosen, ref_rejected, status)``, status ``from-columns``, ``cached`` or ``computed``.
 
@@ -197,7 +198,8 @@ def load_or_compute_reference(
     if model is not None:
         dtype = next(model.parameters()).dtype
     key = reference_cache_key(model_name, rows_fingerprint(rows), max_length, truncation,
-                              extra=f"{dtype or 'auto'}|{_autocast_state(device, model)}")
+                              extra=f"{dtype or 'auto'}|{_autocast_state(device, model)}|"
+                                    f"chat-template={chat_template}")
     path = Path(cache_dir) / f"{key}.safetensors" if cache_dir is not None else None
     if path is not None and path.exists() and not recompute:
         cached = _read_cache(path, len(rows))
@@ -214,6 +216,7 @@ def load_or_compute_reference(
     chosen, rejected = compute_reference_logps(
         model, tokenizer, rows, max_length=max_length, truncation=truncation,
         batch_size=batch_size, show_progress=show_progress, source=source,
+        chat_template=chat_template,
     )
     if path is not None:
         from safetensors.numpy import save_file

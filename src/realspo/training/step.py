@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from realspo.chat_format import PromptFormat
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.spo.head import DegreeHead, degree_loss, pool_hidden
 from realspo.spo.variants import num_classes, plan_variants
@@ -134,13 +135,16 @@ def variant_batch(batch: dict[str, Any], settings: BatchSettings, tokenizer: Any
     n = len(batch["prompts"])
     device = batch["input_ids"].device
     rows, sequences = [], []
+    fmt = PromptFormat.of(tokenizer, settings.chat_template)  # rendered like the pairs
     for v in planned:
         if reuse_originals and v.level == 0:
             rows.append(v.pair if v.from_chosen else n + v.pair)
             continue
         rows.append(2 * n + len(sequences))
-        sequences.append(tokenize_response(tokenizer, batch["prompts"][v.pair], v.text,
-                                           settings.max_length, settings.truncation)[:2])
+        finished = batch["finished"][v.pair][0 if v.from_chosen else 1] if "finished" in batch else True
+        sequences.append(tokenize_response(fmt, batch["prompts"][v.pair], v.text,
+                                           settings.max_length, settings.truncation,
+                                           finished=finished)[:2])
     variants = ({k: t.to(device) for k, t in collate(sequences, tokenizer.pad_token_id).items()}
                 if sequences else {})
     variants["rows"] = torch.tensor(rows, dtype=torch.long, device=device)

@@ -1,12 +1,16 @@
-"""Tokenizing preference pairs and responses for scoring: prompt and response apart, EOS, truncation.
+"""Tokenizing preference pairs and responses for scoring: joint boundaries, EOS, truncation.
 
 Used alike by the reference pass (:mod:`realspo.training.reference`), training and evaluation, so all of
 them score exactly the same tokens (:mod:`realspo.training.logprobs` computes the log-probs):
 
-1. :func:`tokenize_pair` / :func:`tokenize_response` tokenize the prompt and the response
-   *separately* and concatenate the ids (so the prompt/response boundary never merges into
-   one token), append EOS to the response, and truncate to ``max_length`` by a documented
-   mode, never leaving zero response tokens;
+1. :func:`tokenize_pair` / :func:`tokenize_response` render the prompt and response with the one
+   prompt renderer (:class:`realspo.chat_format.PromptFormat`: the chat template or HH text, per
+   ``chat_template``), tokenize the prompt alone and prompt + response jointly, and take the
+   longest common prefix as the prompt (TRL's rule: a token that merges across the boundary
+   counts as response, and the pair is marked ``merged``); a finished response ends in EOS or
+   the template's end-of-turn (never two), a cut one (``finished=False``) in neither. The
+   sequence is truncated to ``max_length`` by a documented mode, never leaving zero response
+   tokens;
 2. :func:`collate` right-pads sequences into a batch with a ``response_mask``.
 
 Truncation modes (``max_length`` counts prompt + response tokens):
@@ -16,8 +20,9 @@ Truncation modes (``max_length`` counts prompt + response tokens):
 * ``keep_start``: keep the whole prompt and cut the response's end; a prompt that leaves no
   room for a response token is an error.
 
-In a pair, chosen and rejected share one prompt, truncated for the longer response, so both
-are scored under the same context (the quantity DPO compares).
+In a pair, chosen and rejected share one prompt (the common prefix of both joint tokenizations),
+truncated for the longer response, so both are scored under the same context (the quantity DPO
+compares).
 """
 
 from __future__ import annotations
@@ -29,7 +34,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from realspo.chat_format import prompt_format
 from realspo.errors import InputError
+from realspo.schema import is_finished_value
 
 TRUNCATION_MODES = ("keep_end", "keep_start")
 
@@ -39,47 +46,21 @@ class TokenizedPair:
     """A preference pair as token ids: the shared prompt, then each response (EOS included).
 
     The chosen sequence is ``prompt_ids + chosen_ids`` with the response starting at
-    ``len(prompt_ids)``; likewise rejected. ``truncated`` is True if anything was cut.
+    ``len(prompt_ids)``; likewise rejected. ``truncated`` is True if anything was cut;
+    ``merged`` if a token merged across the prompt/response boundary (see the module docs).
     """
 
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
     truncated: bool
+    merged: bool = False
 
     def sequences(self) -> list[tuple[list[int], int]]:
         """``[(chosen ids, response start), (rejected ids, response start)]`` for :func:`collate`."""
         start = len(self.prompt_ids)
         return [(self.prompt_ids + self.chosen_ids, start),
                 (self.prompt_ids + self.rejected_ids, start)]
-
-
-def _prompt_tokens(tokenizer: Any, prompt: str) -> list[int]:
-    """The prompt with the tokenizer's own start convention (BOS for Llama, none for GPT-2).
-
-    A trailing EOS some tokenizers append is removed. An empty result gets BOS (or EOS):
-    the first response token needs a position that predicts it.
-    """
-    ids = list(tokenizer(prompt, add_special_tokens=True)["input_ids"])
-    eos = tokenizer.eos_token_id
-    if ids and eos is not None and ids[-1] == eos and len(ids) > 1:
-        ids = ids[:-1]
-    if not ids:
-        start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
-        if start is None:
-            raise ValueError("empty prompt and the tokenizer has no BOS or EOS token to start with")
-        ids = [start]
-    return ids
-
-
-def _response_tokens(tokenizer: Any, response: str) -> list[int]:
-    """Response ids without special tokens, followed by EOS (the model learns to stop)."""
-    ids = list(tokenizer(response, add_special_tokens=False)["input_ids"])
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise ValueError("empty response (and the tokenizer has no EOS token to score)")
-    return ids
 
 
 def _fit(prompt_len: int, response_len: int, max_length: int, truncation: str) -> tuple[int, int]:
@@ -102,14 +83,17 @@ def _fit(prompt_len: int, response_len: int, max_length: int, truncation: str) -
 
 
 def tokenize_response(
-    tokenizer: Any, prompt: str, response: str, max_length: int, truncation: str = "keep_end"
+    tokenizer: Any, prompt: str, response: str, max_length: int, truncation: str = "keep_end",
+    *, chat_template: str = "auto", finished: bool = True,
 ) -> tuple[list[int], int, bool]:
     """``(input_ids, response_start, truncated)`` for one prompt + response.
 
+    ``tokenizer``: a tokenizer (rendered per ``chat_template``) or a ready :class:`PromptFormat`.
     ``input_ids[response_start:]`` are the response tokens (at least one). Raises
     ``ValueError`` if no response token can be kept (see the module's truncation modes).
     """
-    prompt_ids, response_ids = _prompt_tokens(tokenizer, prompt), _response_tokens(tokenizer, response)
+    encoded = prompt_format(tokenizer, chat_template).encode(prompt, [response], [finished])
+    prompt_ids, response_ids = encoded.prompt_ids, encoded.response_ids[0]
     keep_p, keep_r = _fit(len(prompt_ids), len(response_ids), max_length, truncation)
     truncated = keep_p < len(prompt_ids) or keep_r < len(response_ids)
     kept_prompt = prompt_ids[len(prompt_ids) - keep_p:]
@@ -118,30 +102,40 @@ def tokenize_response(
 
 def tokenize_pair(
     tokenizer: Any, prompt: str, chosen: str, rejected: str, max_length: int,
-    truncation: str = "keep_end",
+    truncation: str = "keep_end", *, chat_template: str = "auto",
+    finished: tuple[bool, bool] = (True, True),
 ) -> TokenizedPair:
     """Tokenize a pair with one shared prompt, truncated for the longer response.
 
+    ``finished``: whether chosen and rejected ended on their own (False: cut, no EOS).
     Raises ``ValueError`` if no response token can be kept.
     """
-    prompt_ids = _prompt_tokens(tokenizer, prompt)
-    chosen_ids, rejected_ids = _response_tokens(tokenizer, chosen), _response_tokens(tokenizer, rejected)
+    encoded = prompt_format(tokenizer, chat_template).encode(prompt, [chosen, rejected], finished)
+    prompt_ids = encoded.prompt_ids
+    chosen_ids, rejected_ids = encoded.response_ids
     keep_p, _ = _fit(len(prompt_ids), max(len(chosen_ids), len(rejected_ids)), max_length, truncation)
     room = max_length - keep_p
     truncated = keep_p < len(prompt_ids) or max(len(chosen_ids), len(rejected_ids)) > room
     return TokenizedPair(prompt_ids[len(prompt_ids) - keep_p:], chosen_ids[:room],
-                         rejected_ids[:room], truncated)
+                         rejected_ids[:room], truncated, any(encoded.merged))
+
+
+def finished_flags(row: dict[str, Any]) -> tuple[bool, bool]:
+    """A preference row's ``(chosen_finished, rejected_finished)``; absent means finished."""
+    return is_finished_value(row.get("chosen_finished")), is_finished_value(row.get("rejected_finished"))
 
 
 def tokenize_pairs(
     tokenizer: Any, rows: Sequence[dict[str, Any]], max_length: int,
-    truncation: str = "keep_end", source: str = "pairs",
+    truncation: str = "keep_end", source: str = "pairs", chat_template: str = "auto",
 ) -> list[TokenizedPair]:
-    """Tokenize preference rows (``prompt``, ``chosen``, ``rejected`` strings).
+    """Tokenize preference rows (``prompt``, ``chosen``, ``rejected`` strings; optional
+    ``chosen_finished``/``rejected_finished``, see :func:`finished_flags`).
 
     A missing or non-string field, an empty response, or a prompt that leaves no room raises
     :class:`InputError` naming ``source``, the row (1-based) and the field.
     """
+    fmt = prompt_format(tokenizer, chat_template)
     pairs = []
     for i, row in enumerate(rows):
         where = f"row {i + 1}"
@@ -153,8 +147,8 @@ def tokenize_pairs(
             if not row[field].strip():
                 raise InputError(source, "empty response", where=where, field=field)
         try:
-            pairs.append(tokenize_pair(tokenizer, row["prompt"], row["chosen"], row["rejected"],
-                                       max_length, truncation))
+            pairs.append(tokenize_pair(fmt, row["prompt"], row["chosen"], row["rejected"],
+                                       max_length, truncation, finished=finished_flags(row)))
         except ValueError as exc:
             raise InputError(source, str(exc), where=where, field="prompt") from None
     return pairs

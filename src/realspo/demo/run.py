@@ -73,9 +73,17 @@ def sample_responses(model: Any, tokenizer: Any, prompts: list[str], settings: S
                      batch_size: int = 32) -> list[list[str]]:
     """K samples per prompt (``settings.num_responses``); sample ``j`` of prompt ``i`` draws its
     noise from ``(settings.seed, i, j)`` only (see :mod:`realspo.generation.sampling`)."""
+    return [s for s, _ in sample_responses_finished(model, tokenizer, prompts, settings, batch_size)]
+
+
+def sample_responses_finished(model: Any, tokenizer: Any, prompts: list[str],
+                              settings: SamplingSettings, batch_size: int = 32
+                              ) -> list[tuple[list[str], list[bool]]]:
+    """:func:`sample_responses` with, per sample, whether it ended at EOS (False: cut)."""
     records = [PromptRecord(i, f"p{i}", p) for i, p in enumerate(prompts)]
-    return [s for _, batch, _ in iter_samples(model, tokenizer, records, settings, batch_size,
-                                              progress=False) for s in batch]
+    return [(s, f) for _, batch, flags in iter_samples(model, tokenizer, records, settings,
+                                                       batch_size, progress=False)
+            for s, f in zip(batch, flags, strict=True)]
 
 
 def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, seed: int,
@@ -88,13 +96,16 @@ def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, s
     settings = SamplingSettings(num_responses=plan.num_candidates, temperature=plan.temperature,
                                 max_new_tokens=plan.max_new_tokens, seed=seed)
     with timed(timings, "candidates"):
-        samples = sample_responses(model, tokenizer, prompts, settings)
+        samples = sample_responses_finished(model, tokenizer, prompts, settings)
     groups = []
-    for i, (prompt, responses) in enumerate(zip(prompts, samples, strict=True)):
-        kept = [r for r in responses if r]  # an empty sample has nothing to embed or label
+    for i, (prompt, (responses, finished)) in enumerate(zip(prompts, samples, strict=True)):
+        # an empty sample has nothing to embed or label
+        kept = [(r, f) for r, f in zip(responses, finished, strict=True) if r]
         if kept:
-            groups.append(PromptGroup(f"train-{i}", prompt, kept,
-                                      scores=world.oracle.score_batch([prompt] * len(kept), kept)))
+            texts = [r for r, _ in kept]
+            groups.append(PromptGroup(f"train-{i}", prompt, texts,
+                                      scores=world.oracle.score_batch([prompt] * len(kept), texts),
+                                      finished=[f for _, f in kept]))
     with timed(timings, "embeddings"):
         flat = [r for g in groups for r in g.responses]
         embeddings = embed_with_causal_lm(model, tokenizer, flat, show_progress=False)
@@ -139,7 +150,8 @@ def training_rows(cands: Candidates, rows: list[int]) -> list[dict[str, Any]]:
             group.prompt, group.responses[c], group.responses[x], prompt_id=group.prompt_id,
             similarity=round(float(cands.similarity[r]), 6), oracle_chosen=group.scores[c],
             oracle_rejected=group.scores[x],
-            label_error=None if np.isnan(cands.error[r]) else bool(cands.error[r])))
+            label_error=None if np.isnan(cands.error[r]) else bool(cands.error[r]),
+            chosen_finished=group.is_finished(c), rejected_finished=group.is_finished(x)))
     return out
 
 
@@ -209,6 +221,7 @@ def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRu
             demo.pairs[seed] = cands
             write_rows(tmp / f"seed-{seed}" / "candidates.jsonl",
                        [{"prompt_id": g.prompt_id, "prompt": g.prompt, "responses": g.responses,
+                         "finished": [g.is_finished(j) for j in range(len(g.responses))],
                          "oracle_rewards": g.scores} for g in cands.groups])
             log.info("[%.0fs] seed %d: candidates for %d prompts, %d distinct pairs, label-error "
                      "rate over all pairs %.3f", time.perf_counter() - started, seed,

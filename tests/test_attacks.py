@@ -428,3 +428,20 @@ def test_clip_texts_keeps_what_the_token_limit_keeps():
     assert clip_texts(texts, 10) == ["short", "x" * (10 * CHARS_PER_TOKEN)]
     assert clip_texts(["ab" * 400], 10, keep_end=True)[0] == ("ab" * 400)[-10 * CHARS_PER_TOKEN:]
     assert clip_texts(None, 10) is None and clip_texts(texts, None) is texts
+
+
+def test_an_absurd_training_response_is_cut_before_tokenizing_and_gets_no_eos(tiny_model_dir, caplog):
+    from transformers import AutoTokenizer
+
+    from realspo.models import CHARS_PER_TOKEN
+    from realspo.training.tokenization import tokenize_pairs
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    huge = "Paris is the capital. " * (16 * CHARS_PER_TOKEN)  # > 16 x 32 characters
+    rows = [{"prompt": "Capital of France?", "chosen": huge, "rejected": "Berlin."}]
+    with caplog.at_level("WARNING"):
+        (pair,) = tokenize_pairs(tokenizer, rows, max_length=16, source="p.jsonl")
+    assert "1 texts were longer than 512 characters" in caplog.text
+    assert pair.truncated and len(pair.prompt_ids) + len(pair.chosen_ids) <= 16
+    assert pair.chosen_ids[-1] != tokenizer.eos_token_id
+    assert pair.rejected_ids[-1] == tokenizer.eos_token_id  # the short one keeps its EOS

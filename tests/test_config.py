@@ -85,3 +85,15 @@ def test_config_that_is_a_directory_is_refused(tmp_path, tiny_model_dir, capsys)
     config.mkdir()
     assert main(_train_argv(tmp_path, tiny_model_dir, config)) == 2
     assert "not a regular file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("text", ['{"prompt": "a", "prompt": "b", "chosen": "x", "rejected": "y"}'])
+def test_duplicate_keys_in_a_json_row_are_refused(tmp_path, tiny_model_dir, capsys, text):
+    data = tmp_path / "d.jsonl"
+    data.write_text(text + "\n", encoding="utf-8")
+    code = main(["train", "--model", tiny_model_dir, "--data", str(data),
+                 "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert str(data) in err[0] and "line 1" in err[0] and "duplicate key 'prompt'" in err[0]
+    assert not (tmp_path / "run").exists()

@@ -73,10 +73,26 @@ def _object(value: Any, source: str, where: str) -> dict[str, Any]:
     return value
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice; ``json`` would silently keep the last value."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise DuplicateKey(key)
+        obj[key] = value
+    return obj
+
+
 def _loads(text: str, source: str, where: str | None) -> Any:
     """``json.loads`` whose every failure is an :class:`InputError` naming ``source``."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+    except DuplicateKey as exc:
+        raise InputError(source, f"duplicate key {str(exc)[:60]!r} in one JSON object (which one "
+                                 "is meant?)", where=where) from None
     except json.JSONDecodeError as exc:
         raise InputError(source, f"malformed JSON ({exc.msg})",
                          where=where or f"line {exc.lineno}") from None

@@ -27,6 +27,7 @@ compares).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -36,7 +37,10 @@ from torch import Tensor
 
 from realspo.chat_format import prompt_format
 from realspo.errors import InputError
+from realspo.models import CHARS_PER_TOKEN
 from realspo.schema import is_finished_value
+
+log = logging.getLogger(__name__)
 
 TRUNCATION_MODES = ("keep_end", "keep_start")
 
@@ -110,6 +114,16 @@ def tokenize_pair(
     ``finished``: whether chosen and rejected ended on their own (False: cut, no EOS).
     Raises ``ValueError`` if no response token can be kept.
     """
+    # An absurdly long text is cut (as characters) before it is tokenized: tokens past
+    # max_length are dropped below anyway, and tokenizing megabytes first costs minutes.
+    # A response cut here has lost its end, so it gets no EOS.
+    limit = max_length * CHARS_PER_TOKEN
+    if len(chosen) > limit:
+        chosen, finished = chosen[:limit], (False, finished[1])
+    if len(rejected) > limit:
+        rejected, finished = rejected[:limit], (finished[0], False)
+    if truncation == "keep_end" and isinstance(prompt, str) and len(prompt) > limit:
+        prompt = prompt[-limit:]
     encoded = prompt_format(tokenizer, chat_template).encode(prompt, [chosen, rejected], finished)
     prompt_ids = encoded.prompt_ids
     chosen_ids, rejected_ids = encoded.response_ids
@@ -137,6 +151,12 @@ def tokenize_pairs(
     """
     fmt = prompt_format(tokenizer, chat_template)
     pairs = []
+    limit = max_length * CHARS_PER_TOKEN
+    clipped = sum(isinstance(row.get(f), str) and len(row[f]) > limit
+                  for row in rows for f in ("prompt", "chosen", "rejected"))
+    if clipped:
+        log.warning("%s: %d texts were longer than %d characters (%d tokens x %d) and were cut to "
+                    "that before tokenizing", source, clipped, limit, max_length, CHARS_PER_TOKEN)
     for i, row in enumerate(rows):
         where = f"row {i + 1}"
         for field in ("prompt", "chosen", "rejected"):

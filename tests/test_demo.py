@@ -345,6 +345,7 @@ def test_spo_manipulation_check_scores_every_level_and_role(results):
         assert c["share_below"] + c["share_equal"] + c["share_above"] == pytest.approx(1.0)
     assert check["passes"] == (check["lowest_share_below"] >= 0.8)
     dose = results["spo_dose"]
-    assert 0.0 <= dose["head_accuracy"] <= 1.0 and "training-time" in dose["head_accuracy_source"]
+    assert 0.0 <= dose["head_accuracy"] <= 1.0 and dose["head_accuracy_source"].startswith("held-out")
+    assert dose["head_accuracy_heldout_variants"] > 0 and 0.0 <= dose["head_accuracy_training"] <= 1.0
     assert 0.0 <= dose["changed_answers"] <= 1.0
     assert set(dose["changed_answers_by_strategy"]) == set(STRATEGIES)

@@ -134,7 +134,8 @@ def _spo(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) 
                    "verdict below is void.")
     if dose["head_accuracy"] is not None:
         out.append(f"SPO dose: degree-head accuracy {dose['head_accuracy']:.2f} (chance "
-                   f"{dose['head_chance']:.2f}; {dose['head_accuracy_source']}); held-out answers "
+                   f"{dose['head_chance']:.2f}; {dose['head_accuracy_source']}; training-time "
+                   f"{_rate(dose['head_accuracy_training'])}); held-out answers "
                    f"that changed between DPO and DPO+SPO on the same pairs: "
                    f"{_rate(dose['changed_answers'])}.")
     better = [s for s, c in spo if c["ci_low"] > 0]

@@ -8,15 +8,18 @@ rejected responses, the share of variants whose oracle reward is **below** the o
 The check passes when that share is at least :data:`PASS_SHARE` in every (level, role) cell;
 otherwise the SPO verdict is void (SPO taught the model something the oracle does not reward).
 
-The dose: how well the degree head learned its task (training-time ``spo/accuracy``, on the
-training batches' variants: held-out variants are not scored, the head is not kept), and the
-share of held-out answers that differ between the DPO and the DPO+SPO model trained on the
-same pairs (same sampling noise: an unchanged model gives the same answer).
+The dose: how well the degree head learned its task, on **held-out variants** (every level of
+the chosen and rejected responses of up to :data:`HELDOUT_PAIRS` pairs the same strategy picked
+on prompts it did not train on, labelled as in training; :func:`heldout_head_accuracy`), beside
+the training-time ``spo/accuracy``; and the share of held-out answers that differ between the
+DPO and the DPO+SPO model trained on the same pairs (same sampling noise: an unchanged model
+gives the same answer).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,6 +31,46 @@ from realspo.spo.variants import SPOConfig, variants_for
 
 PASS_SHARE = 0.8
 ROLES = ("chosen", "rejected")
+HELDOUT_PAIRS = 64
+
+
+def heldout_head_accuracy(model_dir: Path, rows: list[dict[str, Any]], plan: DemoPlan
+                          ) -> dict[str, Any] | None:
+    """Accuracy of the trained degree head (``model_dir``'s ``spo_head.*``) on every degree
+    variant of the TRL ``rows`` (pairs not trained on), pooled and tokenized as in training;
+    None without a head or a graded variant."""
+    import torch
+
+    from realspo.generation.sampling import load_generator_model
+    from realspo.spo.head import load_head, pool_hidden
+    from realspo.spo.variants import plan_variants
+    from realspo.training.logprobs import last_hidden_states
+    from realspo.training.tokenization import collate, tokenize_response
+
+    cfg = SPOConfig(levels=plan.spo_levels, weight=plan.spo_weight)
+    if not rows or not (model_dir / "spo_head.json").is_file():
+        return None
+    prompts = [r["prompt"] for r in rows]
+    planned = plan_variants(prompts, [r["chosen"] for r in rows], [r["rejected"] for r in rows], cfg, 0)
+    if not planned:
+        return None
+    model, tokenizer = load_generator_model(str(model_dir), device=plan.device)
+    device = next(model.parameters()).device
+    head = load_head(model_dir, device=device).eval()
+    correct = 0
+    with torch.inference_mode():
+        for lo in range(0, len(planned), 32):
+            chunk = planned[lo:lo + 32]
+            batch = collate([tokenize_response(
+                tokenizer, prompts[v.pair], v.text, plan.max_length,
+                finished=rows[v.pair]["chosen_finished" if v.from_chosen else "rejected_finished"])[:2]
+                for v in chunk], tokenizer.pad_token_id)
+            hidden = last_hidden_states(model, batch["input_ids"].to(device),
+                                        batch["attention_mask"].to(device))
+            logits = head(pool_hidden(hidden, batch["response_mask"], cfg.pooling))
+            labels = torch.tensor([v.label for v in chunk], device=device)
+            correct += int((logits.argmax(dim=-1) == labels).sum())
+    return {"accuracy": correct / len(planned), "n_variants": len(planned), "n_pairs": len(rows)}
 
 
 def score_variants(world: World, cands: Candidates, spo_pairs: dict[int, bool], plan: DemoPlan,
@@ -91,15 +134,19 @@ def spo_manipulation(records: list[dict[str, Any]], levels: int) -> dict[str, An
 
 
 def spo_dose(demo: DemoRun) -> dict[str, Any]:
-    """The degree head's training-time accuracy (mean over the last quarter of logged steps of
-    each DPO+SPO run) beside chance, and the share of held-out answers that changed."""
+    """The degree head's accuracy on held-out variants (pooled over the DPO+SPO runs) and at
+    training time (mean over the last quarter of logged steps), beside chance, and the share
+    of held-out answers that changed between DPO and DPO+SPO."""
     plan, main = demo.plan, budget_label(demo.plan.budget)
-    accuracies = []
+    accuracies, correct, total = [], 0.0, 0
     for run in demo.runs:
         if run.loss == "dpo+spo" and run.budget == main:
             values = [m["spo/accuracy"] for m in run.metrics if "spo/accuracy" in m]
             if values:
                 accuracies.append(float(np.mean(values[-max(1, len(values) // 4):])))
+            if run.spo_heldout:
+                correct += run.spo_heldout["accuracy"] * run.spo_heldout["n_variants"]
+                total += run.spo_heldout["n_variants"]
     dpo = {(r.seed, r.strategy): r for r in demo.runs if r.loss == "dpo" and r.budget == main}
     changed: dict[str, list[float]] = defaultdict(list)
     for run in demo.runs:
@@ -109,9 +156,14 @@ def spo_dose(demo: DemoRun) -> dict[str, Any]:
             changed[run.strategy].append(float(np.mean(diff)))
     pooled = [v for values in changed.values() for v in values]
     classes = 2 * plan.spo_levels  # "separate" labels, the library default
-    return {"head_accuracy": float(np.mean(accuracies)) if accuracies else None,
-            "head_accuracy_source": "training-time spo/accuracy (mean of the last quarter of "
-                                    "logged steps; held-out variants not scored)",
+    training = float(np.mean(accuracies)) if accuracies else None
+    source = (f"held-out variants ({total} variants of the strategies' pairs on prompts they did "
+              "not train on, every level)" if total else
+              "training-time spo/accuracy (mean of the last quarter of logged steps; no held-out "
+              "pairs at this budget)")
+    return {"head_accuracy": correct / total if total else training,
+            "head_accuracy_source": source, "head_accuracy_heldout_variants": total,
+            "head_accuracy_training": training,
             "head_chance": 1.0 / classes,
             "changed_answers": float(np.mean(pooled)) if pooled else None,
             "changed_answers_by_strategy": {s: float(np.mean(v)) for s, v in changed.items()}}

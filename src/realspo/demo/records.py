@@ -43,6 +43,7 @@ class RunRecord:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
     responses: list[str] = field(default_factory=list)  # (T,) its held-out samples
+    spo_heldout: dict[str, Any] | None = None  # degree-head accuracy on held-out variants
 
 
 @dataclass

@@ -81,7 +81,8 @@ def _spo_check(results: dict[str, Any]) -> list[str]:
     lines += ["", f"Check: {status}. Responses graded {check['responses_graded']}, skipped "
               f"(too few key phrases) {sum(check['responses_skipped'].values())}. Dose: degree-head "
               f"accuracy {_rate(dose['head_accuracy'])} (chance {dose['head_chance']:.3f}; "
-              f"{dose['head_accuracy_source']}); held-out answers changed between DPO and DPO+SPO: "
+              f"{dose['head_accuracy_source']}; training-time {_rate(dose['head_accuracy_training'])}); "
+              "held-out answers changed between DPO and DPO+SPO: "
               f"{_rate(dose['changed_answers'])}."]
     return lines
 

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from realspo.demo.controls import control_selection
-from realspo.demo.manipulation import score_variants
+from realspo.demo.manipulation import HELDOUT_PAIRS, heldout_head_accuracy, score_variants
 from realspo.demo.plan import DemoPlan, planned_runs, run_name
 from realspo.demo.records import Candidates, DemoRun, RunRecord
 from realspo.demo.report import write_report
@@ -294,6 +294,10 @@ def run_seed(demo: DemoRun, world: World, cands: Candidates, seed: int, out: Pat
                            label_summary(cands, chosen, labels.get(strategy)), rewards,
                            read_metrics(run_dir / "metrics.jsonl"), time.perf_counter() - t0,
                            responses)
+        if loss == "dpo+spo":  # the head on variants of pairs it never saw
+            with timed(timings, "spo_manipulation_check"):
+                record.spo_heldout = heldout_head_accuracy(
+                    scratch / "model", training_rows(cands, ranked[strategy][n:n + HELDOUT_PAIRS]), plan)
         shutil.rmtree(scratch / "model")  # trained models are not kept
         demo.runs.append(record)
         log.info("[%.0fs] seed %d run %d/%d %s %s, %d labels: win rate vs SFT %.3f, mean reward "

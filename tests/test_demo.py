@@ -349,3 +349,12 @@ def test_spo_manipulation_check_scores_every_level_and_role(results):
     assert dose["head_accuracy_heldout_variants"] > 0 and 0.0 <= dose["head_accuracy_training"] <= 1.0
     assert 0.0 <= dose["changed_answers"] <= 1.0
     assert set(dose["changed_answers_by_strategy"]) == set(STRATEGIES)
+
+
+def test_premise_difference_matches_the_extreme_deciles(results):
+    premise, deciles = results["premise"], results["label_error_by_similarity"]
+    assert premise["least_similar_rate"] == pytest.approx(deciles[0]["label_error_rate"])
+    assert premise["most_similar_rate"] == pytest.approx(deciles[-1]["label_error_rate"])
+    assert premise["difference"] == pytest.approx(premise["least_similar_rate"] - premise["most_similar_rate"])
+    assert premise["ci_low"] <= premise["difference"] <= premise["ci_high"]
+    assert premise["mde"] == pytest.approx(2.80 * premise["se"], rel=1e-3)

@@ -161,6 +161,33 @@ def similarity_deciles(demo: DemoRun, bins: int = 10) -> list[dict[str, Any]]:
     return out
 
 
+def premise_difference(demo: DemoRun, bins: int = 10) -> dict[str, float] | None:
+    """REAL's premise as one difference: label-error rate of the least similar decile minus
+    that of the most similar (oracle-ordered candidate pairs, deciles over all seeds), with a
+    hierarchical interval (seeds, then pairs within a seed; each rate recomputed per resample)."""
+    sim = np.concatenate([c.similarity for c in demo.pairs.values()])
+    if sim.size < 2:
+        return None
+    edges = np.quantile(sim, np.linspace(0, 1, bins + 1))  # as similarity_deciles
+    lo_edge, hi_edge = edges[1], edges[bins - 1]
+    columns = []
+    for c in demo.pairs.values():
+        ordered = ~np.isnan(c.error)
+        low, high = ordered & (c.similarity < lo_edge), ordered & (c.similarity >= hi_edge)
+        err = np.nan_to_num(c.error)
+        keep = low | high
+        columns.append(np.stack([err * low, low, err * high, high], axis=1)[keep].astype(np.float64))
+    if any(col.shape[0] == 0 for col in columns):
+        return None
+    result = hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=4,
+                                    statistic=lambda m: m[..., 0] / m[..., 1] - m[..., 2] / m[..., 3])
+    pooled = np.concatenate(columns).sum(axis=0)
+    return {"difference": result["estimate"], "ci_low": result["ci_low"],
+            "ci_high": result["ci_high"], "se": result["se"], "mde": result["mde"],
+            "least_similar_rate": float(pooled[0] / pooled[1]) if pooled[1] else None,
+            "most_similar_rate": float(pooled[2] / pooled[3]) if pooled[3] else None}
+
+
 def label_efficiency(demo: DemoRun, pooled: dict[tuple[str, str, str], dict[str, Any]]
                      ) -> dict[str, Any]:
     """Win rate against labels for random and easy (DPO), and the labels easy needs to reach
@@ -245,6 +272,7 @@ def analyse(demo: DemoRun) -> dict[str, Any]:
         "spo_dose": spo_dose(demo),
         "label_efficiency": label_efficiency(demo, pooled),
         "label_error_by_similarity": similarity_deciles(demo),
+        "premise": premise_difference(demo),
         "similarity_vs_reward_gap_spearman": rank_correlation(all_sim, all_gap),
         "all_pairs_label_error_rate": float(np.nanmean(np.concatenate(
             [c.error for c in demo.pairs.values()]))),

@@ -59,8 +59,9 @@ def findings(results: dict[str, Any]) -> list[str]:
             out.append(f"Other strategies vs random, {loss}: " + "; ".join(others) + ".")
     out += _spo(results, comps)
     deciles = [d for d in results["label_error_by_similarity"] if d["label_error_rate"] is not None]
-    if len(deciles) >= 2:
-        out.append(_premise(deciles[0], deciles[-1], results["similarity_vs_reward_gap_spearman"]))
+    if len(deciles) >= 2 and results.get("premise"):
+        out.append(_premise(deciles[0], deciles[-1], results["premise"],
+                            results["similarity_vs_reward_gap_spearman"]))
     if "easy" in main and "random" in main:
         e, r = main["easy"][losses[0]], main["random"][losses[0]]
         out.append(f"Selected pairs ({e['budget']} budget): easy's label-error rate "
@@ -151,25 +152,22 @@ def _spo(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) 
     return out
 
 
-def _premise(lo: dict[str, Any], hi: dict[str, Any], rho: float) -> str:
+def _premise(lo: dict[str, Any], hi: dict[str, Any], premise: dict[str, Any], rho: float) -> str:
     """REAL's premise: do the least similar pairs carry fewer label errors than the most similar?
-    Two-proportion z-test on the oracle-ordered pairs of the two extreme deciles (all seeds'
-    candidate pairs pooled: a description of this world, not a seed-level inference)."""
-    n_lo, n_hi = (max(1, round(d["n_pairs"] * (1 - d["oracle_tie_rate"]))) for d in (lo, hi))
-    p_lo, p_hi = lo["label_error_rate"], hi["label_error_rate"]
-    se = (p_lo * (1 - p_lo) / n_lo + p_hi * (1 - p_hi) / n_hi) ** 0.5
-    diff = p_lo - p_hi
-    if se > 0 and abs(diff) > 1.96 * se:
-        answer = ("dissimilar pairs carry significantly fewer label errors here" if diff < 0
-                  else "dissimilar pairs carry significantly MORE label errors here")
+    The difference of the two extreme deciles' rates, with its hierarchical interval."""
+    if premise["ci_high"] < 0:
+        answer = "dissimilar pairs carry significantly fewer label errors here"
+    elif premise["ci_low"] > 0:
+        answer = "dissimilar pairs carry significantly MORE label errors here"
     else:
         answer = "the interval includes 0, i.e. no evidence for the premise in this world"
     return (f"REAL's premise, measured over every candidate pair: label-error rate "
-            f"{p_lo:.3f} in the least similar decile (mean reward gap {lo['mean_reward_gap']:.2f}, "
-            f"oracle ties {lo['oracle_tie_rate']:.0%}) vs {p_hi:.3f} in the most similar (gap "
-            f"{hi['mean_reward_gap']:.2f}, ties {hi['oracle_tie_rate']:.0%}), difference "
-            f"{diff:+.3f} +- {1.96 * se:.3f}: {answer}. Annotator errors follow the reward gap, "
-            f"and the Spearman correlation of similarity with the reward gap is {rho:+.3f}.")
+            f"{lo['label_error_rate']:.3f} in the least similar decile (mean reward gap "
+            f"{lo['mean_reward_gap']:.2f}, oracle ties {lo['oracle_tie_rate']:.0%}) vs "
+            f"{hi['label_error_rate']:.3f} in the most similar (gap {hi['mean_reward_gap']:.2f}, "
+            f"ties {hi['oracle_tie_rate']:.0%}), difference {_diff(premise)}: {answer}. Annotator "
+            f"errors follow the reward gap, and the Spearman correlation of similarity with the "
+            f"reward gap is {rho:+.3f}.")
 
 
 def _efficiency(eff: dict[str, Any]) -> str | None:

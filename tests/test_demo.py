@@ -358,3 +358,15 @@ def test_premise_difference_matches_the_extreme_deciles(results):
     assert premise["difference"] == pytest.approx(premise["least_similar_rate"] - premise["most_similar_rate"])
     assert premise["ci_low"] <= premise["difference"] <= premise["ci_high"]
     assert premise["mde"] == pytest.approx(2.80 * premise["se"], rel=1e-3)
+
+
+def test_findings_say_when_the_positive_control_fails(results):
+    altered = json.loads(json.dumps(results))
+    altered["verdicts"] = True
+    ceiling = next(c for c in altered["comparisons"] if (c["a"], c["b"]) == ("ceiling/dpo", "random/dpo"))
+    ceiling.update(difference=0.02, ci_low=-0.03, ci_high=0.07)
+    assert any(f.startswith("Positive control") and "the positive control fails" in f
+               for f in findings(altered))
+    ceiling.update(difference=0.12, ci_low=0.05, ci_high=0.19)
+    assert any(f.startswith("Positive control") and "significantly better" in f
+               for f in findings(altered))

@@ -92,9 +92,12 @@ def _controls(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, An
             out.append(head + ": significantly better, so this run can show a selection effect "
                        "of about that size.")
         else:
-            out.append(head + ": the positive control fails (interval includes 0 or lies below "
-                       "it). Even the best pairs the oracle could pick did not beat random here, so "
-                       "no strategy verdict below can be positive; a null is uninformative.")
+            how = ("the ceiling is significantly worse than random" if ceiling["ci_high"] < 0
+                   else "its interval includes 0")
+            out.append(head + f": the positive control fails ({how}). Even the best pairs the "
+                       "oracle could pick did not beat random at this size, so a strategy's null "
+                       "says nothing, and a strategy that beats random where the ceiling does not "
+                       "is more likely noise than an effect.")
     noiseless = comps.get(("noiseless/dpo", "random/dpo"))
     if noiseless is not None:
         out.append(f"Labels: noiseless (random pairs, perfect labels) minus random, DPO: "
@@ -103,9 +106,9 @@ def _controls(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, An
     pairs = comps.get(("easy-random-prompts/dpo", "random/dpo"))
     if prompts is not None and pairs is not None:
         out.append(f"Pair vs prompt choice (DPO): easy's pair on random prompts minus random "
-                   f"{_diff(pairs)} ({verdict(pairs)}: the choice of pair within a prompt); easy "
-                   f"minus easy-random-prompts {_diff(prompts)} ({verdict(prompts)}: easy's choice "
-                   "of prompts).")
+                   f"{_diff(pairs)}, {verdict(pairs)}: the effect of choosing the least similar "
+                   f"pair within a prompt. Easy minus easy-random-prompts {_diff(prompts)}, "
+                   f"{verdict(prompts)}: the effect of easy's choice of prompts.")
     shares = results.get("share_of_ceiling") or {}
     if shares:
         out.append("Share of the ceiling's gain over random, (s - random) / (ceiling - random), "

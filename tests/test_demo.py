@@ -12,10 +12,12 @@ import pytest
 import torch
 
 from realspo.cli import main
-from realspo.demo.analysis import crossing_point, rank_correlation, stratified_bootstrap
+from realspo.demo.analysis import crossing_point, rank_correlation
+from realspo.demo.findings import SMOKE
 from realspo.demo.report import FIGURES, findings
 
 STRATEGIES = ("random", "easy", "hard", "centroid")
+CONTROLS = ("ceiling", "noiseless", "easy-random-prompts")
 LOSSES = ("dpo", "dpo+spo")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -107,7 +109,9 @@ def test_report_has_the_table_and_computed_findings(quick_demo, results):
     easy = results["main"]["easy"]["dpo"]
     assert f"| easy | dpo | 20 | {easy['win_rate']:.3f} [{easy['ci_low']:.3f}, {easy['ci_high']:.3f}]" in text
     assert all(f in text for f in results["findings"])
-    assert any(f.startswith("SPO (DPO+SPO minus DPO") for f in results["findings"])
+    judged = findings({**results, "verdicts": True})
+    assert any(f.startswith("SPO (DPO+SPO minus DPO") for f in judged)
+    assert any(f.startswith("Positive control: ceiling") for f in judged)
 
 
 def test_existing_out_is_refused_without_overwrite(tmp_path, capsys):
@@ -194,13 +198,6 @@ def test_crossing_point_is_none_when_never_reached():
     assert crossing_point([(10, 0.50), (20, 0.60)], 0.65) is None
 
 
-def test_stratified_bootstrap_pools_means_and_brackets_them():
-    mean, lo, hi = stratified_bootstrap([np.array([1.0, 0.0, 1.0, 1.0]), np.array([0.5, 0.5])], 500)
-    assert mean == pytest.approx(4.0 / 6.0)
-    assert lo <= mean <= hi
-    assert stratified_bootstrap([np.full(5, 0.5)], 100)[1:] == (0.5, 0.5)
-
-
 def test_rank_correlation_uses_average_ranks_for_ties():
     assert rank_correlation(np.array([1, 2, 3, 4]), np.array([10, 20, 30, 40])) == pytest.approx(1.0)
     assert rank_correlation(np.array([1, 2, 3, 4]), np.array([4, 3, 2, 1])) == pytest.approx(-1.0)
@@ -211,6 +208,7 @@ def test_rank_correlation_uses_average_ranks_for_ties():
 
 def test_findings_say_not_reached_when_easy_never_matches_random(results):
     altered = json.loads(json.dumps(results))
+    altered["verdicts"] = True
     altered["label_efficiency"].update(random_best={"win_rate": 0.9, "n_labels": 40},
                                        easy_labels_to_match=None, labels_saved=None)
     assert any("not reached" in f for f in findings(altered))
@@ -218,9 +216,157 @@ def test_findings_say_not_reached_when_easy_never_matches_random(results):
 
 def test_findings_call_a_difference_significant_only_when_its_interval_excludes_zero(results):
     altered = json.loads(json.dumps(results))
+    altered["verdicts"] = True
     for c in altered["comparisons"]:
-        c.update(difference=0.1, ci_low=0.02, ci_high=0.2) if c["a"] == "easy/dpo" else \
-            c.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
+        c.update(difference=0.1, ci_low=0.02, ci_high=0.2) if (c["a"], c["b"]) == ("easy/dpo", "random/dpo") \
+            else c.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
     text = findings(altered)
-    assert any("REAL (easy) vs random, dpo:" in f and f.endswith("better.") for f in text)
-    assert any("REAL (easy) vs random, dpo+spo:" in f and "no significant difference" in f for f in text)
+    assert any("REAL (easy) vs random, dpo:" in f and f.endswith("significantly better.") for f in text)
+    assert any("REAL (easy) vs random, dpo+spo:" in f and "inconclusive (interval includes 0)" in f
+               for f in text)
+    assert any("mde" in f for f in text if f.startswith("REAL (easy) vs random"))
+    # every interval includes 0 and the premise is left out: the word never appears
+    altered["label_error_by_similarity"] = []
+    for c in altered["comparisons"]:
+        c.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
+    assert "significant" not in " ".join(findings(altered)).lower()
+
+
+def test_a_quick_report_makes_no_verdicts(quick_demo, results):
+    text = (quick_demo / "report.md").read_text()
+    assert "smoke run: no verdicts" in text
+    assert "significant" not in text.lower()
+    assert results["verdicts"] is False
+    assert results["findings"] == [SMOKE]
+
+
+def test_a_failing_manipulation_check_voids_the_spo_verdict(results):
+    altered = json.loads(json.dumps(results))
+    altered["verdicts"] = True
+    altered["spo_manipulation"].update(passes=False, share_below=0.3, lowest_share_below=0.1)
+    text = findings(altered)
+    assert any(f.startswith("SPO manipulation check FAILS") and "void" in f for f in text)
+    assert any(f.startswith("SPO (DPO+SPO minus DPO, same pairs) (void") for f in text)
+    altered["spo_manipulation"].update(passes=True, share_below=0.9, lowest_share_below=0.85)
+    assert any(f.startswith("SPO manipulation check passes") for f in findings(altered))
+
+
+# --- controls, seed-level statistics, the SPO check -------------------------------------------
+
+
+def _rows(quick_demo: Path, run: str) -> list[dict]:
+    return [json.loads(line) for line in
+            (quick_demo / "seed-0" / run / "pairs.jsonl").read_text().splitlines()]
+
+
+def _pair(row: dict) -> tuple[str, frozenset[str]]:
+    return row["prompt_id"], frozenset((row["chosen"], row["rejected"]))
+
+
+def test_controls_are_trained_with_dpo_at_the_main_budget(quick_demo, results):
+    assert set(results["controls"]) == set(CONTROLS)
+    for name in CONTROLS:
+        entry = results["controls"][name]["dpo"]
+        assert entry["n_labels"] == 20
+        assert 0.0 <= entry["ci_low"] <= entry["win_rate"] <= entry["ci_high"] <= 1.0
+        assert len(_rows(quick_demo, f"{name}-dpo-50pct")) == 20
+
+
+def test_ceiling_pairs_have_the_largest_oracle_gap_of_their_prompt(quick_demo):
+    candidates = {}
+    for line in (quick_demo / "seed-0" / "candidates.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        pairs = [(a, b) for a in range(len(row["responses"])) for b in range(a + 1, len(row["responses"]))
+                 if row["responses"][a] != row["responses"][b]]
+        candidates[row["prompt_id"]] = max((abs(row["oracle_rewards"][a] - row["oracle_rewards"][b])
+                                            for a, b in pairs), default=None)
+    rows = _rows(quick_demo, "ceiling-dpo-50pct")
+    gaps = [abs(r["oracle_chosen"] - r["oracle_rejected"]) for r in rows]
+    for row, gap in zip(rows, gaps, strict=True):
+        assert gap == pytest.approx(candidates[row["prompt_id"]])
+    # the budget keeps the prompts whose best gap is largest
+    chosen = {r["prompt_id"] for r in rows}
+    left = [g for p, g in candidates.items() if p not in chosen and g is not None]
+    assert min(gaps) >= max(left) - 1e-9
+    # labelled by the simulated annotator, not the oracle: errors are possible and counted
+    errors = [r["label_error"] for r in rows if r["label_error"] is not None]
+    assert sum(errors) / len(errors) == pytest.approx(
+        json.loads((quick_demo / "results.json").read_text())["controls"]["ceiling"]["dpo"]["label_error_rate"])
+
+
+def test_noiseless_has_random_pairs_and_no_label_errors(quick_demo, results):
+    rows = _rows(quick_demo, "noiseless-dpo-50pct")
+    assert {_pair(r) for r in rows} == {_pair(r) for r in _rows(quick_demo, "random-dpo-50pct")}
+    assert all(r["label_error"] in (False, None) for r in rows)
+    assert all(r["oracle_chosen"] >= r["oracle_rejected"] for r in rows)
+    assert results["controls"]["noiseless"]["dpo"]["label_error_rate"] == 0.0
+    assert results["main"]["random"]["dpo"]["label_error_rate"] > 0.0  # the annotator errs
+
+
+def test_easy_random_prompts_uses_easys_pair_on_other_prompts(quick_demo):
+    easy_everywhere = dict(_pair(r) for r in _rows(quick_demo, "easy-dpo-100pct"))
+    rows = _rows(quick_demo, "easy-random-prompts-dpo-50pct")
+    assert all(easy_everywhere[p] == pair for p, pair in map(_pair, rows))
+    assert {r["prompt_id"] for r in rows} != {r["prompt_id"] for r in _rows(quick_demo, "easy-dpo-50pct")}
+
+
+def test_every_difference_carries_its_interval_and_mde(results):
+    pairs = {(c["a"], c["b"]) for c in results["comparisons"]}
+    assert {("ceiling/dpo", "random/dpo"), ("noiseless/dpo", "random/dpo"),
+            ("easy-random-prompts/dpo", "random/dpo"), ("easy/dpo", "easy-random-prompts/dpo"),
+            ("easy/dpo", "random/dpo"), ("easy/dpo+spo", "easy/dpo")} <= pairs
+    for c in results["comparisons"]:
+        assert c["ci_low"] <= c["difference"] <= c["ci_high"]
+        assert c["mde"] == pytest.approx(2.80 * c["se"], rel=1e-3)
+        assert len(c["per_seed"]) == 1
+    for entry in [*(p for by in results["main"].values() for p in by.values()),
+                  *(by["dpo"] for by in results["controls"].values())]:
+        assert entry["mde"] == pytest.approx(2.80 * entry["se"], rel=1e-3)
+    assert "hierarchical" in results["statistics"]["interval"]
+
+
+def test_share_of_the_ceiling_is_reported_for_each_arm(results):
+    shares = results["share_of_ceiling"]
+    assert set(shares) == {"easy", "hard", "centroid", "noiseless", "easy-random-prompts"}
+    main, ctl = results["main"], results["controls"]
+    gain = ctl["ceiling"]["dpo"]["win_rate"] - main["random"]["dpo"]["win_rate"]
+    if gain != 0:
+        expected = (main["easy"]["dpo"]["win_rate"] - main["random"]["dpo"]["win_rate"]) / gain
+        assert shares["easy"]["estimate"] == pytest.approx(expected)
+
+
+def test_spo_manipulation_check_scores_every_level_and_role(results):
+    check = results["spo_manipulation"]
+    levels = results["config"]["spo_levels"]
+    assert [(c["level"], c["role"]) for c in check["by_level"]] == [
+        (d, role) for d in range(1, levels) for role in ("chosen", "rejected")]
+    for c in check["by_level"]:
+        assert c["n_variants"] > 0
+        assert c["share_below"] + c["share_equal"] + c["share_above"] == pytest.approx(1.0)
+    assert check["passes"] == (check["lowest_share_below"] >= 0.8)
+    dose = results["spo_dose"]
+    assert 0.0 <= dose["head_accuracy"] <= 1.0 and dose["head_accuracy_source"].startswith("held-out")
+    assert dose["head_accuracy_heldout_variants"] > 0 and 0.0 <= dose["head_accuracy_training"] <= 1.0
+    assert 0.0 <= dose["changed_answers"] <= 1.0
+    assert set(dose["changed_answers_by_strategy"]) == set(STRATEGIES)
+
+
+def test_premise_difference_matches_the_extreme_deciles(results):
+    premise, deciles = results["premise"], results["label_error_by_similarity"]
+    assert premise["least_similar_rate"] == pytest.approx(deciles[0]["label_error_rate"])
+    assert premise["most_similar_rate"] == pytest.approx(deciles[-1]["label_error_rate"])
+    assert premise["difference"] == pytest.approx(premise["least_similar_rate"] - premise["most_similar_rate"])
+    assert premise["ci_low"] <= premise["difference"] <= premise["ci_high"]
+    assert premise["mde"] == pytest.approx(2.80 * premise["se"], rel=1e-3)
+
+
+def test_findings_say_when_the_positive_control_fails(results):
+    altered = json.loads(json.dumps(results))
+    altered["verdicts"] = True
+    ceiling = next(c for c in altered["comparisons"] if (c["a"], c["b"]) == ("ceiling/dpo", "random/dpo"))
+    ceiling.update(difference=0.02, ci_low=-0.03, ci_high=0.07)
+    assert any(f.startswith("Positive control") and "the positive control fails" in f
+               for f in findings(altered))
+    ceiling.update(difference=0.12, ci_low=0.05, ci_high=0.19)
+    assert any(f.startswith("Positive control") and "significantly better" in f
+               for f in findings(altered))

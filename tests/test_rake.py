@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from realspo.spo.rake import KeyPhrase, extract_key_phrases, stopwords
+from realspo.spo.rake import KeyPhrase, candidate_phrases, extract_key_phrases, stopwords
 
 # The worked example of Rose et al. (2010), Figure 1.1.
 ABSTRACT = (
@@ -98,3 +98,45 @@ def test_stopword_list_is_shipped_with_the_package():
     assert 250 <= len(words) <= 450
     assert {"the", "of", "and", "don't", "is"} <= words
     assert "bread" not in words
+
+
+# --- numbers stay whole ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "number"), [
+    ("About 8.05 km.", "8.05"),                   # a decimal point between digits
+    ("Population 1,234,567 people.", "1,234,567"),  # thousands separators
+    ("Python 3.11.7 works.", "3.11.7"),            # a version
+    ("Rates rose 45% today.", "45%"),              # a percentage
+    ("It fell to -3 degrees.", "-3"),               # a negative number
+    ("It fell to -2.5 degrees.", "-2.5"),
+    ("It fell to \u22124 degrees.", "\u22124"),    # the Unicode minus sign
+    ("Growth was 0.5% yearly.", "0.5%"),
+])
+def test_numbers_are_one_word_however_they_are_written(text, number):
+    words = [w for phrase, _, _ in candidate_phrases(text) for w in phrase]
+    assert number in words
+    phrase = next(p for p in extract_key_phrases(text) if number in p.text.split())
+    assert number in text[slice(*phrase.spans[0])]
+
+
+def test_a_sentence_end_after_a_number_is_not_part_of_it():
+    assert [p.text for p in extract_key_phrases("About 8.05 km.")] == ["8.05 km"]
+    assert [w for phrase, _, _ in candidate_phrases("It costs 8.") for w in phrase] == ["costs", "8"]
+
+
+def test_a_comma_and_space_between_numbers_still_separates_them():
+    assert [phrase for phrase, _, _ in candidate_phrases("Lists 1, 2, 3.")] == [("lists", "1"), ("2",), ("3",)]
+
+
+def test_hyphens_after_a_word_join_it_rather_than_negate():
+    words = [w for phrase, _, _ in candidate_phrases("Wait 5-10 minutes after covid-19 tests.")
+             for w in phrase]
+    assert "5-10" in words and "covid-19" in words and "-10" not in words
+
+
+def test_removing_a_number_phrase_removes_the_whole_number():
+    from realspo.spo.variants import degree_variants
+
+    top = degree_variants(" About 8.05 km.", 2)[1].text
+    assert "8" not in top and ".05" not in top

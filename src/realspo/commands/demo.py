@@ -5,7 +5,7 @@ presets and sizes: :mod:`realspo.demo.plan`).
 Examples::
 
     realspo demo --out runs/demo                       # the default run (3 seeds, ~7 min on 2 cores + the first SFT build)
-    realspo demo --quick --out /tmp/demo-quick         # a smoke run (1 seed, small everything)
+    realspo demo --quick --out /tmp/demo-quick         # a smoke run (1 seed, small everything, no verdicts)
     realspo demo --full --seeds 5 --out runs/demo-full # more seeds and budgets
 """
 
@@ -36,7 +36,7 @@ class DemoConfig:
     overwrite: bool = option(False, "replace an existing --out")
     quick: bool = option(False, f"a small, fast run ({_seeds('quick')}, "
                                 f"{PRESETS['quick']['n_train_prompts']} prompts, a small SFT model; "
-                                "numbers are not meaningful)")
+                                "numbers are not meaningful: the report makes no verdicts)")
     full: bool = option(False, f"a larger run: {_seeds('full')}, "
                                f"{PRESETS['full']['n_train_prompts']} training prompts, "
                                f"{len(PRESETS['full']['efficiency_budgets'])} budgets")

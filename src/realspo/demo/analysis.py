@@ -4,12 +4,15 @@ similarity, and the label-efficiency curve. Pure functions of a finished
 
 Intervals. A model's *win rate* over the SFT model is the mean over held-out prompts of 1
 (higher oracle reward), 1/2 (equal) or 0. Per seed, its 95% interval is a percentile bootstrap
-over prompts (:func:`realspo.evaluation.evaluate.bootstrap_interval`). Pooled over seeds, prompts are
-resampled within each seed (a stratified bootstrap), so the interval covers the evaluation
-prompts' sampling noise; the seeds' spread (other candidates, labels, training order) is shown
-by the per-seed numbers beside it. A *difference* between two methods is paired: both were
-judged on the same prompts with the same sampling noise, so the per-prompt differences of
-their win indicators are resampled together.
+over prompts (:func:`realspo.evaluation.evaluate.bootstrap_interval`). Pooled over seeds, every
+interval is a hierarchical bootstrap (:mod:`realspo.evaluation.statistics`): seeds are
+resampled, then prompts within each drawn seed, so the interval covers both what a seed fixes
+(candidates, labels, training order) and the evaluation prompts. A *difference* between two
+methods is paired: both were judged on the same prompts with the same sampling noise, so the
+per-prompt differences of their win indicators are resampled together. Each pooled number and
+difference carries its ``se`` and ``mde`` (2.80 x se: the effect detectable with 80% power at
+two-sided alpha 0.05). A *share of the ceiling* is ``(s - random) / (ceiling - random)`` of
+the win rates, its interval from the same resamples (paired columns, ratio per resample).
 """
 
 from __future__ import annotations
@@ -19,26 +22,18 @@ from typing import Any
 
 import numpy as np
 
+from realspo.demo.manipulation import spo_dose, spo_manipulation
 from realspo.demo.plan import budget_label, plan_dict
 from realspo.demo.records import DemoRun, RunRecord
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
+from realspo.evaluation.statistics import MDE_FACTOR, hierarchical_bootstrap
 from realspo.labels.annotator import expected_error_rate
 
 
-def stratified_bootstrap(samples: list[np.ndarray], n_resamples: int = 2000, seed: int = 0,
-                         alpha: float = 0.05) -> tuple[float, float, float]:
-    """``(mean, lo, hi)`` of the pooled mean of several samples (one per seed, each (N_s,)),
-    resampling each sample with replacement on its own; percentile interval at ``1 - alpha``."""
-    rng = np.random.default_rng(seed)
-    values = [np.asarray(s, dtype=np.float64).ravel() for s in samples]
-    total = sum(v.size for v in values)
-    if total == 0:
-        raise ValueError("no values to bootstrap")
-    sums = np.zeros(n_resamples)
-    for v in values:
-        sums += v[rng.integers(0, v.size, size=(n_resamples, v.size))].sum(axis=1)
-    lo, hi = np.quantile(sums / total, [alpha / 2, 1 - alpha / 2])
-    return float(np.concatenate(values).mean()), float(lo), float(hi)
+def interval(samples: list[np.ndarray], n_resamples: int, seed: int) -> dict[str, float]:
+    """The pooled mean of one array per seed with its hierarchical bootstrap interval, se and
+    mde (:func:`realspo.evaluation.statistics.hierarchical_bootstrap`)."""
+    return hierarchical_bootstrap(samples, n_resamples, seed=seed)
 
 
 def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -85,9 +80,8 @@ def _pool(demo: DemoRun, runs: list[RunRecord]) -> dict[str, Any]:
     plan = demo.plan
     runs = sorted(runs, key=lambda r: r.seed)
     wins = [_wins(demo, r) for r in runs]
-    win, lo, hi = stratified_bootstrap(wins, plan.bootstrap_resamples, seed=0)
-    reward, r_lo, r_hi = stratified_bootstrap([r.rewards for r in runs], plan.bootstrap_resamples,
-                                              seed=1)
+    win = interval(wins, plan.bootstrap_resamples, seed=0)
+    reward = interval([r.rewards for r in runs], plan.bootstrap_resamples, seed=1)
     per_seed = []
     for r, w in zip(runs, wins, strict=True):
         s_lo, s_hi = bootstrap_interval(w, plan.bootstrap_resamples, seed=r.seed)
@@ -97,8 +91,9 @@ def _pool(demo: DemoRun, runs: list[RunRecord]) -> dict[str, Any]:
     ordered = sum(r.labels["n_ordered"] for r in runs)
     errors = sum(r.labels["n_errors"] for r in runs)
     return {
-        "budget": runs[0].budget, "win_rate": win, "ci_low": lo, "ci_high": hi,
-        "mean_reward": reward, "mean_reward_ci": [r_lo, r_hi],
+        "budget": runs[0].budget, "win_rate": win["estimate"], "ci_low": win["ci_low"],
+        "ci_high": win["ci_high"], "se": win["se"], "mde": win["mde"],
+        "mean_reward": reward["estimate"], "mean_reward_ci": [reward["ci_low"], reward["ci_high"]],
         "n_labels": float(np.mean([r.labels["n_labels"] for r in runs])),
         "label_error_rate": errors / ordered if ordered else None,
         "oracle_tie_rate": float(np.mean([r.labels["oracle_tie_rate"] for r in runs])),
@@ -116,11 +111,26 @@ def _group(demo: DemoRun) -> dict[tuple[str, str, str], list[RunRecord]]:
 
 
 def paired_difference(demo: DemoRun, a: list[RunRecord], b: list[RunRecord]) -> dict[str, float]:
-    """Win rate of ``a`` minus that of ``b`` (both vs SFT) with a paired, seed-stratified interval."""
+    """Win rate of ``a`` minus that of ``b`` (both vs SFT) with a paired, hierarchical
+    interval, its se and mde."""
     by_seed = {r.seed: r for r in b}
     diffs = [_wins(demo, r) - _wins(demo, by_seed[r.seed]) for r in sorted(a, key=lambda r: r.seed)]
-    d, lo, hi = stratified_bootstrap(diffs, demo.plan.bootstrap_resamples, seed=2)
-    return {"difference": d, "ci_low": lo, "ci_high": hi}
+    d = interval(diffs, demo.plan.bootstrap_resamples, seed=2)
+    return {"difference": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
+            "se": d["se"], "mde": d["mde"],
+            "per_seed": [float(x.mean()) for x in diffs]}
+
+
+def share_of_ceiling(demo: DemoRun, runs: list[RunRecord], random: list[RunRecord],
+                     ceiling: list[RunRecord]) -> dict[str, float]:
+    """``(s - random) / (ceiling - random)`` of the win rates, with a hierarchical interval:
+    the two paired differences are resampled together and divided per resample."""
+    rnd, ceil = {r.seed: r for r in random}, {r.seed: r for r in ceiling}
+    columns = [np.stack([_wins(demo, r) - _wins(demo, rnd[r.seed]),
+                         _wins(demo, ceil[r.seed]) - _wins(demo, rnd[r.seed])], axis=1)
+               for r in sorted(runs, key=lambda r: r.seed)]
+    return hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=3,
+                                  statistic=lambda m: m[..., 0] / m[..., 1])
 
 
 def similarity_deciles(demo: DemoRun, bins: int = 10) -> list[dict[str, Any]]:
@@ -151,6 +161,33 @@ def similarity_deciles(demo: DemoRun, bins: int = 10) -> list[dict[str, Any]]:
     return out
 
 
+def premise_difference(demo: DemoRun, bins: int = 10) -> dict[str, float] | None:
+    """REAL's premise as one difference: label-error rate of the least similar decile minus
+    that of the most similar (oracle-ordered candidate pairs, deciles over all seeds), with a
+    hierarchical interval (seeds, then pairs within a seed; each rate recomputed per resample)."""
+    sim = np.concatenate([c.similarity for c in demo.pairs.values()])
+    if sim.size < 2:
+        return None
+    edges = np.quantile(sim, np.linspace(0, 1, bins + 1))  # as similarity_deciles
+    lo_edge, hi_edge = edges[1], edges[bins - 1]
+    columns = []
+    for c in demo.pairs.values():
+        ordered = ~np.isnan(c.error)
+        low, high = ordered & (c.similarity < lo_edge), ordered & (c.similarity >= hi_edge)
+        err = np.nan_to_num(c.error)
+        keep = low | high
+        columns.append(np.stack([err * low, low, err * high, high], axis=1)[keep].astype(np.float64))
+    if any(col.shape[0] == 0 for col in columns):
+        return None
+    result = hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=4,
+                                    statistic=lambda m: m[..., 0] / m[..., 1] - m[..., 2] / m[..., 3])
+    pooled = np.concatenate(columns).sum(axis=0)
+    return {"difference": result["estimate"], "ci_low": result["ci_low"],
+            "ci_high": result["ci_high"], "se": result["se"], "mde": result["mde"],
+            "least_similar_rate": float(pooled[0] / pooled[1]) if pooled[1] else None,
+            "most_similar_rate": float(pooled[2] / pooled[3]) if pooled[3] else None}
+
+
 def label_efficiency(demo: DemoRun, pooled: dict[tuple[str, str, str], dict[str, Any]]
                      ) -> dict[str, Any]:
     """Win rate against labels for random and easy (DPO), and the labels easy needs to reach
@@ -177,38 +214,65 @@ def label_efficiency(demo: DemoRun, pooled: dict[tuple[str, str, str], dict[str,
     return result
 
 
+def _comparisons(demo: DemoRun, groups: dict[tuple[str, str, str], list[RunRecord]]
+                 ) -> list[dict[str, Any]]:
+    """Every paired difference of the report: strategies and controls minus random, easy minus
+    easy-random-prompts, DPO+SPO minus DPO."""
+    plan, main = demo.plan, budget_label(demo.plan.budget)
+    todo: list[tuple[str, str, str, str]] = []  # (kind, a, b, loss)
+    if "random" in plan.strategies:
+        todo += [("strategy", s, "random", loss) for loss in plan.losses
+                 for s in plan.strategies if s != "random"]
+        todo += [("control", c, "random", "dpo") for c in plan.controls]
+    if "easy" in plan.strategies and "easy-random-prompts" in plan.controls:
+        todo.append(("control", "easy", "easy-random-prompts", "dpo"))
+    if "dpo" in plan.losses and "dpo+spo" in plan.losses:
+        todo += [("spo", s, s, "") for s in plan.strategies]
+    out = []
+    for kind, a, b, loss in todo:
+        la, lb = ("dpo+spo", "dpo") if kind == "spo" else (loss, loss)
+        out.append({"kind": kind, "a": f"{a}/{la}", "b": f"{b}/{lb}", **paired_difference(
+            demo, groups[a, la, main], groups[b, lb, main])})
+    return out
+
+
 def analyse(demo: DemoRun) -> dict[str, Any]:
     """Every number of the report, JSON-ready (see docs/readme/demo.md for the layout)."""
     plan = demo.plan
     main = budget_label(plan.budget)
     groups = _group(demo)
     pooled = {key: _pool(demo, runs) for key, runs in groups.items()}
-    sft_reward, sft_lo, sft_hi = stratified_bootstrap(list(demo.baseline.values()),
-                                                      plan.bootstrap_resamples, seed=1)
-    comparisons = []
-    for loss in plan.losses:
-        if "random" not in plan.strategies:
-            break
-        for s in plan.strategies:
-            if s != "random":
-                comparisons.append({"a": f"{s}/{loss}", "b": f"random/{loss}", **paired_difference(
-                    demo, groups[s, loss, main], groups["random", loss, main])})
-    if "dpo" in plan.losses and "dpo+spo" in plan.losses:
-        for s in plan.strategies:
-            comparisons.append({"a": f"{s}/dpo+spo", "b": f"{s}/dpo", **paired_difference(
-                demo, groups[s, "dpo+spo", main], groups[s, "dpo", main])})
+    sft = interval(list(demo.baseline.values()), plan.bootstrap_resamples, seed=1)
+    shares = {}
+    if "ceiling" in plan.controls and "random" in plan.strategies and "dpo" in plan.losses:
+        for name in (*plan.strategies, *plan.controls):
+            if name not in ("random", "ceiling"):
+                shares[name] = share_of_ceiling(demo, groups[name, "dpo", main],
+                                                groups["random", "dpo", main],
+                                                groups["ceiling", "dpo", main])
     all_sim = np.concatenate([c.similarity for c in demo.pairs.values()])
     all_gap = np.concatenate([np.abs(c.reward_a - c.reward_b) for c in demo.pairs.values()])
     return {
         "config": plan_dict(plan), "sizes": demo.sizes,
         "timings_seconds": {k: round(v, 1) for k, v in demo.timings.items()},
         "sft_model": str(demo.sft_dir),
-        "sft": {"mean_reward": sft_reward, "mean_reward_ci": [sft_lo, sft_hi],
+        "verdicts": plan.preset != "quick",  # a --quick run is a smoke test: no verdicts
+        "statistics": {
+            "interval": "hierarchical percentile bootstrap, 95%: resample seeds, then prompts "
+                        "within each drawn seed", "resamples": plan.bootstrap_resamples,
+            "seeds": len(plan.seeds),
+            "mde": f"{MDE_FACTOR:.2f} x bootstrap se (80% power, two-sided alpha 0.05)"},
+        "sft": {"mean_reward": sft["estimate"], "mean_reward_ci": [sft["ci_low"], sft["ci_high"]],
                 "per_seed": {str(s): float(b.mean()) for s, b in demo.baseline.items()}},
         "main": {s: {loss: pooled[s, loss, main] for loss in plan.losses} for s in plan.strategies},
-        "comparisons": comparisons,
+        "controls": {c: {"dpo": pooled[c, "dpo", main]} for c in plan.controls},
+        "share_of_ceiling": shares,
+        "comparisons": _comparisons(demo, groups),
+        "spo_manipulation": spo_manipulation(demo.spo_variants, plan.spo_levels),
+        "spo_dose": spo_dose(demo),
         "label_efficiency": label_efficiency(demo, pooled),
         "label_error_by_similarity": similarity_deciles(demo),
+        "premise": premise_difference(demo),
         "similarity_vs_reward_gap_spearman": rank_correlation(all_sim, all_gap),
         "all_pairs_label_error_rate": float(np.nanmean(np.concatenate(
             [c.error for c in demo.pairs.values()]))),

@@ -19,6 +19,7 @@ from realspo.spo.variants import SPOConfig
 
 LOSSES = ("dpo", "dpo+spo")  # training.train with loss="sigmoid", without / with --spo
 EFFICIENCY_STRATEGIES = ("random", "easy")
+CONTROLS = ("ceiling", "noiseless", "easy-random-prompts")  # demo arms: realspo.demo.controls
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class DemoPlan:
     spo_weight: float = SPOConfig().weight   # the library defaults (docs/experiments/spo-defaults.md)
     spo_levels: int = SPOConfig().levels
     strategies: tuple[str, ...] = ("random", "easy", "hard", "centroid")
+    controls: tuple[str, ...] = CONTROLS  # DPO at the main budget (realspo.demo.controls)
     losses: tuple[str, ...] = LOSSES
     bootstrap_resamples: int = 2000
     device: str = "auto"
@@ -106,9 +108,11 @@ def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = Non
 
 
 def planned_runs(plan: DemoPlan) -> list[tuple[str, str, str]]:
-    """(strategy, loss, budget label) of every training run of one seed, main grid first."""
+    """(strategy or control, loss, budget label) of every training run of one seed: the main
+    grid, the controls (DPO, main budget), then the label-efficiency budgets."""
     main = budget_label(plan.budget)
     runs = [(s, loss, main) for s in plan.strategies for loss in plan.losses]
+    runs += [(c, "dpo", main) for c in plan.controls]
     for b in plan.budget_specs()[1:]:
         runs += [(s, "dpo", b) for s in EFFICIENCY_STRATEGIES if s in plan.strategies]
     return runs

@@ -42,6 +42,8 @@ class RunRecord:
     rewards: np.ndarray            # (T,) oracle rewards of its held-out samples
     metrics: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    responses: list[str] = field(default_factory=list)  # (T,) its held-out samples
+    spo_heldout: dict[str, Any] | None = None  # degree-head accuracy on held-out variants
 
 
 @dataclass
@@ -55,3 +57,6 @@ class DemoRun:
     pairs: dict[int, Candidates]             # seed -> candidates and every pair
     timings: dict[str, float]
     sizes: dict[str, Any]
+    # SPO's degree variants of the training responses, scored by the oracle (one dict per
+    # variant: seed, role, level, reward, original): realspo.demo.manipulation
+    spo_variants: list[dict[str, Any]] = field(default_factory=list)

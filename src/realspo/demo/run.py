@@ -8,8 +8,10 @@ What runs, in process (every stage is the library's own function)::
       embeddings         embeddings.embed_with_causal_lm         the SFT model's final hidden layer
       every pair         labels.simulate_labels                  one simulated label per candidate pair
       selection          selection.select_pairs                  random, easy, hard, centroid
+                         demo.controls                           ceiling, noiseless, easy-random-prompts
       training           training.train                          DPO (sigmoid), DPO + SPO, from the SFT model
       evaluation         generation + the oracle                 vs the SFT model, same sampling noise
+      SPO check          demo.manipulation                       oracle rewards of SPO's degree variants
 
 The world, its oracle and the SFT model are shared by all seeds; a seed fixes the candidates,
 the ``random`` strategy, the simulated annotator's draws, the training order and the
@@ -37,6 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from realspo.demo.controls import control_selection
+from realspo.demo.manipulation import HELDOUT_PAIRS, heldout_head_accuracy, score_variants
 from realspo.demo.plan import DemoPlan, planned_runs, run_name
 from realspo.demo.records import Candidates, DemoRun, RunRecord
 from realspo.demo.report import write_report
@@ -138,26 +142,33 @@ def selected_pairs(cands: Candidates, strategy: str, seed: int) -> list[int]:
             zip(sel.group_index.tolist(), sel.index_a.tolist(), sel.index_b.tolist(), strict=True)]
 
 
-def training_rows(cands: Candidates, rows: list[int]) -> list[dict[str, Any]]:
-    """TRL rows of the given pairs, oriented by the simulated label (not by the oracle)."""
+def training_rows(cands: Candidates, rows: list[int], labels: np.ndarray | None = None
+                  ) -> list[dict[str, Any]]:
+    """TRL rows of the given pairs, oriented by the simulated label (not by the oracle), or by
+    ``labels`` (P,) where given (the ``noiseless`` control)."""
+    labels = cands.a_preferred if labels is None else labels
     by_row = {v: k for k, v in cands.pair_index.items()}
     out = []
     for r in rows:
         g, i, j = by_row[r]
         group = cands.groups[g]
-        c, x = (i, j) if cands.a_preferred[r] else (j, i)
+        c, x = (i, j) if labels[r] else (j, i)
         out.append(preference_row(
             group.prompt, group.responses[c], group.responses[x], prompt_id=group.prompt_id,
             similarity=round(float(cands.similarity[r]), 6), oracle_chosen=group.scores[c],
             oracle_rejected=group.scores[x],
-            label_error=None if np.isnan(cands.error[r]) else bool(cands.error[r]),
+            label_error=None if group.scores[c] == group.scores[x]
+            else group.scores[c] < group.scores[x],
             chosen_finished=group.is_finished(c), rejected_finished=group.is_finished(x)))
     return out
 
 
-def label_summary(cands: Candidates, rows: list[int]) -> dict[str, Any]:
-    """Label-error rate of the pairs (among those the oracle orders), oracle ties, similarity."""
-    err = cands.error[rows]
+def label_summary(cands: Candidates, rows: list[int], labels: np.ndarray | None = None
+                  ) -> dict[str, Any]:
+    """Label-error rate of the pairs (among those the oracle orders), oracle ties, similarity;
+    ``labels`` (P,) replace the annotator's where given."""
+    err = cands.error[rows] if labels is None else label_errors(
+        labels[rows], cands.reward_a[rows], cands.reward_b[rows])
     ordered = ~np.isnan(err)
     gap = np.abs(cands.reward_a[rows] - cands.reward_b[rows])
     return {"n_labels": len(rows), "n_ordered": int(ordered.sum()),
@@ -186,6 +197,12 @@ def train_run(plan: DemoPlan, sft_dir: Path, data: Path, out: Path, loss: str, s
 
 def evaluate_run(model_dir: Path, plan: DemoPlan, world: World, seed: int) -> np.ndarray:
     """Oracle rewards (T,) of one sample per held-out prompt, evaluation noise of ``seed``."""
+    return evaluate_responses(model_dir, plan, world, seed)[1]
+
+
+def evaluate_responses(model_dir: Path, plan: DemoPlan, world: World, seed: int
+                       ) -> tuple[list[str], np.ndarray]:
+    """:func:`evaluate_run` with the (T,) held-out samples themselves."""
     model, tokenizer = load_generator_model(str(model_dir), device=plan.device)
     prompts = world.test_prompts[: plan.n_test_prompts]
     settings = SamplingSettings(num_responses=1, temperature=plan.temperature,
@@ -193,7 +210,7 @@ def evaluate_run(model_dir: Path, plan: DemoPlan, world: World, seed: int) -> np
     responses = [s[0] for s in sample_responses(model, tokenizer, prompts, settings)]
     del model
     gc.collect()
-    return np.asarray(world.oracle.score_batch(prompts, responses), dtype=np.float64)
+    return responses, np.asarray(world.oracle.score_batch(prompts, responses), dtype=np.float64)
 
 
 # ---------------------------------------------------------------------------------------
@@ -250,28 +267,45 @@ def run_seed(demo: DemoRun, world: World, cands: Candidates, seed: int, out: Pat
     from realspo.training.outputs import read_metrics
 
     plan, timings = demo.plan, demo.timings
-    ranked = {s: selected_pairs(cands, s, seed) for s in plan.strategies}
+    ranked = {s: selected_pairs(cands, s, seed)
+              for s in dict.fromkeys((*plan.strategies, *(("random", "easy") if plan.controls else ())))}
+    labels: dict[str, np.ndarray | None] = {}
+    for control in plan.controls:
+        ranked[control], labels[control] = control_selection(control, cands, ranked, seed)
+    eligible = len(ranked["random"]) if "random" in ranked else None
     planned = planned_runs(plan)
+    spo_pairs: dict[int, bool] = {}  # rows trained with SPO -> whether A was chosen
     for number, (strategy, loss, spec) in enumerate(planned, start=1):
-        n = resolve_budget(spec, len(ranked[strategy]))
+        n = resolve_budget(spec, eligible or len(ranked[strategy]))
         chosen = ranked[strategy][:n]
         run_dir = out / run_name(strategy, loss, spec)
-        write_rows(run_dir / "pairs.jsonl", training_rows(cands, chosen))
+        rows = training_rows(cands, chosen, labels.get(strategy))
+        write_rows(run_dir / "pairs.jsonl", rows)
+        if loss == "dpo+spo":
+            spo_pairs.update((r, bool(cands.a_preferred[r])) for r in chosen)
         t0 = time.perf_counter()
         with timed(timings, "training"):
             train_run(plan, demo.sft_dir, run_dir / "pairs.jsonl", scratch / "model", loss, seed,
                       scratch)
         with timed(timings, "evaluation"):
-            rewards = evaluate_run(scratch / "model", plan, world, seed)
+            responses, rewards = evaluate_responses(scratch / "model", plan, world, seed)
         shutil.copy(scratch / "model" / "metrics.jsonl", run_dir / "metrics.jsonl")
-        record = RunRecord(seed, strategy, loss, spec, label_summary(cands, chosen), rewards,
-                           read_metrics(run_dir / "metrics.jsonl"), time.perf_counter() - t0)
+        record = RunRecord(seed, strategy, loss, spec,
+                           label_summary(cands, chosen, labels.get(strategy)), rewards,
+                           read_metrics(run_dir / "metrics.jsonl"), time.perf_counter() - t0,
+                           responses)
+        if loss == "dpo+spo":  # the head on variants of pairs it never saw
+            with timed(timings, "spo_manipulation_check"):
+                record.spo_heldout = heldout_head_accuracy(
+                    scratch / "model", training_rows(cands, ranked[strategy][n:n + HELDOUT_PAIRS]), plan)
         shutil.rmtree(scratch / "model")  # trained models are not kept
         demo.runs.append(record)
         log.info("[%.0fs] seed %d run %d/%d %s %s, %d labels: win rate vs SFT %.3f, mean reward "
                  "%.3f (SFT %.3f), %.0fs", time.perf_counter() - started, seed, number,
                  len(planned), strategy, loss, n, win_rate(rewards, demo.baseline[seed]),
                  rewards.mean(), demo.baseline[seed].mean(), record.seconds)
+    with timed(timings, "spo_manipulation_check"):
+        demo.spo_variants += score_variants(world, cands, spo_pairs, plan, seed)
 
 
 def sft_info(sft_dir: Path) -> dict[str, Any]:

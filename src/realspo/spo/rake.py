@@ -4,7 +4,10 @@ RAKE (Rapid Automatic Keyword Extraction; Rose, Engel, Cramer, Cowley 2010, "Aut
 keyword extraction from individual documents"), offline and deterministic:
 
 1. Words are runs of letters/digits (any script), with inner apostrophes or hyphens kept
-   (``don't``, ``state-of-the-art``). Matching is case-insensitive.
+   (``don't``, ``state-of-the-art``). Numbers stay whole: a decimal point or a comma
+   between digits does not split them (``8.05``, ``1,234,567``, version ``3.11.7``), nor
+   does a trailing ``%`` (``45%``) or a leading minus sign (``-3``, ``\u22123``) that no
+   word precedes; a unit glued on stays too (``10km``). Matching is case-insensitive.
 2. Candidate phrases are maximal runs of consecutive non-stopwords not separated by
    punctuation or a line break. Stopwords come from ``realspo/data/stopwords_en.txt``,
    shipped with the package (nothing is downloaded). Candidates longer than ``max_words``
@@ -16,7 +19,8 @@ keyword extraction from individual documents"), offline and deterministic:
    :class:`KeyPhrase` carrying the character span of every occurrence.
 5. Phrases are ranked by score, descending; ties by first occurrence.
 
-Numbers are ordinary words here (``9 minutes`` is key content of a recipe).
+Numbers are ordinary words here (``9 minutes`` is key content of a recipe), and a number is
+one word however it is written (``About 8.05 km.`` -> ``8.05 km``, never ``8``).
 """
 
 from __future__ import annotations
@@ -27,8 +31,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 
-# Letters/digits of any script (``[^\W_]``), joined by inner apostrophes or hyphens.
-_WORD = re.compile(r"[^\W_]+(?:['\u2019\-][^\W_]+)*")
+# A number (digits joined by "." or "," between digits, then "%" or glued letters: 8.05,
+# 1,234,567, 3.11.7, 45%, 10km) or a run of letters/digits of any script (``[^\W_]``).
+_UNIT = r"(?:\d+(?:[.,]\d+)*(?:%|[^\W_]*)|[^\W_]+)"
+# Units joined by inner apostrophes or hyphens, with a leading minus sign that no word
+# precedes (``-3``; a hyphen after a word joins it instead: ``covid-19``, ``5-10``).
+_WORD = re.compile(rf"(?:(?<![^\W_])[-\u2212](?=\d))?{_UNIT}(?:['\u2019\-]{_UNIT})*")
 # Only these may sit between two words of one phrase; anything else (punctuation, line
 # breaks, tabs, symbols) ends the phrase, as RAKE's phrase delimiters do.
 _SAME_PHRASE_GAP = re.compile(r"[ \u00a0\u2009\u202f]+")

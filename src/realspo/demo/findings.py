@@ -1,0 +1,197 @@
+"""What the numbers of ``realspo demo`` say: plain statements computed from ``results.json``.
+
+Rules: every difference is quoted with its hierarchical 95% interval and its minimum
+detectable effect (mde); the word "significant" appears only for an interval that excludes 0;
+a ``--quick`` run (``results["verdicts"]`` false) is a smoke test and gets no verdicts at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+SMOKE = ("smoke run: no verdicts. A --quick run has one seed, a tiny SFT model and a few "
+         "training steps; its numbers only show that every stage ran.")
+
+
+def _ci(p: dict[str, Any]) -> str:
+    return f"{p['win_rate']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
+
+
+def _diff(c: dict[str, Any]) -> str:
+    return f"{c['difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], mde {c['mde']:.3f}"
+
+
+def verdict(c: dict[str, Any]) -> str:
+    """``significantly better``/``worse`` for an interval that excludes 0, else inconclusive."""
+    if c["ci_low"] > 0:
+        return "significantly better"
+    if c["ci_high"] < 0:
+        return "significantly worse"
+    return "inconclusive (interval includes 0)"
+
+
+def _share(s: dict[str, Any]) -> str:
+    return f"{s['estimate']:+.2f} [{s['ci_low']:+.2f}, {s['ci_high']:+.2f}]"
+
+
+def _rate(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def findings(results: dict[str, Any]) -> list[str]:
+    """Plain statements, each computed from the numbers it quotes (none for a smoke run)."""
+    if not results.get("verdicts", True):
+        return [SMOKE]
+    out: list[str] = [_training(results)]
+    comps = {(c["a"], c["b"]): c for c in results["comparisons"]}
+    out += _controls(results, comps)
+    main, losses = results["main"], results["config"]["losses"]
+    for loss in losses:
+        c = comps.get((f"easy/{loss}", f"random/{loss}"))
+        if c is None:
+            continue
+        out.append(f"REAL (easy) vs random, {loss}: win rate {_ci(main['easy'][loss])} vs "
+                   f"{_ci(main['random'][loss])}; paired difference {_diff(c)}: {verdict(c)}.")
+        others = [f"{s} {_diff(comps[f'{s}/{loss}', f'random/{loss}'])} "
+                  f"({verdict(comps[f'{s}/{loss}', f'random/{loss}'])})"
+                  for s in main if s not in ("easy", "random") and (f"{s}/{loss}", f"random/{loss}") in comps]
+        if others:
+            out.append(f"Other strategies vs random, {loss}: " + "; ".join(others) + ".")
+    out += _spo(results, comps)
+    deciles = [d for d in results["label_error_by_similarity"] if d["label_error_rate"] is not None]
+    if len(deciles) >= 2 and results.get("premise"):
+        out.append(_premise(deciles[0], deciles[-1], results["premise"],
+                            results["similarity_vs_reward_gap_spearman"]))
+    if "easy" in main and "random" in main:
+        e, r = main["easy"][losses[0]], main["random"][losses[0]]
+        out.append(f"Selected pairs ({e['budget']} budget): easy's label-error rate "
+                   f"{_rate(e['label_error_rate'])} vs random's {_rate(r['label_error_rate'])}; oracle "
+                   f"ties {e['oracle_tie_rate']:.0%} vs {r['oracle_tie_rate']:.0%}.")
+    efficiency = _efficiency(results["label_efficiency"])
+    return out + ([efficiency] if efficiency else [])
+
+
+def _training(results: dict[str, Any]) -> str:
+    methods = [(s, loss, p) for s, by_loss in results["main"].items() for loss, p in by_loss.items()]
+    above = [f"{s}/{loss}" for s, loss, p in methods if p["ci_low"] > 0.5]
+    below = [f"{s}/{loss}" for s, loss, p in methods if p["ci_high"] < 0.5]
+    best = max(methods, key=lambda m: m[2]["win_rate"])
+    return (f"Preference training vs the SFT model: {len(above)} of {len(methods)} trained "
+            f"models beat it (95% interval above 0.5){': ' + ', '.join(above) if above else ''}; "
+            f"{len(below)} lost to it{': ' + ', '.join(below) if below else ''}. Best: "
+            f"{best[0]}/{best[1]}, win rate {_ci(best[2])} (mde vs 0.5: {best[2]['mde']:.3f}), "
+            f"mean oracle reward {best[2]['mean_reward']:.3f} (SFT {results['sft']['mean_reward']:.3f}).")
+
+
+def _controls(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    out = []
+    ceiling = comps.get(("ceiling/dpo", "random/dpo"))
+    if ceiling is not None:
+        head = f"Positive control: ceiling (the oracle's largest-gap pairs) minus random, DPO: {_diff(ceiling)}"
+        if ceiling["ci_low"] > 0:
+            out.append(head + ": significantly better, so this run can show a selection effect "
+                       "of about that size.")
+        else:
+            how = ("the ceiling is significantly worse than random" if ceiling["ci_high"] < 0
+                   else "its interval includes 0")
+            out.append(head + f": the positive control fails ({how}). Even the best pairs the "
+                       "oracle could pick did not beat random at this size, so a strategy's null "
+                       "says nothing, and a strategy that beats random where the ceiling does not "
+                       "is more likely noise than an effect.")
+    noiseless = comps.get(("noiseless/dpo", "random/dpo"))
+    if noiseless is not None:
+        out.append(f"Labels: noiseless (random pairs, perfect labels) minus random, DPO: "
+                   f"{_diff(noiseless)}: {verdict(noiseless)}.")
+    prompts = comps.get(("easy/dpo", "easy-random-prompts/dpo"))
+    pairs = comps.get(("easy-random-prompts/dpo", "random/dpo"))
+    if prompts is not None and pairs is not None:
+        out.append(f"Pair vs prompt choice (DPO): easy's pair on random prompts minus random "
+                   f"{_diff(pairs)}, {verdict(pairs)}: the effect of choosing the least similar "
+                   f"pair within a prompt. Easy minus easy-random-prompts {_diff(prompts)}, "
+                   f"{verdict(prompts)}: the effect of easy's choice of prompts.")
+    shares = results.get("share_of_ceiling") or {}
+    if shares:
+        out.append("Share of the ceiling's gain over random, (s - random) / (ceiling - random), "
+                   "DPO: " + "; ".join(f"{n} {_share(s)}" for n, s in shares.items())
+                   + ". Intervals are wide when the ceiling's own gain is small.")
+    return out
+
+
+def _spo(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
+    spo = [(s, comps[f"{s}/dpo+spo", f"{s}/dpo"]) for s in results["main"]
+           if (f"{s}/dpo+spo", f"{s}/dpo") in comps]
+    if not spo:
+        return []
+    check, dose = results["spo_manipulation"], results["spo_dose"]
+    out = []
+    if check["share_below"] is None:
+        out.append("SPO manipulation check: no graded variants to score.")
+    elif check["passes"]:
+        out.append(f"SPO manipulation check passes: in every level and role at least "
+                   f"{check['pass_share']:.0%} of the degree variants score below their original "
+                   f"(lowest {check['lowest_share_below']:.0%}, all {check['share_below']:.0%}).")
+    else:
+        out.append(f"SPO manipulation check FAILS: removing key content lowered the oracle reward "
+                   f"for only {check['share_below']:.0%} of the degree variants (lowest cell "
+                   f"{check['lowest_share_below']:.0%}; needed {check['pass_share']:.0%} in every "
+                   "level and role). SPO taught an ordering the oracle does not reward, so the SPO "
+                   "verdict below is void.")
+    if dose["head_accuracy"] is not None:
+        out.append(f"SPO dose: degree-head accuracy {dose['head_accuracy']:.2f} (chance "
+                   f"{dose['head_chance']:.2f}; {dose['head_accuracy_source']}; training-time "
+                   f"{_rate(dose['head_accuracy_training'])}); held-out answers "
+                   f"that changed between DPO and DPO+SPO on the same pairs: "
+                   f"{_rate(dose['changed_answers'])}.")
+    better = [s for s, c in spo if c["ci_low"] > 0]
+    worse = [s for s, c in spo if c["ci_high"] < 0]
+    parts = ([f"significantly better for {len(better)} of {len(spo)} strategies{_names(better)}"]
+             if better else []) + ([f"significantly worse for {len(worse)}{_names(worse)}"] if worse else [])
+    tally = (", ".join(parts) + ", inconclusive for the rest" if parts
+             else f"every interval includes 0 (inconclusive for all {len(spo)} strategies)")
+    mean = sum(c["difference"] for _, c in spo) / len(spo)
+    void = "" if check["passes"] else " (void: the manipulation check failed)"
+    out.append(f"SPO (DPO+SPO minus DPO, same pairs){void}: {tally}; mean difference {mean:+.3f}. "
+               + "; ".join(f"{s} {_diff(c)}" for s, c in spo) + ".")
+    return out
+
+
+def _premise(lo: dict[str, Any], hi: dict[str, Any], premise: dict[str, Any], rho: float) -> str:
+    """REAL's premise: do the least similar pairs carry fewer label errors than the most similar?
+    The difference of the two extreme deciles' rates, with its hierarchical interval."""
+    if premise["ci_high"] < 0:
+        answer = "dissimilar pairs carry significantly fewer label errors here"
+    elif premise["ci_low"] > 0:
+        answer = "dissimilar pairs carry significantly MORE label errors here"
+    else:
+        answer = "the interval includes 0, i.e. no evidence for the premise in this world"
+    return (f"REAL's premise, measured over every candidate pair: label-error rate "
+            f"{lo['label_error_rate']:.3f} in the least similar decile (mean reward gap "
+            f"{lo['mean_reward_gap']:.2f}, oracle ties {lo['oracle_tie_rate']:.0%}) vs "
+            f"{hi['label_error_rate']:.3f} in the most similar (gap {hi['mean_reward_gap']:.2f}, "
+            f"ties {hi['oracle_tie_rate']:.0%}), difference {_diff(premise)}: {answer}. Annotator "
+            f"errors follow the reward gap, and the Spearman correlation of similarity with the "
+            f"reward gap is {rho:+.3f}.")
+
+
+def _efficiency(eff: dict[str, Any]) -> str | None:
+    if eff["random_best"] is None:
+        return None
+    best = eff["random_best"]
+    head = (f"Label efficiency (DPO): random's best win rate is {best['win_rate']:.3f} with "
+            f"{best['n_labels']:.0f} labels; ")
+    needed = eff["easy_labels_to_match"]
+    first = eff["curves"]["easy"][0]["n_labels"]
+    if needed is not None and needed <= first:
+        return (head + f"easy already reaches it at the smallest budget tried ({first:.0f} labels, "
+                f"{eff['labels_saved']:.0%} fewer; the true crossing may be lower). Single budgets "
+                "are noisy: compare the intervals in the figure.")
+    if needed is None:
+        return head + "easy does not reach it at any budget tried (not reached): no labels saved."
+    saved = eff["labels_saved"]
+    return (head + f"easy reaches it with about {needed:.0f} labels (interpolated), "
+            + (f"{saved:.0%} fewer labels." if saved >= 0 else f"{-saved:.0%} more labels.")
+            + " Single budgets are noisy: compare the intervals in the figure.")
+
+
+def _names(items: list[str]) -> str:
+    return f" ({', '.join(items)})" if items else ""

@@ -11,8 +11,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-import torch
-
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import option
 from realspo.errors import ConfigError
@@ -192,6 +190,8 @@ class TrainConfig:
 
 def mixed_precision(dtype: str) -> str | None:
     """accelerate's ``mixed_precision`` for ``--dtype`` (None: leave it to accelerate's config)."""
+    import torch  # here, not at the top: `realspo train --help` builds its options without torch
+
     if dtype == "auto":
         if os.environ.get("ACCELERATE_MIXED_PRECISION"):
             return None  # set by `accelerate launch` / `accelerate config`

@@ -17,6 +17,7 @@ from realspo.errors import ConfigError
 from realspo.spo.variants import LABEL_MODES, POOLINGS, SELECTIONS, SPO_DEFAULTS, SPOConfig
 from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
+from realspo.training.trackers import TRACKERS, check_report_to
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,9 @@ class TrainConfig:
     eval_data: str | None = option(None, help="separate evaluation pairs (instead of --eval-fraction)",
                                    path="input")
     logging_steps: int = option(10, help="write a metrics record every N steps")
+    report_to: list[str] = option(["none"], help="also log each metrics record to these trackers "
+                                                 f"(accelerate's; one or more of {', '.join(TRACKERS)}, "
+                                                 "or none), logging into OUT/runs")
     eval_steps: int = option(0, help="evaluate every N steps (0: only at the end)")
     save_steps: int = option(0, help="save a checkpoint every N steps (0: none)")
     keep_checkpoints: int = option(2, help="keep only the newest N checkpoints (0: all)")
@@ -139,6 +143,7 @@ class TrainConfig:
             if self.lora_r and os.environ.get("RANK", "0") == "0":
                 log.info("lr %s (LoRA default; --lr to change)", _rate(self.lr))
         get_loss(self.loss)  # an unknown name lists the known ones
+        check_report_to(self.report_to)  # an unknown or uninstalled tracker fails now
         self.loss_config().validate()
         if self.spo:
             self.spo_config().validate()

@@ -115,7 +115,7 @@ class TrainConfig:
     logging_steps: int = option(10, help="write a metrics record every N steps")
     report_to: list[str] = option(["none"], help="also log each metrics record to these trackers "
                                                  f"(accelerate's; one or more of {', '.join(TRACKERS)}, "
-                                                 "or none), logging into OUT/runs")
+                                                 "or none), logging into OUT/runs", metavar="NAME")
     eval_steps: int = option(0, help="evaluate every N steps (0: only at the end)")
     save_steps: int = option(0, help="save a checkpoint every N steps (0: none)")
     keep_checkpoints: int = option(2, help="keep only the newest N checkpoints (0: all)")

@@ -228,13 +228,13 @@ def test_select_finds_a_read_only_output_before_embedding(model_copy, tmp_path, 
 
 
 def test_a_read_only_file_system_is_found_before_training(tiny_model_dir, tmp_path, capsys, monkeypatch):
-    import realspo.commands.train as train_command
+    import realspo.training.loop as loop  # `realspo train` imports it when it runs
 
     class ReadOnly:
         f_flag, f_blocks, f_bavail, f_frsize = os.ST_RDONLY, 100, 100, 4096
 
     monkeypatch.setattr(os, "statvfs", lambda p: ReadOnly())
-    monkeypatch.setattr(train_command, "train", lambda *a, **k: pytest.fail("trained anyway"))
+    monkeypatch.setattr(loop, "train", lambda *a, **k: pytest.fail("trained anyway"))
     data = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
     _refused(["train", "--model", tiny_model_dir, "--data", data, "--out", str(tmp_path / "run")],
              capsys, tmp_path, "read-only file system")

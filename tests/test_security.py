@@ -65,8 +65,8 @@ def test_remote_code_is_passed_only_when_asked(monkeypatch):
 
 
 def _config_classes():
-    for name, module_name in COMMANDS.items():
-        module = importlib.import_module(f"realspo.commands.{module_name}")
+    for name, command in COMMANDS.items():
+        module = importlib.import_module(f"realspo.commands.{command.module}")
         for value in vars(module).values():
             if dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
                 yield name, value

@@ -1,7 +1,9 @@
 """The ``realspo`` command line: one subcommand per pipeline stage.
 
-Each subcommand lives in ``realspo.commands.<name>`` and exposes ``HELP`` (one line),
-``add_arguments(parser)`` and ``run(args) -> int``. Errors the user can fix
+Each subcommand lives in ``realspo.commands.<name>`` and exposes ``add_arguments(parser)`` and
+``run(args) -> int``; its one-line help is its entry in :data:`COMMANDS`, so that listing the
+commands imports none of them, and running one imports only its own module (which in turn
+imports torch and transformers only when it runs). Errors the user can fix
 (:class:`realspo.errors.RealspoError`) are printed on one line and exit with code 2.
 """
 
@@ -12,35 +14,48 @@ import importlib
 import logging
 import sys
 import time
+from collections.abc import Iterable
+from typing import NamedTuple
 
 from realspo import __version__
 from realspo.errors import RealspoError
 
-# command name -> module under realspo.commands, in pipeline order
+
+class Command(NamedTuple):
+    """A subcommand: its module under ``realspo.commands`` and its one-line help."""
+
+    module: str
+    help: str
+
+
+# command name -> its module and help, in pipeline order
 COMMANDS = {
-    "generate": "generate",
-    "select": "select",
-    "label": "label",
-    "train": "train",
-    "spo-preview": "spo_preview",
-    "plot": "plot",
-    "evaluate": "evaluate",
-    "demo": "demo",
+    "generate": Command("generate", "sample K candidate responses per prompt from a model "
+                                    "(multi-completion output for select)"),
+    "select": Command("select", "select response pairs to label or train on (REAL: least similar "
+                                "embeddings first)"),
+    "label": Command("label", "label pairs: from scores, a reward model, an LLM judge, human "
+                              "annotators (export/import) or a simulated annotator"),
+    "train": Command("train", "train a causal LM on preference pairs (the DPO family of losses, "
+                              "see --loss; optionally + SPO)"),
+    "spo-preview": Command("spo_preview", "print preference pairs with their SPO degree variants "
+                                          "and the removed key phrases"),
+    "plot": Command("plot", "plot the loss, reward and SPO curves of a training run "
+                            "(metrics.jsonl) to PNG"),
+    "evaluate": Command("evaluate", "judge a trained model against a baseline: win rate with a "
+                                    "bootstrap interval, mean rewards"),
+    "demo": Command("demo", "run the whole pipeline in the offline proving ground and report "
+                            "whether REAL and SPO help"),
 }
 
 
-def _available() -> dict[str, object]:
-    modules = {}
-    for name, module in COMMANDS.items():
-        try:
-            modules[name] = importlib.import_module(f"realspo.commands.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"realspo.commands.{module}":
-                raise
-    return modules
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``realspo`` parser, with the options of ``commands`` (None: of every command).
 
-
-def build_parser() -> argparse.ArgumentParser:
+    Every command is listed; only those in ``commands`` have their module imported and their
+    options added, so ``realspo --help`` imports no command module (:func:`main` passes the
+    one command on the command line).
+    """
     parser = argparse.ArgumentParser(
         prog="realspo",
         description="Data-efficient preference alignment: REAL pair selection and SPO training.",
@@ -48,12 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"realspo {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in _available().items():
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP,  # type: ignore[attr-defined]
+    wanted = set(COMMANDS) if commands is None else set(commands)
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
-        module.add_arguments(p)  # type: ignore[attr-defined]
-        p.set_defaults(_run=module.run)  # type: ignore[attr-defined]
+        if name in wanted:
+            module = importlib.import_module(f"realspo.commands.{command.module}")
+            module.add_arguments(p)
+            p.set_defaults(_run=module.run)
     return parser
+
+
+def _command_in(argv: list[str]) -> str | None:
+    """The command named on a command line (the first word not an option; the top-level
+    options take no values), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
 
 
 def _progress_bars_open() -> bool:
@@ -125,8 +149,9 @@ def _error_line(command: str, message: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = _command_in(argv)
+    args = build_parser([command] if command else []).parse_args(argv)
     handler = _HeldLog(logging.DEBUG if args.verbose else logging.INFO,
                        "%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
     root = logging.getLogger()

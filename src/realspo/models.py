@@ -13,18 +13,21 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, TypeVar
-
-import torch
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from realspo.errors import InputError
 from realspo.gguf import resolve_model_path
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
 
 def pick_device(device: str | None = None) -> torch.device:
     """``device`` if given, else the first of CUDA, MPS, CPU that is available."""
+    import torch  # in the functions, not at the top: `realspo CMD --help` imports this module
+
     if device and device != "auto":
         return torch.device(device)
     if torch.cuda.is_available():
@@ -36,6 +39,8 @@ def pick_device(device: str | None = None) -> torch.device:
 
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
     """bf16 on GPUs that support it, else fp16 on GPUs, fp32 on CPU; or the named dtype."""
+    import torch
+
     named = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
              "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
     if dtype != "auto":

@@ -21,8 +21,6 @@ from realspo.demo.plan import PRESETS, make_plan
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget
 
-HELP = "run the whole pipeline in the offline proving ground and report whether REAL and SPO help"
-
 
 def _seeds(preset: str) -> str:
     n = PRESETS[preset]["seeds"]

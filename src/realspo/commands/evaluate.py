@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve, to_dict
 from realspo.errors import ConfigError
-from realspo.evaluation.evaluate import evaluate_models
-from realspo.generation.prompts import read_prompts
-from realspo.generation.sampling import SamplingSettings
 from realspo.labels.judges import judges_help
 from realspo.outputs import check_writable, write_json
 from realspo.schema import read_preference_rows
 
-HELP = "judge a trained model against a baseline: win rate with a bootstrap interval, mean rewards"
+if TYPE_CHECKING:  # the sampling module imports torch: in the functions that run
+    from realspo.generation.sampling import SamplingSettings
 
 
 @dataclass
@@ -70,6 +69,8 @@ class EvaluateConfig:
         self.settings().validate()
 
     def settings(self) -> SamplingSettings:
+        from realspo.generation.sampling import SamplingSettings
+
         return SamplingSettings(num_responses=1, temperature=self.temperature, top_p=self.top_p,
                                 max_new_tokens=self.max_new_tokens, seed=self.seed,
                                 chat_template=self.chat_template)
@@ -80,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from realspo.evaluation.evaluate import evaluate_models
+    from realspo.generation.prompts import read_prompts
+
     cfg = resolve(EvaluateConfig, args)
     check_writable(cfg.out, cfg.overwrite)
     prompts = read_prompts(cfg.prompts, cfg.split)[: cfg.num_prompts]

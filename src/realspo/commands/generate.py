@@ -11,16 +11,16 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
-from realspo.generation.candidates import generate_candidates
-from realspo.generation.prompts import read_prompts
-from realspo.generation.sampling import SamplingSettings
 from realspo.outputs import check_writable
 
-HELP = "sample K candidate responses per prompt from a model (multi-completion output for select)"
+if TYPE_CHECKING:  # the sampling modules import torch: in the functions that run
+    from realspo.generation.sampling import SamplingSettings
+
 log = logging.getLogger(__name__)
 
 
@@ -66,6 +66,8 @@ class GenerateConfig:
         self.settings().validate()
 
     def settings(self) -> SamplingSettings:
+        from realspo.generation.sampling import SamplingSettings
+
         return SamplingSettings(num_responses=self.num_responses, temperature=self.temperature,
                                 top_p=self.top_p, max_new_tokens=self.max_new_tokens,
                                 seed=self.seed, chat_template=self.chat_template)
@@ -76,6 +78,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from realspo.generation.candidates import generate_candidates
+    from realspo.generation.prompts import read_prompts
+
     cfg = resolve(GenerateConfig, args)
     check_writable(cfg.out, cfg.overwrite or cfg.resume)  # before reading prompts or the model
     prompts = read_prompts(cfg.prompts, cfg.split)

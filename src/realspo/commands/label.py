@@ -37,9 +37,6 @@ from realspo.labels.outcomes import (
 from realspo.outputs import check_outputs_apart, check_writable, write_rows
 from realspo.schema import read_annotation_rows
 
-HELP = ("label pairs: from scores, a reward model, an LLM judge, human annotators (export/import) or "
-        "a simulated annotator")
-
 MODES = ("from_scores", "reward_model", "judge", "export_tasks", "annotations", "simulate")
 
 

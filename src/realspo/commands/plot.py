@@ -22,8 +22,6 @@ from realspo.config import add_options, option, resolve
 from realspo.errors import InputError
 from realspo.outputs import atomic_path, check_writable
 
-HELP = "plot the loss, reward and SPO curves of a training run (metrics.jsonl) to PNG"
-
 # (panel title, metric names drawn in it)
 PANELS = (
     ("loss", ("loss",)),

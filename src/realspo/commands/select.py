@@ -39,8 +39,6 @@ from realspo.selection.strategies import (
     strategy_names,
 )
 
-HELP = "select response pairs to label or train on (REAL: least similar embeddings first)"
-
 EPILOG = """\
 examples:
   realspo select --data hh.jsonl --model ./my-sft-model --strategy easy --budget 0.5 --out pairs.jsonl

@@ -28,8 +28,6 @@ from realspo.spo.variants import (
     is_graded,
 )
 
-HELP = "print preference pairs with their SPO degree variants and the removed key phrases"
-
 
 @dataclass
 class SPOPreviewConfig:

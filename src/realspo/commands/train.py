@@ -16,11 +16,6 @@ from pathlib import Path
 from realspo.config import add_options, check_seed, resolve
 from realspo.outputs import check_location
 from realspo.training.config import TrainConfig
-from realspo.training.loop import train
-from realspo.training.losses import LOSSES
-
-HELP = (f"train a causal LM on preference pairs ({', '.join(loss.method for loss in LOSSES.values())}; "
-        "optionally + SPO)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,6 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from realspo.training.loop import train  # torch, transformers: only when training runs
+
     cfg = resolve(TrainConfig, args)
     check_seed(cfg.seed)
     check_location(Path(cfg.out))  # before loading anything; replacing it is train's to judge

@@ -28,12 +28,14 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from realspo.errors import ConfigError
 from realspo.outputs import atomic_dir
 from realspo.proving_ground.world import World, WorldConfig, build_world
+
+if TYPE_CHECKING:  # torch is imported where a model is built: `realspo demo --help` reads SFTConfig
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ def collate(examples: list[tuple[list[int], int]], pad_id: int
 
     All three are ``(batch, longest sequence)``.
     """
+    import torch
+
     width = max(len(ids) for ids, _ in examples)
     input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), -100, dtype=torch.long)
@@ -173,6 +177,7 @@ def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Rand
 def train_sft(world: World, cfg: SFTConfig, out_dir: str | os.PathLike,
               progress: bool = True) -> dict:
     """Train tokenizer and model on ``world.sft_corpus``; save both and ``build_info.json``."""
+    import torch
     from tqdm.auto import tqdm
 
     from realspo.toy_models import build_causal_lm, train_tokenizer

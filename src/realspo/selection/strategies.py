@@ -38,12 +38,15 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget, resolve_budget
+
+if TYPE_CHECKING:  # torch is imported in the functions that compute, so that `realspo select
+    import torch  # --help` lists the registry without loading it (see cli.py)
 
 SKIP_FEW_DISTINCT = "fewer than two distinct responses"
 # Embedding floats copied per chunk (~64 MB of float32): big enough to amortise overheads.
@@ -75,6 +78,8 @@ class Selection:
 
 
 def _as_tensor(chunk: np.ndarray) -> torch.Tensor:
+    import torch
+
     if chunk.dtype != np.float32:
         chunk = chunk.astype(np.float32)
     with warnings.catch_warnings():
@@ -85,6 +90,8 @@ def _as_tensor(chunk: np.ndarray) -> torch.Tensor:
 
 def cosine_matrices(x: torch.Tensor) -> torch.Tensor:
     """(C, K, D) embeddings -> (C, K, K) cosines; a zero vector has cosine 0 with all."""
+    import torch
+
     if x.device.type == "cpu" and not x.requires_grad:
         # numpy's batched matmul is ~1.5x faster than torch.bmm for these (K x D)(D x K)
         # blocks on CPU (measured: 512 x 8 x 2048, 1 thread: 4.0 ms vs 5.9 ms).
@@ -106,6 +113,8 @@ def _kernel_kmeans2(sim: torch.Tensor, init_a: torch.Tensor, init_b: torch.Tenso
     """Batched Lloyd k-means, k=2, on normalised vectors known only through their (C, K, K)
     cosine matrix: a centre is a weight vector w over the K points (c = sum_i w_i x_i), so
     |x_j - c|^2 = s_jj - 2 (S w)_j + w^T S w. Returns labels (C, K) and distances (C, K, 2)."""
+    import torch
+
     c, k, _ = sim.shape
     rows = torch.arange(c)
     w = torch.zeros(c, 2, k, dtype=sim.dtype)
@@ -153,6 +162,8 @@ def pick_random(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torc
 def pick_centroid(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """k-means (k=2) from the easy pair, then each cluster's response nearest its centre; the
     easy pair where a cluster ends empty or the two picks are not a valid pair."""
+    import torch
+
     c, k, _ = sim.shape
     easy = pick_easy(sim, valid, u)
     a, b = easy // k, easy % k
@@ -251,6 +262,8 @@ def select_pairs(
     :func:`realspo.selection.budget.resolve_budget`). Deterministic for a given ``seed``
     (used by ``random`` only).
     """
+    import torch
+
     chosen = get_strategy(strategy)
     sizes = np.asarray(group_sizes, dtype=np.int64)
     if embeddings.ndim != 2:

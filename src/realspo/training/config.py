@@ -11,14 +11,13 @@ import logging
 import os
 from dataclasses import dataclass
 
-import torch
-
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import option
 from realspo.errors import ConfigError
 from realspo.spo.variants import LABEL_MODES, POOLINGS, SELECTIONS, SPO_DEFAULTS, SPOConfig
 from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
+from realspo.training.trackers import TRACKERS, check_report_to
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +113,9 @@ class TrainConfig:
     eval_data: str | None = option(None, help="separate evaluation pairs (instead of --eval-fraction)",
                                    path="input")
     logging_steps: int = option(10, help="write a metrics record every N steps")
+    report_to: list[str] = option(["none"], help="also log each metrics record to these trackers "
+                                                 f"(accelerate's; one or more of {', '.join(TRACKERS)}, "
+                                                 "or none), logging into OUT/runs", metavar="NAME")
     eval_steps: int = option(0, help="evaluate every N steps (0: only at the end)")
     save_steps: int = option(0, help="save a checkpoint every N steps (0: none)")
     keep_checkpoints: int = option(2, help="keep only the newest N checkpoints (0: all)")
@@ -141,6 +143,7 @@ class TrainConfig:
             if self.lora_r and os.environ.get("RANK", "0") == "0":
                 log.info("lr %s (LoRA default; --lr to change)", _rate(self.lr))
         get_loss(self.loss)  # an unknown name lists the known ones
+        check_report_to(self.report_to)  # an unknown or uninstalled tracker fails now
         self.loss_config().validate()
         if self.spo:
             self.spo_config().validate()
@@ -192,6 +195,8 @@ class TrainConfig:
 
 def mixed_precision(dtype: str) -> str | None:
     """accelerate's ``mixed_precision`` for ``--dtype`` (None: leave it to accelerate's config)."""
+    import torch  # here, not at the top: `realspo train --help` builds its options without torch
+
     if dtype == "auto":
         if os.environ.get("ACCELERATE_MIXED_PRECISION"):
             return None  # set by `accelerate launch` / `accelerate config`

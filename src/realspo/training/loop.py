@@ -61,6 +61,7 @@ from realspo.training.outputs import (
     write_run_config,
 )
 from realspo.training.step import StepResult, build_model, check_finite, forward_batch
+from realspo.training.trackers import end_trackers, start_trackers, tracker_options, tracker_values
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,8 @@ def _train(cfg: TrainConfig, out: Path, start: RunStart,
 
         AcceleratorState._reset_state()
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=multi_cpu,
-                              mixed_precision=mixed_precision(cfg.dtype))
+                              mixed_precision=mixed_precision(cfg.dtype),
+                              **tracker_options(cfg.report_to, out))
     destroy_process_group_at_exit()
     check_supported(accelerator, saving=bool(cfg.save_steps), resuming=start.resume_from is not None)
     set_seed(cfg.seed)
@@ -257,6 +259,7 @@ class _Run:
 
         cfg, acc = self.cfg, self.acc
         step = self._start()
+        start_trackers(acc, to_dict(cfg), self.out)
         stop = self.total if stop_after is None else min(stop_after, self.total)
         window, first_record = self._window(), step == 0
         progress = tqdm(total=self.total, initial=step, desc="train", unit="step",
@@ -312,6 +315,7 @@ class _Run:
         if self.eval_loader is not None and not (cfg.eval_steps and step % cfg.eval_steps == 0):
             self._evaluate(step)
         export_model(self.acc, self.model, self.tokenizer, self.cfg, self.out)
+        end_trackers(acc)
         return self.out
 
     def _window(self) -> _Window:
@@ -345,6 +349,7 @@ class _Run:
         record["peak_memory_mb"] = peak_memory_mb()
         record.update(extra)
         self.metrics.write(record)
+        self.acc.log(tracker_values(record), step=step)
 
     @torch.no_grad()
     def _evaluate(self, step: int) -> None:
@@ -369,6 +374,7 @@ class _Run:
             record = {"step": step, "epoch": round(step / self.steps_per_epoch, 4)}
             record.update(metric_record(sums, n, **self.shown, prefix="eval/"))
             self.metrics.write(record)
+            self.acc.log(tracker_values(record), step=step)
 
     def _parts(self) -> dict[str, Any]:
         """What a checkpoint holds besides the trainer state and RNG states."""

@@ -22,12 +22,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from realspo.errors import ConfigError
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+# torch is imported by the functions that compute, not here: `realspo train --help` lists
+# the table's losses without loading torch.
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,8 @@ def compute_margins(
     All tensors have shape (B,). Inputs of any float dtype are upcast to fp32 (keeping the
     graph), so bf16/fp16 log-probs do not lose the small differences the losses depend on.
     """
+    import torch
+
     if (ref_chosen is None) != (ref_rejected is None):
         raise ValueError("give both ref_chosen and ref_rejected, or neither")
     logp_c, logp_r = policy.chosen.float(), policy.rejected.float()
@@ -116,6 +121,8 @@ def sigmoid_loss(m: Margins, cfg: LossConfig) -> Tensor:
     ``L = -log sigmoid(beta * d)``: a logistic regression of the preference on the
     implicit reward margin. Shape (B,).
     """
+    import torch.nn.functional as F
+
     return -F.logsigmoid(cfg.beta * m.logits)
 
 
@@ -135,6 +142,8 @@ def cdpo_loss(m: Margins, cfg: LossConfig) -> Tensor:
     ``L = -(1-eps) log sigmoid(beta d) - eps log sigmoid(-beta d)``: DPO with label
     smoothing, assuming each label is flipped with probability ``eps``. Shape (B,).
     """
+    import torch.nn.functional as F
+
     eps, z = cfg.label_smoothing, cfg.beta * m.logits
     return -(1.0 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)
 
@@ -146,6 +155,8 @@ def robust_loss(m: Margins, cfg: LossConfig) -> Tensor:
     ``L = [-(1-eps) log sigmoid(beta d) + eps log sigmoid(-beta d)] / (1 - 2 eps)``: an
     unbiased estimate of the clean-label DPO loss under label-flip rate ``eps``. Shape (B,).
     """
+    import torch.nn.functional as F
+
     eps, z = cfg.label_smoothing, cfg.beta * m.logits
     return (-(1.0 - eps) * F.logsigmoid(z) + eps * F.logsigmoid(-z)) / (1.0 - 2.0 * eps)
 
@@ -156,6 +167,8 @@ def hinge_loss(m: Margins, cfg: LossConfig) -> Tensor:
 
     ``L = max(0, 1 - beta d)``: zero once the margin exceeds ``1/beta``. Shape (B,).
     """
+    import torch
+
     return torch.relu(1.0 - cfg.beta * m.logits)
 
 
@@ -166,6 +179,8 @@ def simpo_loss(m: Margins, cfg: LossConfig) -> Tensor:
     ``L = -log sigmoid(beta (avg logp_c - avg logp_r) - gamma)``: the reward is the
     policy's per-token log-prob, no reference model; ``gamma`` is a target margin. Shape (B,).
     """
+    import torch.nn.functional as F
+
     return -F.logsigmoid(cfg.beta * m.policy_avg_diff - cfg.gamma)
 
 

@@ -30,15 +30,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING, Any
 
 from realspo.chat_format import prompt_format
 from realspo.errors import InputError
 from realspo.models import CHARS_PER_TOKEN
 from realspo.schema import is_finished_value
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger(__name__)
 
@@ -180,6 +180,8 @@ def collate(sequences: Sequence[tuple[list[int], int]], pad_id: int) -> dict[str
     Returns ``input_ids`` (B, T) long, ``attention_mask`` (B, T) long, and ``response_mask``
     (B, T) bool, True at the response tokens (the ones scored).
     """
+    import torch  # here: `realspo train --help` reads TRUNCATION_MODES without loading torch
+
     width = max(len(ids) for ids, _ in sequences)
     batch = len(sequences)
     input_ids = torch.full((batch, width), pad_id, dtype=torch.long)

@@ -323,7 +323,7 @@ def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, 
 
 
 # What the non-REAL strategies rank by, for the summary (REAL's strategies: the similarity).
-RANKED_BY = {"margin": "|margin|", "margin-large": "|margin|", "design": "logdet gain",
+RANKED_BY = {"margin": "|margin|", "margin-large": "|margin|", "design": "gain",
              "reward-gap": "reward gap", "reward-uncertain": "|p - 1/2|"}
 
 
@@ -355,7 +355,7 @@ def format_summary(result: SelectResult, cfg: SelectConfig) -> str:
     lines.append(_quantile_line("selected", sel.similarity))
     lines.append(_quantile_line("all pairs", sel.all_similarities))
     if sel.key is not None and cfg.strategy in RANKED_BY:
-        lines.append(_quantile_line(RANKED_BY[cfg.strategy][:10], sel.key))
+        lines.append(_quantile_line(RANKED_BY[cfg.strategy], sel.key))
     return "\n".join(lines)
 
 

@@ -254,8 +254,8 @@ def select_pairs(
     # Pair choice per group, drawn once in group order so it does not depend on chunking.
     rng = np.random.default_rng(seed)
     uniforms = rng.random(n_groups)
-    design = DesignCandidates(n_groups, int(sizes.max(initial=0)), dim, design_ridge,
-                              pairs_per_prompt, seed) if chosen.joint else None
+    design = DesignCandidates(embeddings, sizes, starts, design_ridge, pairs_per_prompt,
+                              seed) if chosen.joint else None
 
     pair_a = np.zeros(n_groups, dtype=np.int64)
     pair_b = np.zeros(n_groups, dtype=np.int64)

@@ -46,6 +46,11 @@ PROJECTION_DIM = 64
 # is within 1% of the best remaining bound (epsilon-lazy greedy): 5x fewer re-evaluations over
 # 10,000 steps, log det unchanged to 1e-4 (benchmarks/bench_design.py). 0 = exact greedy.
 PROJECTED_TOLERANCE = 0.01
+# In the projected mode every prompt's bound is recomputed exactly (vectorised, REFRESH_CHUNK
+# prompts per product) after this many picks: between refreshes the bounds loosen alike, and
+# re-evaluating them one by one costs far more (benchmarks/bench_design.py).
+REFRESH_EVERY = 512
+REFRESH_CHUNK = 8192
 SUBSPACE_SAMPLE = 1024  # prompts whose response differences estimate the principal subspace
 # Prompts re-evaluated together at the top of the heap: one batched product instead of many
 # small ones (any batch size gives the same picks; 8-16 were fastest in benchmarks/bench_design.py).
@@ -103,17 +108,19 @@ class DesignCandidates:
         self.valid = np.zeros((n_groups, max_k, max_k), dtype=bool)
         self.weight = np.ones((n_groups, max_k, max_k), dtype=np.float32)
 
-    def add(self, groups: np.ndarray, block: np.ndarray, valid: torch.Tensor,
+    def add(self, groups: np.ndarray, block: np.ndarray, sim: torch.Tensor, valid: torch.Tensor,
             implicit_rewards: torch.Tensor | None) -> None:
-        """``block`` (C, K, D) embeddings of ``groups``; ``valid`` (C, K, K); ``implicit_rewards``
-        (C, K) or None (uniform weights)."""
-        k = block.shape[1]
+        """``block`` (C, K, D) embeddings of ``groups``, ``sim`` (C, K, K) their cosines; ``valid``
+        (C, K, K); ``implicit_rewards`` (C, K) or None (uniform weights)."""
+        c, k, dim = block.shape
         x = np.asarray(block, dtype=np.float32)
         if self.basis is not None and self.residual is not None:
-            y = np.matmul(x, self.basis)
+            y = (x.reshape(c * k, dim) @ self.basis).reshape(c, k, -1)
+            # |x_i - x_j|^2 from the cosines the selection computed anyway: n_i n_j s_ij is the Gram
+            norms = np.sqrt(np.einsum("ckd,ckd->ck", x, x))
+            gram = sim.numpy() * norms[:, :, None] * norms[:, None, :]
             self.residual[groups, :k, :k] = np.maximum(
-                _squared_differences(np.matmul(x, x.transpose(0, 2, 1)))
-                - _squared_differences(np.matmul(y, y.transpose(0, 2, 1))), 0.0)
+                _squared_differences(gram) - _squared_differences(np.matmul(y, y.transpose(0, 2, 1))), 0.0)
         else:
             y = x
         self.y[groups, :k] = y
@@ -178,6 +185,7 @@ def greedy_design(y: np.ndarray, valid: np.ndarray, weight: np.ndarray, n_pairs:
     r_max = (np.where(valid, weight * residual, 0.0).reshape(g_count, -1).max(-1)
              if residual is not None and g_count else np.zeros(g_count))
     q_max = np.zeros(g_count)
+    refreshed = True
     heap: list[tuple[float, int]] = []
     if g_count:
         start, q_max = evaluate(slice(None))
@@ -187,6 +195,18 @@ def greedy_design(y: np.ndarray, valid: np.ndarray, weight: np.ndarray, n_pairs:
     while heap and len(out_g) < n_pairs:
         top: list[int] = []
         p_now = precision()
+        if residual is not None and len(out_g) % REFRESH_EVERY == 0 and not refreshed:
+            # lambda_r grows with every pick and every stale bound loosens alike: tighten them
+            # all at once (vectorised), or thousands of prompts would be popped one by one.
+            live = np.fromiter((g for _, g in heap), dtype=np.int64, count=len(heap))
+            keys = np.empty(len(live))
+            for lo in range(0, len(live), REFRESH_CHUNK):  # exact gains of every live prompt
+                part = live[lo:lo + REFRESH_CHUNK]
+                gains, q_max[part] = evaluate(part)
+                keys[lo:lo + REFRESH_CHUNK] = gains.max(-1)
+            heap = list(zip((-keys).tolist(), live.tolist(), strict=True))
+            heapq.heapify(heap)
+            refreshed = True
         while heap and len(top) < LAZY_BATCH:
             neg, g = heapq.heappop(heap)
             if residual is not None and heap:
@@ -217,6 +237,7 @@ def greedy_design(y: np.ndarray, valid: np.ndarray, weight: np.ndarray, n_pairs:
         w = float(weight[g, a, b])
         u = a_inv @ z
         a_inv -= np.outer(u, u) * (w / (1.0 + w * float(z @ u)))
+        refreshed = False
         if residual is not None:
             residual_trace += w * float(residual[g, a, b])
         out_g.append(g), out_a.append(a), out_b.append(b), out_gain.append(float(fresh[win]))

@@ -293,7 +293,7 @@ def select_pairs(
             scores = {name: None if v is None or not chosen.uses(name) else torch.from_numpy(v[rows])
                       for name, v in extra.items()}
             if design is not None:
-                design.add(groups, block, valid, scores["implicit_rewards"])
+                design.add(groups, block, sim, valid, scores["implicit_rewards"])
                 continue
             context = Chunk(sim, valid, torch.from_numpy(uniforms[groups]), **scores)
             key = chosen.key(context)

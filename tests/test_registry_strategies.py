@@ -1,11 +1,13 @@
 """Every registered selection strategy, end to end: through ``select_pairs`` and through
 ``realspo select --embeddings``, each with the pair it must pick on a hand-made prompt and the
 order in which it must rank a dataset. A strategy added to the registry without an entry in
-``EXPECTED`` fails here."""
+``EXPECTED`` fails here. Strategies that read per-response scores get the hand-made ``RHO``
+(implicit rewards) and ``R`` (rewards) below; the others ignore them."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -23,9 +25,21 @@ ANGLES = [0.0, 30.0, 60.0, 200.0, 240.0]
 EMB = np.stack([np.cos(np.radians(ANGLES)), np.sin(np.radians(ANGLES))], 1).astype(np.float32)
 VALID_PAIRS = [(i, j) for i in range(5) for j in range(i + 1, 5)]  # flattened (i*K+j) order
 SEED = 0  # random's pick under it, (1, 4), is none of the others'
+# Implicit rewards beta log pi/pi_ref: smallest |rho_i - rho_j| is (1, 2) (0.3), largest (0, 4)
+# (4.1). design weighs |z|^2 by sigma(m)(1 - sigma(m)): (2, 3), 140 degrees apart at m = -2.0,
+# scores w |z|^2 = 0.105 x 3.53 = 0.37, above (1, 3) (0.33) and (2, 4) (0.14).
+RHO = np.array([-2.5, -2.0, -1.7, 0.3, 1.6])
+# Rewards: highest 2, lowest 0 -> reward-gap (0, 2); closest pair (3, 4) (0.6) -> reward-uncertain.
+R = np.array([-4.2, -1.1, 1.8, 0.4, 1.0])
+SCORES = {"implicit_rewards": RHO, "rewards": R}
 
-# Two-response prompts whose cosines are 0.5, -0.5, 0.9, 0.0 (one pair each).
+# Two-response prompts whose cosines are 0.5, -0.5, 0.9, 0.0 (one pair each), implicit-reward
+# margins 0.2, -1.0, 0.05, 0.6 and reward gaps 1.0, -0.3, 2.0, 0.1.
 PAIR_COSINES = [0.5, -0.5, 0.9, 0.0]
+PAIR_MARGINS = [0.2, -1.0, 0.05, 0.6]
+PAIR_GAPS = [1.0, -0.3, 2.0, 0.1]
+POOL_SCORES = {"implicit_rewards": np.ravel([[0.0, -m] for m in PAIR_MARGINS]),
+               "rewards": np.ravel([[g, 0.0] for g in PAIR_GAPS])}
 
 
 def _two_response_pool() -> tuple[np.ndarray, list[int]]:
@@ -54,6 +68,12 @@ EXPECTED = {
     "hard": ((0, 1), [2, 0, 3, 1]),
     "centroid": ((1, 3), [1, 3, 0, 2]),
     "random": (_random_pair(SEED), _random_order(SEED, len(PAIR_COSINES))),
+    "margin": ((1, 2), [2, 0, 3, 1]),  # ascending |m|
+    "margin-large": ((0, 4), [1, 3, 0, 2]),  # descending |m|
+    # greedy log det in 2-D: w |z|^2 = 0.59 (prompt 1) first, then the directions matter
+    "design": ((2, 3), [1, 3, 0, 2]),
+    "reward-gap": ((0, 2), [2, 0, 1, 3]),  # descending |gap|
+    "reward-uncertain": ((3, 4), [3, 1, 0, 2]),  # ascending |gap|
 }
 
 
@@ -72,7 +92,7 @@ def test_the_hand_made_example_separates_the_strategies():
 
 @pytest.mark.parametrize("name", strategy_names())
 def test_strategy_picks_its_pair_through_select_pairs(name):
-    sel = select_pairs(EMB, [5], name, seed=SEED)
+    sel = select_pairs(EMB, [5], name, seed=SEED, **SCORES)
     assert (int(sel.index_a[0]), int(sel.index_b[0])) == EXPECTED[name][0]
     a, b = EXPECTED[name][0]
     assert sel.similarity[0] == pytest.approx(float(EMB[a] @ EMB[b]), abs=1e-6)
@@ -81,9 +101,9 @@ def test_strategy_picks_its_pair_through_select_pairs(name):
 @pytest.mark.parametrize("name", strategy_names())
 def test_strategy_ranks_the_dataset_through_select_pairs(name):
     emb, sizes = _two_response_pool()
-    sel = select_pairs(emb, sizes, name, seed=SEED)
+    sel = select_pairs(emb, sizes, name, seed=SEED, **POOL_SCORES)
     assert sel.group_index.tolist() == EXPECTED[name][1]
-    part = select_pairs(emb, sizes, name, 2, seed=SEED)
+    part = select_pairs(emb, sizes, name, 2, seed=SEED, **POOL_SCORES)
     assert part.group_index.tolist() == EXPECTED[name][1][:2]
 
 
@@ -94,13 +114,24 @@ def test_random_reaches_every_valid_pair_over_seeds():
 
 
 @pytest.mark.parametrize("name", strategy_names())
-def test_strategy_picks_its_pair_through_the_cli(name, tmp_path, capsys):
+def test_strategy_picks_its_pair_through_the_cli(name, tmp_path, capsys, monkeypatch):
+    from realspo.commands import select as select_command
+
     data = tmp_path / "pool.jsonl"
     data.write_text(json.dumps({"prompt_id": "p1", "prompt": "Q", "responses": list("abcde")}) + "\n")
     np.save(tmp_path / "emb.npy", EMB)
     out = tmp_path / "pairs.jsonl"
+    # The models' scores are stood in for by the hand-made ones (tests/test_selection_beyond_real.py
+    # runs the real scorers end to end).
+    monkeypatch.setattr(select_command, "check_scorers", lambda cfg: None)
+    monkeypatch.setattr(select_command, "pair_scores", lambda cfg, groups: {
+        k: v for k, v in SCORES.items()
+        if (k == "implicit_rewards" and cfg.policy) or (k == "rewards" and cfg.reward_model)})
+    strategy = get_strategy(name)
+    extra = (["--policy", "pol", "--reference", "ref"] if strategy.uses("implicit_rewards") else []) + \
+        (["--reward-model", "rm"] if strategy.uses("rewards") else [])
     code = main(["select", "--data", str(data), "--embeddings", str(tmp_path / "emb.npy"),
-                 "--strategy", name, "--seed", str(SEED), "--out", str(out)])
+                 "--strategy", name, "--seed", str(SEED), "--out", str(out), *extra])
     capsys.readouterr()
     assert code == 0
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -118,7 +149,8 @@ def test_unknown_strategy_errors_listing_the_known_ones():
 def test_cli_strategy_choices_and_help_come_from_the_registry(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["select", "--help"])
-    help_text = " ".join(capsys.readouterr().out.split())
+    # argparse may wrap a line after a hyphen ("margin- large"): undo that before comparing
+    help_text = re.sub(r"(\w)- ", r"\1-", " ".join(capsys.readouterr().out.split()))
     for strategy in STRATEGIES.values():
         assert f"{strategy.name}: {strategy.description}" in help_text
     with pytest.raises(SystemExit) as exit_:

@@ -28,6 +28,12 @@ def _random_pool(seed: int, n_groups: int = 120, dim: int = 12, duplicates: int 
     return emb, sizes, keys
 
 
+def _scores(n: int) -> dict[str, np.ndarray]:
+    """Per-response inputs of the strategies that need them (ignored by the others)."""
+    rng = np.random.default_rng(n)
+    return {"implicit_rewards": rng.normal(size=n), "rewards": rng.normal(size=n)}
+
+
 def _reference(emb, sizes, keys, strategy):
     """Python loops over every pair of every prompt; sklearn k-means for centroid."""
     out, start = {}, 0
@@ -161,8 +167,8 @@ def test_centroid_ranks_like_easy():
 def test_smaller_budget_is_a_prefix_of_a_larger_one():
     emb, sizes, keys = _random_pool(5)
     for strategy in selection.STRATEGIES:
-        full = select_pairs(emb, sizes, strategy, None, seed=3, response_keys=keys)
-        part = select_pairs(emb, sizes, strategy, 10, seed=3, response_keys=keys)
+        full = select_pairs(emb, sizes, strategy, None, seed=3, response_keys=keys, **_scores(len(emb)))
+        part = select_pairs(emb, sizes, strategy, 10, seed=3, response_keys=keys, **_scores(len(emb)))
         np.testing.assert_array_equal(part.group_index, full.group_index[:10])
 
 
@@ -205,7 +211,7 @@ def test_identical_responses_are_never_paired_and_short_prompts_are_counted():
     # group 0: texts A A B; group 1: C C (skipped); group 2: one response (skipped); group 3: D E F
     keys = np.array([0, 0, 1, 2, 2, 3, 4, 5, 6])
     for strategy in selection.STRATEGIES:
-        sel = select_pairs(emb, sizes, strategy, response_keys=keys)
+        sel = select_pairs(emb, sizes, strategy, response_keys=keys, **_scores(len(emb)))
         assert sorted(sel.group_index.tolist()) == [0, 3]
         assert sel.skipped == {"fewer than two distinct responses": 2}
         g0 = int(np.flatnonzero(sel.group_index == 0)[0])

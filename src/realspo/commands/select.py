@@ -15,6 +15,7 @@ before anything expensive, and nothing is written unless every stage succeeded.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from realspo.selection.rows import build_rows, response_keys, restore_indices, w
 from realspo.selection.strategies import (
     SKIP_FEW_DISTINCT,
     Selection,
+    get_strategy,
     select_pairs,
     strategy_help,
     strategy_names,
@@ -44,6 +46,9 @@ examples:
   realspo select --data hh.jsonl --model ./my-sft-model --strategy easy --budget 0.5 --out pairs.jsonl
   realspo select --data pool.jsonl --embedder st:/models/all-MiniLM-L6-v2 --budget 200 --out pairs.parquet
   realspo select --data pool.jsonl --embeddings emb.npy --strategy centroid --out pairs.jsonl
+  realspo select --data pool.jsonl --model ./sft --policy ./round1 --strategy margin --budget 200 --out pairs.jsonl
+  realspo select --data pool.jsonl --embeddings emb.npy --reward-model ./rm --strategy reward-gap --out pairs.jsonl
+  realspo select --data pool.jsonl --embeddings emb.npy --strategy design --budget 0.1 --out pairs.jsonl
 """
 
 # Options that only matter when a model embeds the responses (not with --embeddings).
@@ -72,7 +77,22 @@ class SelectConfig:
     budget: str | None = option(None, "pairs to keep, ranked across the dataset: a count (100) or "
                                       "a fraction of the prompts (0.5); unset keeps one per prompt",
                                 metavar="N|FRACTION")
-    seed: int = option(0, "seed of the random strategy")
+    seed: int = option(0, "seed of the random strategy (and of design's random projection)")
+    policy: str | None = option(None, "the current policy, for the implicit-reward margins of "
+                                      "--strategy margin/margin-large (and design's weights)",
+                                metavar="PATH", path="input")
+    reference: str | None = option(None, "the reference model of the margins (unset: --model)",
+                                   metavar="PATH", path="input")
+    beta: float = option(0.1, "beta of the implicit reward beta (log pi - log pi_ref)")
+    reward_model: str | None = option(None, "a one-output sequence-classifier reward model, for "
+                                            "--strategy reward-gap/reward-uncertain",
+                                      metavar="PATH", path="input")
+    design_ridge: float = option(1.0, "--strategy design: ridge lambda > 0 in "
+                                      "log det(lambda I + sum w z z^T)")
+    pairs_per_prompt: int = option(1, "--strategy design: at most N pairs per prompt (the budget "
+                                      "then counts pairs)")
+    cache_dir: str | None = option(None, "cache of the reference's candidate log-probs (unset: no "
+                                         "cache)", metavar="DIR")
     conditioned: bool = option(False, "embed prompt + response and pool the response tokens only "
                                       "(--model only)")
     chat_template: str = option("auto", CHAT_TEMPLATE_HELP + "; the prompt of --conditioned "
@@ -119,6 +139,7 @@ class SelectConfig:
         if self.batch_size < 1 or self.max_length < 1 or self.checkpoint_every < 1:
             raise ConfigError("--batch-size, --max-length and --checkpoint-every must be >= 1")
         check_seed(self.seed)
+        self._validate_strategy_inputs()
         if self.budget is not None:
             parse_budget(self.budget)
         if self.save_embeddings is not None:
@@ -128,6 +149,36 @@ class SelectConfig:
                 raise ConfigError("--save-embeddings and --out must be different files")
         if Path(self.out).resolve() == Path(self.data).resolve():
             raise ConfigError(f"--out {self.out} would replace the input data")
+
+    def _validate_strategy_inputs(self) -> None:
+        strategy = get_strategy(self.strategy)
+        if "implicit_rewards" in strategy.needs and self.policy is None:
+            raise ConfigError(f"--strategy {self.strategy} needs --policy PATH (the current policy; "
+                              "--model or --reference is the reference)")
+        if "rewards" in strategy.needs and self.reward_model is None:
+            raise ConfigError(f"--strategy {self.strategy} needs --reward-model PATH")
+        for flag, value, need in (("--policy", self.policy, "implicit_rewards"),
+                                  ("--reference", self.reference, "implicit_rewards"),
+                                  ("--cache-dir", self.cache_dir, "implicit_rewards"),
+                                  ("--reward-model", self.reward_model, "rewards")):
+            if value is not None and not strategy.uses(need):
+                raise ConfigError(f"{flag} does not apply to --strategy {self.strategy}")
+        if self.policy is not None and self.reference is None and self.model is None:
+            raise ConfigError("--policy needs a reference model: --model, or --reference with "
+                              "--embedder/--embeddings")
+        if not (math.isfinite(self.beta) and self.beta > 0):
+            raise ConfigError(f"--beta must be > 0, got {self.beta}")
+        if not (math.isfinite(self.design_ridge) and self.design_ridge > 0):
+            raise ConfigError(f"--design-ridge must be > 0, got {self.design_ridge}")
+        if self.pairs_per_prompt < 1:
+            raise ConfigError(f"--pairs-per-prompt must be >= 1, got {self.pairs_per_prompt}")
+        if not strategy.joint and (self.design_ridge != 1.0 or self.pairs_per_prompt != 1):
+            raise ConfigError(f"--design-ridge and --pairs-per-prompt apply only to --strategy "
+                              f"design, not {self.strategy}")
+
+    def reference_name(self) -> str | None:
+        """The reference model of the margins: ``--reference``, else ``--model``."""
+        return self.reference if self.reference is not None else self.model
 
     def embedder_name(self) -> str | None:
         """The embedder spec for :func:`realspo.embeddings.embed.embed_responses` (None: from a file)."""
@@ -176,6 +227,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
     check_writable(cfg.out, cfg.overwrite)
     if cfg.save_embeddings:
         check_writable(cfg.save_embeddings, cfg.overwrite)
+    check_scorers(cfg)
     rows_skipped: dict[str, int] = {}
     groups, fmt = load_groups(cfg.data, cfg.format, cfg.split, skipped=rows_skipped)
     work, origin, cut = groups, None, 0  # the groups selected from (--drop-unfinished: no cut ones)
@@ -188,7 +240,8 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
         raise InputError(cfg.data, f"none of the {len(work)} prompts has two distinct responses"
                                    + (f" ({cut} cut responses left out)" if cut else "")
                                    + "; nothing to select")
-    resolve_budget(cfg.budget, eligible)  # a budget too large fails before embedding
+    # a budget too large fails before embedding (design: up to --pairs-per-prompt per prompt)
+    resolve_budget(cfg.budget, eligible * cfg.pairs_per_prompt)
     if cfg.embeddings:
         emb = load_embeddings(cfg.embeddings, num_responses(groups))
     else:
@@ -213,6 +266,26 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
         raise
 
 
+def check_scorers(cfg: SelectConfig) -> None:
+    """Before any model loads: see :func:`realspo.training.candidate_scores.check_scorers`."""
+    if cfg.policy is not None or cfg.reward_model is not None:
+        from realspo.training.candidate_scores import check_scorers as check
+
+        check(cfg.policy, cfg.reference_name(), cfg.reward_model, trust_remote_code=cfg.trust_remote_code)
+
+
+def pair_scores(cfg: SelectConfig, groups: list) -> dict[str, np.ndarray]:
+    """The per-response inputs the strategy reads (:func:`realspo.training.candidate_scores.candidate_scores`)."""
+    if cfg.policy is None and cfg.reward_model is None:
+        return {}
+    from realspo.training.candidate_scores import candidate_scores
+
+    return candidate_scores(groups, policy=cfg.policy, reference=cfg.reference_name(), beta=cfg.beta,
+                            reward_model=cfg.reward_model, cache_dir=cfg.cache_dir, device=cfg.device,
+                            dtype=cfg.dtype, batch_size=cfg.batch_size, progress=cfg.progress,
+                            trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+
+
 def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, cut: int,
                       fmt: str, emb: np.ndarray, eligible: int,
                       rows_skipped: dict[str, int]) -> SelectResult:
@@ -224,7 +297,10 @@ def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, 
     all_emb = emb
     if origin is not None and emb.shape[0] != num_responses(work):
         _, emb, _, _ = without_unfinished(groups, emb)
-    selection = select_pairs(emb, sizes, cfg.strategy, cfg.budget, seed=cfg.seed, response_keys=keys)
+    scores = pair_scores(cfg, work)
+    selection = select_pairs(emb, sizes, cfg.strategy, cfg.budget, seed=cfg.seed, response_keys=keys,
+                             design_ridge=cfg.design_ridge, pairs_per_prompt=cfg.pairs_per_prompt,
+                             **scores)
     if origin is not None:
         selection = restore_indices(selection, origin)
     rows, dropped, kind = build_rows(groups, selection, cfg.strategy)
@@ -242,6 +318,11 @@ def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, 
         shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)  # the result is safely written
     return SelectResult(fmt, len(groups), eligible, kind, rows, dropped, selection, Path(cfg.out),
                         rows_skipped, cut)
+
+
+# What the non-REAL strategies rank by, for the summary (REAL's strategies: the similarity).
+RANKED_BY = {"margin": "|margin|", "margin-large": "|margin|", "design": "gain",
+             "reward-gap": "reward gap", "reward-uncertain": "|p - 1/2|"}
 
 
 def _quantile_line(label: str, values: np.ndarray) -> str:
@@ -271,6 +352,8 @@ def format_summary(result: SelectResult, cfg: SelectConfig) -> str:
     lines.append("similarity" + "".join(f"{h:>8}" for h in ("min", "25%", "50%", "75%", "max")))
     lines.append(_quantile_line("selected", sel.similarity))
     lines.append(_quantile_line("all pairs", sel.all_similarities))
+    if sel.key is not None and cfg.strategy in RANKED_BY:
+        lines.append(_quantile_line(RANKED_BY[cfg.strategy], sel.key))
     return "\n".join(lines)
 
 

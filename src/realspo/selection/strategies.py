@@ -14,13 +14,29 @@ similarity of responses ``i`` and ``j`` is the cosine of their embeddings,
   ``easy`` pair;
 * ``random``: a seeded, uniformly random pair among the prompt's valid pairs.
 
+Beyond REAL (``/work/shared/METHODS.md``, "Selection beyond REAL"), strategies that read
+per-response scores computed outside this layer and passed in as arrays:
+
+* ``margin`` (Yang et al., arXiv 2406.17312): with ``rho_i = beta (log pi(y_i|x) -
+  log pi_ref(y_i|x))`` (``implicit_rewards``), the implicit-reward margin of a pair is
+  ``m_ij = rho_i - rho_j``; per prompt the pair with the smallest ``|m_ij|``, across the
+  dataset ascending ``|m|``. ``margin-large``: the largest ``|m|`` first (a control);
+* ``reward-gap``: with reward-model scores ``r_i`` (``rewards``), per prompt the pair with the
+  largest ``|r_i - r_j|`` (its highest- and lowest-reward responses), largest gap first;
+* ``reward-uncertain``: per prompt the pair whose predicted preference
+  ``sigma(r_i - r_j)`` is nearest 0.5, i.e. ``argmin |sigma(r_i - r_j) - 1/2|``, most
+  uncertain first;
+* ``design`` (Han, Goyal, Ma, arXiv 2606.19607): greedy D-optimal design over the whole
+  dataset, see :mod:`realspo.selection.design`.
+
 With K = 2 every strategy yields the prompt's one pair; the strategies then differ only in
 how the budget ranks pairs *across the dataset*: ``easy`` and ``centroid`` keep the lowest
 similarities, ``hard`` the highest, ``random`` a seeded random subset. Output is always in
 rank order (so a smaller budget returns a prefix of a larger one), ties by group order.
 
-Each strategy is one :class:`Strategy` entry of the registry :data:`STRATEGIES`: its per-prompt
-picker and its ranking across the dataset. Adding a strategy is one entry (and its picker) here;
+Each strategy is one :class:`Strategy` entry of the registry :data:`STRATEGIES`: the inputs it
+needs, the per-pair key it reads, its per-prompt picker and its ranking across the dataset
+(or, for ``design``, one joint choice over the dataset). Adding a strategy is one entry (and its picker) here;
 the CLI's ``--strategy`` choices and help come from the registry.
 
 A pair of identical texts (equal ``response_keys``) is never a candidate; a prompt with
@@ -34,7 +50,6 @@ embeddings is ever copied, so memory-mapped arrays far larger than RAM work.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,18 +57,32 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget, resolve_budget
-
-if TYPE_CHECKING:  # torch is imported in the functions that compute, so that `realspo select
-    import torch  # --help` lists the registry without loading it (see cli.py)
+from realspo.selection.design import DesignCandidates, select_design
+from realspo.selection.pickers import (  # noqa: F401  (re-exported: the REAL pickers' old home)
+    TIE_TOLERANCE,
+    Chunk,
+    abs_margin_key,
+    cosine_matrices,
+    pick_centroid,
+    pick_easy,
+    pick_hard,
+    pick_random,
+    rank_ascending,
+    rank_descending,
+    rank_random,
+    reward_gap_key,
+    reward_uncertainty_key,
+    similarity_key,
+)
 
 SKIP_FEW_DISTINCT = "fewer than two distinct responses"
 # Embedding floats copied per chunk (~64 MB of float32): big enough to amortise overheads.
 CHUNK_ELEMENTS = 1 << 24
-KMEANS_MAX_ITER = 100
-# Squared distances this close (float32 cosines carry ~1e-7 error) are ties.
-TIE_TOLERANCE = 1e-6
 
 
 @dataclass
@@ -72,6 +101,9 @@ class Selection:
     similarity: np.ndarray
     all_similarities: np.ndarray
     skipped: dict[str, int] = field(default_factory=dict)
+    # The quantity the strategy ranked by (P,): the similarity for REAL's strategies, |m|,
+    # the reward gap, |sigma(r_a - r_b) - 1/2|, or design's log-det gain.
+    key: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.group_index)
@@ -79,7 +111,6 @@ class Selection:
 
 def _as_tensor(chunk: np.ndarray) -> torch.Tensor:
     import torch
-
     if chunk.dtype != np.float32:
         chunk = chunk.astype(np.float32)
     with warnings.catch_warnings():
@@ -88,130 +119,35 @@ def _as_tensor(chunk: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(chunk)
 
 
-def cosine_matrices(x: torch.Tensor) -> torch.Tensor:
-    """(C, K, D) embeddings -> (C, K, K) cosines; a zero vector has cosine 0 with all."""
-    import torch
-
-    if x.device.type == "cpu" and not x.requires_grad:
-        # numpy's batched matmul is ~1.5x faster than torch.bmm for these (K x D)(D x K)
-        # blocks on CPU (measured: 512 x 8 x 2048, 1 thread: 4.0 ms vs 5.9 ms).
-        xn = x.numpy()
-        gram = torch.from_numpy(np.matmul(xn, xn.transpose(0, 2, 1)))
-    else:
-        gram = torch.bmm(x, x.transpose(1, 2))
-    diag = gram.diagonal(dim1=1, dim2=2)
-    norms = diag.clamp_min(1e-30).sqrt()
-    sim = gram / (norms[:, :, None] * norms[:, None, :])
-    # Exact symmetry and unit diagonal, so that mathematically tied k-means distances
-    # (e.g. both members of a two-point cluster) are tied in floating point too.
-    sim = 0.5 * (sim + sim.transpose(1, 2))
-    sim.diagonal(dim1=1, dim2=2).copy_((diag > 0).to(sim.dtype))
-    return sim
-
-
-def _kernel_kmeans2(sim: torch.Tensor, init_a: torch.Tensor, init_b: torch.Tensor):
-    """Batched Lloyd k-means, k=2, on normalised vectors known only through their (C, K, K)
-    cosine matrix: a centre is a weight vector w over the K points (c = sum_i w_i x_i), so
-    |x_j - c|^2 = s_jj - 2 (S w)_j + w^T S w. Returns labels (C, K) and distances (C, K, 2)."""
-    import torch
-
-    c, k, _ = sim.shape
-    rows = torch.arange(c)
-    w = torch.zeros(c, 2, k, dtype=sim.dtype)
-    w[rows, 0, init_a] = 1.0
-    w[rows, 1, init_b] = 1.0
-    self_sim = sim.diagonal(dim1=1, dim2=2)  # (C, K)
-    labels = None
-    for _ in range(KMEANS_MAX_ITER):
-        sw = torch.bmm(sim, w.transpose(1, 2))  # (C, K, 2): x_j . c
-        cc = (w * sw.transpose(1, 2)).sum(-1)  # (C, 2): |c|^2
-        dist = self_sim[:, :, None] - 2.0 * sw + cc[:, None, :]
-        new_labels = dist.argmin(-1)  # ties -> cluster 0 (first minimum)
-        if labels is not None and torch.equal(new_labels, labels):
-            break
-        labels = new_labels
-        onehot = torch.stack([labels == 0, labels == 1], dim=1).to(sim.dtype)  # (C, 2, K)
-        counts = onehot.sum(-1, keepdim=True)
-        # An empty cluster keeps its centre.
-        w = torch.where(counts > 0, onehot / counts.clamp_min(1.0), w)
-    return labels, dist
-
-
-def pick_easy(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """REAL's recommendation: the least similar valid pair, ``argmin_{i<j} s_ij``."""
-    c, k, _ = sim.shape
-    return sim.reshape(c, k * k).masked_fill(~valid.reshape(c, k * k), math.inf).argmin(-1)
-
-
-def pick_hard(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """The most similar valid pair, ``argmax_{i<j} s_ij``."""
-    c, k, _ = sim.shape
-    return sim.reshape(c, k * k).masked_fill(~valid.reshape(c, k * k), -math.inf).argmax(-1)
-
-
-def pick_random(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """A uniformly random valid pair: the ``floor(u * n_valid)``-th one, in flattened order."""
-    c, k, _ = sim.shape
-    flat_valid = valid.reshape(c, k * k)
-    n_valid = flat_valid.sum(-1)
-    r = (u * n_valid).long().clamp_max(n_valid - 1)  # the r-th valid pair, 0-based
-    rank = flat_valid.long().cumsum(-1) - 1
-    return (flat_valid & (rank == r[:, None])).long().argmax(-1)
-
-
-def pick_centroid(sim: torch.Tensor, valid: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """k-means (k=2) from the easy pair, then each cluster's response nearest its centre; the
-    easy pair where a cluster ends empty or the two picks are not a valid pair."""
-    import torch
-
-    c, k, _ = sim.shape
-    easy = pick_easy(sim, valid, u)
-    a, b = easy // k, easy % k
-    labels, dist = _kernel_kmeans2(sim.double(), a, b)
-    picks = []
-    for cluster in (0, 1):
-        member = labels == cluster
-        d = dist[:, :, cluster].masked_fill(~member, math.inf)
-        # Nearest member; distances within TIE_TOLERANCE count as ties -> lowest index.
-        near = member & (d <= d.min(-1, keepdim=True).values + TIE_TOLERANCE)
-        picks.append((near.long().argmax(-1), member.any(-1)))
-    (p0, has0), (p1, has1) = picks
-    i, j = torch.minimum(p0, p1), torch.maximum(p0, p1)
-    pair = i * k + j
-    ok = has0 & has1 & (i != j) & valid.reshape(c, k * k).gather(1, pair[:, None]).squeeze(1)
-    return torch.where(ok, pair, easy)
-
-
-def rank_ascending(pair_sim: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Lowest similarity first; a stable sort, so ties keep group order."""
-    return np.argsort(pair_sim, kind="stable")
-
-
-def rank_descending(pair_sim: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Highest similarity first; a stable sort, so ties keep group order."""
-    return np.argsort(-pair_sim, kind="stable")
-
-
-def rank_random(pair_sim: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """A seeded random order (the selection's generator, after the per-prompt uniforms)."""
-    return rng.permutation(len(pair_sim))
+Picker = Callable[["torch.Tensor", "torch.Tensor", "torch.Tensor"], "torch.Tensor"]
+Ranker = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
 @dataclass(frozen=True)
 class Strategy:
-    """One selection strategy: how it picks a prompt's pair, and how it ranks the dataset's.
+    """One selection strategy: what it needs, how it picks a prompt's pair, how it ranks.
 
-    ``pick_per_prompt(sim, valid, u)``: ``sim`` (C, K, K) cosines of a chunk of C prompts,
-    ``valid`` (C, K, K) bool candidate pairs (i < j, distinct texts), ``u`` (C,) one uniform
-    in [0, 1) per prompt -> (C,) flattened pair index ``i * K + j``.
-    ``rank_across_dataset(pair_sim, rng)``: ``pair_sim`` (E,) the picked pairs' cosines, in
-    group order -> (E,) the order in which a budget keeps them.
+    ``needs``: inputs beyond the embeddings, among ``"implicit_rewards"`` (``--policy``) and
+    ``"rewards"`` (``--reward-model``). ``key(chunk)``: (C, K, K) the per-pair quantity the
+    strategy reads. ``pick_per_prompt(key, valid, u)``: ``key`` and ``valid`` (C, K, K),
+    ``u`` (C,) one uniform per prompt -> (C,) flattened pair index ``i * K + j``.
+    ``rank_across_dataset(pair_key, rng)``: ``pair_key`` (E,) the picked pairs' keys, in group
+    order -> (E,) the order in which a budget keeps them. A ``joint`` strategy (``design``)
+    instead chooses all pairs at once (:func:`realspo.selection.design.select_design`).
     """
 
     name: str
     description: str  # one line, shown in ``--strategy`` help
-    pick_per_prompt: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-    rank_across_dataset: Callable[[np.ndarray, np.random.Generator], np.ndarray]
+    pick_per_prompt: Picker | None
+    rank_across_dataset: Ranker | None
+    key: Callable[[Chunk], torch.Tensor] = similarity_key
+    needs: tuple[str, ...] = ()
+    joint: bool = False
+    optional: tuple[str, ...] = ()  # inputs it uses when given (design: implicit_rewards)
+
+    def uses(self, what: str) -> bool:
+        """Whether the strategy reads input ``what`` (needed or optional)."""
+        return what in self.needs or what in self.optional
 
 
 # The registry: adding a strategy is one entry here (CLI choices and help come from it).
@@ -220,7 +156,21 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("hard", "most similar pair", pick_hard, rank_descending),
     Strategy("random", "seeded random pair", pick_random, rank_random),
     Strategy("centroid", "k-means (k=2) representatives", pick_centroid, rank_ascending),
+    Strategy("margin", "smallest implicit-reward margin |m| first (needs --policy)",
+             pick_easy, rank_ascending, abs_margin_key, ("implicit_rewards",)),
+    Strategy("margin-large", "largest implicit-reward margin |m| first (a control; needs --policy)",
+             pick_hard, rank_descending, abs_margin_key, ("implicit_rewards",)),
+    Strategy("design", "greedy D-optimal design over embedding differences (weighted by "
+             "margins with --policy)", None, None, joint=True, optional=("implicit_rewards",)),
+    Strategy("reward-gap", "highest vs lowest reward response, largest gap first "
+             "(needs --reward-model)", pick_hard, rank_descending, reward_gap_key, ("rewards",)),
+    Strategy("reward-uncertain", "preference sigma(r_a - r_b) nearest 0.5 first "
+             "(needs --reward-model)", pick_easy, rank_ascending, reward_uncertainty_key,
+             ("rewards",)),
 )}
+
+# What each need is called on the command line.
+NEED_OPTIONS = {"implicit_rewards": "--policy", "rewards": "--reward-model"}
 
 
 def strategy_names() -> tuple[str, ...]:
@@ -243,6 +193,17 @@ def get_strategy(name: str) -> Strategy:
                           f"{', '.join(STRATEGIES)}") from None
 
 
+def _per_response(name: str, values: np.ndarray | None, n_rows: int) -> np.ndarray | None:
+    if values is None:
+        return None
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (n_rows,):
+        raise ConfigError(f"{name}: expected shape ({n_rows},), got {values.shape}")
+    if not np.isfinite(values).all():
+        raise ConfigError(f"{name}: response {int(np.flatnonzero(~np.isfinite(values))[0])} is not finite")
+    return values
+
+
 def select_pairs(
     embeddings: np.ndarray,
     group_sizes: Sequence[int],
@@ -251,6 +212,10 @@ def select_pairs(
     *,
     seed: int = 0,
     response_keys: np.ndarray | None = None,
+    implicit_rewards: np.ndarray | None = None,
+    rewards: np.ndarray | None = None,
+    design_ridge: float = 1.0,
+    pairs_per_prompt: int = 1,
 ) -> Selection:
     """Select one pair per prompt with ``strategy`` (a name in :data:`STRATEGIES`) and keep
     the ``budget`` best across the dataset.
@@ -260,10 +225,14 @@ def select_pairs(
     equal for identical texts (None: all responses distinct). ``budget``: None (every
     eligible prompt), a count, or a fraction of the eligible prompts (see
     :func:`realspo.selection.budget.resolve_budget`). Deterministic for a given ``seed``
-    (used by ``random`` only).
+    (used by ``random`` and by ``design``'s projection).
+
+    ``implicit_rewards`` (N,) ``beta (log pi - log pi_ref)`` per response (``margin*``, and
+    ``design``'s weights); ``rewards`` (N,) reward-model scores (``reward-*``).
+    ``design_ridge`` (lambda > 0) and ``pairs_per_prompt`` (N >= 1; a budget then counts
+    pairs, a fraction is of the eligible prompts times N) apply to ``design`` only.
     """
     import torch
-
     chosen = get_strategy(strategy)
     sizes = np.asarray(group_sizes, dtype=np.int64)
     if embeddings.ndim != 2:
@@ -276,6 +245,13 @@ def select_pairs(
     keys = None if response_keys is None else np.asarray(response_keys, dtype=np.int64)
     if keys is not None and keys.shape != (n_rows,):
         raise ConfigError(f"response_keys: expected shape ({n_rows},), got {keys.shape}")
+    extra = {"implicit_rewards": _per_response("implicit_rewards", implicit_rewards, n_rows),
+             "rewards": _per_response("rewards", rewards, n_rows)}
+    for need in chosen.needs:
+        if extra[need] is None:
+            raise ConfigError(f"--strategy {strategy} needs {NEED_OPTIONS[need]} ({need} per response)")
+    if not chosen.joint and pairs_per_prompt != 1:
+        raise ConfigError(f"--pairs-per-prompt applies only to --strategy design, not {strategy}")
     if budget is not None:
         parse_budget(budget)  # fail on a malformed budget before any work
     n_groups, dim = len(sizes), embeddings.shape[1]
@@ -283,10 +259,13 @@ def select_pairs(
     # Pair choice per group, drawn once in group order so it does not depend on chunking.
     rng = np.random.default_rng(seed)
     uniforms = rng.random(n_groups)
+    design = DesignCandidates(embeddings, sizes, starts, design_ridge, pairs_per_prompt,
+                              seed) if chosen.joint else None
 
     pair_a = np.zeros(n_groups, dtype=np.int64)
     pair_b = np.zeros(n_groups, dtype=np.int64)
     pair_sim = np.zeros(n_groups, dtype=np.float64)
+    pair_key = np.zeros(n_groups, dtype=np.float64)
     eligible = np.zeros(n_groups, dtype=bool)
     all_sims: list[np.ndarray] = []
 
@@ -309,30 +288,55 @@ def select_pairs(
                 bad = int(np.flatnonzero(~np.isfinite(block).all(-1).ravel())[0])
                 raise ConfigError(f"embeddings: row {int(starts[groups[bad // k]]) + bad % k} is not finite")
             valid = upper.expand(len(groups), k, k)
+            rows = row_index if row_index is not None else starts[groups][:, None] + np.arange(k)
             if keys is not None:
-                rows = row_index if row_index is not None else starts[groups][:, None] + np.arange(k)
                 kk = torch.from_numpy(keys[rows])
                 valid = valid & (kk[:, :, None] != kk[:, None, :])
             ok = valid.flatten(1).any(-1)
             all_sims.append(sim[valid].numpy())
-            u = torch.from_numpy(uniforms[groups])
-            pair = chosen.pick_per_prompt(sim, valid, u)
+            eligible[groups] = ok.numpy()
+            scores = {name: None if v is None or not chosen.uses(name) else torch.from_numpy(v[rows])
+                      for name, v in extra.items()}
+            if design is not None:
+                design.add(groups, block, sim, valid, scores["implicit_rewards"])
+                continue
+            context = Chunk(sim, valid, torch.from_numpy(uniforms[groups]), **scores)
+            key = chosen.key(context)
+            pair = chosen.pick_per_prompt(key, valid, context.u)  # type: ignore[misc]
             chosen_sim = sim.reshape(len(groups), k * k).gather(1, pair[:, None]).squeeze(1)
             pair_a[groups] = (pair // k).numpy()
             pair_b[groups] = (pair % k).numpy()
             pair_sim[groups] = chosen_sim.double().numpy()
-            eligible[groups] = ok.numpy()
+            pair_key[groups] = key.reshape(len(groups), k * k).gather(1, pair[:, None]).squeeze(1).double().numpy()
 
     candidates = np.flatnonzero(eligible)
-    n_keep = resolve_budget(budget, len(candidates))
-    order = chosen.rank_across_dataset(pair_sim[candidates], rng)
-    kept = candidates[order[:n_keep]]
     n_skipped = n_groups - len(candidates)
+    skipped = {SKIP_FEW_DISTINCT: n_skipped} if n_skipped else {}
+    all_similarities = np.concatenate(all_sims) if all_sims else np.zeros(0, dtype=np.float32)
+    if design is not None:
+        kept, index_a, index_b, gains = select_design(design, budget, len(candidates))
+        return Selection(kept, index_a, index_b, _pair_cosines(embeddings, starts, kept, index_a, index_b),
+                         all_similarities, skipped, gains)
+    n_keep = resolve_budget(budget, len(candidates))
+    order = chosen.rank_across_dataset(pair_key[candidates], rng)  # type: ignore[misc]
+    kept = candidates[order[:n_keep]]
     return Selection(
         group_index=kept,
         index_a=pair_a[kept],
         index_b=pair_b[kept],
         similarity=pair_sim[kept],
-        all_similarities=np.concatenate(all_sims) if all_sims else np.zeros(0, dtype=np.float32),
-        skipped={SKIP_FEW_DISTINCT: n_skipped} if n_skipped else {},
+        all_similarities=all_similarities,
+        skipped=skipped,
+        key=pair_key[kept],
     )
+
+
+def _pair_cosines(embeddings: np.ndarray, starts: np.ndarray, groups: np.ndarray,
+                  a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Cosines of the selected pairs (float64), computed in float32 as :func:`cosine_matrices` does."""
+    if len(groups) == 0:
+        return np.zeros(0)
+    ea = np.asarray(embeddings[starts[groups] + a], dtype=np.float32)
+    eb = np.asarray(embeddings[starts[groups] + b], dtype=np.float32)
+    na, nb = np.sqrt((ea * ea).sum(-1)), np.sqrt((eb * eb).sum(-1))
+    return ((ea * eb).sum(-1) / np.maximum(na * nb, 1e-30)).astype(np.float64)

@@ -39,9 +39,8 @@ from realspo.chat_format import prompt_format
 from realspo.errors import InputError
 from realspo.outputs import atomic_path
 from realspo.schema import PromptGroup
-from realspo.training.logprobs import response_logps
-from realspo.training.reference import reference_cache_key
-from realspo.training.tokenization import collate, tokenize_response
+from realspo.training.reference import reference_cache_key, score_sequences
+from realspo.training.tokenization import tokenize_response
 
 log = logging.getLogger(__name__)
 
@@ -73,24 +72,7 @@ def candidate_logps(
             except ValueError as exc:
                 raise InputError(source, str(exc), where=f"prompt {gi + 1}", field="prompt") from None
             sequences.append((ids, start))
-    result = np.zeros(len(sequences), dtype=np.float64)
-    if not sequences:
-        return result
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            for lo in range(0, len(order), batch_size):
-                idx = order[lo: lo + batch_size]
-                batch = {k: v.to(device) for k, v in collate([sequences[i] for i in idx], pad_id).items()}
-                sums, _, _ = response_logps(model, **batch)
-                result[idx] = sums.double().cpu().numpy()
-    finally:
-        model.train(was_training)
-    return result
+    return score_sequences(model, tokenizer, sequences, batch_size)
 
 
 def load_or_compute_candidate_logps(

@@ -99,6 +99,34 @@ def reference_cache_key(
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
 
+def score_sequences(model: Any, tokenizer: Any, sequences: list[tuple[list[int], int]],
+                    batch_size: int, desc: str | None = None) -> np.ndarray:
+    """Summed response log-probs (float64, one per ``(ids, response start)`` sequence, in
+    order) under ``inference_mode``, longest first (an out-of-memory shows at once), with a
+    progress bar named ``desc`` (None: none). The model is left in the mode it was in."""
+    from tqdm.auto import tqdm
+
+    result = np.zeros(len(sequences), dtype=np.float64)
+    if not sequences:
+        return result
+    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            batches = range(0, len(order), batch_size)
+            for lo in tqdm(batches, desc=desc, disable=desc is None):
+                idx = order[lo: lo + batch_size]
+                batch = {k: v.to(device) for k, v in collate([sequences[i] for i in idx], pad_id).items()}
+                sums, _, _ = response_logps(model, **batch)
+                result[idx] = sums.double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return result
+
+
 def compute_reference_logps(
     model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, max_length: int,
     truncation: str = "keep_end", batch_size: int = 8, show_progress: bool = True,
@@ -111,27 +139,11 @@ def compute_reference_logps(
     ``batch_size`` sequences at a time under ``inference_mode``; tokenization is
     :func:`realspo.training.tokenization.tokenize_pairs`, exactly as in training.
     """
-    from tqdm.auto import tqdm
-
     pairs = tokenize_pairs(tokenizer, rows, max_length, truncation, source=source,
                            chat_template=chat_template)
     sequences = [seq for pair in pairs for seq in pair.sequences()]  # chosen 2i, rejected 2i+1
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    device = next(model.parameters()).device
-    result = np.zeros(len(sequences), dtype=np.float64)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            batches = range(0, len(order), batch_size)
-            for lo in tqdm(batches, desc="reference log-probs", disable=not show_progress):
-                idx = order[lo: lo + batch_size]
-                batch = {k: v.to(device) for k, v in collate([sequences[i] for i in idx], pad_id).items()}
-                sums, _, _ = response_logps(model, **batch)
-                result[idx] = sums.double().cpu().numpy()
-    finally:
-        model.train(was_training)
+    result = score_sequences(model, tokenizer, sequences, batch_size,
+                             desc="reference log-probs" if show_progress else None)
     return result[0::2].copy(), result[1::2].copy()
 
 

@@ -38,6 +38,8 @@ COMMANDS = {
                               "annotators (export/import) or a simulated annotator"),
     "train": Command("train", "train a causal LM on preference pairs (the DPO family of losses, "
                               "see --loss; optionally + SPO)"),
+    "rounds": Command("rounds", "multi-round active labeling: R rounds of generate -> select -> "
+                                "label (automatic judge) -> train, resumable per round"),
     "spo-preview": Command("spo_preview", "print preference pairs with their SPO degree variants "
                                           "and the removed key phrases"),
     "plot": Command("plot", "plot the loss, reward and SPO curves of a training run "

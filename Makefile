@@ -32,6 +32,6 @@ bench: install
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
 # The README is assembled from docs/readme/*.md (edit those).
-README_PARTS := _intro demo formats select embeddings stages judges losses spo train proving_ground real_models reliability benchmarks _development
+README_PARTS := _intro demo formats select embeddings stages judges losses spo train rounds proving_ground real_models reliability benchmarks _development
 readme:
 	{ for p in $(README_PARTS); do cat docs/readme/$$p.md; echo; done; } > README.md

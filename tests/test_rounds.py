@@ -116,7 +116,8 @@ def test_each_round_keeps_its_candidates_pairs_labels_and_model(two_rounds):
         assert all(row["chosen_score"] >= row["rejected_score"] for row in labels)
         assert (d / "model" / "model.safetensors").is_file()
         record = json.loads((d / "round.json").read_text())
-        assert record["budget"] == budget and record["labels_used"] == len(labels)
+        assert record["budget"] == budget == record["labels_used"]
+        assert record["preferences"] == len(labels)
         assert record["train"]["steps"] == 2 and "loss" in record["train"]
 
 
@@ -163,7 +164,8 @@ def test_summary_and_latest_model_link(two_rounds):
     assert summary["rounds_finished"] == 2 and summary["budgets"] == [4, 2]
     assert summary["budget_total"] == 6
     assert summary["final_model"] == str(out / "round-2" / "model")
-    assert summary["labels_used"] == sum(r["labels_used"] for r in summary["per_round"])
+    assert summary["labels_used"] == 6
+    assert summary["preferences"] == sum(r["preferences"] for r in summary["per_round"])
     assert (out / "model").resolve() == (out / "round-2" / "model").resolve()
     lines = (out / "rounds.jsonl").read_text().splitlines()
     assert [json.loads(line)["round"] for line in lines] == [1, 2]
@@ -281,3 +283,20 @@ def test_overwrite_never_replaces_a_foreign_directory(tiny_model_dir, tiny_rewar
         assert main([*argv, *extra]) == 2
         assert "not a realspo output" in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+
+
+def test_lora_rounds_with_a_reward_strategy(tiny_model_dir, tiny_reward_model_dir, prompts_file,
+                                            tmp_path, one_thread):
+    """LoRA rounds export merged models the next round starts from; reward-gap scores the
+    candidates with the judge's reward model and ranks by the gap."""
+    out = tmp_path / "out"
+    argv = _argv(tiny_model_dir, prompts_file, tiny_reward_model_dir, out, tmp_path / "cache",
+                 "--lora-r", "4", "--strategy", "reward-gap", "--round-prompts", "all",
+                 "--schedule", "0.5,0.5")
+    assert main(argv) == 0
+    rounds = [json.loads((out / f"round-{r}" / "round.json").read_text()) for r in (1, 2)]
+    assert [r["prompts"] for r in rounds] == [8, 8]  # --round-prompts all
+    assert [r["budget"] for r in rounds] == [3, 3]
+    assert all(r["selection"]["key_mean"] > 0 for r in rounds)  # mean reward gap of the picks
+    assert (out / "round-2" / "model" / "model.safetensors").is_file()  # merged, not an adapter
+    assert not _same(_weights(out / "round-1" / "model"), _weights(out / "round-2" / "model"))

@@ -127,8 +127,8 @@ def select_round(cfg: Any, groups: list[PromptGroup], strategy_name: str, budget
     timings["select_s"] = time.perf_counter() - tick
     stats: dict[str, Any] = {"eligible_prompts": eligible, "pairs": len(rows),
                              "margins": "implicit_rewards" in scores}
-    if selection.key is not None and len(selection.key):
-        stats["key_mean"] = float(np.mean(selection.key))
+    if selection.key is not None and len(selection.key) and (embedded or strategy.key is not similarity_key):
+        stats["key_mean"] = float(np.mean(selection.key))  # what it ranked by: |margin|, gap, ...
     if embedded and len(selection.similarity):
         stats["similarity_mean"] = float(np.mean(selection.similarity))
     return Selected(rows, stats)

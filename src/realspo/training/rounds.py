@@ -262,8 +262,11 @@ def run_round(cfg: Any, plan: RoundsPlan, judges: RoundJudges, r: int) -> None:
         timings["total_s"] = time.perf_counter() - started
         record = {
             "round": r, "prompts": len(prompts), "candidates": sum(len(g.responses) for g in groups),
-            "strategy": strategy, "budget": plan.budgets[r - 1], "pairs_selected": len(selected.rows),
-            "labels_used": len(rows), "label_stats": label_stats, "selection": selected.stats,
+            "strategy": strategy, "budget": plan.budgets[r - 1],
+            # labels used: pairs the judge was asked about (a tie costs a label too);
+            # preferences: the pairs it ordered, which the round trains on
+            "labels_used": len(pairs), "preferences": len(rows), "label_stats": label_stats,
+            "selection": selected.stats,
             "policy": policy, "reference": reference if train_cfg.uses_reference else None,
             "model": str(round_dir(out, r) / "model"),
             "train": {**{k: v for k, v in (metrics[-1] if metrics else {}).items()
@@ -272,8 +275,9 @@ def run_round(cfg: Any, plan: RoundsPlan, judges: RoundJudges, r: int) -> None:
         }
         write_json(tmp / ROUND_FILE, record)
     link_latest(out, r)
-    log.info("round %d/%d done in %.1f s: %d labels, final loss %s; model %s", r, cfg.rounds,
-             timings["total_s"], len(rows), record["train"].get("loss"), record["model"])
+    log.info("round %d/%d done in %.1f s: %d labels, %d preferences, final loss %s; model %s", r,
+             cfg.rounds, timings["total_s"], len(pairs), len(rows), record["train"].get("loss"),
+             record["model"])
 
 
 FINAL_METRICS = ("loss", "rewards/accuracies", "rewards/margins", "rewards/chosen",
@@ -305,6 +309,7 @@ def write_summary(cfg: Any, plan: RoundsPlan) -> dict[str, Any]:
         "budgets": plan.budgets, "schedule": cfg.schedule, "strategy": cfg.strategy,
         "judge": cfg.judge, "reference": cfg.reference, "start_policy": plan.start_policy,
         "labels_used": sum(r["labels_used"] for r in rounds),
+        "preferences": sum(r["preferences"] for r in rounds),
         "latest_model": str(round_dir(out, done) / "model") if done else None,
         "final_model": str(round_dir(out, cfg.rounds) / "model") if done == cfg.rounds else None,
         "per_round": rounds,

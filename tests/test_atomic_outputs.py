@@ -208,13 +208,15 @@ def _command_cases(tmp: Path, model: str) -> dict[str, tuple[list[str], Path]]:
                   tmp / "trained"),
         "evaluate": (["evaluate", "--model", model, "--baseline", model, "--prompts", prompts,
                       "--judge", "proving-ground", "--out", str(tmp / "eval.json")], tmp / "eval.json"),
+        "rounds": (["rounds", "--model", model, "--prompts", prompts, "--judge", model, "--budget",
+                    "1", "--rounds", "1", "--out", str(tmp / "rounds")], tmp / "rounds"),
         "plot": (["plot", str(run), "--out", str(tmp / "curves.png")], tmp / "curves.png"),
         "demo": (["demo", "--quick", "--out", str(tmp / "demo")], tmp / "demo"),
     }
 
 
 CASES = ["generate", "select", "select --save-embeddings", "label", "label --export-tasks",
-         "label --export-tasks (key)", "train", "evaluate", "plot", "demo"]
+         "label --export-tasks (key)", "train", "rounds", "evaluate", "plot", "demo"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -279,9 +279,9 @@ def test_overwrite_never_replaces_a_foreign_directory(tiny_model_dir, tiny_rewar
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     argv = _argv(tiny_model_dir, prompts_file, tiny_reward_model_dir, out, tmp_path / "cache")
-    for extra in ([], ["--overwrite"]):
+    for extra, message in (([], "already exists"), (["--overwrite"], "not a realspo output")):
         assert main([*argv, *extra]) == 2
-        assert "not a realspo output" in capsys.readouterr().err
+        assert message in capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
 
 

@@ -163,7 +163,10 @@ def check_out(cfg: Any) -> None:
     if not (out.exists() or out.is_symlink()):
         check_location(out)
         return
-    check_replaceable_dir(out, KIND)
+    if output_kind(out) != KIND or out.is_symlink():
+        if not cfg.overwrite:
+            raise OutputExistsError(str(out))  # already exists; pass --overwrite ...
+        check_replaceable_dir(out, KIND)  # ... which replaces only a rounds output
     if not cfg.overwrite:
         _refuse_changed(out, cfg)
 

@@ -30,7 +30,7 @@ import logging
 import os
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,7 +78,7 @@ class RoundsPlan:
     parts: list[list[int]]       # prompt indices per round
     budgets: list[int]           # pairs per round, summing to the total
     start_policy: str            # p[0]
-    fractions: list[float] = field(default_factory=list)
+    fractions: list[float]       # the schedule: each round's share of the budget
 
 
 def round_dir(out: Path, r: int) -> Path:
@@ -309,7 +309,8 @@ def write_summary(cfg: Any, plan: RoundsPlan) -> dict[str, Any]:
               for r in range(1, done + 1)]
     summary = {
         "rounds_finished": done, "rounds": cfg.rounds, "budget_total": sum(plan.budgets),
-        "budgets": plan.budgets, "schedule": cfg.schedule, "strategy": cfg.strategy,
+        "budgets": plan.budgets, "schedule": cfg.schedule,
+        "schedule_fractions": [round(f, 6) for f in plan.fractions], "strategy": cfg.strategy,
         "judge": cfg.judge, "reference": cfg.reference, "start_policy": plan.start_policy,
         "labels_used": sum(r["labels_used"] for r in rounds),
         "preferences": sum(r["preferences"] for r in rounds),

@@ -300,3 +300,21 @@ def test_lora_rounds_with_a_reward_strategy(tiny_model_dir, tiny_reward_model_di
     assert all(r["selection"]["key_mean"] > 0 for r in rounds)  # mean reward gap of the picks
     assert (out / "round-2" / "model" / "model.safetensors").is_file()  # merged, not an adapter
     assert not _same(_weights(out / "round-1" / "model"), _weights(out / "round-2" / "model"))
+
+
+def test_a_kill_in_round_two_keeps_round_one_and_the_rerun_finishes(
+        tiny_model_dir, tiny_reward_model_dir, prompts_file, tmp_path, one_thread):
+    """SIGKILL while round 2 is being built: round 1 stays whole, round 2 is absent (only its
+    hidden temporary and a stale lock are left), and the same command finishes the run."""
+    from test_resume import kill_when
+
+    out = tmp_path / "out"
+    argv = _argv(tiny_model_dir, prompts_file, tiny_reward_model_dir, out, tmp_path / "cache")
+    kill_when(argv, lambda: (out / "round-1" / "round.json").is_file()
+              and any(out.glob(".round-2.*.tmp")), slow=0.3)
+    assert not (out / "round-2").exists() and any(out.glob(".round-2.*.tmp"))
+    round1 = {p.name: p.read_bytes() for p in (out / "round-1").iterdir() if p.is_file()}
+    assert main(argv) == 0
+    assert {p.name: p.read_bytes() for p in (out / "round-1").iterdir() if p.is_file()} == round1
+    assert (out / "round-2" / "round.json").is_file() and not any(out.glob(".round-*.tmp"))
+    assert json.loads((out / "summary.json").read_text())["rounds_finished"] == 2

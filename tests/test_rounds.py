@@ -318,3 +318,29 @@ def test_a_kill_in_round_two_keeps_round_one_and_the_rerun_finishes(
     assert {p.name: p.read_bytes() for p in (out / "round-1").iterdir() if p.is_file()} == round1
     assert (out / "round-2" / "round.json").is_file() and not any(out.glob(".round-*.tmp"))
     assert json.loads((out / "summary.json").read_text())["rounds_finished"] == 2
+
+
+def test_an_llm_judge_labels_a_round_in_both_orders(tiny_model_dir, tiny_reward_model_dir,
+                                                   prompts_file, tmp_path, monkeypatch, one_thread):
+    """A pairwise judge (llm:PATH) labels through its comparison; its scorer is replaced by one
+    that prefers the longer response in either order."""
+    import numpy as np
+
+    from realspo.labels.llm_judge import LLMJudge
+
+    def first_line(text: str, tag: str) -> str:
+        return text.split(f"[{tag}]\n")[1].split("\n")[0]
+
+    monkeypatch.setattr(LLMJudge, "p_first", lambda self, texts: np.array(
+        [0.5 + 0.4 * np.sign(len(first_line(t, "Response A")) - len(first_line(t, "Response B")))
+         for t in texts]))
+    out = tmp_path / "out"
+    argv = _argv(tiny_model_dir, prompts_file, f"llm:{tiny_model_dir}", out, tmp_path / "cache",
+                 "--rounds", "1", "--budget", "4", "--schedule", "even", "--strategy", "random")
+    assert main(argv) == 0
+    record = json.loads((out / "round-1" / "round.json").read_text())
+    assert record["labels_used"] == 4 and record["label_stats"]["label_source"] == "llm-judge"
+    assert "position-bias rate 0.000" in record["label_stats"]["judge_bias"]
+    labels = [json.loads(line) for line in (out / "round-1" / "labels.jsonl").read_text().splitlines()]
+    assert len(labels) == record["preferences"] > 0
+    assert all(len(r["chosen"].split("\n")[0]) > len(r["rejected"].split("\n")[0]) for r in labels)

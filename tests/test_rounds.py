@@ -251,6 +251,7 @@ BAD = {
     "proving-ground judge on other prompts": (["--judge", "proving-ground"], "proving"),
     "no merge of LoRA": (["--lora-r", "4", "--no-merge"], "unrecognized"),
     "bad loss option": (["--beta", "-1"], "beta"),
+    "embedder a strategy ignores": (["--strategy", "random", "--embedder", "st:x"], "no effect"),
 }
 
 

@@ -21,18 +21,12 @@ from realspo.labels.outcomes import (
 )
 from realspo.labels.pairwise import PairwiseJudge
 from realspo.schema import AnnotationPair, PromptGroup, preference_row
-from realspo.selection.pickers import pick_random, similarity_key
+from realspo.selection.pickers import similarity_key
 from realspo.selection.rows import build_rows, response_keys
-from realspo.selection.strategies import Strategy, get_strategy, select_pairs
+from realspo.selection.strategies import get_strategy, select_pairs
+from realspo.training.rounds_config import reads_embeddings
 
 log = logging.getLogger(__name__)
-
-
-def reads_embeddings(strategy: Strategy) -> bool:
-    """Whether ``strategy``'s choice depends on the response embeddings: the similarity-keyed
-    REAL strategies (not ``random``) and ``design``. The others get a constant stand-in, and
-    their rows no similarity."""
-    return strategy.joint or (strategy.key is similarity_key and strategy.pick_per_prompt is not pick_random)
 
 
 class RoundJudges:

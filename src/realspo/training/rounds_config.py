@@ -21,7 +21,8 @@ from realspo.config import MAX_SEED, check_seed, option
 from realspo.errors import ConfigError
 from realspo.labels.judges import find_judge, judges_help
 from realspo.selection.budget import parse_budget
-from realspo.selection.strategies import get_strategy, strategy_help, strategy_names
+from realspo.selection.pickers import pick_random, similarity_key
+from realspo.selection.strategies import Strategy, get_strategy, strategy_help, strategy_names
 from realspo.training.config import TrainConfig
 
 SCHEDULES = ("even", "front", "back")
@@ -105,6 +106,13 @@ class _RoundsOptions:
     overwrite: bool = option(False, "start over, replacing OUT (only a `realspo rounds` output)")
 
 
+def reads_embeddings(strategy: Strategy) -> bool:
+    """Whether ``strategy``'s choice depends on the response embeddings: the similarity-keyed
+    REAL strategies (not ``random``) and ``design``. The others get a constant stand-in (and
+    their rows no similarity), so a round embeds nothing for them."""
+    return strategy.joint or (strategy.key is similarity_key and strategy.pick_per_prompt is not pick_random)
+
+
 def _copy(f: dataclasses.Field, tp: Any) -> tuple[str, Any, Any]:
     return f.name, tp, dataclasses.field(default=f.default, default_factory=f.default_factory,
                                          metadata=f.metadata)
@@ -159,6 +167,10 @@ def _validate(self: Any) -> None:
         if "implicit_rewards" in get_strategy(self.first_strategy).needs:
             raise ConfigError(f"--first-strategy {self.first_strategy} needs a policy too; "
                               "choose one that does not (e.g. random)")
+    if self.embedder is not None and not any(reads_embeddings(get_strategy(s))
+                                             for s in self.strategies_used()):
+        raise ConfigError(f"--embedder has no effect with --strategy {self.strategy}: it reads no "
+                          "embeddings")
     find_judge(self.judge)  # an unknown judge lists the known ones
     if self.selection_judge is not None and not any(
             "rewards" in get_strategy(s).needs for s in self.strategies_used()):

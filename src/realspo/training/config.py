@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import option
 from realspo.errors import ConfigError
-from realspo.spo.variants import LABEL_MODES, POOLINGS, REMOVALS, SELECTIONS, SPO_DEFAULTS, SPOConfig
+from realspo.spo.variants import (
+    LABEL_MODES,
+    POOLINGS,
+    REMOVALS,
+    SELECTIONS,
+    SPO_DEFAULTS,
+    SPOConfig,
+)
 from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
 from realspo.training.trackers import TRACKERS, check_report_to

@@ -107,11 +107,13 @@ def main() -> None:
             table = score(responses, cfg, args.preset)
             print(f"\nremoval={removal} selection={selection} levels={cfg.levels}: share below "
                   f"{table['share_below']:.3f}, lowest cell {table['lowest_share_below']:.3f}, "
-                  f"graded {table['responses_graded']}, skipped {table['responses_skipped']}")
+                  f"graded {table['responses_graded']}, skipped {table['responses_skipped']}, "
+                  f"graded with reward > 0: {table['positive_share']}")
             for c in table["by_level"]:
                 print(f"  level {c['level']} {c['role']:8s} n={c['n_variants']:5d} below "
                       f"{c['share_below']:.3f} equal {c['share_equal']:.3f} above "
-                      f"{c['share_above']:.3f} mean change {c['mean_change']:+.3f}")
+                      f"{c['share_above']:.3f} mean change {c['mean_change']:+.3f} | of responses "
+                      f"with reward > 0: n={c['n_positive']:4d} below {c['share_below_positive']:.3f}")
             for r in responses[: args.show]:
                 variants = variants_for(r["response"], cfg)
                 print("   ", [v.text for v in variants] if variants else None)

@@ -228,8 +228,13 @@ def test_findings_call_a_difference_significant_only_when_its_interval_excludes_
     # every interval includes 0 and the premise is left out: the word never appears
     altered["label_error_by_similarity"] = []
     for c in altered["comparisons"]:
-        c.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
+        for entry in (c, c["mean_reward_samples"], c["implicit_reward_accuracy"]):
+            entry.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
     assert "significant" not in " ".join(findings(altered)).lower()
+    # an extra outcome whose interval excludes 0 is called significant on its own line
+    altered["comparisons"][0]["implicit_reward_accuracy"].update(ci_low=0.002)
+    flagged = [f for f in findings(altered) if "significant" in f.lower()]
+    assert len(flagged) == 1 and flagged[0].startswith("More sensitive outcome, implicit-reward")
 
 
 def test_a_quick_report_makes_no_verdicts(quick_demo, results):

@@ -117,7 +117,8 @@ def build_heldout_pairs(evaluation: Evaluation, model_dir: Path, plan: DemoPlan,
     prompt), with their reference log-probs (``model_dir``: the SFT model)."""
     from realspo.generation.sampling import load_generator_model
 
-    assert evaluation.samples is not None and evaluation.sample_rewards is not None
+    if evaluation.samples is None or evaluation.sample_rewards is None:
+        raise ValueError("held-out pairs need an evaluation with extra=True (all S samples)")
     index, texts, flags, better, worse, where = [], [], [], [], [], []
     for t, (row, done, scores) in enumerate(zip(evaluation.samples, evaluation.finished or [],
                                                 evaluation.sample_rewards, strict=True)):

@@ -159,7 +159,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{cfg['lr']}, from the SFT model (also the reference). Every run gets the same number of "
         "steps, so budgets differ only in data.",
         f"- Evaluation: one sample per held-out prompt ({sizes['test_prompts']} prompts) from the "
-        "trained model and from the SFT model with the same sampling noise; the oracle judges. Win "
+        "trained model and from the SFT model with the same sampling noise (for the mean reward, "
+        f"{cfg.get('eval_samples', 1)} samples per prompt, the first being that one); the oracle "
+        "judges. Win "
         "rate = mean of 1 / 1/2 / 0 per prompt; 95% intervals by a hierarchical bootstrap "
         f"({results['statistics']['resamples']} resamples: seeds, then prompts within each drawn "
         "seed); differences are paired; mde = minimum detectable effect = "

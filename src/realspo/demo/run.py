@@ -10,7 +10,8 @@ What runs, in process (every stage is the library's own function)::
       selection          selection.select_pairs                  random, easy, hard, centroid
                          demo.controls                           ceiling, noiseless, easy-random-prompts
       training           training.train                          DPO (sigmoid), DPO + SPO, from the SFT model
-      evaluation         generation + the oracle                 vs the SFT model, same sampling noise
+      evaluation         generation + the oracle                 vs the SFT model, same sampling noise;
+                         demo.outcomes                           S samples per prompt, implicit-reward accuracy
       SPO check          demo.manipulation                       oracle rewards of SPO's degree variants
 
 The world, its oracle and the SFT model are shared by all seeds; a seed fixes the candidates,
@@ -55,7 +56,6 @@ from realspo.selection.budget import resolve_budget
 from realspo.selection.strategies import select_pairs
 
 log = logging.getLogger(__name__)
-
 
 
 # ---------------------------------------------------------------------------------------

@@ -228,8 +228,13 @@ def test_findings_call_a_difference_significant_only_when_its_interval_excludes_
     # every interval includes 0 and the premise is left out: the word never appears
     altered["label_error_by_similarity"] = []
     for c in altered["comparisons"]:
-        c.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
+        for entry in (c, c["mean_reward_samples"], c["implicit_reward_accuracy"]):
+            entry.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
     assert "significant" not in " ".join(findings(altered)).lower()
+    # an extra outcome whose interval excludes 0 is called significant on its own line
+    altered["comparisons"][0]["implicit_reward_accuracy"].update(ci_low=0.002)
+    flagged = [f for f in findings(altered) if "significant" in f.lower()]
+    assert len(flagged) == 1 and flagged[0].startswith("More sensitive outcome, implicit-reward")
 
 
 def test_a_quick_report_makes_no_verdicts(quick_demo, results):
@@ -370,3 +375,69 @@ def test_findings_say_when_the_positive_control_fails(results):
     ceiling.update(difference=0.12, ci_low=0.05, ci_high=0.19)
     assert any(f.startswith("Positive control") and "significantly better" in f
                for f in findings(altered))
+
+
+# --- the extra outcomes (realspo.demo.outcomes) ------------------------------------------
+
+
+def _interval_of(entry: dict) -> None:
+    assert entry["ci_low"] <= entry.get("estimate", entry.get("difference")) <= entry["ci_high"]
+    assert entry["mde"] >= 0 and np.isfinite(entry["se"])
+
+
+def test_results_hold_the_extra_outcomes_per_run_and_per_comparison(results):
+    info = results["outcomes"]
+    assert info["eval_samples"] == 2  # the quick preset's
+    assert info["heldout_pairs"]["0"] > 0 and info["heldout_responses"]["0"] > 0
+    assert np.isfinite(results["sft"]["mean_reward_samples"])
+    for by_loss in [*results["main"].values(), *results["controls"].values()]:
+        for entry in by_loss.values():
+            _interval_of(entry["mean_reward_samples"])
+            _interval_of(entry["implicit_reward_accuracy"])
+            assert 0.0 <= entry["implicit_reward_accuracy"]["estimate"] <= 1.0
+            assert len(entry["implicit_reward_accuracy"]["per_seed"]) == 1
+    for c in results["comparisons"]:
+        _interval_of(c["mean_reward_samples"])
+        _interval_of(c["implicit_reward_accuracy"])
+    check = results["spo_manipulation"]
+    assert set(check["passes_by_role"]) == {"chosen", "rejected"}
+    assert all("share_below_positive" in c and "n_positive" in c for c in check["by_level"])
+
+
+def test_report_shows_the_extra_outcomes_without_verdicts_in_a_smoke_run(quick_demo, results):
+    text = (quick_demo / "report.md").read_text()
+    assert "## More sensitive outcomes" in text
+    easy = results["main"]["easy"]["dpo"]["implicit_reward_accuracy"]
+    assert f"{easy['estimate']:.3f} [{easy['ci_low']:.3f}, {easy['ci_high']:.3f}]" in text
+    assert "significant" not in text.split("## More sensitive outcomes")[1].split("## SPO")[0]
+    judged = findings({**results, "verdicts": True})
+    assert any(f.startswith("More sensitive outcome, mean oracle reward over 2 samples") for f in judged)
+    assert any(f.startswith("SPO on the implicit-reward accuracy") for f in judged)
+
+
+def test_sample_zero_is_the_single_evaluation_sample(quick_demo, one_thread):
+    """More samples per held-out prompt leave the win rate's sample (and so the win rate)
+    bit-identical: sample 0 is drawn exactly as a one-sample evaluation draws it."""
+    from dataclasses import replace
+
+    from realspo.demo.outcomes import EVAL_SEED_OFFSET, evaluate_model
+    from realspo.demo.plan import make_plan
+    from realspo.demo.run import evaluate_run, sample_responses
+    from realspo.generation.sampling import SamplingSettings, load_generator_model
+    from realspo.proving_ground.sft import get_sft_model
+    from realspo.proving_ground.world import build_world
+
+    plan = make_plan("quick", device="cpu")
+    world, sft = build_world(plan.world), get_sft_model(plan.world, plan.sft)
+    model, tokenizer = load_generator_model(str(sft), device="cpu")
+    prompts = world.test_prompts[: plan.n_test_prompts]
+    single = [s[0] for s in sample_responses(model, tokenizer, prompts, SamplingSettings(
+        num_responses=1, temperature=plan.temperature, max_new_tokens=plan.max_new_tokens,
+        seed=3 + EVAL_SEED_OFFSET))]
+    many = evaluate_model(sft, replace(plan, eval_samples=4), world, seed=3)
+    assert many.responses == single and [s[0] for s in many.samples] == single
+    assert many.sample_rewards.shape == (len(prompts), 4)
+    np.testing.assert_array_equal(many.sample_rewards[:, 0], many.rewards)
+    np.testing.assert_array_equal(many.rewards, evaluate_run(sft, plan, world, seed=3))
+    # the other samples are new draws (different noise), not copies of sample 0
+    assert any(row[j] != row[0] for row in many.samples for j in range(1, 4))

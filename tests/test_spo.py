@@ -42,7 +42,7 @@ def content_words(text: str) -> int:
 def test_variants_remove_the_top_ranked_fraction_per_level():
     # Ranked: seine river flows 9, visitors love 4, eiffel tower 4, paris 1, capital 1,
     # france 1 (n = 6). D = 4 removes ceil(d * 6 / 4) = 0, 2, 3, 5 phrases.
-    variants = degree_variants(PARIS, 4)
+    variants = degree_variants(PARIS, 4, selection="top")
     assert [v.level for v in variants] == [0, 1, 2, 3]
     assert variants[0].text == PARIS and variants[0].removed == []
     assert variants[1].removed == ["seine river flows", "visitors love"]
@@ -252,7 +252,7 @@ def test_spo_preview_defaults_are_the_training_defaults():
 
     preview = SPOPreviewConfig(data="unused").spo_config()
     train = TrainConfig(data="unused", model="unused", out="unused", spo=True).spo_config()
-    for field in ("levels", "selection", "labels", "seed", "max_words"):
+    for field in ("levels", "selection", "removal", "labels", "seed", "max_words"):
         assert getattr(preview, field) == getattr(train, field), field
     assert preview.levels == SPOConfig().levels == 3
 
@@ -276,4 +276,4 @@ def test_spo_preview_reports_a_missing_field(tmp_path, capsys):
 
 
 def test_extracted_phrases_used_by_variants_match_rake():
-    assert [p.text for p in extract_key_phrases(PARIS)][:2] == degree_variants(PARIS, 4)[1].removed
+    assert [p.text for p in extract_key_phrases(PARIS)][:2] == degree_variants(PARIS, 4, selection="top")[1].removed

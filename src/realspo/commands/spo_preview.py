@@ -20,6 +20,7 @@ from realspo.formats.registry import DETECT_ROWS, format_names, parse_rows
 from realspo.sources import read_rows
 from realspo.spo.variants import (
     LABEL_MODES,
+    REMOVALS,
     SELECTIONS,
     SPO_DEFAULTS,
     SPOConfig,
@@ -38,8 +39,13 @@ class SPOPreviewConfig:
     n: int = option(3, "number of pairs to show", flag="-n")
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
     levels: int = option(SPO_DEFAULTS.levels, "degree levels D (level 0 is the original response)")
-    selection: str = option(SPO_DEFAULTS.selection, "which key phrases level d removes: the top-ranked fraction d/D, "
-                                   "or a seeded random subset of that size", choices=SELECTIONS)
+    selection: str = option(SPO_DEFAULTS.selection, "which key phrases level d removes, a fraction d/D of "
+                                   "them: facts first (numbers and sentence-final phrases, then "
+                                   "names), RAKE's top-ranked, or a seeded random subset",
+                            choices=SELECTIONS)
+    removal: str = option(SPO_DEFAULTS.removal, "what level d removes: the key phrases (phrases) or "
+                                                "the whole sentences holding them (sentences)",
+                          choices=REMOVALS)
     labels: str = option(SPO_DEFAULTS.labels, "label space: separate (rejected classes D..2D-1) or shared",
                          choices=LABEL_MODES)
     seed: int = option(SPO_DEFAULTS.seed, "seed of the random selection")
@@ -56,7 +62,7 @@ class SPOPreviewConfig:
 
     def spo_config(self) -> SPOConfig:
         return SPOConfig(levels=self.levels, labels=self.labels, selection=self.selection,
-                         seed=self.seed, max_words=self.max_words)
+                         seed=self.seed, max_words=self.max_words, removal=self.removal)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -98,10 +104,10 @@ def format_pair(where: str, prompt: str, chosen: str, rejected: str, cfg: SPOCon
            _wrap(prompt if len(prompt) <= 400 else prompt[:400] + " [...]", width, "    ")]
     for side, response in (("chosen", chosen), ("rejected", rejected)):
         variants = degree_variants(response, cfg.levels, selection=cfg.selection, seed=cfg.seed,
-                                   max_words=cfg.max_words)
+                                   max_words=cfg.max_words, removal=cfg.removal)
         graded = is_graded(variants)
         out.append(f"--- {side}" + ("" if graded else
-                   f"  [skipped by the degree loss: needs >= {cfg.levels - 1} key phrases and a word left at every level]"))
+                   f"  [skipped by the degree loss: needs >= {cfg.levels - 1} units to remove and a word left at every level]"))
         for v in variants:
             label = degree_label(v.level, side == "chosen", cfg.levels, cfg.labels)
             out.append(f"  level {v.level}  label {label}  removed {len(v.removed)}:")

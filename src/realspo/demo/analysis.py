@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from realspo.demo.manipulation import spo_dose, spo_manipulation
+from realspo.demo.outcomes import paired_outcomes, pooled_outcomes
 from realspo.demo.plan import budget_label, plan_dict
 from realspo.demo.records import DemoRun, RunRecord
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
@@ -100,6 +101,7 @@ def _pool(demo: DemoRun, runs: list[RunRecord]) -> dict[str, Any]:
         "mean_similarity": float(np.mean([r.labels["mean_similarity"] for r in runs])),
         "mean_reward_gap": float(np.mean([r.labels["mean_reward_gap"] for r in runs])),
         "per_seed": per_seed,
+        **pooled_outcomes(runs, demo.heldout, plan.beta, plan.bootstrap_resamples),
     }
 
 
@@ -232,8 +234,20 @@ def _comparisons(demo: DemoRun, groups: dict[tuple[str, str, str], list[RunRecor
     for kind, a, b, loss in todo:
         la, lb = ("dpo+spo", "dpo") if kind == "spo" else (loss, loss)
         out.append({"kind": kind, "a": f"{a}/{la}", "b": f"{b}/{lb}", **paired_difference(
-            demo, groups[a, la, main], groups[b, lb, main])})
+            demo, groups[a, la, main], groups[b, lb, main]), **paired_outcomes(
+            groups[a, la, main], groups[b, lb, main], demo.heldout, plan.beta,
+            plan.bootstrap_resamples)})
     return out
+
+
+def _sft_outcomes(demo: DemoRun) -> dict[str, Any]:
+    """The SFT model's mean reward over the S samples per held-out prompt."""
+    if not demo.baseline_samples or any(v is None for v in demo.baseline_samples.values()):
+        return {}
+    means = [demo.baseline_samples[s].mean(axis=1) for s in sorted(demo.baseline_samples)]
+    r = interval(means, demo.plan.bootstrap_resamples, seed=1)
+    return {"mean_reward_samples": r["estimate"],
+            "mean_reward_samples_ci": [r["ci_low"], r["ci_high"]]}
 
 
 def analyse(demo: DemoRun) -> dict[str, Any]:
@@ -263,7 +277,14 @@ def analyse(demo: DemoRun) -> dict[str, Any]:
             "seeds": len(plan.seeds),
             "mde": f"{MDE_FACTOR:.2f} x bootstrap se (80% power, two-sided alpha 0.05)"},
         "sft": {"mean_reward": sft["estimate"], "mean_reward_ci": [sft["ci_low"], sft["ci_high"]],
-                "per_seed": {str(s): float(b.mean()) for s, b in demo.baseline.items()}},
+                "per_seed": {str(s): float(b.mean()) for s, b in demo.baseline.items()},
+                **_sft_outcomes(demo)},
+        "outcomes": {"eval_samples": plan.eval_samples,
+                     "heldout_pairs": {str(s): len(h.better) for s, h in demo.heldout.items()},
+                     "heldout_responses": {str(s): len(h.responses) for s, h in demo.heldout.items()},
+                     "implicit_reward": "beta * (log pi - log pi_sft) of the summed response "
+                                        "log-probs; a pair is right when the oracle's better "
+                                        "response gets the larger reward (ties 1/2)"},
         "main": {s: {loss: pooled[s, loss, main] for loss in plan.losses} for s in plan.strategies},
         "controls": {c: {"dpo": pooled[c, "dpo", main]} for c in plan.controls},
         "share_of_ceiling": shares,

@@ -57,6 +57,7 @@ def findings(results: dict[str, Any]) -> list[str]:
                   for s in main if s not in ("easy", "random") and (f"{s}/{loss}", f"random/{loss}") in comps]
         if others:
             out.append(f"Other strategies vs random, {loss}: " + "; ".join(others) + ".")
+    out += _outcomes(results)
     out += _spo(results, comps)
     deciles = [d for d in results["label_error_by_similarity"] if d["label_error_rate"] is not None]
     if len(deciles) >= 2 and results.get("premise"):
@@ -135,7 +136,7 @@ def _spo(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) 
                    f"for only {check['share_below']:.0%} of the degree variants (lowest cell "
                    f"{check['lowest_share_below']:.0%}; needed {check['pass_share']:.0%} in every "
                    "level and role). SPO taught an ordering the oracle does not reward, so the SPO "
-                   "verdict below is void.")
+                   "verdict below is void." + _failing_part(check))
     if dose["head_accuracy"] is not None:
         out.append(f"SPO dose: degree-head accuracy {dose['head_accuracy']:.2f} (chance "
                    f"{dose['head_chance']:.2f}; {dose['head_accuracy_source']}; training-time "
@@ -152,7 +153,55 @@ def _spo(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) 
     void = "" if check["passes"] else " (void: the manipulation check failed)"
     out.append(f"SPO (DPO+SPO minus DPO, same pairs){void}: {tally}; mean difference {mean:+.3f}. "
                + "; ".join(f"{s} {_diff(c)}" for s, c in spo) + ".")
+    for key, name in OUTCOMES.items():
+        if all(key in c for _, c in spo):
+            samples = results.get("outcomes", {}).get("eval_samples")
+            out.append(f"SPO on the {name.format(s=samples)}{void}: "
+                       + "; ".join(f"{s} {_diff(c[key])} ({verdict(c[key])})" for s, c in spo) + ".")
     return out
+
+
+OUTCOMES = {"mean_reward_samples": "mean oracle reward over {s} samples per held-out prompt",
+            "implicit_reward_accuracy": "implicit-reward accuracy on held-out oracle-ordered pairs"}
+
+
+def _outcomes(results: dict[str, Any]) -> list[str]:
+    """One statement per extra outcome (realspo.demo.outcomes): the strategies' and controls'
+    paired differences to random (DPO), each with its interval, mde and verdict."""
+    out = []
+    samples = results.get("outcomes", {}).get("eval_samples")
+    for key, name in OUTCOMES.items():
+        parts = [f"{c['a'].split('/')[0]} {_diff(c[key])} ({verdict(c[key])})"
+                 for c in results["comparisons"]
+                 if key in c and c["kind"] in ("strategy", "control") and c["b"] == "random/dpo"]
+        if parts:
+            out.append(f"More sensitive outcome, {name.format(s=samples)}, minus random (DPO): "
+                       + "; ".join(parts) + ".")
+    return out
+
+
+def _failing_part(check: dict[str, Any]) -> str:
+    """Which roles fail, and why: the share of responses with nothing the oracle rewards."""
+    if "passes_by_role" not in check:
+        return ""
+    parts = []
+    for role, ok in check["passes_by_role"].items():
+        cells = [c for c in check["by_level"] if c["role"] == role and c["share_below"] is not None]
+        if not cells:
+            continue
+        below = ", ".join(f"level {c['level']} {c['share_below']:.0%}" for c in cells)
+        positive = ", ".join(f"{_pct(c['share_below_positive'])}" for c in cells)
+        parts.append(f"{role}: {'passes' if ok else 'fails'} ({below}; "
+                     f"{_pct(check['positive_share'][role])} of these responses have a positive "
+                     f"reward, and among their variants the share below is {positive} by level)")
+    return (" By role, " + "; ".join(parts) + ". A response scoring 0 or less holds no correct, "
+            "asked fact, so removing its content cannot lower its reward (removing a wrong claim "
+            "raises it): the check can pass only where the responses SPO trains on are mostly "
+            "good.") if parts else ""
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
 
 
 def _premise(lo: dict[str, Any], hi: dict[str, Any], premise: dict[str, Any], rho: float) -> str:

@@ -105,30 +105,47 @@ def score_variants(world: World, cands: Candidates, spo_pairs: dict[int, bool], 
 
 def spo_manipulation(records: list[dict[str, Any]], levels: int) -> dict[str, Any]:
     """Per level and role: variants, and the shares whose oracle reward is below, equal to or
-    above the original's; ``passes`` when every cell's share below is >= 0.8."""
-    cells: dict[tuple[int, str], list[float]] = defaultdict(list)
+    above the original's; ``passes`` when every cell's share below is >= 0.8.
+
+    Beside each share below, ``share_below_positive``: the share among variants of responses
+    whose own reward is positive (``n_positive`` variants). A response scoring 0 or less holds
+    nothing the oracle rewards (no correct, asked fact), so removing content can only leave its
+    reward or raise it (a wrong claim removed); the cell's share below cannot exceed the share
+    of positive responses, which ``positive_share`` reports per role."""
+    cells: dict[tuple[int, str], list[tuple[float, bool]]] = defaultdict(list)
     skipped = defaultdict(int)
     for r in records:
         if r["levels"] is None:
             skipped[r["role"]] += 1
             continue
         for level, reward in enumerate(r["levels"], start=1):
-            cells[level, r["role"]].append(reward - r["original"])
+            cells[level, r["role"]].append((reward - r["original"], r["original"] > 0))
     table = []
     for level in range(1, levels):
         for role in ROLES:
-            d = np.asarray(cells[level, role])
+            d = np.asarray([x for x, _ in cells[level, role]])
+            pos = np.asarray([p for _, p in cells[level, role]], dtype=bool)
             table.append({"level": level, "role": role, "n_variants": int(d.size),
                           "share_below": float((d < 0).mean()) if d.size else None,
                           "share_equal": float((d == 0).mean()) if d.size else None,
                           "share_above": float((d > 0).mean()) if d.size else None,
-                          "mean_change": float(d.mean()) if d.size else None})
-    every = np.concatenate([np.asarray(v) for v in cells.values()]) if cells else np.zeros(0)
+                          "mean_change": float(d.mean()) if d.size else None,
+                          "n_positive": int(pos.sum()),
+                          "share_below_positive": float((d[pos] < 0).mean()) if pos.any() else None})
+    every = np.concatenate([np.asarray([x for x, _ in v]) for v in cells.values()]) if cells else np.zeros(0)
     shares = [c["share_below"] for c in table if c["share_below"] is not None]
+    by_role = {role: [c for c in table if c["role"] == role and c["share_below"] is not None]
+               for role in ROLES}
+    graded = {role: [r for r in records if r["role"] == role and r["levels"] is not None]
+              for role in ROLES}
     return {"pass_share": PASS_SHARE, "by_level": table,
             "share_below": float((every < 0).mean()) if every.size else None,
             "lowest_share_below": min(shares) if shares else None,
             "passes": bool(shares) and min(shares) >= PASS_SHARE,
+            "passes_by_role": {role: bool(cs) and min(c["share_below"] for c in cs) >= PASS_SHARE
+                               for role, cs in by_role.items()},
+            "positive_share": {role: float(np.mean([r["original"] > 0 for r in rs])) if rs else None
+                               for role, rs in graded.items()},
             "responses_graded": sum(r["levels"] is not None for r in records),
             "responses_skipped": dict(skipped)}
 

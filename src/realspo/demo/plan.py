@@ -49,6 +49,7 @@ class DemoPlan:
     strategies: tuple[str, ...] = ("random", "easy", "hard", "centroid")
     controls: tuple[str, ...] = CONTROLS  # DPO at the main budget (realspo.demo.controls)
     losses: tuple[str, ...] = LOSSES
+    eval_samples: int = 4         # samples per held-out prompt for the mean-reward outcome (sample 0: the win rate's)
     bootstrap_resamples: int = 2000
     device: str = "auto"
 
@@ -79,7 +80,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         sft=SFTConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=192,
                       vocab_size=512, steps=120, batch_size=16),
         n_train_prompts=40, n_test_prompts=40, efficiency_budgets=(0.5, 1.0), steps=4,
-        batch_size=8, max_new_tokens=40, bootstrap_resamples=500),
+        batch_size=8, max_new_tokens=40, eval_samples=2, bootstrap_resamples=500),
     "default": dict(seeds=3, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=400,
                     n_test_prompts=200, efficiency_budgets=(0.125, 0.25, 0.5, 1.0)),
     "full": dict(seeds=5, world=WorldConfig(), sft=SFTConfig(), n_train_prompts=600,
@@ -101,6 +102,8 @@ def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = Non
                     **{k: v for k, v in sizes.items() if k != "seeds"})
     if plan.n_train_prompts > plan.world.n_train_prompts or plan.n_test_prompts > plan.world.n_test_prompts:
         raise ConfigError("demo plan asks for more prompts than its world has")
+    if plan.eval_samples < 1:
+        raise ConfigError(f"eval_samples must be at least 1, got {plan.eval_samples}")
     if isinstance(plan.budget, int) and plan.budget > plan.n_train_prompts:
         raise ConfigError(f"--budget {plan.budget}: more labels than the {plan.n_train_prompts} "
                           f"training prompts of the {preset} run (one pair per prompt)")

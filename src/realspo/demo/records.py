@@ -44,6 +44,8 @@ class RunRecord:
     seconds: float = 0.0
     responses: list[str] = field(default_factory=list)  # (T,) its held-out samples
     spo_heldout: dict[str, Any] | None = None  # degree-head accuracy on held-out variants
+    sample_rewards: np.ndarray | None = None   # (T, S) oracle rewards of S samples per prompt
+    heldout_logps: np.ndarray | None = None    # (R,) log-probs of the seed's held-out responses
 
 
 @dataclass
@@ -60,3 +62,7 @@ class DemoRun:
     # SPO's degree variants of the training responses, scored by the oracle (one dict per
     # variant: seed, role, level, reward, original): realspo.demo.manipulation
     spo_variants: list[dict[str, Any]] = field(default_factory=list)
+    # the SFT model's (T, S) sample rewards and the held-out oracle-ordered pairs
+    # (realspo.demo.outcomes.HeldoutPairs) per seed
+    baseline_samples: dict[int, np.ndarray] = field(default_factory=dict)
+    heldout: dict[int, Any] = field(default_factory=dict)

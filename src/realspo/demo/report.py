@@ -70,14 +70,19 @@ def _spo_check(results: dict[str, Any]) -> list[str]:
              "Every degree variant SPO trained on (the main budget's DPO+SPO pairs, all seeds), "
              "scored by the oracle: the share whose reward is below the original's (needed: "
              f"{check['pass_share']:.0%} in every row).", "",
-             "| level | role | variants | below | equal | above | mean change |",
-             "|---|---|---|---|---|---|---|"]
+             "| level | role | variants | below | equal | above | mean change | below, of responses "
+             "with reward > 0 (variants) |",
+             "|---|---|---|---|---|---|---|---|"]
     for c in check["by_level"]:
         lines.append(f"| {c['level']} | {c['role']} | {c['n_variants']} | {_pct(c['share_below'])} | "
                      f"{_pct(c['share_equal'])} | {_pct(c['share_above'])} | "
-                     f"{_rate(c['mean_change'])} |")
+                     f"{_rate(c['mean_change'])} | {_pct(c.get('share_below_positive'))} "
+                     f"({c.get('n_positive', 0)}) |")
     status = ("not judged (smoke run)" if not results["verdicts"]
-              else "passes" if check["passes"] else "FAILS: the SPO verdict is void")
+              else "passes" if check["passes"] else "FAILS ("
+              + ", ".join(f"{role} {'passes' if ok else 'fails'}"
+                          for role, ok in check.get("passes_by_role", {}).items())
+              + "): the SPO verdict is void")
     lines += ["", f"Check: {status}. Responses graded {check['responses_graded']}, skipped "
               f"(too few key phrases) {sum(check['responses_skipped'].values())}. Dose: degree-head "
               f"accuracy {_rate(dose['head_accuracy'])} (chance {dose['head_chance']:.3f}; "
@@ -85,6 +90,40 @@ def _spo_check(results: dict[str, Any]) -> list[str]:
               "held-out answers changed between DPO and DPO+SPO: "
               f"{_rate(dose['changed_answers'])}."]
     return lines
+
+
+def _outcomes_table(results: dict[str, Any]) -> list[str]:
+    """The extra outcomes (realspo.demo.outcomes): per method, and the paired differences."""
+    info = results.get("outcomes")
+    if not info:
+        return []
+    judge = verdict if results["verdicts"] else (lambda c: "none (smoke run)")
+    pairs = ", ".join(f"{n} (seed {s})" for s, n in info["heldout_pairs"].items())
+    lines = ["", "## More sensitive outcomes", "",
+             f"Mean oracle reward over {info['eval_samples']} samples per held-out prompt (sample 0 "
+             "is the win rate's sample), and implicit-reward accuracy: the share of held-out pairs "
+             "(the SFT model's samples on the held-out prompts, ordered by the oracle, ties dropped: "
+             f"{pairs}) where the oracle's better response gets the larger "
+             "beta * (log pi - log pi_SFT). The SFT model scores 0.5 by construction. SFT mean "
+             f"reward over the samples: {_rate(results['sft'].get('mean_reward_samples'))}.", "",
+             "| arm | loss | mean reward (samples) [95% CI] | implicit-reward accuracy [95% CI] |",
+             "|---|---|---|---|"]
+    for s, by_loss in {**results["main"], **results["controls"]}.items():
+        for loss, p in by_loss.items():
+            lines.append(f"| {s} | {loss} | {_est(p.get('mean_reward_samples'))} | "
+                         f"{_est(p.get('implicit_reward_accuracy'))} |")
+    lines += ["", "| a | b | mean reward (samples): difference [95% CI], mde | verdict | "
+              "implicit-reward accuracy: difference [95% CI], mde | verdict |", "|---|---|---|---|---|---|"]
+    for c in results["comparisons"]:
+        cells = [(_diff(c[k]), judge(c[k])) if k in c else ("n/a", "n/a")
+                 for k in ("mean_reward_samples", "implicit_reward_accuracy")]
+        lines.append(f"| {c['a']} | {c['b']} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | "
+                     f"{cells[1][1]} |")
+    return lines
+
+
+def _est(p: dict[str, Any] | None) -> str:
+    return "n/a" if p is None else f"{p['estimate']:.3f} [{p['ci_low']:.3f}, {p['ci_high']:.3f}]"
 
 
 def _pct(value: float | None) -> str:
@@ -120,7 +159,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"{cfg['lr']}, from the SFT model (also the reference). Every run gets the same number of "
         "steps, so budgets differ only in data.",
         f"- Evaluation: one sample per held-out prompt ({sizes['test_prompts']} prompts) from the "
-        "trained model and from the SFT model with the same sampling noise; the oracle judges. Win "
+        "trained model and from the SFT model with the same sampling noise (for the mean reward, "
+        f"{cfg.get('eval_samples', 1)} samples per prompt, the first being that one); the oracle "
+        "judges. Win "
         "rate = mean of 1 / 1/2 / 0 per prompt; 95% intervals by a hierarchical bootstrap "
         f"({results['statistics']['resamples']} resamples: seeds, then prompts within each drawn "
         "seed); differences are paired; mde = minimum detectable effect = "
@@ -155,6 +196,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "1 = as good as the oracle's largest-gap pairs, 0 = no better than random.", "",
                   "| arm | share [95% CI] |", "|---|---|"]
         lines += [f"| {n} | {_share(v)} |" for n, v in results["share_of_ceiling"].items()]
+    lines += _outcomes_table(results)
     lines += _spo_check(results)
     lines += ["", "## Label errors by pair similarity", "",
               f"Every candidate pair of every seed, {results['all_pairs_label_error_rate']:.3f} "

@@ -10,7 +10,8 @@ What runs, in process (every stage is the library's own function)::
       selection          selection.select_pairs                  random, easy, hard, centroid
                          demo.controls                           ceiling, noiseless, easy-random-prompts
       training           training.train                          DPO (sigmoid), DPO + SPO, from the SFT model
-      evaluation         generation + the oracle                 vs the SFT model, same sampling noise
+      evaluation         generation + the oracle                 vs the SFT model, same sampling noise;
+                         demo.outcomes                           S samples per prompt, implicit-reward accuracy
       SPO check          demo.manipulation                       oracle rewards of SPO's degree variants
 
 The world, its oracle and the SFT model are shared by all seeds; a seed fixes the candidates,
@@ -26,7 +27,6 @@ What to run is a :class:`realspo.demo.plan.DemoPlan`; what came out is collected
 
 from __future__ import annotations
 
-import gc
 import logging
 import shutil
 import tempfile
@@ -41,6 +41,7 @@ import torch
 
 from realspo.demo.controls import control_selection
 from realspo.demo.manipulation import HELDOUT_PAIRS, heldout_head_accuracy, score_variants
+from realspo.demo.outcomes import build_heldout_pairs, evaluate_model
 from realspo.demo.plan import DemoPlan, planned_runs, run_name
 from realspo.demo.records import Candidates, DemoRun, RunRecord
 from realspo.demo.report import write_report
@@ -55,8 +56,6 @@ from realspo.selection.budget import resolve_budget
 from realspo.selection.strategies import select_pairs
 
 log = logging.getLogger(__name__)
-
-EVAL_SEED_OFFSET = 10_000  # evaluation samples use seed + this, apart from the candidates' noise
 
 
 # ---------------------------------------------------------------------------------------
@@ -202,15 +201,10 @@ def evaluate_run(model_dir: Path, plan: DemoPlan, world: World, seed: int) -> np
 
 def evaluate_responses(model_dir: Path, plan: DemoPlan, world: World, seed: int
                        ) -> tuple[list[str], np.ndarray]:
-    """:func:`evaluate_run` with the (T,) held-out samples themselves."""
-    model, tokenizer = load_generator_model(str(model_dir), device=plan.device)
-    prompts = world.test_prompts[: plan.n_test_prompts]
-    settings = SamplingSettings(num_responses=1, temperature=plan.temperature,
-                                max_new_tokens=plan.max_new_tokens, seed=seed + EVAL_SEED_OFFSET)
-    responses = [s[0] for s in sample_responses(model, tokenizer, prompts, settings)]
-    del model
-    gc.collect()
-    return responses, np.asarray(world.oracle.score_batch(prompts, responses), dtype=np.float64)
+    """:func:`evaluate_run` with the (T,) held-out samples themselves (sample 0 of
+    :func:`realspo.demo.outcomes.evaluate_model`)."""
+    result = evaluate_model(model_dir, plan, world, seed, extra=False)
+    return result.responses, result.rewards
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,7 +238,9 @@ def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRu
                      "rate over all pairs %.3f", time.perf_counter() - started, seed,
                      len(cands.groups), len(cands.similarity), np.nanmean(cands.error))
             with timed(timings, "evaluation"):
-                demo.baseline[seed] = evaluate_run(sft_dir, plan, world, seed)
+                base = evaluate_model(sft_dir, plan, world, seed)
+                demo.heldout[seed] = build_heldout_pairs(base, sft_dir, plan, world)
+            demo.baseline[seed], demo.baseline_samples[seed] = base.rewards, base.sample_rewards
             run_seed(demo, world, cands, seed, tmp / f"seed-{seed}", Path(scratch), started)
         del model
         demo.sizes.update(sft_model=sft_info(sft_dir), train_prompts=plan.n_train_prompts,
@@ -288,12 +284,14 @@ def run_seed(demo: DemoRun, world: World, cands: Candidates, seed: int, out: Pat
             train_run(plan, demo.sft_dir, run_dir / "pairs.jsonl", scratch / "model", loss, seed,
                       scratch)
         with timed(timings, "evaluation"):
-            responses, rewards = evaluate_responses(scratch / "model", plan, world, seed)
+            result = evaluate_model(scratch / "model", plan, world, seed, heldout=demo.heldout[seed])
+        responses, rewards = result.responses, result.rewards
         shutil.copy(scratch / "model" / "metrics.jsonl", run_dir / "metrics.jsonl")
         record = RunRecord(seed, strategy, loss, spec,
                            label_summary(cands, chosen, labels.get(strategy)), rewards,
                            read_metrics(run_dir / "metrics.jsonl"), time.perf_counter() - t0,
-                           responses)
+                           responses, sample_rewards=result.sample_rewards,
+                           heldout_logps=result.heldout_logps)
         if loss == "dpo+spo":  # the head on variants of pairs it never saw
             with timed(timings, "spo_manipulation_check"):
                 record.spo_heldout = heldout_head_accuracy(

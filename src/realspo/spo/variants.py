@@ -9,13 +9,19 @@ added to any preference loss::
 
 Our instantiation (the SPO paper does not fix these; each is a :class:`SPOConfig` option):
 
-* **Degrees.** ``D = levels`` variants per response. With ``n`` key phrases, level ``d``
-  removes ``k_d = ceil(d * n / D)`` phrases (every occurrence of each): the top-ranked ones
-  (``selection="top"``), or the first ``k_d`` of a seeded random permutation
-  (``"random"``; nested, so higher levels always remove a superset). Level 0 is the
-  original. With ``n >= D - 1`` the ``k_d`` are strictly increasing, so key content
-  strictly decreases with the level.
-* **Ungraded responses are skipped.** A response with fewer than ``D - 1`` key phrases
+* **Degrees.** ``D = levels`` variants per response. With ``n`` units, level ``d``
+  removes ``k_d = ceil(d * n / D)`` of them: the first ``k_d`` of a ranking (nested, so
+  higher levels always remove a superset). Level 0 is the original. With ``n >= D - 1`` the
+  ``k_d`` are strictly increasing, so key content strictly decreases with the level.
+* **What goes first and what goes** (:mod:`realspo.spo.units`). ``selection``: fact-like
+  key phrases first (``"facts"``, the default: numbers and the last key phrase of each
+  sentence, then names), RAKE's ranking (``"top"``) or a seeded permutation
+  (``"random"``). ``removal``: a unit is a key phrase, every occurrence (``"phrases"``,
+  the default) or a sentence holding one (``"sentences"``: no word debris, but responses
+  need ``D`` such sentences). ``"facts"`` became the default when the demo's manipulation
+  check showed that ``"top"`` often removes words around the fact and leaves the fact
+  (docs/readme/spo.md, "What the variants remove").
+* **Ungraded responses are skipped.** A response with fewer than ``D - 1`` units
   (some levels would be identical texts with different labels, i.e. label noise), or
   whose highest level is left without any word, contributes no variants to the degree
   loss; :func:`variant_stats` counts them.
@@ -39,10 +45,12 @@ from functools import lru_cache
 
 from realspo.errors import ConfigError
 from realspo.spo.rake import extract_key_phrases
+from realspo.spo.units import fact_order, ranked_sentences
 
 LABEL_MODES = ("separate", "shared")
 POOLINGS = ("last", "mean")
-SELECTIONS = ("top", "random")
+SELECTIONS = ("top", "random", "facts")
+REMOVALS = ("phrases", "sentences")
 
 
 @dataclass(frozen=True)
@@ -54,7 +62,8 @@ class SPOConfig:
     weight: float = 0.1
     labels: str = "separate"
     pooling: str = "last"
-    selection: str = "top"
+    selection: str = "facts"  # measured: docs/readme/spo.md, "What the variants remove"
+    removal: str = "phrases"
     sample_levels: int | None = None  # levels per response per step; None = all D
     seed: int = 0
     head_hidden: int | None = None  # MLP width; None = min(hidden size, 512)
@@ -67,7 +76,8 @@ class SPOConfig:
             raise ConfigError(f"spo weight must be a finite number >= 0, got {self.weight}")
         for name, value, allowed in (("labels", self.labels, LABEL_MODES),
                                      ("pooling", self.pooling, POOLINGS),
-                                     ("selection", self.selection, SELECTIONS)):
+                                     ("selection", self.selection, SELECTIONS),
+                                     ("removal", self.removal, REMOVALS)):
             if value not in allowed:
                 raise ConfigError(f"spo {name} must be one of {', '.join(allowed)}, got {value!r}")
         if self.sample_levels is not None and not 1 <= self.sample_levels <= self.levels:
@@ -149,27 +159,41 @@ def remove_spans(text: str, spans: list[tuple[int, int]]) -> str:
 
 
 def degree_variants(
-    response: str, levels: int, *, selection: str = "top", seed: int = 0, max_words: int = 4
+    response: str, levels: int, *, selection: str = "facts", seed: int = 0, max_words: int = 4,
+    removal: str = "phrases",
 ) -> list[DegreeVariant]:
     """The ``levels`` degree variants of ``response`` (level 0 = the original text).
 
-    Always ``levels`` entries; with fewer than ``levels - 1`` key phrases some are equal
-    (see :func:`is_graded`). Deterministic for ``(response, selection, seed, max_words)``.
+    Always ``levels`` entries; with fewer than ``levels - 1`` units (key phrases, or sentences
+    holding one) some are equal (see :func:`is_graded`). ``removed`` lists the key phrases
+    (``removal="phrases"``) or the sentences (``"sentences"``) a level removed, best first.
+    Deterministic for ``(response, selection, seed, max_words, removal)``.
     """
     if selection not in SELECTIONS:
         raise ConfigError(f"spo selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+    if removal not in REMOVALS:
+        raise ConfigError(f"spo removal must be one of {', '.join(REMOVALS)}, got {removal!r}")
     if levels < 1:
         raise ConfigError(f"spo levels must be >= 1, got {levels}")
     phrases = extract_key_phrases(response, max_words=max_words)
     order = list(range(len(phrases)))
     if selection == "random":
         _seeded_rng("degree-variants", seed, response).shuffle(order)
+    elif selection == "facts":
+        order = fact_order(response, phrases)
+    # (rank, what is removed, its spans), in removal order; ``removed`` lists them by rank
+    units: list[tuple[int, str, list[tuple[int, int]]]]
+    if removal == "sentences":
+        units = [(n, response[a:b], [(a, b)])
+                 for n, (a, b) in enumerate(ranked_sentences(response, phrases, order))]
+    else:
+        units = [(i, phrases[i].text, list(phrases[i].spans)) for i in order]
     variants = []
     for level in range(levels):
-        chosen = sorted(order[: removal_count(level, len(phrases), levels)])  # keep rank order
-        spans = [span for i in chosen for span in phrases[i].spans]
+        chosen = sorted(units[: removal_count(level, len(units), levels)])
+        spans = [span for _, _, where in chosen for span in where]
         text = response if level == 0 else remove_spans(response, spans)
-        variants.append(DegreeVariant(level, text, [phrases[i].text for i in chosen]))
+        variants.append(DegreeVariant(level, text, [u for _, u, _ in chosen]))
     return variants
 
 
@@ -182,16 +206,18 @@ def is_graded(variants: list[DegreeVariant]) -> bool:
 
 
 @lru_cache(maxsize=65536)
-def _cached_variants(response: str, levels: int, selection: str, seed: int, max_words: int
-                     ) -> tuple[DegreeVariant, ...] | None:
-    variants = degree_variants(response, levels, selection=selection, seed=seed, max_words=max_words)
+def _cached_variants(response: str, levels: int, selection: str, seed: int, max_words: int,
+                     removal: str) -> tuple[DegreeVariant, ...] | None:
+    variants = degree_variants(response, levels, selection=selection, seed=seed,
+                               max_words=max_words, removal=removal)
     return tuple(variants) if is_graded(variants) else None
 
 
 def variants_for(response: str, cfg: SPOConfig) -> list[DegreeVariant] | None:
     """Cached degree variants of ``response`` under ``cfg``, or None when it is not graded
     (skipped by the degree loss). RAKE runs once per distinct text per process."""
-    found = _cached_variants(response, cfg.levels, cfg.selection, cfg.seed, cfg.max_words)
+    found = _cached_variants(response, cfg.levels, cfg.selection, cfg.seed, cfg.max_words,
+                             cfg.removal)
     return None if found is None else list(found)
 
 

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import option
 from realspo.errors import ConfigError
-from realspo.spo.variants import LABEL_MODES, POOLINGS, SELECTIONS, SPO_DEFAULTS, SPOConfig
+from realspo.spo.variants import (
+    LABEL_MODES,
+    POOLINGS,
+    REMOVALS,
+    SELECTIONS,
+    SPO_DEFAULTS,
+    SPOConfig,
+)
 from realspo.training.losses import LOSSES, LossConfig, get_loss, loss_help
 from realspo.training.tokenization import TRUNCATION_MODES
 from realspo.training.trackers import TRACKERS, check_report_to
@@ -82,9 +89,14 @@ class TrainConfig:
                                                        "shared: D classes", choices=LABEL_MODES)
     spo_pooling: str = option(SPO_DEFAULTS.pooling, help="hidden state fed to the degree head: the "
                                                          "last response token or the mean", choices=POOLINGS)
-    spo_selection: str = option(SPO_DEFAULTS.selection, help="which key phrases a level removes: "
-                                                             "top-ranked or a seeded random subset",
+    spo_selection: str = option(SPO_DEFAULTS.selection, help="which key phrases a level removes first: "
+                                                             "facts (numbers and sentence-final phrases, "
+                                                             "then names), top (RAKE's ranking) or a "
+                                                             "seeded random subset",
                                 choices=SELECTIONS)
+    spo_removal: str = option(SPO_DEFAULTS.removal, help="what a level removes: the key phrases "
+                                                         "(phrases) or the whole sentences holding "
+                                                         "them (sentences)", choices=REMOVALS)
     spo_sample_levels: int | None = option(1, help="degree levels drawn per response per step besides "
                                                    "the original (always used, at no cost); D - 1 or "
                                                    "more (or null in YAML): every level")
@@ -178,6 +190,7 @@ class TrainConfig:
     def spo_config(self) -> SPOConfig:
         return SPOConfig(levels=self.spo_levels, weight=self.spo_weight, labels=self.spo_labels,
                          pooling=self.spo_pooling, selection=self.spo_selection,
+                         removal=self.spo_removal,
                          sample_levels=self.spo_sample_levels, seed=self.seed,
                          head_hidden=self.spo_head_hidden)
 

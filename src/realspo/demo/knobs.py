@@ -142,10 +142,12 @@ def knob_effects(demo: DemoRun, bins: int = 10) -> dict[str, Any]:
                spearman_similarity_perceptual=rank_correlation(sim, per),
                guess_rate=float(guessed.mean()), label_error_rate=_mean(err),
                label_error_rate_k0=_mean(base))
-    edges = np.quantile(per, np.linspace(0, 1, bins + 1))
-    which = np.clip(np.searchsorted(edges, per, side="right") - 1, 0, bins - 1)
+    # equal-count bins by rank (many pairs share no word: s = 0 would leave quantile bins empty)
+    which = np.empty(len(per), dtype=np.int64)
+    which[np.argsort(per, kind="stable")] = np.arange(len(per)) * bins // len(per)
     out["by_perceptual_decile"] = [
-        {"decile": d + 1, "similarity_low": float(edges[d]), "similarity_high": float(edges[d + 1]),
+        {"decile": d + 1, "similarity_low": float(per[which == d].min()) if (which == d).any() else None,
+         "similarity_high": float(per[which == d].max()) if (which == d).any() else None,
          "n_pairs": int((which == d).sum()),
          "guess_rate": float(guessed[which == d].mean()) if (which == d).any() else None,
          "label_error_rate": _mean(err[which == d]), "label_error_rate_k0": _mean(base[which == d]),

@@ -196,7 +196,7 @@ def test_register_sentences_name_no_fact_and_no_rude_word(world):
     ["--annotator-confusion", "nan"], ["--world-coupling", "1.5"], ["--world-coupling", "-0.1"],
     ["--grid", "--annotator-confusion", "1"], ["--grid", "--grid-confusions", "0,x"],
     ["--grid", "--grid-couplings", "0,2"], ["--grid", "--grid-confusions", "1,1"],
-    ["--grid", "--overwrite"]])
+    ["--grid", "--overwrite"], ["--grid-confusions", "0,2"]])
 def test_bad_knob_values_exit_2_before_any_work(tmp_path, capsys, args):
     assert main(["demo", "--quick", *args, "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()

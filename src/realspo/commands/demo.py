@@ -72,6 +72,8 @@ class DemoConfig:
         check_seed(self.seed)
         check_seed(self.seed + (self.seeds or 1) - 1, "--seed + --seeds - 1")
         check_knobs(self.annotator_confusion, self.world_coupling)
+        if not self.grid and (self.grid_confusions, self.grid_couplings) != ("0,1,4", "0,0.5,1"):
+            raise ConfigError("--grid-confusions and --grid-couplings apply only with --grid")
         if self.grid:
             if self.annotator_confusion or self.world_coupling:
                 raise ConfigError("--grid sets K and RHO per cell: give --grid-confusions and "

@@ -153,9 +153,10 @@ def plot_heatmap(rows: list[dict[str, Any]], spec: GridSpec, path: Path) -> None
         lo, hi = r["easy_ci_low"], r["easy_ci_high"]
         star = "*" if lo is not None and (lo > 0 or hi < 0) else ""
         text = (f"{_f(r['share'], 2, sign=True)}{star}\neasy-rnd {_f(r['easy_minus_random'], 3, True)}"
-                f"\nceil-rnd {_f(r['ceiling_minus_random'], 3, True)}\nn={r['seeds']} seeds")
+                f"\nceil-rnd {_f(r['ceiling_minus_random'], 3, True)}\nseeds: {r['seeds']}")
+        dark = np.isfinite(grid[i, j]) and abs(grid[i, j]) > 0.6 * limit
         ax.text(j, i, text, ha="center", va="center", fontsize=7.5,
-                fontweight="bold" if star else "normal")
+                color="white" if dark else "black", fontweight="bold" if star else "normal")
     ax.set_xticks(range(len(ks)), [f"K={k:g}" for k in ks])
     ax.set_yticks(range(len(rhos)), [f"RHO={r:g}" for r in rhos])
     ax.set_xlabel("annotator confusion K (guess with probability s^K)")

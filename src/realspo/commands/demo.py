@@ -7,6 +7,8 @@ Examples::
     realspo demo --out runs/demo                       # the default run (3 seeds, ~7 min on 2 cores + the first SFT build)
     realspo demo --quick --out /tmp/demo-quick         # a smoke run (1 seed, small everything, no verdicts)
     realspo demo --full --seeds 5 --out runs/demo-full # more seeds and budgets
+    realspo demo --annotator-confusion 4 --world-coupling 1 --out runs/premise  # REAL's premise built in
+    realspo demo --grid --out runs/grid                # easy vs random over K x RHO (resumable)
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import os
 from dataclasses import dataclass
 
 from realspo.config import add_options, check_seed, option, resolve
-from realspo.demo.plan import PRESETS, make_plan
+from realspo.demo.grid_spec import GridSpec, parse_values
+from realspo.demo.plan import PRESETS, check_knobs, make_plan
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget
 
@@ -46,6 +49,19 @@ class DemoConfig:
                                 "(0.5 = half of them) or a count", metavar="N|FRACTION")
     device: str = option("auto", "device for sampling, embedding and training; cpu also keeps "
                                  "training on the CPU", choices=("auto", "cpu", "cuda", "mps"))
+    annotator_confusion: float = option(
+        0.0, "K >= 0: the simulated annotator guesses at random with probability s^K, s = the "
+             "pair's perceptual (TF-IDF) similarity; 0 = off, 1 = guess with probability s, "
+             "larger K confuses only near-identical pairs", metavar="K")
+    world_coupling: float = option(
+        0.0, "RHO in [0, 1]: with probability RHO a low-quality corpus response is written in "
+             "its own register, so quality shows on the surface; 0 = off (the default world); "
+             "> 0 builds its own SFT model", metavar="RHO")
+    grid: bool = option(False, "run the grid instead: K x RHO (--grid-confusions x "
+                               "--grid-couplings) x seeds, arms random, easy, ceiling, noiseless "
+                               "(DPO, main budget); resumable: rerun the same command to continue")
+    grid_confusions: str = option("0,1,4", "--grid: the values of K", metavar="K,K,...")
+    grid_couplings: str = option("0,0.5,1", "--grid: the values of RHO", metavar="RHO,RHO,...")
 
     def validate(self) -> None:
         if self.quick and self.full:
@@ -55,6 +71,21 @@ class DemoConfig:
         parse_budget(self.budget)
         check_seed(self.seed)
         check_seed(self.seed + (self.seeds or 1) - 1, "--seed + --seeds - 1")
+        check_knobs(self.annotator_confusion, self.world_coupling)
+        if not self.grid and (self.grid_confusions, self.grid_couplings) != ("0,1,4", "0,0.5,1"):
+            raise ConfigError("--grid-confusions and --grid-couplings apply only with --grid")
+        if self.grid:
+            if self.annotator_confusion or self.world_coupling:
+                raise ConfigError("--grid sets K and RHO per cell: give --grid-confusions and "
+                                  "--grid-couplings instead of --annotator-confusion / "
+                                  "--world-coupling")
+            if self.overwrite:
+                raise ConfigError("--grid resumes in its --out directory; --overwrite does not "
+                                  "apply (give a new --out to start afresh)")
+            for value in parse_values(self.grid_confusions, "--grid-confusions"):
+                check_knobs(value, 0.0)
+            for value in parse_values(self.grid_couplings, "--grid-couplings"):
+                check_knobs(0.0, value)
 
     @property
     def preset(self) -> str:
@@ -86,9 +117,29 @@ def run(args: argparse.Namespace) -> int:
     from realspo.demo.run import run_demo
 
     cfg = resolve(DemoConfig, args)
+    if cfg.grid:
+        return run_grid_command(cfg)
     plan = make_plan(cfg.preset, seed=cfg.seed, seeds=cfg.seeds, budget=cfg.budget,
-                     device=cfg.device)
+                     device=cfg.device, annotator_confusion=cfg.annotator_confusion,
+                     world_coupling=cfg.world_coupling)
     with _training_device(cfg.device):
         run_demo(plan, cfg.out, overwrite=cfg.overwrite)
     print(os.path.join(cfg.out, "report.md"))
+    return 0
+
+
+def run_grid_command(cfg: DemoConfig) -> int:
+    """``--grid``: run or resume the grid in ``--out``, then write its table and heatmap."""
+    from realspo.demo.grid import open_grid, run_grid
+    from realspo.demo.grid_report import write_grid_report
+
+    spec = GridSpec(confusions=parse_values(cfg.grid_confusions, "--grid-confusions"),
+                    couplings=parse_values(cfg.grid_couplings, "--grid-couplings"),
+                    preset=cfg.preset, seed=cfg.seed, seeds=cfg.seeds, budget=cfg.budget,
+                    device=cfg.device)
+    out = open_grid(spec, cfg.out)  # refuses another grid's directory before any work
+    with _training_device(cfg.device):
+        run_grid(spec, out)
+    write_grid_report(spec, out)
+    print(os.path.join(cfg.out, "grid.md"))
     return 0

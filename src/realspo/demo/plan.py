@@ -8,7 +8,7 @@ A plan is built from a preset (``quick``, ``default``, ``full``: :data:`PRESETS`
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from realspo.errors import ConfigError
@@ -52,6 +52,7 @@ class DemoPlan:
     eval_samples: int = 4         # samples per held-out prompt for the mean-reward outcome (sample 0: the win rate's)
     bootstrap_resamples: int = 2000
     device: str = "auto"
+    annotator_confusion: float = 0.0  # K: guess with probability s**K (realspo.demo.knobs); 0 off
 
     def budget_specs(self) -> list[str]:
         """Budget labels, main first: ``"50%"`` for fractions, ``"120"`` for counts."""
@@ -89,16 +90,21 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = None,
-              budget: str | int | float = 0.5, device: str = "auto") -> DemoPlan:
-    """The plan of a preset (``quick``, ``default``, ``full``), with the user's overrides."""
+              budget: str | int | float = 0.5, device: str = "auto",
+              annotator_confusion: float = 0.0, world_coupling: float = 0.0) -> DemoPlan:
+    """The plan of a preset (``quick``, ``default``, ``full``), with the user's overrides and
+    the premise's knobs (:mod:`realspo.demo.knobs`)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown demo preset {preset!r}; expected one of {', '.join(PRESETS)}")
     sizes = dict(PRESETS[preset])
     n_seeds = sizes.pop("seeds") if seeds is None else seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
+    check_knobs(annotator_confusion, world_coupling)
+    sizes["world"] = replace(sizes["world"], coupling=float(world_coupling))
     plan = DemoPlan(preset=preset, seeds=tuple(range(seed, seed + n_seeds)),
                     budget=parse_budget(budget), device=device,
+                    annotator_confusion=float(annotator_confusion),
                     **{k: v for k, v in sizes.items() if k != "seeds"})
     if plan.n_train_prompts > plan.world.n_train_prompts or plan.n_test_prompts > plan.world.n_test_prompts:
         raise ConfigError("demo plan asks for more prompts than its world has")
@@ -108,6 +114,15 @@ def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = Non
         raise ConfigError(f"--budget {plan.budget}: more labels than the {plan.n_train_prompts} "
                           f"training prompts of the {preset} run (one pair per prompt)")
     return plan
+
+
+def check_knobs(annotator_confusion: float, world_coupling: float) -> None:
+    """ConfigError unless K >= 0 (finite) and RHO in [0, 1]."""
+    if not 0.0 <= annotator_confusion < float("inf"):
+        raise ConfigError(f"--annotator-confusion must be a finite number >= 0 (0 = off), "
+                          f"got {annotator_confusion}")
+    if not 0.0 <= world_coupling <= 1.0:
+        raise ConfigError(f"--world-coupling must be in [0, 1] (0 = off), got {world_coupling}")
 
 
 def planned_runs(plan: DemoPlan) -> list[tuple[str, str, str]]:

@@ -28,6 +28,8 @@ class Candidates:
     reward_b: np.ndarray           # (P,) oracle reward of response j
     a_preferred: np.ndarray        # (P,) bool, the simulated annotator's label
     error: np.ndarray              # (P,) 1.0 wrong, 0.0 right, NaN where the oracle ties
+    # (P,) arrays of realspo.demo.knobs: perceptual similarity, guessed, the K = 0 labels' errors
+    knobs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass

@@ -27,6 +27,7 @@ from realspo.demo.figures import (
     plot_win_rates,
 )
 from realspo.demo.findings import SMOKE, _ci, _diff, _rate, _share, findings, verdict
+from realspo.demo.knobs import knob_effects
 from realspo.demo.records import DemoRun
 from realspo.outputs import atomic_path, write_json
 
@@ -36,6 +37,7 @@ __all__ = ["FIGURES", "findings", "markdown", "write_report"]
 def write_report(demo: DemoRun, out: Path) -> dict[str, Any]:
     """Analyse ``demo`` and write results.json, the figures and report.md into ``out``."""
     results = analyse(demo)
+    results["knobs"] = knob_effects(demo)
     results["findings"] = findings(results)
     write_json(out / "results.json", results, overwrite=True)
     plot_win_rates(results, out / "win_rates.png")

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from realspo.demo.controls import control_selection
+from realspo.demo.knobs import knob_log_line, with_confusion
 from realspo.demo.manipulation import HELDOUT_PAIRS, heldout_head_accuracy, score_variants
 from realspo.demo.outcomes import build_heldout_pairs, evaluate_model
 from realspo.demo.plan import DemoPlan, planned_runs, run_name
@@ -129,8 +130,9 @@ def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, s
         start += k
     reward_a, reward_b = np.asarray(ra, dtype=np.float64), np.asarray(rb, dtype=np.float64)
     a_preferred = simulate_labels(reward_a, reward_b, plan.tau, plan.flip, seed=seed)
-    return Candidates(groups, embeddings, keys, index, np.asarray(sims), reward_a, reward_b,
-                      a_preferred, label_errors(a_preferred, reward_a, reward_b))
+    cands = Candidates(groups, embeddings, keys, index, np.asarray(sims), reward_a, reward_b,
+                       a_preferred, label_errors(a_preferred, reward_a, reward_b))
+    return with_confusion(cands, world, plan.annotator_confusion, seed)  # K = 0: labels unchanged
 
 
 def selected_pairs(cands: Candidates, strategy: str, seed: int) -> list[int]:
@@ -218,8 +220,10 @@ def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRu
     started = time.perf_counter()
     world = build_world(plan.world)
     log.info("demo (%s): seeds %s, %d training prompts x %d candidates, %d held-out prompts, "
-             "%d training runs per seed", plan.preset, list(plan.seeds), plan.n_train_prompts,
-             plan.num_candidates, plan.n_test_prompts, len(planned_runs(plan)))
+             "%d training runs per seed; annotator confusion K=%g, world coupling RHO=%g",
+             plan.preset, list(plan.seeds), plan.n_train_prompts, plan.num_candidates,
+             plan.n_test_prompts, len(planned_runs(plan)), plan.annotator_confusion,
+             plan.world.coupling)
     with timed(timings, "sft_model"):
         sft_dir = get_sft_model(plan.world, plan.sft)
     log.info("[%.0fs] SFT model ready: %s", timings["sft_model"], sft_dir)
@@ -237,6 +241,7 @@ def run_demo(plan: DemoPlan, out: str | Path, overwrite: bool = False) -> DemoRu
             log.info("[%.0fs] seed %d: candidates for %d prompts, %d distinct pairs, label-error "
                      "rate over all pairs %.3f", time.perf_counter() - started, seed,
                      len(cands.groups), len(cands.similarity), np.nanmean(cands.error))
+            log.info("seed %d: %s", seed, knob_log_line(cands))
             with timed(timings, "evaluation"):
                 base = evaluate_model(sft_dir, plan, world, seed)
                 demo.heldout[seed] = build_heldout_pairs(base, sft_dir, plan, world)

@@ -27,7 +27,9 @@ The score::
 
 A complete, polite, correct answer scores 2.0; an empty answer or "I do not know." scores 0.
 It is deterministic and looks only at the words of the prompt and response: nothing here uses
-embeddings or similarity between responses.
+embeddings or similarity between responses. The oracle of a world with ``coupling`` > 0
+(``registers=True``) first removes the register sentences (:mod:`realspo.proving_ground.registers`)
+and knows their words: style is not scored, content is.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from realspo.errors import InputError
+from realspo.proving_ground.registers import register_sentences, strip_registers
 from realspo.proving_ground.topics import (
     CLOSERS,
     HEDGES,
@@ -96,8 +99,9 @@ class Oracle:
     """Scores ``(prompt, response)`` pairs of one world; see the module docstring."""
 
     def __init__(self, facts: dict[tuple[str, str], str], questions: dict[str, Question],
-                 topic_of: dict[str, Topic]) -> None:
+                 topic_of: dict[str, Topic], registers: bool = False) -> None:
         self.facts = facts
+        self.registers = registers  # strip register sentences before judging
         self.questions = questions
         self.topic_of = topic_of
         # phrase (tuple of words) -> ("entity", name) or ("value", attribute, value)
@@ -109,7 +113,7 @@ class Oracle:
                 for value in attr.values:
                     self._add_phrase(value, ("value", attr.name, value))
         self._longest = max(len(p) for p in self._phrases)
-        self.vocabulary = frozenset(_vocabulary())
+        self.vocabulary = frozenset(_vocabulary(registers))
 
     def _add_phrase(self, text: str, meaning: tuple[str, ...]) -> None:
         key = tuple(words(text))
@@ -162,6 +166,8 @@ class Oracle:
     def judge(self, prompt: str, response: str) -> Judgement:
         """Every part of the score of ``response`` to ``prompt``."""
         q = self.question(prompt)
+        if self.registers:
+            response = strip_registers(response)
         covered, n_wrong, n_off = set(), 0, 0
         for entity, attribute, value in self.claims(response, q.entity):
             if self.facts.get((entity, attribute)) != value:
@@ -198,9 +204,12 @@ class Oracle:
                 and response.rstrip().endswith((".", "!", "?")))
 
 
-def _vocabulary() -> set[str]:
-    """Every word a corpus response can contain (templates, values, names, stock sentences)."""
+def _vocabulary(registers: bool = False) -> set[str]:
+    """Every word a corpus response can contain (templates, values, names, stock sentences;
+    with ``registers``, the register sentences)."""
     texts = [*OPENERS, *CLOSERS, *HEDGES, *RUDE_SENTENCES, "a", "an"]
+    if registers:
+        texts += register_sentences()
     for topic in TOPICS:
         texts += topic.entities
         for attr in topic.attributes:

@@ -12,7 +12,11 @@ in :mod:`realspo.proving_ground.topics` it
    template (:meth:`World.responses_for`): correct and relevant, partially correct, wrong
    facts, off-topic facts, repetitive, rude, hedging, short and long. Responses start with a
    space, as HH-RLHF responses do. The SFT model learns this mixture, so its samples for one
-   prompt differ in content and in oracle reward.
+   prompt differ in content and in oracle reward;
+4. with ``coupling`` RHO > 0 (``realspo demo --world-coupling``), writes each low-quality
+   response, with probability RHO, in its own register (:mod:`realspo.proving_ground.registers`),
+   from a random stream of its own: the content of every response is the same for every RHO,
+   and RHO = 0 is the default world, text for text.
 
 Nothing here looks at embeddings or similarities: which pairs annotators get wrong is left for
 the experiment to measure.
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 
 from realspo.errors import ConfigError
 from realspo.proving_ground.oracle import Oracle, Question
+from realspo.proving_ground.registers import add_registers
 from realspo.proving_ground.topics import (
     CLOSERS,
     HEDGES,
@@ -49,14 +54,18 @@ RESPONSE_KINDS: dict[str, float] = {
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """What fixes a world: its seed, the split sizes and the size of the SFT corpus."""
+    """What fixes a world: its seed, the split sizes, the size of the SFT corpus, and how
+    strongly quality shows on the surface (``coupling``, 0 to 1; module docstring, step 4)."""
 
     seed: int = 0
     n_train_prompts: int = 600
     n_test_prompts: int = 200
     responses_per_prompt: int = 8
+    coupling: float = 0.0
 
     def validate(self, pool_size: int) -> None:
+        if not 0.0 <= self.coupling <= 1.0:
+            raise ConfigError(f"proving ground: coupling must be in [0, 1], got {self.coupling}")
         if self.n_train_prompts < 1 or self.n_test_prompts < 1:
             raise ConfigError("proving ground: n_train_prompts and n_test_prompts must be >= 1")
         if self.n_train_prompts + self.n_test_prompts > pool_size:
@@ -105,7 +114,11 @@ class World:
         """``n`` mixed-quality responses to ``prompt``, kinds drawn from RESPONSE_KINDS."""
         rng = random.Random(seed)
         kinds, weights = list(RESPONSE_KINDS), list(RESPONSE_KINDS.values())
-        return [self.write_response(prompt, k, rng) for k in rng.choices(kinds, weights, k=n)]
+        drawn = rng.choices(kinds, weights, k=n)
+        texts = [self.write_response(prompt, k, rng) for k in drawn]
+        if self.config.coupling > 0:
+            texts = add_registers(texts, drawn, self.config.coupling, random.Random(f"register-{seed}"))
+        return texts
 
     def reference_response(self, prompt: str, seed: int = 0) -> str:
         """A correct, relevant, polite answer (the best kind the corpus holds)."""
@@ -244,7 +257,8 @@ def build_world(cfg: WorldConfig | None = None) -> World:
     facts = draw_facts(cfg.seed)
     topic_of = {e: t for t in TOPICS for e in t.entities}
     by_prompt = {format_prompt(q.text): q for q in questions}
-    oracle = Oracle(facts=facts, questions={q.text: q for q in questions}, topic_of=topic_of)
+    oracle = Oracle(facts=facts, questions={q.text: q for q in questions}, topic_of=topic_of,
+                    registers=cfg.coupling > 0)
     return World(config=cfg, facts=facts, questions=by_prompt, train_prompts=train,
                  test_prompts=test, oracle=oracle, topic_of=topic_of)
 

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from realspo.demo import leaderboard as lb_module
-from realspo.demo.leaderboard import make_leaderboard_plan, run_leaderboard
-from realspo.demo.leaderboard_pool import CONTROL_ARMS, fit_reward_proxy, pair_rows
+from realspo.demo.leaderboard import run_leaderboard
+from realspo.demo.leaderboard_plan import CONTROL_ARMS, load_run, make_leaderboard_plan
+from realspo.demo.leaderboard_pool import fit_reward_proxy, pair_rows
 from realspo.demo.leaderboard_report import FIGURES
 from realspo.demo.records import Candidates
 from realspo.errors import ConfigError
@@ -186,3 +187,17 @@ def test_bad_arms_and_budgets_are_refused():
         make_leaderboard_plan("quick", budget=2, rounds=3)
     with pytest.raises(ConfigError):
         make_leaderboard_plan("quick", rounds=0)
+
+
+def test_the_report_rebuilds_from_runs_json(tiny, tmp_path):
+    import shutil
+
+    from realspo.demo.leaderboard_report import rebuild_report
+
+    _, out, run, _, results = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert len(load_run(copy).records) == len(run.records)
+    again = json.loads(json.dumps(rebuild_report(copy), default=float))
+    assert again["settings"] == results["settings"]
+    assert again["label_efficiency"] == results["label_efficiency"]

@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from realspo.commands.demo import _training_device
-    from realspo.demo.leaderboard import make_leaderboard_plan, run_leaderboard
+    from realspo.demo.leaderboard import run_leaderboard
+    from realspo.demo.leaderboard_plan import make_leaderboard_plan
 
     cfg = resolve(LeaderboardConfig, args)
     plan = make_leaderboard_plan("quick" if cfg.quick else "default", seed=cfg.seed,

@@ -40,21 +40,27 @@ import logging
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from realspo.demo.leaderboard_pool import (
+from realspo.demo.leaderboard_plan import (
     CONTROL_ARMS,
+    ArmRecord,
+    LeaderboardPlan,
+    LeaderboardRun,
+    save_run,
+)
+from realspo.demo.leaderboard_pool import (
     RewardProxy,
     arm_pairs,
     fit_reward_proxy,
     pool_candidates,
     proxy_accuracy,
 )
-from realspo.demo.plan import DemoPlan, make_plan
+from realspo.demo.plan import DemoPlan
 from realspo.demo.records import Candidates
 from realspo.demo.run import (
     evaluate_responses,
@@ -64,109 +70,13 @@ from realspo.demo.run import (
     train_run,
     training_rows,
 )
-from realspo.errors import ConfigError
 from realspo.outputs import atomic_dir, check_writable, write_rows
-from realspo.selection.budget import resolve_budget
-from realspo.selection.strategies import get_strategy, strategy_names
+from realspo.selection.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
 PROXY_SEED_OFFSET = 30_000   # the reward proxy's spare-prompt samples and labels
 ROUND_SEED_OFFSET = 1_000    # round r >= 2 samples and labels with seed + r * this
-SETTINGS = ("one-round", "rounds")
-
-# Sizes per preset: the demo preset it builds on, and what the leaderboard changes.
-PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(base="quick", n_train_prompts=30, n_test_prompts=40, reward_prompts=60,
-                  steps=6),
-    "default": dict(base="default", n_train_prompts=300, n_test_prompts=200,
-                    reward_prompts=300),
-}
-
-
-@dataclass(frozen=True)
-class LeaderboardPlan:
-    """What one leaderboard run does: the demo plan it shares (world, SFT model, sampling,
-    annotator, training hyper-parameters, budget, seeds), the rounds, the arms."""
-
-    demo: DemoPlan
-    rounds: int = 3
-    arms: tuple[str, ...] = (*strategy_names(), *CONTROL_ARMS)
-    reward_prompts: int = 300     # spare training prompts the reward proxy is fitted on
-
-    @property
-    def preset(self) -> str:
-        return self.demo.preset
-
-    @property
-    def total_labels(self) -> int:
-        """B: the labels of every arm, in both settings."""
-        return resolve_budget(self.demo.budget, self.demo.n_train_prompts)
-
-    def round_budgets(self) -> list[int]:
-        """B_1..B_R, near-equal, earlier rounds taking the remainder."""
-        b, r = self.total_labels, self.rounds
-        return [b // r + (1 if i < b % r else 0) for i in range(r)]
-
-    def steps_for(self, labels: int) -> int:
-        """Optimizer steps of a run on ``labels`` pairs: the same epochs for every run."""
-        return max(1, round(self.demo.steps * labels / self.total_labels))
-
-
-def make_leaderboard_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = None,
-                          budget: str | int | float = 0.5, rounds: int = 3,
-                          arms: tuple[str, ...] | None = None, device: str = "auto",
-                          **overrides: Any) -> LeaderboardPlan:
-    """The plan of a preset (``quick``, ``default``) with the user's overrides (``overrides``:
-    fields of :class:`realspo.demo.plan.DemoPlan`, e.g. ``steps`` for tests)."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown leaderboard preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    sizes = dict(PRESETS[preset])
-    base, reward_prompts = sizes.pop("base"), sizes.pop("reward_prompts")
-    reward_prompts = overrides.pop("reward_prompts", reward_prompts)
-    demo = make_plan(base, seed=seed, seeds=seeds, budget=budget, device=device)
-    demo = replace(demo, **{**sizes, **overrides})
-    if rounds < 1:
-        raise ConfigError(f"--rounds must be at least 1, got {rounds}")
-    arms = tuple(arms) if arms else LeaderboardPlan.arms
-    for arm in arms:
-        if arm not in CONTROL_ARMS:
-            get_strategy(arm)
-    if demo.n_train_prompts + reward_prompts > demo.world.n_train_prompts:
-        raise ConfigError(f"the leaderboard needs {demo.n_train_prompts} + {reward_prompts} "
-                          f"training prompts; the world has {demo.world.n_train_prompts}")
-    plan = LeaderboardPlan(demo, rounds, arms, reward_prompts)
-    if plan.total_labels > demo.n_train_prompts or plan.total_labels < rounds:
-        raise ConfigError(f"--budget: {plan.total_labels} labels for {demo.n_train_prompts} "
-                          f"prompts and {rounds} rounds (one pair per prompt, one per round at least)")
-    return plan
-
-
-@dataclass
-class ArmRecord:
-    """One trained model: an arm, a setting (``one-round`` or ``rounds``), a round."""
-
-    seed: int
-    arm: str
-    setting: str
-    round: int
-    n_labels: int                  # this run's labels
-    cumulative_labels: int         # labels spent up to and including this run
-    steps: int
-    labels: dict[str, Any]         # realspo.demo.run.label_summary of this run's pairs
-    rewards: np.ndarray            # (T,) oracle rewards of its held-out samples
-    seconds: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class LeaderboardRun:
-    plan: LeaderboardPlan
-    sft_dir: Path
-    baseline: dict[int, np.ndarray] = field(default_factory=dict)
-    records: list[ArmRecord] = field(default_factory=list)
-    proxy: dict[int, dict[str, Any]] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 def run_leaderboard(plan: LeaderboardPlan, out: str | Path, overwrite: bool = False) -> LeaderboardRun:
@@ -203,6 +113,7 @@ def run_leaderboard(plan: LeaderboardPlan, out: str | Path, overwrite: bool = Fa
                 run_arm(lb, world, sft, proxy, first, arm, seed, tmp / f"seed-{seed}" / arm,
                         Path(scratch) / arm, started)
         lb.timings["total"] = time.perf_counter() - started
+        save_run(lb, tmp)
         with timed(lb.timings, "report"):
             write_leaderboard_report(lb, tmp)
     log.info("[%.0fs] wrote %s", time.perf_counter() - started, out)

@@ -32,7 +32,6 @@ from realspo.proving_ground.world import World
 from realspo.schema import PromptGroup
 
 PROXY_RIDGES = (0.01, 0.1, 1.0, 10.0, 100.0)
-CONTROL_ARMS = ("ceiling", "noiseless")  # demo controls the leaderboard runs beside the registry
 
 
 def pool_candidates(world: World, policy: Any, policy_tokenizer: Any, embedder: Any,

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.leaderboard import SETTINGS, ArmRecord, LeaderboardRun
+from realspo.demo.leaderboard_plan import SETTINGS, ArmRecord, LeaderboardRun
 from realspo.demo.plan import plan_dict
 from realspo.evaluation.evaluate import win_indicators
 from realspo.evaluation.statistics import MDE_FACTOR, hierarchical_bootstrap
@@ -266,3 +266,10 @@ def write_leaderboard_report(lb: LeaderboardRun, out: Path) -> dict[str, Any]:
     with atomic_path(out / "report.md", overwrite=True) as tmp:
         tmp.write_text(render(results), encoding="utf-8")
     return results
+
+
+def rebuild_report(out: str | Path) -> dict[str, Any]:
+    """Rewrite the report of the finished run in ``out`` from its ``runs.json`` (no rerun)."""
+    from realspo.demo.leaderboard_plan import load_run
+
+    return write_leaderboard_report(load_run(out), Path(out))

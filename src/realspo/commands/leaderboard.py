@@ -6,7 +6,7 @@ round and in R rounds of active labeling; a report with hierarchical intervals, 
 
 Examples::
 
-    realspo leaderboard --out runs/leaderboard             # 3 seeds, 300 prompts, 150 labels (~45 min on 2 busy cores)
+    realspo leaderboard --out runs/leaderboard             # 3 seeds, 180 prompts, 90 labels per arm
     realspo leaderboard --quick --out /tmp/lb-quick        # a smoke run (1 seed, small everything, no verdicts)
     realspo leaderboard --arms random margin design ceiling --rounds 2 --out runs/lb
 """

@@ -201,3 +201,23 @@ def test_the_report_rebuilds_from_runs_json(tiny, tmp_path):
     again = json.loads(json.dumps(rebuild_report(copy), default=float))
     assert again["settings"] == results["settings"]
     assert again["label_efficiency"] == results["label_efficiency"]
+
+
+def test_findings_call_an_arm_better_only_when_its_interval_excludes_zero():
+    from realspo.demo.leaderboard_report import findings
+
+    def diff(d, lo, hi):
+        return {"difference": d, "ci_low": lo, "ci_high": hi, "mde": 0.05}
+
+    rows = {"random": {}, "ceiling": {"vs_random": diff(0.1, 0.04, 0.16)},
+            "easy": {"vs_random": diff(0.03, -0.01, 0.07)},
+            "hard": {"vs_random": diff(-0.06, -0.1, -0.02)},
+            "margin": {"vs_random": diff(0.05, 0.01, 0.09)}}
+    results = {"verdicts": True, "settings": {"one-round": rows},
+               "rounds_vs_one_round": {"easy": diff(0.0, -0.02, 0.02)}}
+    text = "\n".join(findings(results))
+    assert "significantly better than random: ceiling, margin;" in text
+    assert "significantly worse: hard;" in text
+    assert "can show a selection effect" in text
+    assert "better for none, worse for none" in text
+    assert findings({**results, "verdicts": False}) == ["smoke run: no verdicts (the --quick sizes cannot support any)"]

@@ -160,11 +160,47 @@ def _ci(d: dict[str, Any], key: str = "difference", sign: bool = True) -> str:
     return f"{_f(d[key], sign=sign)} [{_f(d['ci_low'], sign=sign)}, {_f(d['ci_high'], sign=sign)}]"
 
 
+NOTES = """## How to read it
+
+- **Equal budgets, equal compute.** Every arm labels the same pairs count, one pair per prompt.
+  A run trains `steps x labels / B` optimizer steps, so the rounds together take the one-round
+  run's steps, and round 1 *is* a one-round run at budget B_1 (the curve's first point).
+- **Rounds.** Round r samples K candidates from the current policy for the prompts no earlier
+  round labelled, selects this round's share, labels it with the simulated annotator and trains
+  from the previous round's policy, which is also the round's DPO reference (iterative DPO).
+- **Margins.** `margin`, `margin-large` (and `design`'s weights from round 2) read
+  `beta (log pi_{r-1} - log pi_{r-2})`, the current policy against the reference it was trained
+  with. In one round and in round 1 the policy is the reference: every margin is 0, both
+  strategies fall to the registry's tie order (each prompt's first valid pair, prompts in data
+  order) and pick the same pairs.
+- **Reward proxy.** `reward-gap` and `reward-uncertain` read a linear Bradley-Terry reward
+  model fitted to simulated labels of spare prompts (not the oracle, which would make
+  `reward-gap` the `ceiling`); its accuracy is in the last table.
+- **Controls.** `ceiling`: the oracle's largest-gap pair per prompt, annotator's labels;
+  `noiseless`: random's pairs with the oracle's labels.
+"""
+
+
 def findings(results: dict[str, Any]) -> list[str]:
-    """One line per setting: which arms beat random (interval excluding 0), which did not."""
+    """One line per setting: which arms beat random (interval excluding 0), which did not; the
+    positive control; rounds against one round."""
     if not results["verdicts"]:
         return [SMOKE]
     lines = []
+    for setting, rows in results["settings"].items():
+        c = rows.get("ceiling", {}).get("vs_random")
+        if c:
+            ok = c["ci_low"] > 0
+            lines.append(f"{setting}: the positive control `ceiling` minus random {_ci(c)} "
+                         f"(mde {_f(c['mde'])}): " + ("the run can show a selection effect of "
+                                                      "about this size" if ok else
+                                                      "not significant, so this run cannot show "
+                                                      "a selection effect even at the ceiling"))
+    rounds = results["rounds_vs_one_round"]
+    better = [a for a, d in rounds.items() if d["ci_low"] > 0]
+    worse = [a for a, d in rounds.items() if d["ci_high"] < 0]
+    lines.append(f"rounds minus one round (same arm, labels, steps): better for "
+                 f"{', '.join(better) or 'none'}, worse for {', '.join(worse) or 'none'}.")
     for setting, rows in results["settings"].items():
         better = [a for a, r in rows.items() if "vs_random" in r and r["vs_random"]["ci_low"] > 0]
         worse = [a for a, r in rows.items() if "vs_random" in r and r["vs_random"]["ci_high"] < 0]
@@ -197,6 +233,16 @@ def render(results: dict[str, Any]) -> str:
                          f"{_f(vs['mde']) if vs else '-'} | {_ci(sh, 'estimate') if sh else '-'} | "
                          f"{_f(r['label_error_rate'])} | {_f(r['mean_reward_gap'], 2)} |")
         lines.append("")
+    lines += ["## Label efficiency (win rate vs SFT after each round; one round at the full budget)", "",
+              "| arm | " + " | ".join(f"round {i + 1}: {sum(b['round_labels'][:i + 1])} labels"
+                                     for i in range(len(b["round_labels"])))
+              + f" | one round: {b['total_labels']} labels |",
+              "|---" * (len(b["round_labels"]) + 2) + "|"]
+    for arm, curve in results["label_efficiency"].items():
+        one = curve["one_round"][-1] if curve["one_round"] else None
+        lines.append(f"| {arm} | " + " | ".join(_ci(p, "win_rate", False) for p in curve["rounds"])
+                     + f" | {_ci(one, 'win_rate', False) if one else '-'} |")
+    lines.append("")
     lines += ["## Rounds minus one round (same arm, same labels, same steps)", "",
               "| arm | difference [95%] | mde |", "|---|---|---|"]
     lines += [f"| {arm} | {_ci(d)} | {_f(d['mde'])} |" for arm, d in results["rounds_vs_one_round"].items()]
@@ -206,7 +252,7 @@ def render(results: dict[str, Any]) -> str:
     for seed, p in results["reward_proxy"].items():
         lines.append(f"| {seed} | {p['pairs']} | {p['ridge']:g} | {_f(p['label_agreement'])} | "
                      f"{_f(p['on_candidates']['oracle_accuracy'])} |")
-    lines += ["", "![label efficiency](label_efficiency.png)", "", "![win rates](win_rates.png)", "",
+    lines += ["", NOTES, "![label efficiency](label_efficiency.png)", "", "![win rates](win_rates.png)", "",
               "Stage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_seconds"].items()),
               ""]
     return "\n".join(lines)

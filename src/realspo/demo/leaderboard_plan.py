@@ -27,7 +27,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": dict(base="quick", n_train_prompts=30, n_test_prompts=40, reward_prompts=60,
                   steps=6),
     # 180 prompts: the 3 x 11 arms' candidate sampling in rounds 2-3 dominates the cost; with
-    # other jobs on the 2 cores (load ~10) an arm of one seed took ~100 s at this size
+    # other jobs on the 2 cores (load 7-10) an arm of one seed took about 75 s at this size
     "default": dict(base="default", n_train_prompts=180, n_test_prompts=200,
                     reward_prompts=240),
 }
@@ -59,7 +59,8 @@ class LeaderboardPlan:
         return [b // r + (1 if i < b % r else 0) for i in range(r)]
 
     def steps_for(self, labels: int) -> int:
-        """Optimizer steps of a run on ``labels`` pairs: the same epochs for every run."""
+        """Optimizer steps of a run on ``labels`` pairs: the same epochs for every run. (A
+        1-step run does not move the model: its one step is the learning-rate warmup from 0.)"""
         return max(1, round(self.demo.steps * labels / self.total_labels))
 
 

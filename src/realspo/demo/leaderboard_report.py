@@ -223,9 +223,10 @@ def render(results: dict[str, Any]) -> str:
              f"{results['statistics']['interval']}; mde = {results['statistics']['mde']}.", "",
              "## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]
     for setting, rows in results["settings"].items():
+        last = " (last round's pairs)" if setting == "rounds" else ""
         lines += [f"## {setting}", "",
                   "| arm | win rate vs SFT [95%] | minus random [95%] | mde | share of ceiling [95%] "
-                  "| label errors | mean oracle gap |", "|---|---|---|---|---|---|---|"]
+                  f"| label errors{last} | mean oracle gap{last} |", "|---|---|---|---|---|---|---|"]
         for arm, r in rows.items():
             vs = r.get("vs_random")
             sh = r.get("share_of_ceiling")

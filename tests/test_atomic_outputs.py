@@ -210,11 +210,13 @@ def _command_cases(tmp: Path, model: str) -> dict[str, tuple[list[str], Path]]:
                       "--judge", "proving-ground", "--out", str(tmp / "eval.json")], tmp / "eval.json"),
         "plot": (["plot", str(run), "--out", str(tmp / "curves.png")], tmp / "curves.png"),
         "demo": (["demo", "--quick", "--out", str(tmp / "demo")], tmp / "demo"),
+        "leaderboard": (["leaderboard", "--quick", "--out", str(tmp / "leaderboard")],
+                        tmp / "leaderboard"),
     }
 
 
 CASES = ["generate", "select", "select --save-embeddings", "label", "label --export-tasks",
-         "label --export-tasks (key)", "train", "evaluate", "plot", "demo"]
+         "label --export-tasks (key)", "train", "evaluate", "plot", "demo", "leaderboard"]
 
 
 @pytest.mark.parametrize("case", CASES)

@@ -17,7 +17,7 @@ from realspo.demo.plan import DemoPlan, make_plan
 from realspo.errors import ConfigError
 from realspo.outputs import write_json
 from realspo.selection.budget import resolve_budget
-from realspo.selection.strategies import get_strategy, strategy_names
+from realspo.selection.strategies import strategy_names
 
 SETTINGS = ("one-round", "rounds")
 CONTROL_ARMS = ("ceiling", "noiseless")  # demo controls the leaderboard runs beside the registry
@@ -81,9 +81,10 @@ def make_leaderboard_plan(preset: str = "default", *, seed: int = 0, seeds: int 
     if rounds < 1:
         raise ConfigError(f"--rounds must be at least 1, got {rounds}")
     arms = tuple(arms) if arms else LeaderboardPlan.arms
+    known = (*strategy_names(), *CONTROL_ARMS)
     for arm in arms:
-        if arm not in CONTROL_ARMS:
-            get_strategy(arm)
+        if arm not in known:
+            raise ConfigError(f"--arms: unknown arm {arm!r}; expected some of {', '.join(known)}")
     if demo.n_train_prompts + reward_prompts > demo.world.n_train_prompts:
         raise ConfigError(f"the leaderboard needs {demo.n_train_prompts} + {reward_prompts} "
                           f"training prompts; the world has {demo.world.n_train_prompts}")

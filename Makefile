@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test lint bench readme
+.PHONY: install demo leaderboard test lint bench readme
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +20,9 @@ $(VENV)/.installed: pyproject.toml
 # One intra-op thread: the demo's models are tiny, and extra threads only contend (measured).
 demo: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VENV)/bin/realspo demo --out runs/demo --overwrite
+
+leaderboard: install
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VENV)/bin/realspo leaderboard --out runs/leaderboard --overwrite
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q

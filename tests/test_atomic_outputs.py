@@ -212,11 +212,13 @@ def _command_cases(tmp: Path, model: str) -> dict[str, tuple[list[str], Path]]:
                     "1", "--rounds", "1", "--out", str(tmp / "rounds")], tmp / "rounds"),
         "plot": (["plot", str(run), "--out", str(tmp / "curves.png")], tmp / "curves.png"),
         "demo": (["demo", "--quick", "--out", str(tmp / "demo")], tmp / "demo"),
+        "leaderboard": (["leaderboard", "--quick", "--out", str(tmp / "leaderboard")],
+                        tmp / "leaderboard"),
     }
 
 
 CASES = ["generate", "select", "select --save-embeddings", "label", "label --export-tasks",
-         "label --export-tasks (key)", "train", "rounds", "evaluate", "plot", "demo"]
+         "label --export-tasks (key)", "train", "rounds", "evaluate", "plot", "demo", "leaderboard"]
 
 
 @pytest.mark.parametrize("case", CASES)

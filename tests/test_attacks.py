@@ -192,11 +192,12 @@ def _seed_argv(command: str, tmp: Path) -> list[str]:
         "train": ["train", "--model", "m", "--data", data, "--out", str(tmp / "run")],
         "spo-preview": ["spo-preview", "--data", data],
         "demo": ["demo", "--out", str(tmp / "demo")],
+        "leaderboard": ["leaderboard", "--out", str(tmp / "leaderboard")],
     }[command]
 
 
 @pytest.mark.parametrize("command", ["select", "label", "generate", "evaluate", "train",
-                                     "spo-preview", "demo"])
+                                     "spo-preview", "demo", "leaderboard"])
 @pytest.mark.parametrize("seed", ["-1", str(2**64)])
 def test_a_seed_out_of_range_is_one_line(tmp_path, capsys, command, seed):
     argv = _seed_argv(command, tmp_path) + ["--seed", seed]

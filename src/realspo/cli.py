@@ -48,6 +48,8 @@ COMMANDS = {
                                     "bootstrap interval, mean rewards"),
     "demo": Command("demo", "run the whole pipeline in the offline proving ground and report "
                             "whether REAL and SPO help"),
+    "leaderboard": Command("leaderboard", "every selection strategy at equal label budgets in the "
+                                          "proving ground, in one round and in R rounds"),
 }
 
 

@@ -1,0 +1,223 @@
+"""`realspo leaderboard`: a tiny run end to end with every strategy and both settings; equal
+budgets; rounds that continue from the previous round's policy; the report's files and keys;
+the reward proxy and the budget arithmetic."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from realspo.demo import leaderboard as lb_module
+from realspo.demo.leaderboard import run_leaderboard
+from realspo.demo.leaderboard_plan import CONTROL_ARMS, load_run, make_leaderboard_plan
+from realspo.demo.leaderboard_pool import fit_reward_proxy, pair_rows
+from realspo.demo.leaderboard_report import FIGURES
+from realspo.demo.records import Candidates
+from realspo.errors import ConfigError
+from realspo.schema import PromptGroup
+from realspo.selection.strategies import strategy_names
+
+ARMS = (*strategy_names(), *CONTROL_ARMS)
+TINY = dict(n_train_prompts=12, n_test_prompts=10, reward_prompts=30, steps=6, max_new_tokens=16,
+            bootstrap_resamples=200)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny leaderboard (quick SFT model, 12 prompts, 6 labels in 1 or 3 rounds; 2 steps a round:
+    a 1-step run only warms the learning rate up from 0 and leaves the model unchanged), with every
+    training call recorded: (initial model, output, pairs file, steps)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    calls: list[tuple[Path, Path, Path, int]] = []
+    original = lb_module.train_run
+
+    def recording_train_run(plan, init, data, out, loss, seed, scratch):
+        calls.append((Path(init), Path(out), Path(data), plan.steps))
+        return original(plan, init, data, out, loss, seed, scratch)
+
+    lb_module.train_run = recording_train_run
+    try:
+        plan = make_leaderboard_plan("quick", device="cpu", **TINY)
+        out = tmp_path_factory.mktemp("leaderboard") / "tiny"
+        run = run_leaderboard(plan, out)
+    finally:
+        lb_module.train_run = original
+        torch.set_num_threads(before)
+    return plan, out, run, calls, json.loads((out / "results.json").read_text())
+
+
+def _lines(path: Path) -> int:
+    return sum(1 for _ in path.open(encoding="utf-8"))
+
+
+def test_every_arm_runs_in_both_settings(tiny):
+    plan, _, run, _, results = tiny
+    assert plan.arms == ARMS
+    seen = {(r.arm, r.setting, r.round) for r in run.records}
+    expected = {(a, "one-round", 1) for a in ARMS} | {(a, "rounds", r) for a in ARMS for r in (1, 2, 3)}
+    assert seen == expected
+    for setting in ("one-round", "rounds"):
+        assert set(results["settings"][setting]) == set(ARMS)
+
+
+def test_budgets_are_equal_across_arms_and_settings(tiny):
+    plan, out, run, _, results = tiny
+    assert plan.total_labels == 6 and plan.round_budgets() == [2, 2, 2]
+    for arm in ARMS:
+        one = [r for r in run.records if r.arm == arm and r.setting == "one-round"]
+        rounds = sorted((r for r in run.records if r.arm == arm and r.setting == "rounds"),
+                        key=lambda r: r.round)
+        assert [r.n_labels for r in one] == [6]
+        assert [r.n_labels for r in rounds] == [2, 2, 2]
+        assert [r.cumulative_labels for r in rounds] == [2, 4, 6]
+        assert _lines(out / "seed-0" / arm / "one-round" / "pairs.jsonl") == 6
+        for r in (1, 2, 3):
+            assert _lines(out / "seed-0" / arm / f"round-{r}" / "pairs.jsonl") == 2
+    assert all(row["n_labels"] == [6] for s in results["settings"].values() for row in s.values())
+
+
+def test_rounds_train_from_the_previous_rounds_policy(tiny):
+    plan, _, run, calls, _ = tiny
+    assert len(calls) == 4 * len(ARMS)
+    for k in range(len(ARMS)):
+        one, r1, r2, r3 = calls[4 * k: 4 * k + 4]
+        assert one[0] == run.sft_dir and r1[0] == run.sft_dir       # both start from SFT
+        assert r2[0] == r1[1] and r3[0] == r2[1]                     # then continue
+        assert one[3] == plan.demo.steps                             # equal compute in all
+        assert r1[3] + r2[3] + r3[3] == plan.demo.steps
+
+
+def test_later_rounds_sample_new_prompts_from_the_policy(tiny):
+    _, out, run, _, _ = tiny
+    for arm in ARMS:
+        ids = [{json.loads(line)["prompt_id"] for line in
+                (out / "seed-0" / arm / f"round-{r}" / "pairs.jsonl").open()} for r in (1, 2, 3)]
+        assert not (ids[0] & ids[1]) and not (ids[0] & ids[2]) and not (ids[1] & ids[2])
+    pools = {r.round: r.extra["pool_prompts"] for r in run.records
+             if r.arm == "random" and r.setting == "rounds"}
+    assert pools[1] == 12 and pools[2] <= 10 and pools[3] <= 8
+
+
+def test_margins_are_zero_in_round_one_and_not_after(tiny):
+    _, _, run, _, _ = tiny
+    sd = {r.round: r.extra["implicit_reward_sd"] for r in run.records
+          if r.arm == "margin" and r.setting == "rounds"}
+    assert sd[1] == 0.0
+    assert sd[2] > 0 and sd[3] > 0
+
+
+def test_round_one_of_margin_and_margin_large_tie_to_the_same_pairs(tiny):
+    _, out, _, _, _ = tiny
+    read = lambda arm: (out / "seed-0" / arm / "round-1" / "pairs.jsonl").read_text()  # noqa: E731
+    assert read("margin") == read("margin-large")
+
+
+def test_noiseless_labels_have_no_errors_and_ceiling_the_largest_gaps(tiny):
+    _, _, run, _, _ = tiny
+    for r in run.records:
+        if r.arm == "noiseless":
+            assert r.labels["n_errors"] == 0
+    gap = {r.arm: r.labels["mean_reward_gap"] for r in run.records if r.setting == "one-round"}
+    assert gap["ceiling"] >= max(v for k, v in gap.items() if k != "ceiling")
+
+
+def test_report_files_and_keys(tiny):
+    _, out, _, _, results = tiny
+    for name in ("report.md", "results.json", *FIGURES):
+        assert (out / name).is_file()
+    for name in FIGURES:
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert {"config", "budgets", "statistics", "verdicts", "reward_proxy", "settings",
+            "rounds_vs_one_round", "label_efficiency", "runs", "timings_seconds"} <= set(results)
+    assert results["verdicts"] is False
+    for setting in results["settings"].values():
+        for arm, row in setting.items():
+            assert row["ci_low"] <= row["win_rate"] <= row["ci_high"]
+            if arm != "random":
+                assert {"difference", "ci_low", "ci_high", "mde"} <= set(row["vs_random"])
+            if arm not in ("random", "ceiling"):
+                assert "share_of_ceiling" in row
+    curve = results["label_efficiency"]["easy"]
+    assert [p["labels"] for p in curve["rounds"]] == [2, 4, 6]
+    assert [p["labels"] for p in curve["one_round"]] == [2, 6]
+    assert "smoke run: no verdicts" in (out / "report.md").read_text()
+
+
+# --- units ------------------------------------------------------------------------------
+
+
+def test_reward_proxy_recovers_a_planted_linear_reward():
+    rng = np.random.default_rng(0)
+    dim, k, g = 8, 4, 150
+    w_true = rng.normal(size=dim)
+    emb = rng.normal(size=(g * k, dim))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    groups = [PromptGroup(f"p{i}", "q", [f"r{i}-{j}" for j in range(k)]) for i in range(g)]
+    index = {(i, a, b): n for n, (i, a, b) in enumerate(
+        (i, a, b) for i in range(g) for a in range(k) for b in range(a + 1, k))}
+    dummy = Candidates(groups, emb, np.arange(g * k), index, np.zeros(len(index)),
+                       np.zeros(len(index)), np.zeros(len(index)), np.zeros(len(index), bool),
+                       np.zeros(len(index)))
+    a, b, _ = pair_rows(dummy)
+    r = 4 * emb @ w_true
+    labels = rng.random(len(a)) < 1 / (1 + np.exp(-(r[a] - r[b])))
+    dummy.a_preferred = labels
+    proxy = fit_reward_proxy(dummy)
+    fitted = proxy.rewards(emb)
+    assert np.corrcoef(fitted, r)[0, 1] > 0.9
+    assert proxy.info["pairs"] == len(a)
+
+
+def test_round_budgets_split_the_total_and_steps_follow_the_labels():
+    plan = make_leaderboard_plan("quick", budget=20, rounds=3)
+    assert plan.round_budgets() == [7, 7, 6]
+    assert plan.steps_for(20) == plan.demo.steps
+    assert plan.steps_for(1) >= 1
+
+
+def test_bad_arms_and_budgets_are_refused():
+    with pytest.raises(ConfigError):
+        make_leaderboard_plan("quick", arms=("nope",))
+    with pytest.raises(ConfigError):
+        make_leaderboard_plan("quick", budget=2, rounds=3)
+    with pytest.raises(ConfigError):
+        make_leaderboard_plan("quick", rounds=0)
+
+
+def test_the_report_rebuilds_from_runs_json(tiny, tmp_path):
+    import shutil
+
+    from realspo.demo.leaderboard_report import rebuild_report
+
+    _, out, run, _, results = tiny
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    assert len(load_run(copy).records) == len(run.records)
+    again = json.loads(json.dumps(rebuild_report(copy), default=float))
+    assert again["settings"] == results["settings"]
+    assert again["label_efficiency"] == results["label_efficiency"]
+
+
+def test_findings_call_an_arm_better_only_when_its_interval_excludes_zero():
+    from realspo.demo.leaderboard_report import findings
+
+    def diff(d, lo, hi):
+        return {"difference": d, "ci_low": lo, "ci_high": hi, "mde": 0.05}
+
+    rows = {"random": {}, "ceiling": {"vs_random": diff(0.1, 0.04, 0.16)},
+            "easy": {"vs_random": diff(0.03, -0.01, 0.07)},
+            "hard": {"vs_random": diff(-0.06, -0.1, -0.02)},
+            "margin": {"vs_random": diff(0.05, 0.01, 0.09)}}
+    results = {"verdicts": True, "settings": {"one-round": rows},
+               "rounds_vs_one_round": {"easy": diff(0.0, -0.02, 0.02)}}
+    text = "\n".join(findings(results))
+    assert "significantly better than random: ceiling, margin;" in text
+    assert "significantly worse: hard;" in text
+    assert "can show a selection effect" in text
+    assert "better for none, worse for none" in text
+    assert findings({**results, "verdicts": False}) == ["smoke run: no verdicts (the --quick sizes cannot support any)"]

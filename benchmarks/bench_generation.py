@@ -43,7 +43,8 @@ PROMPTS = [
 
 
 def reference_generate(model, tokenizer, prompt_ids: list[list[int]], *, k: int, temperature: float,
-                       top_p: float, max_new_tokens: int, stops: list[int], batch_size: int) -> int:
+                       top_p: float, max_new_tokens: int, stops: list[int], batch_size: int,
+                       device: torch.device | str = "cpu") -> int:
     """Plain ``model.generate`` sampling over left-padded batches; returns the tokens generated
     (each sample's tokens up to and including its first stop token)."""
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -51,8 +52,8 @@ def reference_generate(model, tokenizer, prompt_ids: list[list[int]], *, k: int,
     for start in range(0, len(prompt_ids), batch_size):
         ids = prompt_ids[start:start + batch_size]
         width = max(map(len, ids))
-        input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids])
-        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
+        mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
         with torch.inference_mode():
             out = model.generate(input_ids=input_ids, attention_mask=mask, do_sample=True,
                                  temperature=temperature, top_p=top_p, top_k=0,

@@ -57,3 +57,49 @@ def test_shared_pass_refuses_a_sequence_over_max_length(tiny_model_dir):
     model = load_model(tiny_model_dir, dtype=torch.float32, device=torch.device("cpu"))
     with pytest.raises(InputError, match="max_length=8"):
         embed_and_score(model, load_tokenizer(tiny_model_dir), GROUPS, max_length=8)
+
+
+@pytest.fixture(scope="module")
+def policy_dir(tiny_model_dir, tmp_path_factory) -> str:
+    """The tiny causal LM with every weight perturbed: a policy that differs from the reference."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    out = tmp_path_factory.mktemp("policy")
+    model.save_pretrained(out)
+    AutoTokenizer.from_pretrained(tiny_model_dir).save_pretrained(out)
+    return str(out)
+
+
+def test_select_margin_conditioned_uses_one_pass_and_selects_what_two_passes_select(
+        tiny_model_dir, policy_dir, tmp_path, monkeypatch):
+    import json
+
+    import realspo.commands.select as select
+    import realspo.embeddings.embed as embed
+
+    data = tmp_path / "pool.jsonl"
+    data.write_text("".join(json.dumps({"prompt_id": g.prompt_id, "prompt": g.prompt,
+                                        "responses": g.responses}) + "\n" for g in GROUPS))
+
+    def run(out: str):
+        cfg = select.SelectConfig(data=str(data), model=tiny_model_dir, policy=policy_dir,
+                                  strategy="margin", conditioned=True, out=str(tmp_path / out),
+                                  progress=False, save_embeddings=str(tmp_path / f"{out}.npy"))
+        cfg.validate()
+        return select.select_from_config(cfg)
+
+    calls = []
+    monkeypatch.setattr(embed, "embed_responses", lambda *a, **k: calls.append(1) or None)
+    shared = run("shared.jsonl")
+    assert not calls  # no separate embedding pass
+    monkeypatch.undo()
+    monkeypatch.setattr(select, "shared_pass", lambda cfg, work: None)
+    separate = run("separate.jsonl")
+    assert shared.rows == separate.rows
+    a, b = np.load(tmp_path / "shared.jsonl.npy"), np.load(tmp_path / "separate.jsonl.npy")
+    assert (a * b).sum(axis=1).min() > 1 - 1e-4

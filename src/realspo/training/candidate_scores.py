@@ -176,6 +176,28 @@ def load_or_compute_candidate_logps(
     return logps, "computed"
 
 
+def shared_embed_and_score(
+    model_name: str, groups: Sequence[PromptGroup], *, max_length: int, batch_size: int = 8,
+    device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`embed_and_score` with ``model_name`` loaded as :func:`candidate_scores` loads the
+    reference; None when a sequence does not fit ``max_length`` (then the two passes run
+    separately, each cutting it its own way)."""
+    from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
+
+    dev = pick_device(device)
+    tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model = load_model(model_name, dtype=pick_dtype(dev, dtype), device=dev,
+                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    try:
+        return embed_and_score(model, tokenizer, groups, max_length=min(max_length, SCORING_MAX_LENGTH),
+                               batch_size=batch_size)
+    except InputError as exc:
+        log.info("embedding and reference log-probs in separate passes: %s", exc)
+        return None
+
+
 def implicit_rewards(policy_logps: np.ndarray, reference_logps: np.ndarray, beta: float) -> np.ndarray:
     """``rho_i = beta (log pi(y_i|x) - log pi_ref(y_i|x))`` (N,): DPO's implicit reward."""
     return beta * (np.asarray(policy_logps, dtype=np.float64) - np.asarray(reference_logps, dtype=np.float64))
@@ -208,13 +230,14 @@ def candidate_scores(
     groups: Sequence[PromptGroup], *, policy: str | None = None, reference: str | None = None,
     beta: float = 0.1, reward_model: str | None = None, cache_dir: str | Path | None = None,
     device: str | None = None, dtype: str = "auto", batch_size: int = 8, progress: bool = True,
-    trust_remote_code: bool = False, allow_pickle: bool = False,
+    trust_remote_code: bool = False, allow_pickle: bool = False, reference_logps: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``{"implicit_rewards": (N,), "rewards": (N,)}`` (each only when its model is given), in
     flattened order. Implicit rewards: :func:`implicit_rewards` of the policy's and the
     reference's :func:`candidate_logps` (the reference's cached in ``cache_dir``). Rewards: the
     reward-model judge of :mod:`realspo.labels.judges` (prompt + response rendered with the
-    reward model's chat template)."""
+    reward model's chat template). ``reference_logps``: the reference's log-probs, already
+    computed (by :func:`shared_embed_and_score`)."""
     from realspo.models import pick_device, pick_dtype
 
     scores: dict[str, np.ndarray] = {}
@@ -223,7 +246,9 @@ def candidate_scores(
         common: dict[str, Any] = dict(max_length=SCORING_MAX_LENGTH, batch_size=batch_size, device=dev,
                                       dtype=pick_dtype(dev, dtype), trust_remote_code=trust_remote_code,
                                       allow_pickle=allow_pickle)
-        ref, _ = load_or_compute_candidate_logps(reference or "", groups, cache_dir, **common)
+        ref = reference_logps
+        if ref is None:
+            ref, _ = load_or_compute_candidate_logps(reference or "", groups, cache_dir, **common)
         pol, _ = load_or_compute_candidate_logps(policy, groups, None, **common)
         scores["implicit_rewards"] = implicit_rewards(pol, ref, beta)
     if reward_model is not None:

@@ -284,10 +284,11 @@ def shared_pass(cfg: SelectConfig, work: list) -> tuple[np.ndarray, np.ndarray] 
     """The embeddings and the reference log-probs of ``work`` from one forward per candidate,
     when the embedding model is the reference (``--model``, ``--conditioned``, margins with
     ``--policy`` and no ``--reference``, the default chat template) in one process without
-    ``--resume``; else (or when a sequence is too long for one pass) None: separate passes."""
+    ``--resume`` or ``--cache-dir`` (a cached reference pass is cheaper still); else (or when a
+    sequence is too long for one pass) None: separate passes."""
     if not (cfg.model and cfg.conditioned and cfg.policy and cfg.reference is None
             and cfg.chat_template == "auto" and not cfg.resume and int(os.environ.get("WORLD_SIZE", "1")) == 1
-            and not (cfg.save_embeddings and cfg.drop_unfinished)):
+            and not (cfg.save_embeddings and cfg.drop_unfinished) and cfg.cache_dir is None):
         return None
     from realspo.training.candidate_scores import shared_embed_and_score
 

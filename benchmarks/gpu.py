@@ -139,11 +139,11 @@ def embedding_run(model: Any, tokenizer: Any, n: int, batch_size: int, device: t
 
 def generation_run(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict[str, float]:
     """tokens/s of realspo's sampling loop and of ``model.generate`` (same prompts, settings)."""
-    from bench_generation import PROMPTS, reference_generate
+    from bench_generation import PROMPTS, realspo_generate, reference_generate
 
     from realspo.chat_format import PromptFormat
     from realspo.generation.prompts import PromptRecord
-    from realspo.generation.sampling import SamplingSettings, iter_samples, stop_token_ids
+    from realspo.generation.sampling import SamplingSettings, stop_token_ids
 
     texts = (PROMPTS * 8)[:args.gen_prompts]
     records = [PromptRecord(index=i, prompt_id=f"p{i}", prompt=t) for i, t in enumerate(texts)]
@@ -152,10 +152,7 @@ def generation_run(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict
     fmt = PromptFormat.of(tokenizer, "auto")
     stops = sorted(stop_token_ids(model, tokenizer))
     start = time.perf_counter()
-    ours = sum(len(tokenizer(s, add_special_tokens=False)["input_ids"]) + 1
-               for _, samples, _ in iter_samples(model, tokenizer, records, settings,
-                                                 args.gen_batch, progress=False)
-               for group in samples for s in group)
+    ours = realspo_generate(model, tokenizer, records, settings, args.gen_batch)
     ours_s = time.perf_counter() - start
     start = time.perf_counter()
     theirs = reference_generate(model, tokenizer, [fmt.prompt_ids(t) for t in texts], k=4,

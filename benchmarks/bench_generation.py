@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         verdict = (f">= {TARGET}x model.generate's tokens/s at the same batch size: "
                    f"**{'met' if ratio >= TARGET else 'not met'}** ({ratio:.2f}x at batch {best}; "
                    + ", ".join(f"{r:.2f}x at {b}" for b, r in ratios.items()) + ")")
-        write_section("generation", section("6. Candidate generation (SmolLM2-135M)", sizes=sizes,
+        write_section("generation", section("9. Candidate generation (SmolLM2-135M)", sizes=sizes,
                                             table=table, verdict=verdict, notes=notes, info=info))
     return 0
 

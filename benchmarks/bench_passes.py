@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
                  "within 1e-4)."]
         verdict = (f">= {TARGET:.0%} of the matmul ceiling: **{'met' if worst >= TARGET else 'not met'}** "
                    f"(lowest {worst:.0%})")
-        write_section("passes", section("7. Embedding and reference passes vs the matmul ceiling "
+        write_section("passes", section("10. Embedding and reference passes vs the matmul ceiling "
                                         "(SmolLM2-135M)", sizes=sizes, table=table, verdict=verdict,
                                         notes=notes, info=info))
     return 0 if agree else 1

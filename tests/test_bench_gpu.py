@@ -21,7 +21,7 @@ def test_gpu_script_smoke_mode_runs_every_benchmark(tmp_path):
     before = benchmarks_md.read_text()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     done = subprocess.run([sys.executable, str(SCRIPT), "--smoke", "--json", str(out)], env=env,
-                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert set(results) >= {"ceiling_tflops", "train LoRA r=16", "train full fine-tune", "spo",

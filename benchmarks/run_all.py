@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/run_all.py --full     # the issue's sizes (selection: 100k prompts, 6.5 GB)
     .venv/bin/python benchmarks/run_all.py --only embedding selection
     .venv/bin/python benchmarks/run_all.py --full --threads 1   # as the recorded numbers were run
+    .venv/bin/python benchmarks/run_all.py --gpu      # on a GPU machine: benchmarks/gpu.py (bf16, MFU)
 """
 
 from __future__ import annotations
@@ -33,8 +34,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads for every benchmark (default: each benchmark's own default)")
     p.add_argument("--no-write", action="store_true", help="print results, leave BENCHMARKS.md alone")
+    p.add_argument("--gpu", action="store_true",
+                   help="run benchmarks/gpu.py instead (training, SPO, embedding, generation in bf16 "
+                        "on CUDA, MFU against the measured matmul ceiling)")
     args = p.parse_args(argv)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    if args.gpu:
+        cmd = [sys.executable, str(HERE / "gpu.py"), *([] if args.no_write else ["--write"])]
+        return subprocess.run(cmd, env=env).returncode
     failed = []
     for name, script in found.items():
         if args.only and name not in args.only:

@@ -206,3 +206,37 @@ def test_generation_renders_conversations_exactly_like_the_format_readers():
                 "\n\nHuman: Bye\n\nAssistant:")
     assert hh_text(messages) == expected
     assert prompt_text(messages, Row({}, "x.jsonl", "line 1"), "prompt") == expected
+
+
+def test_decode_loop_gives_the_tokens_model_generate_gives(tiny_model_dir):
+    """The KV-cache loop (prompt encoded once per K samples, ended samples dropped from the
+    batch) reproduces `model.generate` with the same sampler, token for token."""
+    from realspo.generation.sampling import decode, row_seed
+
+    model, tokenizer = load_generator_model(tiny_model_dir)
+    prompts = [tokenizer("The capital of France is")["input_ids"],
+               tokenizer("Human: How do I boil an egg? Assistant:")["input_ids"]]
+    width, pad, k, steps = max(map(len, prompts)), tokenizer.pad_token_id, 3, 12
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    # frequent tokens as stop tokens, so that samples end at different steps
+    stops = sorted(torch.bincount(input_ids.flatten(), minlength=len(tokenizer)).topk(6).indices.tolist())
+    seeds = [row_seed(5, b, j) for b in range(len(prompts)) for j in range(k)]
+
+    with torch.inference_mode():
+        tokens, ended = decode(model, input_ids, mask, k, GumbelSampler(seeds, 0.9, 0.95, torch.device("cpu")),
+                               steps, stops)
+        out = model.generate(input_ids=input_ids.repeat_interleave(k, 0),
+                             attention_mask=mask.repeat_interleave(k, 0), do_sample=False,
+                             temperature=None, top_p=None, top_k=None, max_new_tokens=steps,
+                             min_new_tokens=1, eos_token_id=stops, pad_token_id=pad,
+                             logits_processor=[GumbelSampler(seeds, 0.9, 0.95, torch.device("cpu"))])
+    expected, expected_ended = [], []
+    for row in out[:, width:].tolist():
+        cut = next((n for n, t in enumerate(row, start=1) if t in stops), len(row))
+        expected.append(row[:cut])
+        expected_ended.append(cut < len(row) or row[-1] in stops)
+    assert tokens == expected
+    assert ended == expected_ended
+    lengths = {len(t) for t in tokens}
+    assert min(lengths) < steps and any(not e for e in ended)  # some ended early, some ran on

@@ -242,10 +242,15 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
                                    + "; nothing to select")
     # a budget too large fails before embedding (design: up to --pairs-per-prompt per prompt)
     resolve_budget(cfg.budget, eligible * cfg.pairs_per_prompt)
+    emb, reference_logps = None, None
     if cfg.embeddings:
         emb = load_embeddings(cfg.embeddings, num_responses(groups))
     else:
         check_interrupted_run(progress_dir(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
+        shared = shared_pass(cfg, work)
+        if shared is not None:
+            emb, reference_logps = shared
+    if emb is None:
         # every response when the embeddings are saved (a file matching the data), else the kept ones
         emb = embed_responses(
             groups if cfg.save_embeddings else work, cfg.embedder_name() or "",
@@ -256,7 +261,8 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
             checkpoint_every=cfg.checkpoint_every,
         )
     try:
-        return _select_and_write(cfg, groups, work, origin, cut, fmt, emb, eligible, rows_skipped)
+        return _select_and_write(cfg, groups, work, origin, cut, fmt, emb, eligible, rows_skipped,
+                                 reference_logps)
     except RealspoError:
         # An input error found after embedding: the corrected rerun embeds other texts, which
         # could not resume from the sidecar, so it must not be refused for it. (A kill, Ctrl-C
@@ -274,7 +280,25 @@ def check_scorers(cfg: SelectConfig) -> None:
         check(cfg.policy, cfg.reference_name(), cfg.reward_model, trust_remote_code=cfg.trust_remote_code)
 
 
-def pair_scores(cfg: SelectConfig, groups: list) -> dict[str, np.ndarray]:
+def shared_pass(cfg: SelectConfig, work: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """The embeddings and the reference log-probs of ``work`` from one forward per candidate,
+    when the embedding model is the reference (``--model``, ``--conditioned``, margins with
+    ``--policy`` and no ``--reference``, the default chat template) in one process without
+    ``--resume`` or ``--cache-dir`` (a cached reference pass is cheaper still); else (or when a
+    sequence is too long for one pass) None: separate passes."""
+    if not (cfg.model and cfg.conditioned and cfg.policy and cfg.reference is None
+            and cfg.chat_template == "auto" and not cfg.resume and int(os.environ.get("WORLD_SIZE", "1")) == 1
+            and not (cfg.save_embeddings and cfg.drop_unfinished) and cfg.cache_dir is None):
+        return None
+    from realspo.training.candidate_scores import shared_embed_and_score
+
+    return shared_embed_and_score(cfg.model, work, max_length=cfg.max_length, batch_size=cfg.batch_size,
+                                  device=cfg.device, dtype=cfg.dtype, trust_remote_code=cfg.trust_remote_code,
+                                  allow_pickle=cfg.allow_pickle)
+
+
+def pair_scores(cfg: SelectConfig, groups: list, reference_logps: np.ndarray | None = None
+                ) -> dict[str, np.ndarray]:
     """The per-response inputs the strategy reads (:func:`realspo.training.candidate_scores.candidate_scores`)."""
     if cfg.policy is None and cfg.reward_model is None:
         return {}
@@ -283,12 +307,13 @@ def pair_scores(cfg: SelectConfig, groups: list) -> dict[str, np.ndarray]:
     return candidate_scores(groups, policy=cfg.policy, reference=cfg.reference_name(), beta=cfg.beta,
                             reward_model=cfg.reward_model, cache_dir=cfg.cache_dir, device=cfg.device,
                             dtype=cfg.dtype, batch_size=cfg.batch_size, progress=cfg.progress,
-                            trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+                            trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
+                            reference_logps=reference_logps)
 
 
 def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, cut: int,
-                      fmt: str, emb: np.ndarray, eligible: int,
-                      rows_skipped: dict[str, int]) -> SelectResult:
+                      fmt: str, emb: np.ndarray, eligible: int, rows_skipped: dict[str, int],
+                      reference_logps: np.ndarray | None = None) -> SelectResult:
     """Select from ``work`` (the groups less cut responses with --drop-unfinished; ``origin``
     maps back to ``groups``' indices) and write the rows."""
     from realspo.embeddings.embed import save_embeddings
@@ -297,7 +322,7 @@ def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, 
     all_emb = emb
     if origin is not None and emb.shape[0] != num_responses(work):
         _, emb, _, _ = without_unfinished(groups, emb)
-    scores = pair_scores(cfg, work)
+    scores = pair_scores(cfg, work, reference_logps)
     selection = select_pairs(emb, sizes, cfg.strategy, cfg.budget, seed=cfg.seed, response_keys=keys,
                              design_ridge=cfg.design_ridge, pairs_per_prompt=cfg.pairs_per_prompt,
                              **scores)

@@ -10,6 +10,13 @@ depend only on ``(seed, prompt index)``, not on which prompts share its batch. R
 therefore identical across batch sizes and across an interrupted-and-resumed run, up to the
 floating-point rounding of padded batches (which can, very rarely, tip a near-tie between
 two tokens). Noise comes from a generator on the model's device, so CPU and GPU runs differ.
+
+**Speed.** :func:`decode` is a plain KV-cache decoding loop instead of ``model.generate``:
+each prompt is encoded once for its K samples (the cache is then repeated K times), and a
+sample that has ended leaves the batch (its rows are dropped from the cache), so a batch
+no longer runs every row until its longest sample ends. Its samples are those the earlier
+``model.generate`` loop gave, token for token (up to the rounding noted above;
+``tests/test_generation.py``); ``benchmarks/bench_generation.py`` measures the gain.
 """
 
 from __future__ import annotations
@@ -78,14 +85,19 @@ class GumbelSampler:
             self.warpers.append(TopPLogitsWarper(top_p))
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return self.perturb(scores)
+
+    def perturb(self, scores: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+        """Perturbed scores; row ``i`` of ``scores`` is sampler row ``rows[i]`` (default: all)."""
         scores = scores.float()
         if self.greedy:
             return scores
         for warp in self.warpers:
-            scores = warp(input_ids, scores)
+            scores = warp(None, scores)  # the warpers read the scores only
         vocab = scores.shape[-1]
+        generators = self.generators if rows is None else [self.generators[r] for r in rows]
         uniform = torch.stack([torch.rand(vocab, generator=g, device=scores.device)
-                               for g in self.generators])
+                               for g in generators])
         return scores - torch.log(-torch.log(uniform))
 
 
@@ -105,35 +117,86 @@ def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
     or end-of-turn token, False where ``max_new_tokens`` cut it.
 
     Prompts are rendered by :class:`realspo.chat_format.PromptFormat` (``settings.chat_template``).
-    All ``len(prompts) * K`` sequences go through one left-padded ``model.generate`` call;
-    row ``b * K + j`` is sample ``j`` of prompt ``b``, seeded by :func:`row_seed`.
+    All ``len(prompts) * K`` sequences are decoded together (:func:`decode`); row ``b * K + j``
+    is sample ``j`` of prompt ``b``, seeded by :func:`row_seed`.
     """
     k = settings.num_responses
     fmt = PromptFormat.of(tokenizer, settings.chat_template)
     ids = [fmt.prompt_ids(p.prompt) for p in prompts]
     width = max(len(i) for i in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    # left padding: generation appends on the right
-    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids])
-    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
     device = next(model.parameters()).device
-    input_ids = input_ids.repeat_interleave(k, dim=0).to(device)
-    attention_mask = attention_mask.repeat_interleave(k, dim=0).to(device)
+    # left padding: generation appends on the right
+    input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
+    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
     sampler = GumbelSampler([row_seed(settings.seed, p.index, j) for p in prompts for j in range(k)],
                             settings.temperature, settings.top_p, device)
-    out = model.generate(
-        input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
-        temperature=None, top_p=None, top_k=None,  # sampling happens in GumbelSampler
-        max_new_tokens=settings.max_new_tokens, min_new_tokens=1,
-        pad_token_id=tokenizer.pad_token_id, logits_processor=[sampler],
-    )
-    generated = out[:, input_ids.shape[1]:]
-    stops = torch.tensor(sorted(stop_token_ids(model, tokenizer)), device=generated.device)
-    ended = torch.isin(generated, stops).any(dim=1).tolist()
-    decoded = tokenizer.batch_decode(generated, skip_special_tokens=True)
-    responses = [d.strip() for d in decoded]
+    tokens, ended = decode(model, input_ids, attention_mask, k, sampler, settings.max_new_tokens,
+                           sorted(stop_token_ids(model, tokenizer)))
+    responses = [d.strip() for d in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     return ([responses[b * k:(b + 1) * k] for b in range(len(prompts))],
             [ended[b * k:(b + 1) * k] for b in range(len(prompts))])
+
+
+def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,
+           sampler: GumbelSampler, max_new_tokens: int, stops: Sequence[int]
+           ) -> tuple[list[list[int]], list[bool]]:
+    """K continuations of each left-padded prompt (B, W): ``(tokens, ended)`` for the B*K rows
+    (row ``b * k + j``: sample j of prompt b), each row's tokens up to and including its first
+    stop token, or ``max_new_tokens`` of them (``ended`` False).
+
+    The first token is never a stop token (an empty response is no candidate). Tokens are the
+    argmax of ``sampler``'s scores. Prompts are encoded once, then repeated K times in the KV
+    cache; rows that ended are dropped from the batch and the cache.
+    """
+    import inspect
+
+    from transformers import DynamicCache
+
+    rows = input_ids.shape[0] * k
+    try:
+        cache = DynamicCache(config=model.config)  # transformers 5: layers fit to the model
+    except TypeError:
+        cache = DynamicCache()
+    # transformers renamed `past_key_values` to `cache` (5.x); pass the name this model takes
+    name = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                   use_cache=True, logits_to_keep=1, **{name: cache}).logits
+    _on_cache(cache, "batch_repeat_interleave", k)
+    scores = logits[:, -1].float().repeat_interleave(k, dim=0)
+    mask = attention_mask.repeat_interleave(k, dim=0)
+    position = positions[:, -1:].repeat_interleave(k, dim=0)
+    live = list(range(rows))  # the row each batch row is
+    stop = torch.tensor(list(stops), dtype=torch.long, device=input_ids.device)
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    ended = [False] * rows
+    for step in range(max_new_tokens):
+        if step == 0 and len(stop):
+            scores[:, stop] = float("-inf")
+        next_tokens = sampler.perturb(scores, live).argmax(dim=-1)
+        done = torch.isin(next_tokens, stop)
+        for row, token, finished in zip(live, next_tokens.tolist(), done.tolist(), strict=True):
+            tokens[row].append(token)
+            ended[row] = finished
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):
+            keep = (~done).nonzero().squeeze(1)
+            _on_cache(cache, "batch_select_indices", keep)
+            live = [live[i] for i in keep.tolist()]
+            next_tokens, mask, position = next_tokens[keep], mask[keep], position[keep]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
+        position = position + 1
+        scores = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=position,
+                       use_cache=True, **{name: cache}).logits[:, -1].float()
+    return tokens, ended
+
+
+def _on_cache(cache: Any, method: str, arg: Any) -> None:
+    """Apply a batch method to every layer of ``cache`` (transformers 5), or to the cache (4.x)."""
+    for part in getattr(cache, "layers", None) or [cache]:
+        getattr(part, method)(arg)
 
 
 def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto",

@@ -75,6 +75,69 @@ def candidate_logps(
     return score_sequences(model, tokenizer, sequences, batch_size)
 
 
+def embed_and_score(
+    model: Any, tokenizer: Any, groups: Sequence[PromptGroup], *, max_length: int = 1024,
+    chat_template: str = "auto", batch_size: int = 8, source: str = "candidates",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Conditioned REAL embeddings and summed response log-probs of every candidate from one
+    forward per candidate: ``(embeddings (N, H) float32 unit rows, logps (N,) float64)``, in
+    flattened order.
+
+    When the embedding model is the reference (``select --strategy margin --conditioned``
+    with ``--model`` the reference), the two passes read the same final hidden states: the
+    log-prob sequence is the embedding's prompt + response with the end-of-turn tokens of a
+    finished response appended, which a causal model's earlier hidden states do not see. So
+    the pooled response tokens give :func:`realspo.embeddings.embed.embed_with_causal_lm`'s
+    rows (with ``prompts``) and the LM head at the response positions gives
+    :func:`candidate_logps`, each within rounding (``tests/test_reference.py``). Sequences must
+    fit ``max_length`` (the two passes cut long ones differently): a longer one raises
+    :class:`InputError`.
+    """
+    from realspo.embeddings.embed import pool_last_hidden
+    from realspo.training.logprobs import last_hidden_states, logps_from_hidden
+    from realspo.training.tokenization import collate
+
+    fmt = prompt_format(tokenizer, chat_template)
+    sequences: list[tuple[list[int], int, int]] = []  # ids, response start, end of the pooled tokens
+    for gi, g in enumerate(groups):
+        for j, response in enumerate(g.responses):
+            scored = fmt.encode(g.prompt, [response], [g.is_finished(j)])
+            pooled = fmt.encode(g.prompt, [response], [False]).response_ids[0]
+            prompt, full = scored.prompt_ids, scored.response_ids[0]
+            if len(prompt) + len(full) > max_length or full[:len(pooled)] != pooled or not pooled:
+                raise InputError(source, f"response {j + 1} does not fit max_length={max_length} "
+                                 "(or has no tokens); embed and score it in separate passes",
+                                 where=f"prompt {gi + 1}")
+            sequences.append((prompt + full, len(prompt), len(prompt) + len(pooled)))
+    n = len(sequences)
+    logps = np.zeros(n, dtype=np.float64)
+    emb: np.ndarray | None = None
+    order = sorted(range(n), key=lambda i: -len(sequences[i][0]))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for lo in range(0, n, batch_size):
+                idx = order[lo: lo + batch_size]
+                batch = {k: v.to(device) for k, v in
+                         collate([sequences[i][:2] for i in idx], pad_id).items()}
+                hidden = last_hidden_states(model, batch["input_ids"], batch["attention_mask"])
+                pool = torch.zeros_like(batch["attention_mask"])
+                for row, i in enumerate(idx):
+                    pool[row, sequences[i][1]: sequences[i][2]] = 1
+                rows = pool_last_hidden(hidden, pool).cpu().numpy()
+                if emb is None:
+                    emb = np.empty((n, rows.shape[1]), dtype=np.float32)
+                emb[idx] = rows
+                sums, _ = logps_from_hidden(model, hidden, batch["input_ids"], batch["response_mask"])
+                logps[idx] = sums.double().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return (emb if emb is not None else np.zeros((0, 0), dtype=np.float32)), logps
+
+
 def load_or_compute_candidate_logps(
     model_name: str, groups: Sequence[PromptGroup], cache_dir: str | Path | None, *,
     max_length: int = 1024, truncation: str = "keep_end", chat_template: str = "auto",
@@ -113,6 +176,28 @@ def load_or_compute_candidate_logps(
     return logps, "computed"
 
 
+def shared_embed_and_score(
+    model_name: str, groups: Sequence[PromptGroup], *, max_length: int, batch_size: int = 8,
+    device: str | None = None, dtype: str = "auto", trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """:func:`embed_and_score` with ``model_name`` loaded as :func:`candidate_scores` loads the
+    reference; None when a sequence does not fit ``max_length`` (then the two passes run
+    separately, each cutting it its own way)."""
+    from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
+
+    dev = pick_device(device)
+    tokenizer = load_tokenizer(model_name, trust_remote_code=trust_remote_code)
+    model = load_model(model_name, dtype=pick_dtype(dev, dtype), device=dev,
+                       trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+    try:
+        return embed_and_score(model, tokenizer, groups, max_length=min(max_length, SCORING_MAX_LENGTH),
+                               batch_size=batch_size)
+    except InputError as exc:
+        log.info("embedding and reference log-probs in separate passes: %s", exc)
+        return None
+
+
 def implicit_rewards(policy_logps: np.ndarray, reference_logps: np.ndarray, beta: float) -> np.ndarray:
     """``rho_i = beta (log pi(y_i|x) - log pi_ref(y_i|x))`` (N,): DPO's implicit reward."""
     return beta * (np.asarray(policy_logps, dtype=np.float64) - np.asarray(reference_logps, dtype=np.float64))
@@ -145,13 +230,14 @@ def candidate_scores(
     groups: Sequence[PromptGroup], *, policy: str | None = None, reference: str | None = None,
     beta: float = 0.1, reward_model: str | None = None, cache_dir: str | Path | None = None,
     device: str | None = None, dtype: str = "auto", batch_size: int = 8, progress: bool = True,
-    trust_remote_code: bool = False, allow_pickle: bool = False,
+    trust_remote_code: bool = False, allow_pickle: bool = False, reference_logps: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """``{"implicit_rewards": (N,), "rewards": (N,)}`` (each only when its model is given), in
     flattened order. Implicit rewards: :func:`implicit_rewards` of the policy's and the
     reference's :func:`candidate_logps` (the reference's cached in ``cache_dir``). Rewards: the
     reward-model judge of :mod:`realspo.labels.judges` (prompt + response rendered with the
-    reward model's chat template)."""
+    reward model's chat template). ``reference_logps``: the reference's log-probs, already
+    computed (by :func:`shared_embed_and_score`)."""
     from realspo.models import pick_device, pick_dtype
 
     scores: dict[str, np.ndarray] = {}
@@ -160,7 +246,9 @@ def candidate_scores(
         common: dict[str, Any] = dict(max_length=SCORING_MAX_LENGTH, batch_size=batch_size, device=dev,
                                       dtype=pick_dtype(dev, dtype), trust_remote_code=trust_remote_code,
                                       allow_pickle=allow_pickle)
-        ref, _ = load_or_compute_candidate_logps(reference or "", groups, cache_dir, **common)
+        ref = reference_logps
+        if ref is None:
+            ref, _ = load_or_compute_candidate_logps(reference or "", groups, cache_dir, **common)
         pol, _ = load_or_compute_candidate_logps(policy, groups, None, **common)
         scores["implicit_rewards"] = implicit_rewards(pol, ref, beta)
     if reward_model is not None:

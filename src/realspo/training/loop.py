@@ -42,7 +42,7 @@ from realspo.training.checkpoints import (
     restore_checkpoint,
     save_checkpoint,
 )
-from realspo.training.config import TrainConfig, default_cache_dir, mixed_precision
+from realspo.training.config import TrainConfig, default_cache_dir
 from realspo.training.metrics import (
     BATCH_METRICS,
     METRIC_KEYS,
@@ -60,8 +60,9 @@ from realspo.training.outputs import (
     export_model,
     write_run_config,
 )
+from realspo.training.sharding import make_accelerator
 from realspo.training.step import StepResult, build_model, check_finite, forward_batch
-from realspo.training.trackers import end_trackers, start_trackers, tracker_options, tracker_values
+from realspo.training.trackers import end_trackers, start_trackers, tracker_values
 
 log = logging.getLogger(__name__)
 
@@ -99,20 +100,9 @@ def _run_lock(out: Path) -> Iterator[None]:
 
 def _train(cfg: TrainConfig, out: Path, start: RunStart,
            on_batch: Callable[[int, list[int]], None] | None, stop_after: int | None) -> Path | None:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    # Several processes without a GPU (torchrun on CPU): accelerate needs cpu=True to use gloo.
-    multi_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
-    if int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        # accelerate's state is process-wide and fixed by the first Accelerator: a process that
-        # trains twice (the demo, a notebook, the tests) may change --dtype between runs.
-        from accelerate.state import AcceleratorState
-
-        AcceleratorState._reset_state()
-    accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum, cpu=multi_cpu,
-                              mixed_precision=mixed_precision(cfg.dtype),
-                              **tracker_options(cfg.report_to, out))
+    accelerator = make_accelerator(cfg, out)
     destroy_process_group_at_exit()
     check_supported(accelerator, saving=bool(cfg.save_steps), resuming=start.resume_from is not None)
     set_seed(cfg.seed)

@@ -199,39 +199,34 @@ def numbered_metrics(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
 def export_model(accelerator: Any, model: Any, tokenizer: Any, cfg: Any, out: Path) -> None:
     """Save the trained policy and tokenizer into ``OUT`` (``save_pretrained``, safetensors):
     LoRA merged unless ``cfg.merge`` is off (then the adapter), and the SPO head as
-    ``spo_head.safetensors`` beside, never inside, the model."""
-    from accelerate.utils import DistributedType
+    ``spo_head.safetensors`` beside, never inside, the model. Under FSDP / DeepSpeed the
+    weights are gathered first (:func:`realspo.training.sharding.whole_model`), so the export
+    is the same as a one-process run's."""
+    from realspo.training.sharding import whole_model
 
     accelerator.wait_for_everyone()
-    full_state = None
-    if accelerator.distributed_type in (DistributedType.FSDP, DistributedType.DEEPSPEED):
-        full_state = accelerator.get_state_dict(model)  # gathered onto the main process
+    trained = whole_model(accelerator, model, cfg)  # every process: it may gather shards
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
         tmp = out / ".export.tmp"
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir()
         try:
-            _export(unwrapped, tokenizer, cfg, full_state, tmp, out)
+            _export(trained, tokenizer, cfg, tmp, out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)  # gone once published; else a failed export
         log.info("saved the trained model to %s", out)
     accelerator.wait_for_everyone()
 
 
-def _export(unwrapped: Any, tokenizer: Any, cfg: Any, full_state: dict[str, Any] | None, tmp: Path,
-            out: Path) -> None:
+def _export(trained: Any, tokenizer: Any, cfg: Any, tmp: Path, out: Path) -> None:
     from realspo.spo.head import save_head
 
-    policy, kwargs = unwrapped.policy, {}
+    policy = trained.policy
     if cfg.lora_r and cfg.merge:
         policy = policy.merge_and_unload()
-    elif full_state is not None and not cfg.lora_r:
-        kwargs["state_dict"] = {k.removeprefix("policy."): v for k, v in full_state.items()
-                                if k.startswith("policy.")}
-    policy.save_pretrained(tmp, safe_serialization=True, **kwargs)
+    policy.save_pretrained(tmp, safe_serialization=True)
     tokenizer.save_pretrained(tmp)
-    if unwrapped.head is not None:
-        save_head(unwrapped.head, tmp, cfg=cfg.spo_config())
+    if trained.head is not None:
+        save_head(trained.head, tmp, cfg=cfg.spo_config())
     publish_export(tmp, out)

@@ -93,6 +93,19 @@ class PolicyWithHead(nn.Module):
                                                            variants.get("weights"))
         return out
 
+    # The policy's embeddings, seen by accelerate's FSDP2 set-up, which keeps a tied LM head
+    # tied only through these (without them, under `accelerate launch`'s default
+    # cpu_ram_efficient_loading the LM head came apart from the embedding and was never
+    # trained: tests/test_fsdp_cpu.py).
+    def get_input_embeddings(self) -> nn.Module:
+        return self.policy.get_input_embeddings()
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        return self.policy.get_output_embeddings()
+
+    def tie_weights(self, *args: Any, **kwargs: Any) -> None:
+        self.policy.tie_weights(*args, **kwargs)
+
 
 def _stack_padded(a: Tensor, b: Tensor, pad: int | bool) -> Tensor:
     """Rows of ``a`` (N, T) then ``b`` (M, T'), right-padded with ``pad`` to max(T, T')."""

@@ -40,7 +40,8 @@ class GenerateConfig:
                                "probability (1 = off)")
     max_new_tokens: int = option(256, "longest response, in tokens")
     seed: int = option(0, "seed; sample j of prompt i depends only on (seed, i, j)")
-    batch_size: int = option(4, "prompts per generate call (each contributes K sequences)")
+    batch_size: int = option(8, "prompts per decoding batch (each contributes K sequences; samples do not "
+                                "depend on it)")
     chat_template: str = option("auto", CHAT_TEMPLATE_HELP, choices=CHAT_TEMPLATE_MODES)
     split: str = option("train", "split to read when --prompts is a dataset directory or hub id")
     resume: bool = option(False, "continue an interrupted run from OUT.partial.jsonl")

@@ -60,6 +60,7 @@ from realspo.training.outputs import (
     export_model,
     write_run_config,
 )
+from realspo.training.passes import merge_results, split_pairs
 from realspo.training.step import StepResult, build_model, check_finite, forward_batch
 from realspo.training.trackers import end_trackers, start_trackers, tracker_options, tracker_values
 
@@ -274,10 +275,7 @@ class _Run:
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
             for b, batch in enumerate(loader, start=skip):
                 with acc.accumulate(self.model):
-                    result = forward_batch(self.model, batch, self.settings, self.tokenizer,
-                                           spo_step=epoch * self.batches + b)
-                    check_finite(acc, result.loss, step + 1, self.last_checkpoint)
-                    acc.backward(result.loss)
+                    result = self._forward_backward(batch, step, spo_step=epoch * self.batches + b)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         self._clip(step + 1)
                     self.optimizer.step()
@@ -317,6 +315,18 @@ class _Run:
         export_model(self.acc, self.model, self.tokenizer, self.cfg, self.out)
         end_trackers(acc)
         return self.out
+
+    def _forward_backward(self, batch: dict[str, Any], step: int, spo_step: int) -> StepResult:
+        """The micro-batch's loss and its gradient: one forward and backward pass, or with
+        ``--pass-tokens`` (one process, no SPO) one per group of pairs (:mod:`realspo.training.passes`)."""
+        split = self.cfg.pass_tokens > 0 and self.settings.spo is None and self.acc.num_processes == 1
+        parts, results = split_pairs(batch, self.cfg.pass_tokens) if split else [batch], []
+        for part in parts:
+            results.append(forward_batch(self.model, part, self.settings, self.tokenizer, spo_step=spo_step))
+            check_finite(self.acc, results[-1].loss, step + 1, self.last_checkpoint)
+            share = results[-1].count / len(batch["index"])  # the pairs' share of the batch's mean loss
+            self.acc.backward(results[-1].loss if len(parts) == 1 else results[-1].loss * share)
+        return merge_results(results)
 
     def _window(self) -> _Window:
         return _Window(Metrics.zeros(METRIC_KEYS, device=self.acc.device))

@@ -154,6 +154,8 @@ def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = 
                     lr=1e-6, warmup_ratio=0.1, logging_steps=args.logging_steps, epochs=1, dtype="float32")
     if args.model == "smollm2":  # plain text on both sides (TRL applies no template to plain prompts)
         settings.update(chat_template="off", lora_r=args.lora_r, lora_alpha=16.0, lora_dropout=0.0)
+    if args.pass_tokens is not None:
+        settings["pass_tokens"] = args.pass_tokens
     cfg = TrainConfig(**{**settings, **(options or {})})
     tokenizer = load_tokenizer(cfg.model)
     sequences = [tokenize_pair(tokenizer, p.prompt, p.chosen, p.rejected, cfg.max_length, cfg.truncation,
@@ -258,12 +260,13 @@ def run_side(side: str, workdir: Path, args: argparse.Namespace, options: dict |
 
 # ----------------------------------------------------------------------------- arguments
 
-SHARED = ("model", "lora_r", "pairs", "batch_size", "max_length", "hidden", "layers", "heads", "vocab", "prompt_words",
+SHARED = ("model", "lora_r", "pass_tokens", "pairs", "batch_size", "max_length", "hidden", "layers", "heads", "vocab", "prompt_words",
           "response_words", "max_words", "warmup_steps", "logging_steps", "threads", "seed")
 
 
 def shared_argv(args: argparse.Namespace) -> list[str]:
-    return [x for name in SHARED for x in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+    return [x for name in SHARED if getattr(args, name) is not None
+            for x in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
 
 
 def add_workload_args(p: argparse.ArgumentParser, pairs: int = 32) -> None:
@@ -271,6 +274,7 @@ def add_workload_args(p: argparse.ArgumentParser, pairs: int = 32) -> None:
                    help="tiny: a random 12.4M Llama-style model (the sizes below); smollm2: the real "
                         "SmolLM2-135M-Instruct workload of benchmarks/smollm2.py (its own sizes)")
     p.add_argument("--lora-r", type=int, default=0, help="LoRA rank on both sides (0: full fine-tune)")
+    p.add_argument("--pass-tokens", type=int, default=None, help="realspo's --pass-tokens (unset: its default)")
     p.add_argument("--pairs", type=int, default=pairs, help="preference pairs (one epoch is trained)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per step, both sides")
     p.add_argument("--max-length", type=int, default=1024, help="prompt + response tokens (both tools' default)")

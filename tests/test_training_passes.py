@@ -114,3 +114,11 @@ def test_training_with_pass_tokens_logs_the_same_run(tiny_model_dir, tmp_path):
         for key in ("loss", "rewards/margins", "logps/chosen", "logps/rejected"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6)
     assert one[-1]["loss"] != one[0]["loss"]  # the second step saw updated weights
+
+
+def test_pass_budget_defaults_to_passes_on_cpu_and_one_pass_elsewhere():
+    from realspo.training.passes import CPU_PASS_TOKENS, pass_budget
+
+    assert pass_budget(None, torch.device("cpu")) == CPU_PASS_TOKENS > 0
+    assert pass_budget(None, torch.device("meta")) == 0
+    assert pass_budget(0, torch.device("cpu")) == 0 and pass_budget(300, torch.device("cpu")) == 300

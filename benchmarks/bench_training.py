@@ -304,6 +304,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_workload_args(p)
     p.add_argument("--configs", default="lora,full", help="--model smollm2: lora (r 16) and/or full")
     p.add_argument("--thread-counts", default="1,2", help="--model smollm2: thread counts to run")
+    p.add_argument("--section", default="training_smollm2", help="--model smollm2: BENCHMARKS.md section to write")
     args = p.parse_args(argv)
     if args.model == "smollm2" and "--max-length" not in (argv if argv is not None else sys.argv):
         args.max_length = 256  # the real-size workload's default

@@ -257,8 +257,9 @@ def main_training(args) -> int:
             *TRAINING_NOTES_SMOLLM2,
         ]
         verdict = (">= 2x TRL DPOTrainer's tokens/s at <= 0.6x its peak memory: " + "; ".join(verdicts))
-        write_section("training_smollm2", section("3b. Training throughput vs TRL on SmolLM2-135M", sizes=sizes,
-                                                  table=table, verdict=verdict, notes=notes, info=info))
+        title = "3b. Training throughput vs TRL on SmolLM2-135M" + (
+            f" ({', '.join(map(str, threads))} thread(s))" if args.section != "training_smollm2" else "")
+        write_section(args.section, section(title, sizes=sizes, table=table, verdict=verdict, notes=notes, info=info))
     return 0
 
 

@@ -130,14 +130,18 @@ def _peak_rss() -> int:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
 
 
-def _throughput(times: list[float], tokens: list[int], warmup: int) -> dict:
-    """tokens/s over the steps after ``warmup`` (step i's time: end of step i-1 to end of step i)."""
+def _throughput(times: list[float], tokens: list[int], warmup: int, cpu: list[float] | None = None) -> dict:
+    """tokens/s over the steps after ``warmup`` (step i's time: end of step i-1 to end of step i);
+    with ``cpu`` (the process's CPU seconds at the same moments), also tokens per CPU second."""
     if len(times) <= warmup + 1:
         raise SystemExit(f"only {len(times)} steps ran; need more than --warmup-steps + 1 = {warmup + 1}")
     span = times[-1] - times[warmup]
     counted = sum(tokens[warmup + 1:])
-    return {"tokens_per_s": counted / span, "step_s": span / (len(times) - warmup - 1),
-            "timed_steps": len(times) - warmup - 1, "timed_tokens": counted, "epoch_tokens": sum(tokens)}
+    result = {"tokens_per_s": counted / span, "step_s": span / (len(times) - warmup - 1),
+              "timed_steps": len(times) - warmup - 1, "timed_tokens": counted, "epoch_tokens": sum(tokens)}
+    if cpu:
+        result["tokens_per_cpu_s"] = counted / (cpu[-1] - cpu[warmup])
+    return result
 
 
 def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
@@ -163,16 +167,18 @@ def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = 
     per_pair = [sum(len(ids) for ids, _ in seqs) for seqs in sequences]
     scored = sum(len(ids) - start for seqs in sequences for ids, start in seqs)
     times: list[float] = []
+    cpu: list[float] = []
     tokens: list[int] = []
 
     def on_batch(_step: int, indices: list[int]) -> None:
         times.append(time.perf_counter())
+        cpu.append(time.process_time())
         tokens.append(sum(per_pair[i] for i in indices))
 
     rss_before = _rss_now()
     start = time.perf_counter()
     train(cfg, on_batch=on_batch)
-    result = _throughput(times, tokens, args.warmup_steps)
+    result = _throughput(times, tokens, args.warmup_steps, cpu)
     result.update(setup_s=times[0] - start, rss_before_train=rss_before, epoch_scored=scored)
     return result
 
@@ -188,6 +194,7 @@ def run_trl(workdir: Path, args: argparse.Namespace) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
     model = AutoModelForCausalLM.from_pretrained(workdir / "model", dtype=torch.float32)
     times: list[float] = []
+    cpu: list[float] = []
     tokens: list[int] = []
 
     class Counting(DPOTrainer):
@@ -198,6 +205,7 @@ def run_trl(workdir: Path, args: argparse.Namespace) -> dict:
     class Clock(TrainerCallback):
         def on_step_end(self, *_a, **_k):
             times.append(time.perf_counter())
+            cpu.append(time.process_time())
 
     config = DPOConfig(output_dir=str(workdir / f"run-trl-{os.getpid()}"),
                        per_device_train_batch_size=args.batch_size, max_length=args.max_length,
@@ -217,7 +225,7 @@ def run_trl(workdir: Path, args: argparse.Namespace) -> dict:
     trainer = Counting(model=model, args=config, train_dataset=Dataset.from_list(rows),
                        processing_class=tokenizer, callbacks=[Clock()], peft_config=peft_config)
     trainer.train()
-    result = _throughput(times, tokens, args.warmup_steps)
+    result = _throughput(times, tokens, args.warmup_steps, cpu)
     result.update(setup_s=times[0] - start, rss_before_train=rss_before)
     return result
 

@@ -14,6 +14,13 @@ optimizer step to the end of the next: data loading, forward, backward, clipping
 and logging included; setup, the reference pass and the final export excluded).
 
     .venv/bin/python benchmarks/bench_training.py [--pairs 64] [--repeats 3] [--no-write]
+
+``--model smollm2`` runs the real-size workload instead (``benchmarks/smollm2.py``: SmolLM2-135M-Instruct,
+32 pairs, prompts ~40 and responses 60-120 tokens, max length 256), for each of ``--configs``
+(LoRA r=16 and full fine-tune) at each of ``--thread-counts``, and reports model FLOP utilisation
+against the matmul ceiling measured in the same run; it writes its own section of BENCHMARKS.md:
+
+    .venv/bin/python benchmarks/bench_training.py --model smollm2 [--configs lora,full] [--thread-counts 1,2]
 """
 
 from __future__ import annotations
@@ -69,6 +76,10 @@ def lengths(rng: np.random.Generator, n: int, median: float, sigma: float, lo: i
 
 def make_workload(workdir: Path, args: argparse.Namespace) -> dict:
     """Write ``workdir/model`` (tokenizer + random model) and ``workdir/pairs.jsonl``; return sizes."""
+    if args.model == "smollm2":
+        import smollm2
+
+        return smollm2.make_workload(workdir, args)
     from realspo.toy_models import build_causal_lm, train_tokenizer
 
     rng = np.random.default_rng(args.seed)
@@ -119,14 +130,18 @@ def _peak_rss() -> int:
         return next(int(line.split()[1]) * 1024 for line in fh if line.startswith("VmHWM:"))
 
 
-def _throughput(times: list[float], tokens: list[int], warmup: int) -> dict:
-    """tokens/s over the steps after ``warmup`` (step i's time: end of step i-1 to end of step i)."""
+def _throughput(times: list[float], tokens: list[int], warmup: int, cpu: list[float] | None = None) -> dict:
+    """tokens/s over the steps after ``warmup`` (step i's time: end of step i-1 to end of step i);
+    with ``cpu`` (the process's CPU seconds at the same moments), also tokens per CPU second."""
     if len(times) <= warmup + 1:
         raise SystemExit(f"only {len(times)} steps ran; need more than --warmup-steps + 1 = {warmup + 1}")
     span = times[-1] - times[warmup]
     counted = sum(tokens[warmup + 1:])
-    return {"tokens_per_s": counted / span, "step_s": span / (len(times) - warmup - 1),
-            "timed_steps": len(times) - warmup - 1, "timed_tokens": counted, "epoch_tokens": sum(tokens)}
+    result = {"tokens_per_s": counted / span, "step_s": span / (len(times) - warmup - 1),
+              "timed_steps": len(times) - warmup - 1, "timed_tokens": counted, "epoch_tokens": sum(tokens)}
+    if cpu:
+        result["tokens_per_cpu_s"] = counted / (cpu[-1] - cpu[warmup])
+    return result
 
 
 def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
@@ -141,23 +156,30 @@ def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = 
     settings = dict(data=str(workdir / "pairs.jsonl"), model=str(workdir / "model"), out=str(out),
                     cache_dir=str(out) + "-cache", batch_size=args.batch_size, max_length=args.max_length,
                     lr=1e-6, warmup_ratio=0.1, logging_steps=args.logging_steps, epochs=1, dtype="float32")
+    if args.model == "smollm2":  # plain text on both sides (TRL applies no template to plain prompts)
+        settings.update(chat_template="off", lora_r=args.lora_r, lora_alpha=16.0, lora_dropout=0.0)
+    if args.pass_tokens is not None:
+        settings["pass_tokens"] = args.pass_tokens
     cfg = TrainConfig(**{**settings, **(options or {})})
     tokenizer = load_tokenizer(cfg.model)
-    per_pair = [sum(len(ids) for ids, _ in tokenize_pair(tokenizer, p.prompt, p.chosen, p.rejected,
-                                                          cfg.max_length, cfg.truncation).sequences())
-                for p in read_pairs(cfg.data)]
+    sequences = [tokenize_pair(tokenizer, p.prompt, p.chosen, p.rejected, cfg.max_length, cfg.truncation,
+                               chat_template=cfg.chat_template).sequences() for p in read_pairs(cfg.data)]
+    per_pair = [sum(len(ids) for ids, _ in seqs) for seqs in sequences]
+    scored = sum(len(ids) - start for seqs in sequences for ids, start in seqs)
     times: list[float] = []
+    cpu: list[float] = []
     tokens: list[int] = []
 
     def on_batch(_step: int, indices: list[int]) -> None:
         times.append(time.perf_counter())
+        cpu.append(time.process_time())
         tokens.append(sum(per_pair[i] for i in indices))
 
     rss_before = _rss_now()
     start = time.perf_counter()
     train(cfg, on_batch=on_batch)
-    result = _throughput(times, tokens, args.warmup_steps)
-    result.update(setup_s=times[0] - start, rss_before_train=rss_before)
+    result = _throughput(times, tokens, args.warmup_steps, cpu)
+    result.update(setup_s=times[0] - start, rss_before_train=rss_before, epoch_scored=scored)
     return result
 
 
@@ -172,6 +194,7 @@ def run_trl(workdir: Path, args: argparse.Namespace) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(workdir / "model")
     model = AutoModelForCausalLM.from_pretrained(workdir / "model", dtype=torch.float32)
     times: list[float] = []
+    cpu: list[float] = []
     tokens: list[int] = []
 
     class Counting(DPOTrainer):
@@ -182,6 +205,7 @@ def run_trl(workdir: Path, args: argparse.Namespace) -> dict:
     class Clock(TrainerCallback):
         def on_step_end(self, *_a, **_k):
             times.append(time.perf_counter())
+            cpu.append(time.process_time())
 
     config = DPOConfig(output_dir=str(workdir / f"run-trl-{os.getpid()}"),
                        per_device_train_batch_size=args.batch_size, max_length=args.max_length,
@@ -192,10 +216,16 @@ def run_trl(workdir: Path, args: argparse.Namespace) -> dict:
                        disable_tqdm=True, bf16=False, fp16=False)
     rss_before = _rss_now()
     start = time.perf_counter()
+    peft_config = None
+    if args.lora_r:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(r=args.lora_r, lora_alpha=16, lora_dropout=0.0, target_modules="all-linear",
+                                 task_type="CAUSAL_LM")
     trainer = Counting(model=model, args=config, train_dataset=Dataset.from_list(rows),
-                       processing_class=tokenizer, callbacks=[Clock()])
+                       processing_class=tokenizer, callbacks=[Clock()], peft_config=peft_config)
     trainer.train()
-    result = _throughput(times, tokens, args.warmup_steps)
+    result = _throughput(times, tokens, args.warmup_steps, cpu)
     result.update(setup_s=times[0] - start, rss_before_train=rss_before)
     return result
 
@@ -238,15 +268,21 @@ def run_side(side: str, workdir: Path, args: argparse.Namespace, options: dict |
 
 # ----------------------------------------------------------------------------- arguments
 
-SHARED = ("pairs", "batch_size", "max_length", "hidden", "layers", "heads", "vocab", "prompt_words",
+SHARED = ("model", "lora_r", "pass_tokens", "pairs", "batch_size", "max_length", "hidden", "layers", "heads", "vocab", "prompt_words",
           "response_words", "max_words", "warmup_steps", "logging_steps", "threads", "seed")
 
 
 def shared_argv(args: argparse.Namespace) -> list[str]:
-    return [x for name in SHARED for x in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
+    return [x for name in SHARED if getattr(args, name) is not None
+            for x in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
 
 
 def add_workload_args(p: argparse.ArgumentParser, pairs: int = 32) -> None:
+    p.add_argument("--model", choices=("tiny", "smollm2"), default="tiny",
+                   help="tiny: a random 12.4M Llama-style model (the sizes below); smollm2: the real "
+                        "SmolLM2-135M-Instruct workload of benchmarks/smollm2.py (its own sizes)")
+    p.add_argument("--lora-r", type=int, default=0, help="LoRA rank on both sides (0: full fine-tune)")
+    p.add_argument("--pass-tokens", type=int, default=None, help="realspo's --pass-tokens (unset: its default)")
     p.add_argument("--pairs", type=int, default=pairs, help="preference pairs (one epoch is trained)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per step, both sides")
     p.add_argument("--max-length", type=int, default=1024, help="prompt + response tokens (both tools' default)")
@@ -274,7 +310,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_workload_args(p)
-    return p.parse_args(argv)
+    p.add_argument("--configs", default="lora,full", help="--model smollm2: lora (r 16) and/or full")
+    p.add_argument("--thread-counts", default="1,2", help="--model smollm2: thread counts to run")
+    p.add_argument("--section", default="training_smollm2", help="--model smollm2: BENCHMARKS.md section to write")
+    args = p.parse_args(argv)
+    if args.model == "smollm2" and "--max-length" not in (argv if argv is not None else sys.argv):
+        args.max_length = 256  # the real-size workload's default
+    return args
 
 
 def median_of(runs: list[dict], key: str) -> float:
@@ -303,9 +345,13 @@ def main(argv: list[str] | None = None) -> int:
     import tempfile
 
     args = parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
     if args.side:
         return side_main(args)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    if args.model == "smollm2":
+        import smollm2
+
+        return smollm2.main_training(args)
     from common import fmt_bytes, machine, markdown_table, section, set_threads, write_section
 
     set_threads(args.threads)

@@ -46,3 +46,18 @@ def test_realspo_tokenizes_a_workload_pair_as_trl_does(bench, words):
         ids, start, truncated = tokenize_response(tokenizer, prompt, response, max_length=1024)
         assert not truncated and start == len(tokenizer(prompt)["input_ids"])
         assert ids == tokenizer(prompt + response + tokenizer.eos_token)["input_ids"]
+
+
+def test_smollm2_flop_basis_counts_every_parameter_of_a_llama_model(tiny_model_dir):
+    """The MFU's N_body + N_head (+ norms) is the model's parameter count (tied embeddings)."""
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    smollm2 = importlib.import_module("smollm2")
+    from realspo.models import load_model
+
+    counts = smollm2.param_counts(Path(tiny_model_dir))
+    model = load_model(tiny_model_dir)
+    assert counts["total"] == sum(p.numel() for p in model.parameters())
+    assert counts["head"] == model.get_output_embeddings().weight.numel()
+    assert smollm2.step_flops(counts, tokens=10, scored=4, lora=False) == 6 * (counts["body"] * 10 + counts["head"] * 4)
+    assert smollm2.step_flops(counts, tokens=10, scored=4, lora=True) == 4 * (counts["body"] * 10 + counts["head"] * 4)

@@ -133,6 +133,11 @@ class TrainConfig:
     keep_checkpoints: int = option(2, help="keep only the newest N checkpoints (0: all)")
     seed: int = option(0, help="seed of the data order, SPO variants and initialisation")
     gradient_checkpointing: bool = option(False, help="recompute activations in the backward pass")
+    pass_tokens: int | None = option(None, help="run a micro-batch in forward/backward passes of whole pairs of "
+                                             "at most this many tokens: the same gradient, one pass's activations "
+                                             "alive at a time (one process, no --spo; on a CPU with a fused "
+                                             "AdamW); 0: one pass per micro-batch, unfused AdamW; "
+                                             "unset: 512 on CPU, one pass on a GPU")
     dtype: str = option("auto", help="compute precision: auto = bf16 (or fp16) mixed precision on "
                                      "GPUs, fp32 on CPU; weights stay fp32", choices=DTYPES)
     lora_r: int = option(0, help="LoRA rank (0: train all weights)")
@@ -169,8 +174,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: expected >= 1, got {value}")
-        for name in ("eval_steps", "save_steps", "keep_checkpoints", "lora_r"):
-            if getattr(self, name) < 0:
+        for name in ("eval_steps", "save_steps", "keep_checkpoints", "lora_r", "pass_tokens"):
+            if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')}: expected >= 0, got {getattr(self, name)}")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"--warmup-ratio: expected 0 <= ratio < 1, got {self.warmup_ratio}")

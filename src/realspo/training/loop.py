@@ -2,19 +2,18 @@
 
 :func:`train` runs a :class:`TrainConfig`:
 
-1. lock ``--out`` (one run at a time) and check it (new, ``--resume`` or ``--overwrite``)
-   before any work;
+1. lock ``--out`` (one run at a time), check it (new, ``--resume``, ``--overwrite``) first;
 2. read and validate the pairs and tokenize them once (:mod:`realspo.training.data`);
 3. compute the reference log-probs once, with the initial model, cached on disk
    (:mod:`realspo.training.reference`); skipped for reference-free losses;
-4. train: each micro-batch runs only the policy (:mod:`realspo.training.step`); accelerate
-   does gradient accumulation, mixed precision, DDP / FSDP / DeepSpeed;
+4. train: each micro-batch runs only the policy (:mod:`realspo.training.step`), on CPU in passes
+   of whole pairs (:mod:`realspo.training.passes`); accelerate does gradient accumulation,
+   mixed precision, DDP / FSDP / DeepSpeed;
 5. write metrics, checkpoints (:mod:`realspo.training.checkpoints`: safetensors and JSON,
    no pickle) and the exported model (:mod:`realspo.training.outputs`).
 
-The step-0 metrics record is the first micro-batch, measured before any update: with a
-fresh policy equal to its reference, ``loss`` there is the loss at zero margin (log 2 for
-``sigmoid``).
+The step-0 metrics record is the first micro-batch, measured before any update: with a fresh
+policy equal to its reference, ``loss`` there is the loss at zero margin (log 2 for ``sigmoid``).
 """
 
 from __future__ import annotations
@@ -60,6 +59,7 @@ from realspo.training.outputs import (
     export_model,
     write_run_config,
 )
+from realspo.training.passes import merge_results, pass_budget, split_pairs
 from realspo.training.sharding import make_accelerator
 from realspo.training.step import StepResult, build_model, check_finite, forward_batch
 from realspo.training.trackers import end_trackers, start_trackers, tracker_values
@@ -151,8 +151,12 @@ class _Run:
                                 len(train_set), cfg.seed, batch_size=cfg.batch_size,
                                 lengths=train_set.lengths() if cfg.group_by_length else None),
                             collate_fn=collator)
+        # fused on one CPU process that runs passes: no full-size temporaries (foreach's), the
+        # same update within 1e-6; --pass-tokens 0 keeps the plain path bit for bit
+        fused = (accelerator.device.type == "cpu" and accelerator.num_processes == 1
+                 and pass_budget(cfg.pass_tokens, accelerator.device) > 0) or None
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad],
-                                      lr=cfg.lr, weight_decay=cfg.weight_decay)
+                                      lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
         self.model, self.optimizer, self.loader = accelerator.prepare(model, optimizer, loader)
         self.eval_loader = None
         if eval_set is not None:
@@ -169,8 +173,6 @@ class _Run:
         self.metrics = MetricsLog(out / METRICS)
         self.last_checkpoint = start.resume_from
         self.grad_norm: float | None = None
-
-    # -- setup -----------------------------------------------------------------------------
 
     def _datasets(self) -> tuple[Any, Any]:
         from realspo.training.data import PairDataset, read_pairs, split_eval
@@ -264,10 +266,7 @@ class _Run:
             loader = acc.skip_first_batches(self.loader, skip) if skip else self.loader
             for b, batch in enumerate(loader, start=skip):
                 with acc.accumulate(self.model):
-                    result = forward_batch(self.model, batch, self.settings, self.tokenizer,
-                                           spo_step=epoch * self.batches + b)
-                    check_finite(acc, result.loss, step + 1, self.last_checkpoint)
-                    acc.backward(result.loss)
+                    result = self._forward_backward(batch, step, spo_step=epoch * self.batches + b)
                     if acc.sync_gradients and cfg.max_grad_norm > 0:
                         self._clip(step + 1)
                     self.optimizer.step()
@@ -307,6 +306,18 @@ class _Run:
         export_model(self.acc, self.model, self.tokenizer, self.cfg, self.out)
         end_trackers(acc)
         return self.out
+
+    def _forward_backward(self, batch: dict[str, Any], step: int, spo_step: int) -> StepResult:
+        """The micro-batch's loss and gradient: one forward/backward pass, or one per group of pairs."""
+        budget = pass_budget(self.cfg.pass_tokens, self.acc.device)
+        split = budget > 0 and self.settings.spo is None and self.acc.num_processes == 1
+        parts, results = split_pairs(batch, budget) if split else [batch], []
+        for part in parts:
+            results.append(forward_batch(self.model, part, self.settings, self.tokenizer, spo_step=spo_step))
+            check_finite(self.acc, results[-1].loss, step + 1, self.last_checkpoint)
+            share = results[-1].count / len(batch["index"])  # the pairs' share of the batch's mean loss
+            self.acc.backward(results[-1].loss if len(parts) == 1 else results[-1].loss * share)
+        return merge_results(results)
 
     def _window(self) -> _Window:
         return _Window(Metrics.zeros(METRIC_KEYS, device=self.acc.device))

@@ -124,7 +124,7 @@ def test_strategy_picks_its_pair_through_the_cli(name, tmp_path, capsys, monkeyp
     # The models' scores are stood in for by the hand-made ones (tests/test_selection_beyond_real.py
     # runs the real scorers end to end).
     monkeypatch.setattr(select_command, "check_scorers", lambda cfg: None)
-    monkeypatch.setattr(select_command, "pair_scores", lambda cfg, groups: {
+    monkeypatch.setattr(select_command, "pair_scores", lambda cfg, groups, reference_logps=None: {
         k: v for k, v in SCORES.items()
         if (k == "implicit_rewards" and cfg.policy) or (k == "rewards" and cfg.reward_model)})
     strategy = get_strategy(name)

@@ -25,11 +25,9 @@ import numpy as np
 from realspo.demo.controls import ceiling_pairs, oracle_labels
 from realspo.demo.plan import DemoPlan
 from realspo.demo.records import Candidates
-from realspo.demo.run import sample_responses_finished
+from realspo.demo.run import labelled_candidates, sample_responses_finished, scored_groups
 from realspo.generation.sampling import SamplingSettings
-from realspo.labels.annotator import label_errors, simulate_labels
 from realspo.proving_ground.world import World
-from realspo.schema import PromptGroup
 
 PROXY_RIDGES = (0.01, 0.1, 1.0, 10.0, 100.0)
 
@@ -42,40 +40,15 @@ def pool_candidates(world: World, policy: Any, policy_tokenizer: Any, embedder: 
     round), scored by the oracle, every distinct pair labelled once by the simulated annotator.
     Group ``g`` is prompt ``train-{prompt_ids[g]}`` (empty samples dropped, as in the demo)."""
     from realspo.embeddings.embed import embed_with_causal_lm
-    from realspo.selection.rows import response_keys
 
     prompts = [world.train_prompts[i] for i in prompt_ids]
     settings = SamplingSettings(num_responses=plan.num_candidates, temperature=plan.temperature,
                                 max_new_tokens=plan.max_new_tokens, seed=sample_seed)
     samples = sample_responses_finished(policy, policy_tokenizer, prompts, settings)
-    groups = []
-    for i, prompt, (responses, finished) in zip(prompt_ids, prompts, samples, strict=True):
-        kept = [(r, f) for r, f in zip(responses, finished, strict=True) if r]
-        if kept:
-            texts = [r for r, _ in kept]
-            groups.append(PromptGroup(f"train-{i}", prompt, texts,
-                                      scores=world.oracle.score_batch([prompt] * len(kept), texts),
-                                      finished=[f for _, f in kept]))
+    groups = scored_groups(world, prompt_ids, prompts, samples)
     flat = [r for g in groups for r in g.responses]
     embeddings = embed_with_causal_lm(embedder, embed_tokenizer, flat, show_progress=False)
-    keys = response_keys(groups)
-    index: dict[tuple[int, int, int], int] = {}
-    sims, ra, rb = [], [], []
-    start = 0
-    for g, group in enumerate(groups):
-        k = len(group.responses)
-        for i in range(k):
-            for j in range(i + 1, k):
-                if keys[start + i] != keys[start + j]:
-                    index[g, i, j] = len(sims)
-                    sims.append(float(embeddings[start + i] @ embeddings[start + j]))
-                    ra.append(group.scores[i])
-                    rb.append(group.scores[j])
-        start += k
-    reward_a, reward_b = np.asarray(ra, dtype=np.float64), np.asarray(rb, dtype=np.float64)
-    a_preferred = simulate_labels(reward_a, reward_b, plan.tau, plan.flip, seed=label_seed)
-    return Candidates(groups, embeddings, keys, index, np.asarray(sims), reward_a, reward_b,
-                      a_preferred, label_errors(a_preferred, reward_a, reward_b))
+    return labelled_candidates(groups, embeddings, plan, label_seed)
 
 
 def pair_rows(cands: Candidates) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -94,25 +94,42 @@ def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, s
                      timings: dict[str, float]) -> Candidates:
     """Sample, embed, and label every candidate pair of one seed."""
     from realspo.embeddings.embed import embed_with_causal_lm
-    from realspo.selection.rows import response_keys
 
     prompts = world.train_prompts[: plan.n_train_prompts]
     settings = SamplingSettings(num_responses=plan.num_candidates, temperature=plan.temperature,
                                 max_new_tokens=plan.max_new_tokens, seed=seed)
     with timed(timings, "candidates"):
         samples = sample_responses_finished(model, tokenizer, prompts, settings)
+    groups = scored_groups(world, range(len(prompts)), prompts, samples)
+    with timed(timings, "embeddings"):
+        flat = [r for g in groups for r in g.responses]
+        embeddings = embed_with_causal_lm(model, tokenizer, flat, show_progress=False)
+    cands = labelled_candidates(groups, embeddings, plan, seed)
+    return with_confusion(cands, world, plan.annotator_confusion, seed)  # K = 0: labels unchanged
+
+
+def scored_groups(world: World, prompt_ids: Any, prompts: list[str],
+                  samples: list[tuple[list[str], list[bool]]]) -> list[PromptGroup]:
+    """One group per training prompt (``train-{id}``) with its non-empty samples, their
+    finished flags and oracle rewards; a prompt whose samples are all empty is left out (an
+    empty sample has nothing to embed or label)."""
     groups = []
-    for i, (prompt, (responses, finished)) in enumerate(zip(prompts, samples, strict=True)):
-        # an empty sample has nothing to embed or label
+    for i, prompt, (responses, finished) in zip(prompt_ids, prompts, samples, strict=True):
         kept = [(r, f) for r, f in zip(responses, finished, strict=True) if r]
         if kept:
             texts = [r for r, _ in kept]
             groups.append(PromptGroup(f"train-{i}", prompt, texts,
                                       scores=world.oracle.score_batch([prompt] * len(kept), texts),
                                       finished=[f for _, f in kept]))
-    with timed(timings, "embeddings"):
-        flat = [r for g in groups for r in g.responses]
-        embeddings = embed_with_causal_lm(model, tokenizer, flat, show_progress=False)
+    return groups
+
+
+def labelled_candidates(groups: list[PromptGroup], embeddings: np.ndarray, plan: DemoPlan,
+                        label_seed: int) -> Candidates:
+    """Every distinct-text pair within each group, with its cosine similarity, oracle rewards
+    and one simulated label (seeded by ``label_seed``)."""
+    from realspo.selection.rows import response_keys
+
     keys = response_keys(groups)
     index: dict[tuple[int, int, int], int] = {}
     sims, ra, rb = [], [], []
@@ -129,10 +146,9 @@ def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, s
                 rb.append(group.scores[j])
         start += k
     reward_a, reward_b = np.asarray(ra, dtype=np.float64), np.asarray(rb, dtype=np.float64)
-    a_preferred = simulate_labels(reward_a, reward_b, plan.tau, plan.flip, seed=seed)
-    cands = Candidates(groups, embeddings, keys, index, np.asarray(sims), reward_a, reward_b,
-                       a_preferred, label_errors(a_preferred, reward_a, reward_b))
-    return with_confusion(cands, world, plan.annotator_confusion, seed)  # K = 0: labels unchanged
+    a_preferred = simulate_labels(reward_a, reward_b, plan.tau, plan.flip, seed=label_seed)
+    return Candidates(groups, embeddings, keys, index, np.asarray(sims), reward_a, reward_b,
+                      a_preferred, label_errors(a_preferred, reward_a, reward_b))
 
 
 def selected_pairs(cands: Candidates, strategy: str, seed: int) -> list[int]:

@@ -136,6 +136,9 @@ def test_help_lists_every_option(capsys):
     for flag in ("--out", "--overwrite", "--quick", "--full", "--seed", "--seeds", "--budget",
                  "--device", "--config"):
         assert flag in text
+    # --seeds states its own per-preset default; it is not followed by a second "(default: None)"
+    seeds_help = " ".join(text.split("--seeds N", 2)[-1].split("--budget")[0].split())
+    assert "(default: 1 quick, 3 default, 5 full)" in seeds_help and "None" not in seeds_help
 
 
 def test_a_budget_above_the_number_of_prompts_is_refused_before_any_work(tmp_path, capsys):

@@ -70,7 +70,11 @@ def add_options(parser: argparse.ArgumentParser, cls: type, with_config: bool = 
         inner, _ = _base_type(tp)
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
         default_text = "required" if required else f"default: {_show_default(f)}"
-        help_text = f"{meta.get('help', '')} ({default_text})".replace("%", "%%")  # argparse formats help with %
+        text = meta.get("help", "")
+        # a help that says its own default ("(default: 3 ...)", "unset: ...") is not told twice
+        says_default = "(default" in text or (f.default is None and ("unset" in text or "default" in text))
+        help_text = (text if says_default and not required else f"{text} ({default_text})")
+        help_text = help_text.replace("%", "%%")  # argparse formats help with %
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}
         if meta.get("metavar"):
             kwargs["metavar"] = meta["metavar"]

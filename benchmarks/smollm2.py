@@ -33,6 +33,14 @@ import numpy as np
 ROWS, HEAD_ROWS = 1024, 640  # a batch's tokens (8 sequences of ~130) / its scored response tokens
 
 
+# BENCHMARKS.md titles of the sections this script has written (--section)
+SECTION_TITLES = {
+    "training_smollm2_32": "3c. Training throughput vs TRL on SmolLM2-135M at the issue's sizes: 32 pairs, 2 repeats, 1 thread",
+    "training_smollm2_prefix": "3d. Training throughput vs TRL on SmolLM2-135M with prefix sharing and one-pair passes: "
+                               "32 pairs, 2 repeats, 1 thread",
+    "training_smollm2_prefix_2t": "3e. The same with 2 threads per side: 32 pairs, 1 repeat",
+}
+
 def model_dir() -> Path:
     """The dequantized SmolLM2-135M-Instruct directory (converted on first use, then cached)."""
     from real_model import smollm2_dir
@@ -261,12 +269,27 @@ def main_training(args) -> int:
             "body/head FLOP mix; the CPU-second columns (the side's process CPU time over the same timed "
             "steps) are the ones to read for the model's efficiency here, the wall columns for the ratio.",
             *TRAINING_NOTES_SMOLLM2,
+            *sharing_notes(results),
         ]
         verdict = (">= 2x TRL DPOTrainer's tokens/s at <= 0.6x its peak memory: " + "; ".join(verdicts))
-        title = "3b. Training throughput vs TRL on SmolLM2-135M" + (
-            f" ({', '.join(map(str, threads))} thread(s))" if args.section != "training_smollm2" else "")
+        title = SECTION_TITLES.get(args.section, "3b. Training throughput vs TRL on SmolLM2-135M" + (
+            f" ({', '.join(map(str, threads))} thread(s))" if args.section != "training_smollm2" else ""))
         write_section(args.section, section(title, sizes=sizes, table=table, verdict=verdict, notes=notes, info=info))
     return 0
+
+
+def sharing_notes(results: dict) -> list[str]:
+    """What realspo's prefix sharing skipped of the useful-work count T (if it was on)."""
+    real = next(iter(results.values()))["realspo"][0]
+    tree, tokens = real.get("epoch_tree_tokens"), real["epoch_tokens"]
+    if not tree:
+        return []
+    return [f"realspo ran each pair's chosen and rejected sequences as one token tree (`--prefix-sharing`, "
+            f"default `auto`: on for this model) and each micro-batch in forward/backward passes of one pair "
+            f"(`--pass-tokens` 256, its CPU default): {tree} body tokens per epoch instead of T = {tokens} "
+            f"({1 - tree / tokens:.0%} fewer: the prompt's second copy). T stays the useful work of both tools, "
+            f"so realspo's MFU columns include work it skipped: its matmuls ran at about {tree / tokens:.2f}x "
+            "the body share of those figures."]
 
 
 TRAINING_NOTES_SMOLLM2 = [

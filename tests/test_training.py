@@ -187,7 +187,8 @@ def test_non_finite_loss_stops_naming_the_step_and_keeps_the_checkpoint(
     monkeypatch.setattr(step_module, "preference_loss", nan_at_third_call)
     out = tmp_path / "nan"
     with pytest.raises(TrainingDiverged, match=r"at step 3\b.*checkpoints/step-000002"):
-        train(config(tiny_model_dir, pairs_file, out, cache_dir, max_steps=4, save_steps=2))
+        # one pass per micro-batch, so that preference_loss's third call is micro-batch 3
+        train(config(tiny_model_dir, pairs_file, out, cache_dir, max_steps=4, save_steps=2, pass_tokens=0))
     kept = out / "checkpoints" / "step-000002"
     assert json.loads((kept / "trainer_state.json").read_text())["step"] == 2
     assert (kept / "model.safetensors").exists()

@@ -207,9 +207,10 @@ def train_run(plan: DemoPlan, sft_dir: Path, data: Path, out: Path, loss: str, s
                       spo_levels=plan.spo_levels, lr=plan.lr, max_steps=plan.steps,
                       batch_size=plan.batch_size, max_length=plan.max_length, seed=seed,
                       logging_steps=max(1, plan.steps // 20), cache_dir=str(scratch / "reference"),
-                      # the plain path (one pass, unfused AdamW), pinned so that the committed
-                      # reports (docs/demo, docs/grid, docs/leaderboard) reproduce bit for bit
-                      pass_tokens=0,
+                      # the plain path (one pass, unfused AdamW, no prefix sharing), pinned so
+                      # that the committed reports (docs/demo, docs/grid, docs/leaderboard)
+                      # reproduce bit for bit
+                      pass_tokens=0, prefix_sharing="off",
                       overwrite=True)
     cfg.validate()
     train(cfg)

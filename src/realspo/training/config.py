@@ -29,6 +29,7 @@ from realspo.training.trackers import TRACKERS, check_report_to
 log = logging.getLogger(__name__)
 
 DTYPES = ("auto", "float32", "bfloat16", "float16")
+PREFIX_SHARING = ("auto", "on", "off")
 SCHEDULERS = ("linear", "cosine", "constant_with_warmup")
 # Default peak learning rates (--lr unset). Full fine-tuning: 1e-6, DPO's (Rafailov et al.
 # 2023, appendix B). LoRA trains a low-rank delta B A whose B starts at zero, through few
@@ -137,7 +138,14 @@ class TrainConfig:
                                              "at most this many tokens: the same gradient, one pass's activations "
                                              "alive at a time (one process, no --spo; on a CPU with a fused "
                                              "AdamW); 0: one pass per micro-batch, unfused AdamW; "
-                                             "unset: 512 on CPU, one pass on a GPU")
+                                             "unset: 256 on CPU, one pass on a GPU")
+    prefix_sharing: str = option("auto", help="run each pair's chosen, rejected and SPO variant "
+                                              "sequences as one token tree, their common prefix "
+                                              "(the prompt) once: the same log-probs within float "
+                                              "rounding, fewer tokens; auto: on where the model takes "
+                                              "a 4D attention mask (sdpa or eager attention, no "
+                                              "sliding window shorter than --max-length)",
+                                 choices=PREFIX_SHARING)
     dtype: str = option("auto", help="compute precision: auto = bf16 (or fp16) mixed precision on "
                                      "GPUs, fp32 on CPU; weights stay fp32", choices=DTYPES)
     lora_r: int = option(0, help="LoRA rank (0: train all weights)")

@@ -43,8 +43,12 @@ def _decoder(causal_lm: Any) -> Any:
     return decoder if decoder is not None else causal_lm.base_model
 
 
-def last_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+def last_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor,
+                       position_ids: Tensor | None = None) -> Tensor:
     """The decoder's final hidden states (B, T, H), the input of the LM head.
+
+    ``attention_mask``: (B, T), or a 4D mask the model takes as given with ``position_ids``
+    (:mod:`realspo.training.prefix_tree`).
 
     The call goes through ``model`` itself (so DDP's gradient hooks, peft adapters and
     gradient checkpointing all apply); a forward hook on the decoder captures its output,
@@ -59,6 +63,8 @@ def last_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor) ->
 
     kwargs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask,
                               "use_cache": False}
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
     if "logits_to_keep" in inspect.signature(causal_lm.forward).parameters:
         kwargs["logits_to_keep"] = 1
     handle = _decoder(causal_lm).register_forward_hook(hook)

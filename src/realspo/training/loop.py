@@ -206,16 +206,18 @@ class _Run:
     def _attach_reference(self, policy: torch.nn.Module, pairs: list[Any]) -> None:
         """Reference log-probs of every pair from the initial model, in the policy's precision
         (the main process computes and caches them first; the others read the cache)."""
+        from realspo.training.prefix_tree import sharing_unsupported
         from realspo.training.reference import load_or_compute_reference
 
         cfg = self.cfg
+        share = cfg.prefix_sharing != "off" and sharing_unsupported(policy, cfg.max_length) is None
         with self.acc.main_process_first(), self.acc.autocast():
             chosen, rejected, status = load_or_compute_reference(
                 cfg.model, [p.as_row() for p in pairs], cfg.cache_dir or default_cache_dir(),
                 max_length=cfg.max_length, truncation=cfg.truncation, model=policy,
                 tokenizer=self.tokenizer, batch_size=2 * (cfg.eval_batch_size or cfg.batch_size),
                 show_progress=self.acc.is_local_main_process, source=cfg.data,
-                chat_template=cfg.chat_template)
+                chat_template=cfg.chat_template, share_prefixes=share)
         for pair, c, r in zip(pairs, chosen.tolist(), rejected.tolist(), strict=True):
             pair.ref_chosen, pair.ref_rejected = c, r
         if self.acc.is_main_process:

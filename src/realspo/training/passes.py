@@ -23,7 +23,9 @@ import torch
 from realspo.training.metrics import Metrics
 from realspo.training.step import StepResult
 
-CPU_PASS_TOKENS = 512  # SmolLM2-135M LoRA, batch 4 of ~250-token pairs: peak RSS 4.2 -> 2.4 GB, same tokens/s
+# SmolLM2-135M LoRA, batch 4 of ~260-token pairs, peak RSS of the whole run: one pass 4.2 GB,
+# 512 tokens 2.6 GB, 256 (one pair a pass there) 2.1 GB, at the same seconds per step
+CPU_PASS_TOKENS = 256
 
 
 def pass_budget(pass_tokens: int | None, device: torch.device) -> int:

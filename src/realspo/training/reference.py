@@ -14,7 +14,7 @@ the policy. :func:`load_or_compute_reference` picks, in order:
 The key (:func:`reference_cache_key`) hashes the model directory (config, tokenizer files,
 and for each weight file its size plus 64 sampled 64 KiB blocks), the rows (prompt, chosen,
 rejected and their finished flags, in order), ``max_length``, ``truncation``, the chat-template
-mode, the reference dtype and any active autocast dtype, so changing any of them computes afresh. Sampling keeps hashing a large checkpoint fast; a weight edit that
+mode, the reference dtype, any active autocast dtype and prefix sharing (pairs as token trees), so changing any of them computes afresh. Sampling keeps hashing a large checkpoint fast; a weight edit that
 leaves every sampled block unchanged would go unnoticed (pass ``recompute=True`` then).
 """
 
@@ -33,7 +33,8 @@ import torch
 
 from realspo.errors import InputError
 from realspo.outputs import atomic_path
-from realspo.training.logprobs import response_logps
+from realspo.training.logprobs import logps_from_hidden, response_logps
+from realspo.training.prefix_tree import shared_hidden_states
 from realspo.training.tokenization import collate, finished_flags, tokenize_pairs
 
 log = logging.getLogger(__name__)
@@ -100,27 +101,44 @@ def reference_cache_key(
 
 
 def score_sequences(model: Any, tokenizer: Any, sequences: list[tuple[list[int], int]],
-                    batch_size: int, desc: str | None = None) -> np.ndarray:
+                    batch_size: int, desc: str | None = None,
+                    groups: Sequence[Sequence[int]] | None = None) -> np.ndarray:
     """Summed response log-probs (float64, one per ``(ids, response start)`` sequence, in
     order) under ``inference_mode``, longest first (an out-of-memory shows at once), with a
-    progress bar named ``desc`` (None: none). The model is left in the mode it was in."""
+    progress bar named ``desc`` (None: none). The model is left in the mode it was in.
+
+    ``groups`` (lists of sequence indices, each index in one): each group runs as one token
+    tree, its common prefixes once (:mod:`realspo.training.prefix_tree`; the model must
+    support it), and a batch holds whole groups, up to ``batch_size`` sequences."""
     from tqdm.auto import tqdm
 
     result = np.zeros(len(sequences), dtype=np.float64)
     if not sequences:
         return result
-    order = sorted(range(len(sequences)), key=lambda i: -len(sequences[i][0]))
+    if groups is None:
+        groups = [[i] for i in range(len(sequences))]
+        shared = False
+    else:
+        shared = True
+    groups = sorted(groups, key=lambda g: -sum(len(sequences[i][0]) for i in g))
+    per_batch = max(1, batch_size // max(len(g) for g in groups))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
-            batches = range(0, len(order), batch_size)
-            for lo in tqdm(batches, desc=desc, disable=desc is None):
-                idx = order[lo: lo + batch_size]
+            for lo in tqdm(range(0, len(groups), per_batch), desc=desc, disable=desc is None):
+                members = groups[lo: lo + per_batch]
+                idx = [i for group in members for i in group]
                 batch = {k: v.to(device) for k, v in collate([sequences[i] for i in idx], pad_id).items()}
-                sums, _, _ = response_logps(model, **batch)
+                if shared:
+                    starts = np.cumsum([0] + [len(g) for g in members])
+                    local = [list(range(a, b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+                    hidden = shared_hidden_states(model, batch["input_ids"], batch["attention_mask"], local)
+                    sums, _ = logps_from_hidden(model, hidden, batch["input_ids"], batch["response_mask"])
+                else:
+                    sums, _, _ = response_logps(model, **batch)
                 result[idx] = sums.double().cpu().numpy()
     finally:
         model.train(was_training)
@@ -130,20 +148,22 @@ def score_sequences(model: Any, tokenizer: Any, sequences: list[tuple[list[int],
 def compute_reference_logps(
     model: Any, tokenizer: Any, rows: Sequence[dict[str, Any]], *, max_length: int,
     truncation: str = "keep_end", batch_size: int = 8, show_progress: bool = True,
-    source: str = "pairs", chat_template: str = "auto",
+    source: str = "pairs", chat_template: str = "auto", share_prefixes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Summed response log-probs of every chosen and rejected response, in row order.
 
     Returns ``(ref_chosen, ref_rejected)``, each float64 of shape (len(rows),). The 2N
     sequences are sorted by length (longest first, so an out-of-memory shows at once) and run
     ``batch_size`` sequences at a time under ``inference_mode``; tokenization is
-    :func:`realspo.training.tokenization.tokenize_pairs`, exactly as in training.
+    :func:`realspo.training.tokenization.tokenize_pairs`, exactly as in training. With
+    ``share_prefixes`` each pair's two sequences run as one token tree (``--prefix-sharing``).
     """
     pairs = tokenize_pairs(tokenizer, rows, max_length, truncation, source=source,
                            chat_template=chat_template)
     sequences = [seq for pair in pairs for seq in pair.sequences()]  # chosen 2i, rejected 2i+1
+    groups = [[2 * i, 2 * i + 1] for i in range(len(pairs))] if share_prefixes else None
     result = score_sequences(model, tokenizer, sequences, batch_size,
-                             desc="reference log-probs" if show_progress else None)
+                             desc="reference log-probs" if show_progress else None, groups=groups)
     return result[0::2].copy(), result[1::2].copy()
 
 
@@ -196,6 +216,7 @@ def load_or_compute_reference(
     batch_size: int = 8, show_progress: bool = True, recompute: bool = False,
     dtype: torch.dtype | None = None, device: torch.device | None = None,
     trust_remote_code: bool = False, source: str = "pairs", chat_template: str = "auto",
+    share_prefixes: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, str]:
     """``(ref_chosen, ref_rejected, status)``, status ``from-columns``, ``cached`` or ``computed``.
 
@@ -211,7 +232,8 @@ def load_or_compute_reference(
         dtype = next(model.parameters()).dtype
     key = reference_cache_key(model_name, rows_fingerprint(rows), max_length, truncation,
                               extra=f"{dtype or 'auto'}|{_autocast_state(device, model)}|"
-                                    f"chat-template={chat_template}")
+                                    f"chat-template={chat_template}"
+                                    + ("|prefix-sharing" if share_prefixes else ""))
     path = Path(cache_dir) / f"{key}.safetensors" if cache_dir is not None else None
     if path is not None and path.exists() and not recompute:
         cached = _read_cache(path, len(rows))
@@ -228,7 +250,7 @@ def load_or_compute_reference(
     chosen, rejected = compute_reference_logps(
         model, tokenizer, rows, max_length=max_length, truncation=truncation,
         batch_size=batch_size, show_progress=show_progress, source=source,
-        chat_template=chat_template,
+        chat_template=chat_template, share_prefixes=share_prefixes,
     )
     if path is not None:
         from safetensors.numpy import save_file

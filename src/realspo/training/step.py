@@ -10,8 +10,11 @@
 
 Where the time goes, and what is skipped (``fast=True``, the default):
 
-* sequences are run in groups of similar length (:func:`realspo.training.logprobs.grouped_hidden_states`),
-  each padded only to its own longest member, not to the batch's;
+* with prefix sharing (``--prefix-sharing``, on where the model supports it) each pair's
+  chosen, rejected and variant sequences run as one token tree, their common prefixes once
+  (:mod:`realspo.training.prefix_tree`); without it, sequences are run in groups of similar
+  length (:func:`realspo.training.logprobs.grouped_hidden_states`), each padded only to its own
+  longest member, not to the batch's (trees of similar size are grouped the same way);
 * level-0 degree variants are the original responses: they are pooled from the pair
   sequences of the same pass instead of being run again;
 * variants need hidden states only: no LM head runs on them.
@@ -25,6 +28,7 @@ wrapper (DDP, FSDP) sees a single forward per micro-batch and every trained weig
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,15 +50,29 @@ from realspo.training.logprobs import (
 )
 from realspo.training.losses import PolicyLogps, preference_loss
 from realspo.training.metrics import Metrics
+from realspo.training.prefix_tree import pair_groups, shared_hidden_states, sharing_unsupported
 from realspo.training.tokenization import collate, tokenize_response
+
+log = logging.getLogger(__name__)
 
 
 class PolicyWithHead(nn.Module):
     """The policy and the optional SPO degree head, trained (and wrapped) as one module."""
 
-    def __init__(self, policy: nn.Module, head: nn.Module | None, pooling: str) -> None:
+    def __init__(self, policy: nn.Module, head: nn.Module | None, pooling: str,
+                 share_prefixes: bool = False) -> None:
         super().__init__()
         self.policy, self.head, self.pooling = policy, head, pooling
+        self.share_prefixes = share_prefixes  # fast path: each pair and its variants as one token tree
+
+    def _hidden(self, input_ids: Tensor, attention_mask: Tensor, n_pairs: int,
+                variant_pairs: Tensor | None = None) -> Tensor:
+        """Final hidden states of ``[chosen; rejected; variants]``: as token trees (one per pair,
+        :mod:`realspo.training.prefix_tree`) or in length groups."""
+        if self.share_prefixes:
+            pairs = [] if variant_pairs is None else variant_pairs.tolist()
+            return shared_hidden_states(self.policy, input_ids, attention_mask, pair_groups(n_pairs, pairs))
+        return grouped_hidden_states(self.policy, input_ids, attention_mask)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
                 variants: dict[str, Tensor] | None = None, fast: bool = True) -> dict[str, Tensor]:
@@ -62,10 +80,14 @@ class PolicyWithHead(nn.Module):
         degree loss ``spo_loss`` and ``spo_accuracy`` (scalars) of ``variants`` (from
         :func:`variant_batch`): ``labels``, ``weights`` (V,), ``rows`` (V,) the row of each variant in
         ``[pair sequences; variant sequences]``, and the variant sequences that are not pair
-        sequences, ``input_ids``, ``attention_mask``, ``response_mask`` (V', T'), if any."""
+        sequences, ``input_ids``, ``attention_mask``, ``response_mask`` (V', T') and the pair
+        of each, ``pairs`` (V',), if any."""
         if self.head is None or variants is None:
-            logps, n_tokens, _ = response_logps(self.policy, input_ids, attention_mask, response_mask,
-                                                group_by_length=fast)
+            if fast:
+                hidden = self._hidden(input_ids, attention_mask, input_ids.shape[0] // 2)
+                logps, n_tokens = logps_from_hidden(self.policy, hidden, input_ids, response_mask)
+            else:
+                logps, n_tokens, _ = response_logps(self.policy, input_ids, attention_mask, response_mask)
             out = {"logps": logps, "n_tokens": n_tokens}
             if self.head is not None:
                 # No graded variant in this batch: a zero that still touches every head weight,
@@ -84,7 +106,7 @@ class PolicyWithHead(nn.Module):
                 ids, mask, resp = (_stack_padded(a, variants[k], pad) for a, k, pad in (
                     (input_ids, "input_ids", 0), (attention_mask, "attention_mask", 0),
                     (response_mask, "response_mask", False)))
-            hidden = grouped_hidden_states(self.policy, ids, mask)
+            hidden = self._hidden(ids, mask, input_ids.shape[0] // 2, variants.get("pairs"))
             n, width = input_ids.shape
             logps, n_tokens = logps_from_hidden(self.policy, hidden[:n, :width], input_ids, response_mask)
             pooled = pool_hidden(hidden, resp, self.pooling)[variants["rows"]]
@@ -147,19 +169,22 @@ def variant_batch(batch: dict[str, Any], settings: BatchSettings, tokenizer: Any
         return None
     n = len(batch["prompts"])
     device = batch["input_ids"].device
-    rows, sequences = [], []
+    rows, sequences, pairs = [], [], []
     fmt = PromptFormat.of(tokenizer, settings.chat_template)  # rendered like the pairs
     for v in planned:
         if reuse_originals and v.level == 0:
             rows.append(v.pair if v.from_chosen else n + v.pair)
             continue
         rows.append(2 * n + len(sequences))
+        pairs.append(v.pair)
         finished = batch["finished"][v.pair][0 if v.from_chosen else 1] if "finished" in batch else True
         sequences.append(tokenize_response(fmt, batch["prompts"][v.pair], v.text,
                                            settings.max_length, settings.truncation,
                                            finished=finished)[:2])
     variants = ({k: t.to(device) for k, t in collate(sequences, tokenizer.pad_token_id).items()}
                 if sequences else {})
+    if sequences:
+        variants["pairs"] = torch.tensor(pairs, dtype=torch.long, device=device)
     variants["rows"] = torch.tensor(rows, dtype=torch.long, device=device)
     variants["labels"] = torch.tensor([v.label for v in planned], dtype=torch.long, device=device)
     variants["weights"] = torch.tensor([v.weight for v in planned], dtype=torch.float32, device=device)
@@ -246,4 +271,15 @@ def build_model(cfg: TrainConfig, policy: torch.nn.Module) -> torch.nn.Module:
     if cfg.spo:
         spo_head = DegreeHead(width, num_classes(cfg.spo_levels, cfg.spo_labels), cfg.spo_head_hidden)
         spo_head.to(next(policy.parameters()).device)
-    return PolicyWithHead(policy, spo_head, cfg.spo_pooling)
+    return PolicyWithHead(policy, spo_head, cfg.spo_pooling, share_prefixes=use_prefix_sharing(cfg, policy))
+
+
+def use_prefix_sharing(cfg: TrainConfig, policy: nn.Module) -> bool:
+    """``--prefix-sharing``: auto is on where the model supports it; on where it does not is an error."""
+    if cfg.prefix_sharing == "off":
+        return False
+    reason = sharing_unsupported(policy, cfg.max_length)
+    if reason is not None and cfg.prefix_sharing == "on":
+        raise ConfigError(f"--prefix-sharing on: not supported by this model: {reason}")
+    log.info("prefix sharing: %s", "on" if reason is None else f"off ({reason})")
+    return reason is None

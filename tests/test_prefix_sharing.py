@@ -223,3 +223,17 @@ def test_reference_pass_with_prefix_sharing_equals_the_plain_pass(model_fixture,
     statuses = [load_or_compute_reference(model_dir, rows, tmp_path, share_prefixes=share, **kwargs)[2]
                 for share in (False, True, False, True)]
     assert statuses == ["computed", "computed", "cached", "cached"]
+
+
+def test_a_left_padded_batch_runs_apart_with_the_same_states():
+    model = build_causal_lm(61, hidden_size=32, num_layers=2, num_heads=4, seed=2)
+    batch = collate(SEQUENCES[:4], pad_id=0)
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    width = ids.shape[1]
+    left_ids, left_mask = torch.zeros_like(ids), torch.zeros_like(mask)
+    for row, n in enumerate(mask.sum(1).tolist()):  # the same sequences, padded on the left
+        left_ids[row, width - n:], left_mask[row, width - n:] = ids[row, :n], 1
+    with torch.no_grad():
+        shared = shared_hidden_states(model, left_ids, left_mask, pair_groups(2))
+        apart = grouped_hidden_states(model, left_ids, left_mask)
+    torch.testing.assert_close(shared[left_mask.bool()], apart[left_mask.bool()])

@@ -32,6 +32,7 @@ from torch import Tensor
 
 from realspo.training.logprobs import (
     group_overhead,
+    grouped_hidden_states,
     last_hidden_states,
     length_groups,
     unwrap_causal_lm,
@@ -120,8 +121,10 @@ def shared_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor,
                          groups: Sequence[Sequence[int]], overhead: int | None = None) -> Tensor:
     """Final hidden states (B, T, H) of a right-padded batch (``input_ids``, ``attention_mask``
     (B, T)), each of ``groups`` (lists of row indices, every row in exactly one) run as one
-    token tree; trees of similar size share a model call (:func:`length_groups`). Positions
+    token tree (a batch that is not right-padded runs in length groups instead); trees of similar size share a model call (:func:`length_groups`). Positions
     past a row's length hold an arbitrary real state, as in :func:`grouped_hidden_states`."""
+    if not bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all()):  # not right-padded
+        return grouped_hidden_states(model, input_ids, attention_mask, overhead)
     causal_lm = unwrap_causal_lm(model)
     implementation = causal_lm.config._attn_implementation
     dtype = causal_lm.get_input_embeddings().weight.dtype

@@ -14,14 +14,19 @@ On CPU, accelerate (1.15) builds FSDP only on accelerator devices: ``accelerate 
 --use_fsdp`` without a GPU silently trains with DDP instead. :func:`make_accelerator` turns
 FSDP2 on there (torch's ``fully_shard`` runs on CPU over gloo), so the sharded code path runs
 and is tested on a CPU machine (``tests/test_fsdp_cpu.py``); FSDP1 cannot (its plugin needs a
-device), and is refused with a message.
+device), and is refused with a message. ``accelerate launch --use_deepspeed`` on CPU is the
+same (accelerate ignores DeepSpeed with ``cpu=True``): :func:`make_accelerator` hands the run to
+DeepSpeed ZeRO, which runs on CPU over gloo (``tests/test_deepspeed_cpu.py``, where deepspeed is
+installed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +61,8 @@ def make_accelerator(cfg: TrainConfig, out: Path) -> Any:
                               **tracker_options(cfg.report_to, out))
     if fsdp_on_cpu:
         _switch_to_fsdp2(accelerator)
+    elif multi_cpu and os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true":
+        _switch_to_deepspeed(accelerator)
     return accelerator
 
 
@@ -84,6 +91,21 @@ def _switch_to_fsdp2(accelerator: Any) -> None:
     PartialState._shared_state["distributed_type"] = DistributedType.FSDP
 
 
+def _switch_to_deepspeed(accelerator: Any) -> None:
+    """Make ``accelerator`` (built for DDP over gloo) train with DeepSpeed ZeRO, as it would on
+    GPUs. DeepSpeed joins the gloo process group already set up; the plugin reads ``accelerate
+    launch``'s DeepSpeed options from the environment (``ACCELERATE_DEEPSPEED_*``)."""
+    from accelerate.state import PartialState
+    from accelerate.utils import DeepSpeedPlugin, DistributedType
+
+    plugin = DeepSpeedPlugin()
+    plugin.set_mixed_precision(accelerator.state.mixed_precision)
+    plugin.select(_from_accelerator_state=True)
+    accelerator.state.deepspeed_plugins = plugin
+    accelerator.state.distributed_type = DistributedType.DEEPSPEED
+    PartialState._shared_state["distributed_type"] = DistributedType.DEEPSPEED
+
+
 def is_sharded(accelerator: Any) -> bool:
     """Whether no process holds the whole trained module (FSDP, DeepSpeed)."""
     from accelerate.utils import DistributedType
@@ -96,15 +118,17 @@ def whole_model(accelerator: Any, model: Any, cfg: TrainConfig) -> Any:
     on the others). Every process must call it: under sharding it gathers the weights."""
     if not is_sharded(accelerator):
         return accelerator.unwrap_model(model) if accelerator.is_main_process else None
-    state = accelerator.get_state_dict(model)  # a collective: the full weights, on the main process
+    state = _full_state_dict(accelerator, model)  # a collective: the full weights, on the main process
     if not accelerator.is_main_process:
         return None
     from realspo.models import load_model
     from realspo.training.step import build_model
 
-    policy = load_model(cfg.model, dtype=torch.float32, device="cpu",
-                        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
-    copy = build_model(dataclasses.replace(cfg, gradient_checkpointing=False), policy)
+    # the main process alone: a ZeRO-3 (partitioned) build would wait forever for the others
+    with _without_zero3_init():
+        policy = load_model(cfg.model, dtype=torch.float32, device="cpu",
+                            trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+        copy = build_model(dataclasses.replace(cfg, gradient_checkpointing=False), policy)
     dtype = next(copy.parameters()).dtype
     state = {k.removeprefix("module."): v.to(dtype) for k, v in state.items()}
     missing, unexpected = copy.load_state_dict(state, strict=False)
@@ -116,6 +140,42 @@ def whole_model(accelerator: Any, model: Any, cfg: TrainConfig) -> Any:
     log.info("gathered the trained weights from %d %s shards for the export", accelerator.num_processes,
              accelerator.distributed_type.value)
     return copy
+
+
+@contextlib.contextmanager
+def _without_zero3_init() -> Iterator[None]:
+    """transformers builds every model under ``deepspeed.zero.Init`` while a ZeRO-3 run is on
+    (accelerate registers its DeepSpeed config with transformers): partitioned, a collective of
+    all processes. The export's unsharded copy is built by the main process alone, so it is built
+    with that registration lifted."""
+    try:
+        from transformers.integrations import deepspeed as hf_deepspeed
+    except ImportError:  # pragma: no cover - transformers without its DeepSpeed integration
+        yield
+        return
+    saved = hf_deepspeed._hf_deepspeed_config_weak_ref
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed._hf_deepspeed_config_weak_ref = saved
+
+
+def _full_state_dict(accelerator: Any, model: Any) -> dict[str, torch.Tensor] | None:
+    """The whole trained model's state dict on the main process (a collective).
+
+    Under DeepSpeed ZeRO-3 accelerate refuses unless ``stage3_gather_16bit_weights_on_model_save``
+    is set (its own ``save_model`` writes the gathered weights); realspo gathers them either way:
+    the parameters as DeepSpeed trains them (float32 under ``--mixed_precision no``, else the
+    16-bit copies of its float32 master weights).
+    """
+    from accelerate.utils import DistributedType
+
+    zero3 = (accelerator.distributed_type == DistributedType.DEEPSPEED
+             and model.zero_optimization_partition_weights())
+    if zero3:
+        return model._zero3_consolidated_16bit_state_dict()
+    return accelerator.get_state_dict(model)
 
 
 def _is_tied(module: torch.nn.Module, name: str) -> bool:

@@ -13,10 +13,10 @@ while it exports.
 On CPU, accelerate (1.15) builds FSDP only on accelerator devices: ``accelerate launch
 --use_fsdp`` without a GPU silently trains with DDP instead. :func:`make_accelerator` turns
 FSDP2 on there (torch's ``fully_shard`` runs on CPU over gloo), so the sharded code path runs
-and is tested on a CPU machine (``tests/test_fsdp_cpu.py``); FSDP1 cannot (its plugin needs a
+and is tested on a CPU machine (``tests/test_sharded_cpu.py``); FSDP1 cannot (its plugin needs a
 device), and is refused with a message. ``accelerate launch --use_deepspeed`` on CPU is the
 same (accelerate ignores DeepSpeed with ``cpu=True``): :func:`make_accelerator` hands the run to
-DeepSpeed ZeRO, which runs on CPU over gloo (``tests/test_deepspeed_cpu.py``, where deepspeed is
+DeepSpeed ZeRO, which runs on CPU over gloo (``tests/test_sharded_cpu.py``, where deepspeed is
 installed).
 """
 

@@ -118,7 +118,7 @@ class PolicyWithHead(nn.Module):
     # The policy's embeddings, seen by accelerate's FSDP2 set-up, which keeps a tied LM head
     # tied only through these (without them, under `accelerate launch`'s default
     # cpu_ram_efficient_loading the LM head came apart from the embedding and was never
-    # trained: tests/test_fsdp_cpu.py).
+    # trained: tests/test_sharded_cpu.py).
     def get_input_embeddings(self) -> nn.Module:
         return self.policy.get_input_embeddings()
 

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo leaderboard test lint bench readme
+.PHONY: install demo leaderboard test lint bench docs
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -28,13 +28,14 @@ test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks docs
 
 bench: install
 	$(PY) -m pip install -q -e ".[test,bench]"
 	HF_HUB_OFFLINE=1 $(PY) benchmarks/run_all.py
 
-# The README is assembled from docs/readme/*.md (edit those).
-README_PARTS := _intro demo formats select embeddings stages judges losses spo train rounds proving_ground real_models reliability benchmarks _development
-readme:
-	{ for p in $(README_PARTS); do cat docs/readme/$$p.md; echo; done; } > README.md
+# The documentation site (mkdocs.yml, docs/) into site/; --strict: a warning (a broken link, a
+# page missing from the nav, a docstring the API reference cannot read) fails the build.
+docs: install
+	$(PY) -m pip install -q -e ".[docs]"
+	NO_MKDOCS_2_WARNING=1 DISABLE_MKDOCS_2_WARNING=true $(VENV)/bin/mkdocs build --strict

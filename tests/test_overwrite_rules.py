@@ -1,6 +1,6 @@
 """``--overwrite`` replaces only realspo's own output of the same kind, and never an input.
 
-The rule (docs/readme/reliability.md): an output may replace only a file or a directory of
+The rule (docs/reliability.md): an output may replace only a file or a directory of
 the same kind that realspo wrote (directories carry a marker), and never a path that is,
 contains, or lies inside one of the command's inputs, resolved through symlinks.
 """

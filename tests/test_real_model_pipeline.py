@@ -2,7 +2,7 @@
 
 generate (2 prompts x 2) -> select -> label with the LLM judge -> label through the
 annotation round trip -> train 2 LoRA steps with SPO -> evaluate with the LLM judge, each
-through the real CLI. About a minute on 2 cores (the README's "Real models" section gives
+through the real CLI. About a minute on 2 cores (docs/guide/gguf.md gives
 each stage's time).
 """
 

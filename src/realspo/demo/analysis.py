@@ -251,7 +251,7 @@ def _sft_outcomes(demo: DemoRun) -> dict[str, Any]:
 
 
 def analyse(demo: DemoRun) -> dict[str, Any]:
-    """Every number of the report, JSON-ready (see docs/readme/demo.md for the layout)."""
+    """Every number of the report, JSON-ready (see docs/explanation/demo.md for the layout)."""
     plan = demo.plan
     main = budget_label(plan.budget)
     groups = _group(demo)

@@ -3,7 +3,7 @@
 ::
 
     OUT/report.md                      what was run, the results table, what the numbers say
-    OUT/results.json                   every number (layout: docs/readme/demo.md)
+    OUT/results.json                   every number (layout: docs/explanation/demo.md)
     OUT/*.png                          four figures (realspo.demo.figures)
     OUT/seed-S/candidates.jsonl        the K candidates per prompt with their oracle rewards
     OUT/seed-S/<arm>-<loss>-<budget>/pairs.jsonl, metrics.jsonl   (budget: 50pct or 120pairs;

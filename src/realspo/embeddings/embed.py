@@ -239,17 +239,34 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
                     checkpoint_every: int = 64) -> np.ndarray:
     """Embed every response of ``groups``: (N, H) float32 unit rows in flattened order.
 
-    ``embedder`` is ``st:PATH`` for a sentence-transformers model, else a causal LM directory or
-    hub id (loaded through :mod:`realspo.models`, base model only); ``allow_pickle`` admits a
-    directory with only ``.bin`` weights (either kind). ``conditioned`` runs prompt + response and pools the
-    response tokens (causal LMs only), the prompt rendered per ``chat_template``. Under ``accelerate launch`` / ``torchrun`` each process
-    embeds a contiguous shard on its own device and every process returns the full array.
+    REAL's response embeddings: a causal LM's final hidden layer, mean-pooled over the response
+    tokens and L2-normalised. Under ``accelerate launch`` / ``torchrun`` each process embeds a
+    contiguous shard on its own device and every process returns the full array.
 
-    ``checkpoint``: a directory where finished rows are saved every ``checkpoint_every``
-    batches (:class:`~realspo.embeddings.progress.EmbeddingCheckpoint`). With ``resume`` the
-    rows saved there by an interrupted run with the same inputs and options are reused and the
-    result is identical to an uninterrupted run; without it the directory is cleared first.
-    The caller deletes it once the result is safely written.
+    Args:
+        groups: the prompt groups; their responses are embedded in flattened order (group by
+            group, response by response).
+        embedder: ``st:PATH`` for a sentence-transformers model, else a causal LM directory,
+            hub id or ``.gguf`` file (loaded through :mod:`realspo.models`, base model only).
+        conditioned: run prompt + response and pool the response tokens (causal LMs only).
+        chat_template: how a conditioned prompt is rendered: ``auto``, ``on`` or ``off``.
+        batch_size: responses per forward pass.
+        max_length: longest input in tokens.
+        device: a device name, or None to pick one.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        trust_remote_code: let the model's repository run its own code.
+        allow_pickle: admit a directory with only pickled ``.bin`` weights (either kind).
+        show_progress: show a progress bar.
+        checkpoint: a directory where finished rows are saved every ``checkpoint_every``
+            batches (:class:`~realspo.embeddings.progress.EmbeddingCheckpoint`); the caller
+            deletes it once the result is safely written.
+        resume: reuse the rows an interrupted run with the same inputs and options saved in
+            ``checkpoint`` (the result is identical to an uninterrupted run); without it the
+            directory is cleared first.
+        checkpoint_every: batches between saves.
+
+    Returns:
+        (N, H) float32 array, one unit-norm row per response, in flattened order.
     """
     from accelerate import PartialState
 

@@ -149,12 +149,37 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
                     judge_template: str | None = None) -> dict[str, Any]:
     """Generate one response per prompt from each model, judge them, and summarise.
 
-    ``judge``: a name of the judges registry (:data:`realspo.labels.judges.JUDGES`: checked
-    on the prompts before any generation and loaded after it, so a judge model never shares
-    memory with a policy), or a ready judge: a reward callable or a pairwise judge (with
-    ``compare``). ``judge_template``: a pairwise LLM judge's prompt template file.
-    ``pairs``: optional held-out preference rows for the implicit-reward accuracy.
-    Returns the JSON-ready result (see ``docs/readme/stages.md``).
+    The Python form of ``realspo evaluate``. Both models answer with the same sampling noise
+    per prompt, so a difference in outcome comes from the models.
+
+    Args:
+        trained: the trained model (a directory, hub id or ``.gguf`` file).
+        baseline: the model it is compared with.
+        prompts: the held-out prompts.
+        judge: a name of the judges registry (:data:`realspo.labels.judges.JUDGES`: checked
+            on the prompts before any generation and loaded after it, so a judge model never
+            shares memory with a policy), or a ready judge: a reward callable or a pairwise
+            judge (with ``compare``).
+        settings: the sampling settings (``num_responses`` is set to 1).
+        batch_size: prompts per generation batch, and the judge's batch size.
+        pairs: held-out preference rows (``prompt``, ``chosen``, ``rejected``) for DPO's
+            implicit-reward accuracy; None to skip it.
+        pairs_source: the name of ``pairs`` in messages.
+        beta: beta of the implicit reward ``beta * (log pi - log pi_ref)``.
+        max_length: longest input in tokens for the log-probs and a model judge.
+        n_resamples: bootstrap resamples of the win rate's interval.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        trust_remote_code: let a model's repository run its own code.
+        progress: show progress bars.
+        allow_pickle: accept weights only in pickled ``.bin`` files.
+        judge_template: a pairwise LLM judge's prompt template file.
+
+    Returns:
+        The JSON-ready result that ``realspo evaluate`` writes: ``win_rate``,
+        ``win_rate_interval``, ``wins``/``ties``/``losses``, ``mean_reward`` per model,
+        ``per_prompt`` and, with ``pairs``, the implicit-reward accuracy (see
+        ``docs/guide/evaluate.md``).
     """
     options = JudgeOptions(device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
                            trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,

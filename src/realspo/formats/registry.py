@@ -11,7 +11,7 @@ Conversations render as HH text (:mod:`realspo.conversations`); string prompts s
 ``post_id`` (first present), else ``"p-"`` + 12 hex digits of the prompt's SHA-256; repeats get
 ``"#2"``, ``"#3"``, ... (a TRL row is a pair, and several pairs may share a prompt's id), except
 a repeated explicit id in the multi format, which is an error (a multi row is a prompt's whole
-candidate set). The user-facing description is ``docs/readme/formats.md``.
+candidate set). The user-facing description is ``docs/reference/formats.md``.
 """
 
 from __future__ import annotations

@@ -80,8 +80,29 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
                         allow_pickle: bool = False) -> list[dict[str, Any]]:
     """Sample K responses per prompt with ``model_name`` and write ``out`` (multi-completion).
 
-    Returns the rows written. ``on_batch(done, total)`` is called after each batch has been
-    saved to the sidecar (a test hook: raising there simulates an interruption).
+    The Python form of ``realspo generate``. Sample ``j`` of prompt ``i`` depends only on
+    (seed, ``i``, ``j``), so the result does not depend on ``batch_size`` or on a resume.
+
+    Args:
+        model_name: a model directory, hub id or ``.gguf`` file.
+        prompts: the prompts (:func:`realspo.generation.prompts.read_prompts` reads a file).
+        out: the JSON Lines file to write; finished prompts go to a ``.partial.jsonl``
+            sidecar beside it first.
+        settings: K, temperature, top-p, maximum new tokens, seed, chat template.
+        batch_size: prompts per decoding batch.
+        resume: continue from the sidecar an interrupted run left.
+        overwrite: replace an existing ``out`` and discard a sidecar.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        dtype: ``auto``, ``float32``, ``bfloat16`` or ``float16``.
+        trust_remote_code: let the model's repository run its own code.
+        progress: show a progress bar.
+        on_batch: called as ``on_batch(done, total)`` after each batch has been saved to the
+            sidecar (a test hook: raising there simulates an interruption).
+        allow_pickle: accept weights only in pickled ``.bin`` files.
+
+    Returns:
+        The rows written, one per prompt: ``prompt_id``, ``prompt``, ``responses`` (K
+        strings) and ``finished`` (K bools, false where ``max_new_tokens`` cut the response).
     """
     settings.validate()
     out = check_writable(out, overwrite)

@@ -15,8 +15,20 @@ def bt_preference_prob(r_a: Any, r_b: Any, tau: float, flip: float = 0.0) -> np.
     """P(annotator prefers A) under Bradley-Terry with temperature ``tau`` and flip rate ``f``.
 
     ``p = sigmoid((r_a - r_b) / tau)``, then a fraction ``f`` of answers is flipped:
-    ``P = (1 - f) p + f (1 - p)``. ``tau = 0`` is the noiseless limit (p = 1, 0 or 1/2 on an
-    oracle tie). ``r_a``, ``r_b``: oracle rewards, scalars or arrays of one shape (N,).
+    ``P = (1 - f) p + f (1 - p)``.
+
+    Args:
+        r_a: oracle rewards of the A responses, a scalar or an (N,) array.
+        r_b: oracle rewards of the B responses, of the same shape.
+        tau: the Bradley-Terry temperature, >= 0; 0 is the noiseless limit (p = 1, 0, or 1/2
+            on an oracle tie).
+        flip: the flip rate f in [0, 1].
+
+    Returns:
+        P(A preferred), of the inputs' shape.
+
+    Raises:
+        ValueError: ``tau`` < 0 or ``flip`` outside [0, 1].
     """
     if tau < 0 or not 0 <= flip <= 1:
         raise ValueError(f"need tau >= 0 and 0 <= flip <= 1, got tau={tau}, flip={flip}")
@@ -29,14 +41,34 @@ def bt_preference_prob(r_a: Any, r_b: Any, tau: float, flip: float = 0.0) -> np.
 
 
 def simulate_labels(r_a: Any, r_b: Any, tau: float, flip: float = 0.0, seed: int = 0) -> np.ndarray:
-    """Seeded draws of the simulated annotator: (N,) bool, True where A is preferred."""
+    """Seeded draws of the simulated annotator.
+
+    Args:
+        r_a: oracle rewards of the A responses (N,).
+        r_b: oracle rewards of the B responses (N,).
+        tau: the Bradley-Terry temperature (see :func:`bt_preference_prob`).
+        flip: the flip rate.
+        seed: the seed of the draws.
+
+    Returns:
+        (N,) bool, True where the annotator prefers A.
+    """
     p = np.atleast_1d(bt_preference_prob(r_a, r_b, tau, flip))
     return np.random.default_rng(seed).random(p.shape) < p
 
 
 def label_errors(a_preferred: Any, r_a: Any, r_b: Any) -> np.ndarray:
-    """Per pair: 1.0 if the label disagrees with the oracle's ordering, 0.0 if it agrees,
-    NaN where the oracle ties (no right answer). All arguments (N,)."""
+    """Which labels disagree with the oracle's ordering.
+
+    Args:
+        a_preferred: (N,) bool labels, True where A was preferred.
+        r_a: oracle rewards of the A responses (N,).
+        r_b: oracle rewards of the B responses (N,).
+
+    Returns:
+        (N,) float: 1.0 where the label disagrees with the oracle, 0.0 where it agrees, NaN
+        where the oracle ties (no right answer).
+    """
     a_preferred = np.asarray(a_preferred, dtype=bool)
     diff = np.asarray(r_a, dtype=np.float64) - np.asarray(r_b, dtype=np.float64)
     wrong = np.where(diff > 0, ~a_preferred, a_preferred).astype(np.float64)

@@ -222,7 +222,19 @@ def check_judge(value: str, options: JudgeOptions = JudgeOptions(),
 
 
 def make_judge(value: str, options: JudgeOptions = JudgeOptions()) -> Judge:
-    """The reward judge ``value`` names (see :data:`JUDGES`); a pairwise one is refused."""
+    """The reward judge ``value`` names (see :data:`JUDGES`).
+
+    Args:
+        value: a judge name as ``--judge`` takes it: ``proving-ground``, or a reward model's
+            directory, ``.gguf`` file or hub id.
+        options: device, dtype, batch size, maximum length, chat template, trust options.
+
+    Returns:
+        A callable ``(prompts, responses) -> rewards`` (one float per response).
+
+    Raises:
+        ConfigError: an unknown name, or a pairwise judge (which gives no rewards).
+    """
     entry = find_judge(value)
     if entry.pairwise:
         raise ConfigError(f"judge {value!r} compares pairs and gives no rewards; it cannot "
@@ -231,7 +243,20 @@ def make_judge(value: str, options: JudgeOptions = JudgeOptions()) -> Judge:
 
 
 def make_pairwise_judge(value: str, options: JudgeOptions = JudgeOptions()) -> PairwiseJudge:
-    """The pairwise judge ``value`` names (see :data:`JUDGES`)."""
+    """The pairwise judge ``value`` names (see :data:`JUDGES`).
+
+    Args:
+        value: a pairwise judge name, such as ``llm:PATH`` (an LLM asked which of two
+            responses is better, in both orders).
+        options: device, dtype, batch size, maximum length, template, trust options.
+
+    Returns:
+        A judge whose ``compare(prompts, responses_a, responses_b)`` returns a
+        :class:`~realspo.labels.pairwise.Comparison` (P(A) per order, outcomes, position bias).
+
+    Raises:
+        ConfigError: an unknown name, or a judge that gives rewards instead.
+    """
     entry = find_judge(value)
     if not entry.pairwise:
         raise ConfigError(f"judge {value!r} gives rewards, not pairwise comparisons")

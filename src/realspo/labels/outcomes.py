@@ -113,9 +113,20 @@ def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label
                  oracle: np.ndarray | None = None) -> tuple[list[dict[str, Any]], LabelReport]:
     """Preference rows for the pairs labeled A or B, and the counts.
 
-    ``scores``/``oracle``: optional (N, 2) rewards of (A, B) from the label source / an oracle;
-    they become ``chosen_score``/``rejected_score`` and ``oracle_chosen``/``oracle_rejected``
-    (+ ``label_error``: True, False, or None on an oracle tie).
+    Args:
+        pairs: the annotation pairs, in order.
+        outcomes: one per pair: ``A``, ``B``, ``tie``, ``skip`` or ``unanswered``.
+        label_source: written as each row's ``label_source`` (e.g. ``annotators``).
+        scores: optional (N, 2) rewards of (A, B) from the label source; they become
+            ``chosen_score``/``rejected_score``.
+        oracle: optional (N, 2) oracle rewards of (A, B); they become
+            ``oracle_chosen``/``oracle_rejected`` and ``label_error`` (True, False, or None on
+            an oracle tie).
+
+    Returns:
+        The TRL preference rows (``prompt``, ``chosen``, ``rejected`` + metadata) of the pairs
+        labeled A or B, and a :class:`LabelReport` counting ties, skips, unanswered pairs and
+        label errors.
     """
     rows, counts = [], {"tie": 0, "skip": 0, "unanswered": 0}
     errors = compared = 0

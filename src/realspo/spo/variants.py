@@ -20,7 +20,7 @@ Our instantiation (the SPO paper does not fix these; each is a :class:`SPOConfig
   the default) or a sentence holding one (``"sentences"``: no word debris, but responses
   need ``D`` such sentences). ``"facts"`` became the default when the demo's manipulation
   check showed that ``"top"`` often removes words around the fact and leaves the fact
-  (docs/readme/spo.md, "What the variants remove").
+  (docs/explanation/spo.md, "What the variants remove").
 * **Ungraded responses are skipped.** A response with fewer than ``D - 1`` units
   (some levels would be identical texts with different labels, i.e. label noise), or
   whose highest level is left without any word, contributes no variants to the degree
@@ -62,7 +62,7 @@ class SPOConfig:
     weight: float = 0.1
     labels: str = "separate"
     pooling: str = "last"
-    selection: str = "facts"  # measured: docs/readme/spo.md, "What the variants remove"
+    selection: str = "facts"  # measured: docs/explanation/spo.md, "What the variants remove"
     removal: str = "phrases"
     sample_levels: int | None = None  # levels per response per step; None = all D
     seed: int = 0
@@ -164,10 +164,27 @@ def degree_variants(
 ) -> list[DegreeVariant]:
     """The ``levels`` degree variants of ``response`` (level 0 = the original text).
 
-    Always ``levels`` entries; with fewer than ``levels - 1`` units (key phrases, or sentences
-    holding one) some are equal (see :func:`is_graded`). ``removed`` lists the key phrases
-    (``removal="phrases"``) or the sentences (``"sentences"``) a level removed, best first.
-    Deterministic for ``(response, selection, seed, max_words, removal)``.
+    SPO's self-supervised task: level ``l`` removes a growing share of the response's key
+    content (RAKE key phrases, or the sentences holding them), and the degree head learns to
+    tell the levels apart. Deterministic for ``(response, selection, seed, max_words,
+    removal)``.
+
+    Args:
+        response: the response text.
+        levels: the number of degrees D, the original included (``--spo-levels``).
+        selection: which key content goes first: ``facts`` (phrases that state facts),
+            ``top`` (RAKE's highest-scoring) or ``random`` (seeded).
+        seed: the seed of ``selection="random"``.
+        max_words: the longest key phrase RAKE keeps, in words.
+        removal: remove the key ``phrases`` themselves or the ``sentences`` that hold them.
+
+    Returns:
+        Always ``levels`` variants; each has its ``level``, ``text`` and ``removed`` (the key
+        phrases or sentences it removed, best first). With fewer than ``levels - 1`` units
+        some are equal (see :func:`is_graded`).
+
+    Raises:
+        ConfigError: an unknown ``selection`` or ``removal``, or ``levels`` < 1.
     """
     if selection not in SELECTIONS:
         raise ConfigError(f"spo selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
@@ -214,8 +231,18 @@ def _cached_variants(response: str, levels: int, selection: str, seed: int, max_
 
 
 def variants_for(response: str, cfg: SPOConfig) -> list[DegreeVariant] | None:
-    """Cached degree variants of ``response`` under ``cfg``, or None when it is not graded
-    (skipped by the degree loss). RAKE runs once per distinct text per process."""
+    """Cached degree variants of ``response`` under ``cfg``, or None when it is not graded.
+
+    RAKE runs once per distinct text per process.
+
+    Args:
+        response: the response text.
+        cfg: SPO's options (levels, selection, removal, seed, key-phrase length).
+
+    Returns:
+        The variants of :func:`degree_variants`, or None when they do not form a usable
+        ladder (:func:`is_graded`): the degree loss then skips the response.
+    """
     found = _cached_variants(response, cfg.levels, cfg.selection, cfg.seed, cfg.max_words,
                              cfg.removal)
     return None if found is None else list(found)

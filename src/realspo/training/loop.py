@@ -71,10 +71,25 @@ def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None
           stop_after: int | None = None) -> Path | None:
     """Run ``cfg``; return ``OUT``, which then holds the trained model.
 
-    ``on_batch(step, indices)`` is called after each micro-batch with the optimizer step it
-    belongs to (1-based) and the dataset indices it held (a data-order log). ``stop_after``
-    ends the run after that step (and its checkpoint) without exporting and returns None,
-    as an interruption would.
+    The Python form of ``realspo train``: the reference log-probs are computed once (and
+    cached), then the policy trains on the preference loss (plus SPO's degree loss with
+    ``cfg.spo``) and is exported with ``save_pretrained``.
+
+    Args:
+        cfg: the run's options (:class:`TrainConfig`, the options of ``realspo train``);
+            validated here.
+        on_batch: called as ``on_batch(step, indices)`` after each micro-batch, with the
+            optimizer step it belongs to (1-based) and the dataset indices it held (a
+            data-order log).
+        stop_after: end the run after this optimizer step (and its checkpoint) without
+            exporting, as an interruption would.
+
+    Returns:
+        ``OUT`` (``cfg.out``), holding the trained model, its ``config.yaml`` and
+        ``metrics.jsonl``; None when ``stop_after`` ended the run.
+
+    Raises:
+        RealspoError: bad options or data, an ``OUT`` that may not be used, a non-finite loss.
     """
     cfg.validate()
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:

@@ -91,8 +91,18 @@ def compute_margins(
 ) -> Margins:
     """Log-ratios and margins of a batch; ``ref_* = None`` means no reference (taken as 0).
 
-    All tensors have shape (B,). Inputs of any float dtype are upcast to fp32 (keeping the
-    graph), so bf16/fp16 log-probs do not lose the small differences the losses depend on.
+    Inputs of any float dtype are upcast to fp32 (keeping the graph), so bf16/fp16 log-probs
+    do not lose the small differences the losses depend on.
+
+    Args:
+        policy: the policy's summed response log-probs and response token counts, (B,) each.
+        ref_chosen: the reference model's summed log-probs of the chosen responses (B,), or
+            None (with ``ref_rejected``) for no reference.
+        ref_rejected: the same for the rejected responses.
+
+    Returns:
+        The log-ratios ``r_c``, ``r_r``, the margin ``d = r_c - r_r``, its length-normalised
+        form ``d'`` and the policy's per-token log-prob difference, (B,) fp32 each.
     """
     import torch
 
@@ -223,10 +233,24 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
     Loss("hinge", hinge_loss, "SLiC hinge"),
     Loss("simpo", simpo_loss, "SimPO", reference_free=True, reward=per_token_rewards),
 )}
+"""The losses table: ``--loss NAME`` -> its :class:`Loss` entry (function, method, whether it
+needs the reference model, its reward). ``sigmoid`` (DPO), ``ipo``, ``cdpo``, ``robust``
+(rDPO), ``hinge`` (SLiC) and the reference-free ``simpo``; every function's docstring names
+its paper and equation."""
 
 
 def get_loss(name: str) -> Loss:
-    """The loss registered as ``name``; :class:`ConfigError` listing the names otherwise."""
+    """The loss registered as ``name``.
+
+    Args:
+        name: a key of :data:`LOSSES`.
+
+    Returns:
+        Its :class:`Loss` entry.
+
+    Raises:
+        ConfigError: an unknown name (the message lists the known ones).
+    """
     try:
         return LOSSES[name]
     except KeyError:
@@ -279,8 +303,21 @@ def preference_loss(
 ) -> PreferenceOutput:
     """The loss ``name`` on one batch, plus the NLL term and the implicit rewards.
 
-    ``policy`` holds (B,) log-probs with gradients; ``ref_*`` are (B,) reference log-probs
-    (constants), or ``None`` for a reference-free loss.
+    Args:
+        name: a key of :data:`LOSSES` (``--loss``).
+        policy: (B,) summed response log-probs with gradients, and the token counts.
+        ref_chosen: (B,) reference log-probs of the chosen responses (constants), or None for
+            a reference-free loss.
+        ref_rejected: the same for the rejected responses.
+        cfg: ``beta``, ``label_smoothing``, ``gamma``, ``nll_weight``.
+
+    Returns:
+        The scalar loss to minimise, the per-example losses, the chosen response's NLL and the
+        implicit rewards (:class:`PreferenceOutput`).
+
+    Raises:
+        ConfigError: an unknown loss, bad loss options, or no reference for a loss that
+            needs one.
     """
     entry = get_loss(name)
     cfg.validate()

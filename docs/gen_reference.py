@@ -16,8 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import mkdocs_gen_files
-
 ROOT = Path(__file__).resolve().parent.parent
 SRC = ROOT / "src"
 sys.path.insert(0, str(SRC))  # the checkout's own realspo, whatever is installed
@@ -104,6 +102,8 @@ def _first_line(module: str) -> str:
 
 
 def api_reference() -> None:
+    import mkdocs_gen_files
+
     """One ``::: module`` page per public module, an overview, and the literate-nav summary.
 
     Modules of the top-level package get one section each; modules inside a subpackage are
@@ -146,6 +146,13 @@ def api_reference() -> None:
         fh.write("\n".join(summary) + "\n")
 
 
-with mkdocs_gen_files.open("reference/cli.md", "w") as fh:
-    fh.write(cli_reference())
-api_reference()
+def main() -> None:
+    import mkdocs_gen_files
+
+    with mkdocs_gen_files.open("reference/cli.md", "w") as fh:
+        fh.write(cli_reference())
+    api_reference()
+
+
+if __name__ in ("__main__", "<run_path>"):  # mkdocs-gen-files runs the script as a file
+    main()

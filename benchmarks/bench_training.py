@@ -147,11 +147,11 @@ def _throughput(times: list[float], tokens: list[int], warmup: int, cpu: list[fl
 def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
     """``realspo.training.loop.train`` on the workload (plus ``options``, e.g. SPO's); throughput."""
     from realspo.models import load_tokenizer
-    from realspo.training.config import TrainConfig
     from realspo.training.data import read_pairs
     from realspo.training.loop import train
     from realspo.training.prefix_tree import token_tree
     from realspo.training.tokenization import tokenize_pair
+    from realspo.training.train_config import TrainConfig
 
     out = workdir / f"run-realspo-{os.getpid()}-{next(_RUNS)}"  # a fresh run (and reference cache)
     settings = dict(data=str(workdir / "pairs.jsonl"), model=str(workdir / "model"), out=str(out),

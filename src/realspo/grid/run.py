@@ -5,7 +5,7 @@ The grid crosses annotator confusion K (``--grid-confusions``) with world coupli
 trains four arms with DPO at the main budget: ``random``, ``easy`` (REAL), ``ceiling`` (the
 oracle's largest-gap pairs) and ``noiseless`` (random's pairs, perfect labels)
 (:mod:`realspo.arms.controls`). Everything else is the demo's (preset, seeds, budget), and each
-training run is the demo's own (:mod:`realspo.demo.run`): the K = 0, RHO = 0 cell is the
+training run is the demo's own (:mod:`realspo.arms.train_and_evaluate`): the K = 0, RHO = 0 cell is the
 default demo's ``random``, ``easy``, ``ceiling`` and ``noiseless`` runs.
 
 Order of work, per seed and RHO: the world and its SFT model (built once per RHO, cached), the

@@ -96,3 +96,11 @@ def test_every_realspo_name_in_the_docs_exists():
                   for name in names_.split(",") if name.strip()}
         missing += [f"{page.relative_to(ROOT)}: {n}" for n in sorted(names) if not _resolves(n)]
     assert not missing, "names the docs use that the package lacks:\n" + "\n".join(missing)
+
+
+def test_every_repository_file_the_docs_name_exists():
+    path = re.compile(r"\b(?:src|tests|benchmarks|experiments)/[\w/.-]+\.py\b")
+    missing = [f"{page.relative_to(ROOT)}: {p}" for page in PAGES
+               for p in sorted(set(path.findall(page.read_text(encoding="utf-8"))))
+               if not (ROOT / p).is_file()]
+    assert not missing, "files the docs name that the repository lacks:\n" + "\n".join(missing)

@@ -45,8 +45,19 @@ def parse_budget(text: str | int | float) -> int | float:
 
 
 def resolve_budget(budget: int | float | None, eligible: int) -> int:
-    """Number of pairs to keep: all eligible prompts (None), a fraction of them (rounded half
-    up, at least 1) or a count; more than ``eligible`` raises :class:`ConfigError`."""
+    """Number of pairs to keep.
+
+    Args:
+        budget: None (all eligible prompts), a fraction of them (rounded half up, at least 1)
+            or a count, as :func:`parse_budget` reads it.
+        eligible: the number of prompts with two distinct responses.
+
+    Returns:
+        The number of pairs to keep.
+
+    Raises:
+        ConfigError: a malformed budget, or more pairs than ``eligible``.
+    """
     if budget is None:
         return eligible
     budget = parse_budget(budget)

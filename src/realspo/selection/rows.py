@@ -127,9 +127,17 @@ def build_rows(
 ) -> tuple[list[dict[str, Any]], dict[str, int], str]:
     """Rows for the selected pairs, in selection (rank) order.
 
-    Returns ``(rows, dropped, kind)``: ``dropped`` maps a reason (``tied scores``, ``no label
-    for the pair``, ``conflicting preferences``) to the number of pairs dropped for it, and
-    ``kind`` is ``"preference"`` or ``"annotation"`` (see :func:`output_kind`).
+    Args:
+        groups: the prompt groups the selection was made over.
+        selection: the pairs :func:`realspo.selection.strategies.select_pairs` chose.
+        strategy: the strategy's name, written in each row.
+
+    Returns:
+        ``(rows, dropped, kind)``: the rows, TRL preference rows for labelled input (each pair
+        oriented by its label) or annotation rows otherwise; ``dropped``, a reason (``tied
+        scores``, ``no label for the pair``, ``conflicting preferences``) -> the number of
+        pairs dropped for it; and ``kind``, ``"preference"`` or ``"annotation"`` (see
+        :func:`output_kind`).
     """
     kind = output_kind(groups)
     rows: list[dict[str, Any]] = []

@@ -218,20 +218,23 @@ def select_pairs(
     design_ridge: float = 1.0,
     pairs_per_prompt: int = 1,
 ) -> Selection:
-    """Select one pair per prompt with ``strategy`` (a name in :data:`STRATEGIES`) and keep
-    the ``budget`` best across the dataset.
+    """Select one pair per prompt with ``strategy``; keep the ``budget`` best across the dataset.
 
-    ``embeddings`` (N, D), rows in flattened order (group order, then response order);
-    ``group_sizes`` (G,) responses per group, summing to N; ``response_keys`` (N,) ints,
-    equal for identical texts (None: all responses distinct). ``budget``: None (every
-    eligible prompt), a count, or a fraction of the eligible prompts (see
-    :func:`realspo.selection.budget.resolve_budget`). Deterministic for a given ``seed``
-    (used by ``random`` and by ``design``'s projection).
+    Args:
+        embeddings: (N, D) response embeddings in flattened order (group, then response).
+        group_sizes: (G,) responses per group, summing to N.
+        strategy: a name in :data:`STRATEGIES` (``easy`` is REAL's least similar pair).
+        budget: None (every eligible prompt), a count, or a fraction of the eligible prompts
+            (:func:`realspo.selection.budget.resolve_budget`).
+        seed: seeds ``random`` and ``design``'s projection; equal seeds, equal selections.
+        response_keys: (N,) ints, equal for identical texts (None: all responses distinct).
+        implicit_rewards: (N,) ``beta (log pi - log pi_ref)`` (``margin*``, ``design``'s weights).
+        rewards: (N,) reward-model scores (``reward-*``).
+        design_ridge: ``design``'s ridge lambda > 0.
+        pairs_per_prompt: ``design``: at most N pairs per prompt (a budget then counts pairs).
 
-    ``implicit_rewards`` (N,) ``beta (log pi - log pi_ref)`` per response (``margin*``, and
-    ``design``'s weights); ``rewards`` (N,) reward-model scores (``reward-*``).
-    ``design_ridge`` (lambda > 0) and ``pairs_per_prompt`` (N >= 1; a budget then counts
-    pairs, a fraction is of the eligible prompts times N) apply to ``design`` only.
+    Returns:
+        The kept pairs in rank order with their similarities (:class:`Selection`).
     """
     chosen, sizes, keys, extra = _checked_inputs(embeddings, group_sizes, strategy, budget, response_keys,
                                                  implicit_rewards, rewards, pairs_per_prompt)

@@ -224,8 +224,7 @@ def select_pairs(
         embeddings: (N, D) response embeddings in flattened order (group, then response).
         group_sizes: (G,) responses per group, summing to N.
         strategy: a name in :data:`STRATEGIES` (``easy`` is REAL's least similar pair).
-        budget: None (every eligible prompt), a count, or a fraction of the eligible prompts
-            (:func:`realspo.selection.budget.resolve_budget`).
+        budget: None (every eligible prompt), a count, or a fraction of the eligible prompts.
         seed: seeds ``random`` and ``design``'s projection; equal seeds, equal selections.
         response_keys: (N,) ints, equal for identical texts (None: all responses distinct).
         implicit_rewards: (N,) ``beta (log pi - log pi_ref)`` (``margin*``, ``design``'s weights).

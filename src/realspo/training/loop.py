@@ -69,27 +69,18 @@ log = logging.getLogger(__name__)
 
 def train(cfg: TrainConfig, *, on_batch: Callable[[int, list[int]], None] | None = None,
           stop_after: int | None = None) -> Path | None:
-    """Run ``cfg``; return ``OUT``, which then holds the trained model.
-
-    The Python form of ``realspo train``: the reference log-probs are computed once (and
-    cached), then the policy trains on the preference loss (plus SPO's degree loss with
-    ``cfg.spo``) and is exported with ``save_pretrained``.
+    """Run ``cfg`` (the options of ``realspo train``); return ``OUT``, holding the trained model.
 
     Args:
-        cfg: the run's options (:class:`TrainConfig`, the options of ``realspo train``);
-            validated here.
-        on_batch: called as ``on_batch(step, indices)`` after each micro-batch, with the
-            optimizer step it belongs to (1-based) and the dataset indices it held (a
-            data-order log).
-        stop_after: end the run after this optimizer step (and its checkpoint) without
-            exporting, as an interruption would.
+        cfg: the run's options (:class:`TrainConfig`); validated here.
+        on_batch: ``on_batch(step, indices)`` after each micro-batch: the optimizer step
+            (1-based) and the dataset indices it held (a data-order log).
+        stop_after: end after this step (and its checkpoint) without exporting, as an
+            interruption would.
 
     Returns:
-        ``OUT`` (``cfg.out``), holding the trained model, its ``config.yaml`` and
-        ``metrics.jsonl``; None when ``stop_after`` ended the run.
-
-    Raises:
-        RealspoError: bad options or data, an ``OUT`` that may not be used, a non-finite loss.
+        ``cfg.out``, holding the model, ``config.yaml`` and ``metrics.jsonl``; None after
+        ``stop_after``.
     """
     cfg.validate()
     if logging.getLogger().getEffectiveLevel() > logging.DEBUG:

@@ -72,3 +72,27 @@ def test_building_the_full_parser_imports_neither_torch_nor_transformers():
     modules, _ = _imported(None)
     assert {f"realspo.commands.{c.module}" for c in COMMANDS.values()} <= modules
     assert not _heavy(modules)
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["demo", "--world", "premise"], "--world premise"),  # --world-coupling, shortened
+    (["demo", "--quic"], "--quic"),                        # --quick, shortened
+    (["generate", "--temp", "0.7"], "--temp 0.7"),         # --temperature, shortened
+])
+def test_abbreviated_options_are_errors_on_one_line(argv, named, capsys):
+    from realspo.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith(f"realspo {argv[0]}: error: ")
+    assert f"unrecognized arguments: {named}" in err
+
+
+def test_every_parser_refuses_abbreviations():
+    from realspo.cli import build_parser
+
+    parser = build_parser()
+    assert parser.allow_abbrev is False
+    assert all(p.allow_abbrev is False for p in parser.command_parsers.values())

@@ -112,4 +112,19 @@ def test_judge_that_is_not_a_sequence_classifier_exits_2_before_generating(tmp_p
                  "--prompts", str(prompts_file), "--judge", tiny_model_dir, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "not a sequence classifier" in err and "generate" not in err
+    assert "llm:PATH" in err
+    assert not out.exists()
+
+
+def test_gguf_judge_says_a_reward_model_must_be_a_sequence_classifier(tmp_path, tiny_model_dir,
+                                                                    prompts_file, capsys):
+    gguf = tmp_path / "judge.gguf"
+    gguf.write_bytes(b"GGUF")
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--model", tiny_model_dir, "--baseline", tiny_model_dir,
+                 "--prompts", str(prompts_file), "--judge", str(gguf), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{gguf}: a .gguf file holds a causal LM, not a reward model" in err
+    assert "AutoModelForSequenceClassification with one output" in err and "--judge llm:PATH" in err
     assert not out.exists()

@@ -98,9 +98,13 @@ def run(args: argparse.Namespace) -> int:
     )
     result = {"config": to_dict(cfg), **result}
     write_json(cfg.out, result, overwrite=cfg.overwrite)
-    lo, hi = result["win_rate_interval"]
-    line = (f"win rate of {cfg.model} over {cfg.baseline}: {result['win_rate']:.3f} "
-            f"(95% CI {lo:.3f}-{hi:.3f}, {result['num_prompts']} prompts); ")
+    if result["win_rate"] is None:  # every judgment a tie: no rate, and no interval around one
+        line = (f"{cfg.model} vs {cfg.baseline}: {result['no_win_rate']}, no win rate "
+                f"({result['num_prompts']} prompts); ")
+    else:
+        lo, hi = result["win_rate_interval"]
+        line = (f"win rate of {cfg.model} over {cfg.baseline}: {result['win_rate']:.3f} "
+                f"(95% CI {lo:.3f}-{hi:.3f}, {result['num_prompts']} prompts); ")
     if result["mean_reward"] is not None:
         line += (f"mean reward {result['mean_reward']['trained']:.3f} vs "
                  f"{result['mean_reward']['baseline']:.3f}")

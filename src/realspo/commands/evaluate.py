@@ -7,17 +7,14 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve, to_dict
 from realspo.errors import ConfigError
+from realspo.generation.settings import SamplingSettings
 from realspo.labels.judges import judges_help
 from realspo.outputs import check_writable, write_json
 from realspo.schema import read_preference_rows
-
-if TYPE_CHECKING:  # the sampling module imports torch: in the functions that run
-    from realspo.generation.sampling import SamplingSettings
 
 
 @dataclass
@@ -69,8 +66,6 @@ class EvaluateConfig:
         self.settings().validate()
 
     def settings(self) -> SamplingSettings:
-        from realspo.generation.sampling import SamplingSettings
-
         return SamplingSettings(num_responses=1, temperature=self.temperature, top_p=self.top_p,
                                 max_new_tokens=self.max_new_tokens, seed=self.seed,
                                 chat_template=self.chat_template)

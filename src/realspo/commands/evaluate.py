@@ -12,7 +12,8 @@ from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve, to_dict
 from realspo.errors import ConfigError
 from realspo.generation.settings import SamplingSettings
-from realspo.labels.judges import judges_help
+from realspo.gguf import find_gguf
+from realspo.labels.judges import REWARD_MODEL, check_reward_model, find_judge, judges_help
 from realspo.outputs import check_writable, write_json
 from realspo.schema import read_preference_rows
 
@@ -76,14 +77,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realspo.evaluation.evaluate import evaluate_models
     from realspo.generation.prompts import read_prompts
 
     cfg = resolve(EvaluateConfig, args)
-    check_writable(cfg.out, cfg.overwrite)
     prompts = read_prompts(cfg.prompts, cfg.split)[: cfg.num_prompts]
     pairs = [row.data for row in read_preference_rows(cfg.pairs, conversational=False)] \
         if cfg.pairs else None
+    check_writable(cfg.out, cfg.overwrite)
+    if find_judge(cfg.judge) is REWARD_MODEL and find_gguf(cfg.judge) is not None:
+        check_reward_model(cfg.judge)  # refuses a .gguf in one line, before transformers loads
+    # inputs and output are checked: now torch, the judge's check and the models
+    from realspo.evaluation.evaluate import evaluate_models
+
     result = evaluate_models(
         cfg.model, cfg.baseline, prompts, cfg.judge, cfg.settings(), batch_size=cfg.batch_size,
         pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,

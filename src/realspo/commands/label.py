@@ -21,11 +21,11 @@ from realspo.labels.judges import (
     PROVING_GROUND,
     JudgeOptions,
     check_judge,
+    check_reward_model,
     find_judge,
     judges_help,
     make_judge,
     make_pairwise_judge,
-    check_reward_model,
     reward_model_judge,
 )
 from realspo.labels.outcomes import (

@@ -40,6 +40,8 @@ COMMANDS = {
                               "see --loss; optionally + SPO)"),
     "rounds": Command("rounds", "multi-round active labeling: R rounds of generate -> select -> "
                                 "label (automatic judge) -> train, resumable per round"),
+    "chat": Command("chat", "talk to a model (a trained one, a .gguf, a hub id) under its chat "
+                            "template, one message per line"),
     "spo-preview": Command("spo_preview", "print preference pairs with their SPO degree variants "
                                           "and the removed key phrases"),
     "plot": Command("plot", "plot the loss, reward and SPO curves of a training run "

@@ -16,6 +16,7 @@ from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
 from realspo.generation.settings import (
+    FROM_MODEL,
     REALSPO_DEFAULTS,
     SAMPLING_OPTIONS,
     SamplingDefaults,
@@ -24,10 +25,6 @@ from realspo.generation.settings import (
 from realspo.outputs import check_writable
 
 log = logging.getLogger(__name__)
-
-
-# the help of a sampling option whose default comes from the model (realspo.generation.settings)
-FROM_MODEL = " (unset: the model's own, from its generation_config.json or .gguf metadata; else {})"
 
 
 @dataclass

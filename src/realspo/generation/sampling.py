@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -209,6 +210,26 @@ def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto"
                        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     model.eval()
     return model, tokenizer
+
+
+def sample_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], settings: SamplingSettings,
+                 turn: int = 0) -> tuple[str, bool]:
+    """The model's next turn in a conversation (``chat``): ``(text, finished)``.
+
+    Args:
+        model: a causal LM in eval mode.
+        tokenizer: its tokenizer.
+        messages: the conversation so far, ``[{role, content}]``, ending with the user's turn.
+        settings: the sampling settings (``num_responses`` is ignored: one reply).
+        turn: the reply's number in the conversation; with ``settings.seed`` it fixes the noise,
+            so the same conversation gets the same replies.
+
+    Returns:
+        the reply, and whether it ended on its own (False: cut at ``max_new_tokens``).
+    """
+    one = SamplingSettings(**{**asdict(settings), "num_responses": 1})
+    texts, finished = sample_batch(model, tokenizer, [PromptRecord(turn, f"turn-{turn}", messages)], one)
+    return texts[0][0], finished[0][0]
 
 
 def iter_samples(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord], settings: SamplingSettings,

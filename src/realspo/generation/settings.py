@@ -67,6 +67,8 @@ GGUF_SAMPLING_KEYS = {
     "temperature": "general.sampling.temp", "top_p": "general.sampling.top_p",
     "top_k": "general.sampling.top_k", "repetition_penalty": "general.sampling.penalty_repeat",
 }
+# the help of a sampling option whose default comes from the model ({}: realspo's default)
+FROM_MODEL = " (unset: the model's own, from its generation_config.json or .gguf metadata; else {})"
 GIVEN = "given"
 DEFAULT = "realspo default"
 

@@ -21,10 +21,11 @@ from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
 from realspo.generation.settings import (
     FROM_MODEL,
-    REALSPO_DEFAULTS,
-    SAMPLING_OPTIONS,
     SamplingDefaults,
     SamplingSettings,
+    given_sampling,
+    resolve_sampling,
+    sampling_settings,
 )
 
 log = logging.getLogger(__name__)
@@ -68,17 +69,11 @@ class ChatConfig:
         check_seed(self.seed)
         if self.system is not None and not self.system.strip():
             raise ConfigError("--system is empty; leave it out for the template's own system prompt")
-        self.settings(SamplingDefaults(dict(REALSPO_DEFAULTS), {})).validate()  # the given values
+        self.settings().validate()  # the given values
 
-    def given_sampling(self) -> dict[str, float | int | None]:
-        """The sampling options as given (None: from the model)."""
-        return {name: getattr(self, name) for name in SAMPLING_OPTIONS}
-
-    def settings(self, defaults: SamplingDefaults) -> SamplingSettings:
+    def settings(self, defaults: SamplingDefaults | None = None) -> SamplingSettings:
         """The sampling settings: the given options, the rest from ``defaults``."""
-        values = {**defaults.values, **{k: v for k, v in self.given_sampling().items() if v is not None}}
-        return SamplingSettings(num_responses=1, seed=self.seed, chat_template=self.chat_template,
-                                **values)
+        return sampling_settings(self, defaults, num_responses=1)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -131,9 +126,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(ChatConfig, args)
     # the model is the only input: now torch, transformers and the model
     from realspo.generation.sampling import load_generator_model, sample_reply
-    from realspo.generation.settings import resolve_sampling
 
-    defaults = resolve_sampling(cfg.model, cfg.given_sampling(), cfg.trust_remote_code)
+    defaults = resolve_sampling(cfg.model, given_sampling(cfg), cfg.trust_remote_code)
     settings = cfg.settings(defaults)
     settings.validate()
     model, tokenizer = load_generator_model(cfg.model, device=cfg.device, dtype=cfg.dtype,

@@ -17,10 +17,11 @@ from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
 from realspo.generation.settings import (
     FROM_MODEL,
-    REALSPO_DEFAULTS,
-    SAMPLING_OPTIONS,
     SamplingDefaults,
     SamplingSettings,
+    given_sampling,
+    resolve_sampling,
+    sampling_settings,
 )
 from realspo.outputs import check_writable
 
@@ -71,17 +72,11 @@ class GenerateConfig:
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_seed(self.seed)
-        self.settings(SamplingDefaults(dict(REALSPO_DEFAULTS), {})).validate()  # the given values
+        self.settings().validate()  # the given values
 
-    def given_sampling(self) -> dict[str, float | int | None]:
-        """The sampling options as given (None: from the model)."""
-        return {name: getattr(self, name) for name in SAMPLING_OPTIONS}
-
-    def settings(self, defaults: SamplingDefaults) -> SamplingSettings:
+    def settings(self, defaults: SamplingDefaults | None = None) -> SamplingSettings:
         """The sampling settings: the given options, the rest from ``defaults``."""
-        values = {**defaults.values, **{k: v for k, v in self.given_sampling().items() if v is not None}}
-        return SamplingSettings(num_responses=self.num_responses, seed=self.seed,
-                                chat_template=self.chat_template, **values)
+        return sampling_settings(self, defaults, num_responses=self.num_responses)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -96,9 +91,8 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(cfg.prompts, cfg.split)
     # inputs and output are checked: now torch, transformers and the model
     from realspo.generation.candidates import generate_candidates
-    from realspo.generation.settings import resolve_sampling
 
-    defaults = resolve_sampling(cfg.model, cfg.given_sampling(), cfg.trust_remote_code)
+    defaults = resolve_sampling(cfg.model, given_sampling(cfg), cfg.trust_remote_code)
     settings = cfg.settings(defaults)
     log.info("sampling: %s", defaults.describe())
     rows = generate_candidates(

@@ -167,6 +167,38 @@ def _gguf_sampling(path: Any) -> dict[str, Any]:
     return values
 
 
+def given_sampling(cfg: Any) -> dict[str, Any]:
+    """The sampling options of a command's config as given (None: from the model).
+
+    Args:
+        cfg: a config with one attribute per name in :data:`SAMPLING_OPTIONS`.
+
+    Returns:
+        option name -> the given value or None.
+    """
+    return {name: getattr(cfg, name) for name in SAMPLING_OPTIONS}
+
+
+def sampling_settings(cfg: Any, defaults: SamplingDefaults | None = None, *,
+                      num_responses: int) -> SamplingSettings:
+    """The :class:`SamplingSettings` of a command's config: its given options, the rest from
+    ``defaults`` (None: :data:`REALSPO_DEFAULTS`, to validate the given values before the
+    model is read).
+
+    Args:
+        cfg: a config with the sampling options, ``seed`` and ``chat_template``.
+        defaults: what :func:`resolve_sampling` found, or None.
+        num_responses: responses per prompt.
+
+    Returns:
+        the settings (not yet validated).
+    """
+    base = defaults.values if defaults is not None else REALSPO_DEFAULTS
+    values = {**base, **{k: v for k, v in given_sampling(cfg).items() if v is not None}}
+    return SamplingSettings(num_responses=num_responses, seed=cfg.seed,
+                            chat_template=cfg.chat_template, **values)
+
+
 def resolve_sampling(model: str, given: dict[str, Any], trust_remote_code: bool = False) -> SamplingDefaults:
     """Each sampling option: ``given`` (flag or config) > the model's > :data:`REALSPO_DEFAULTS`.
 

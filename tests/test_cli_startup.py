@@ -154,8 +154,16 @@ CHECK_FIRST_CASES = {
         "evaluate --model {model} --baseline {model} --prompts {prompts} --judge proving-ground "
         "--out {existing}", "already exists"),
     "evaluate --judge x.gguf": (
-        "evaluate --model {model} --baseline {model} --prompts {prompts} --judge {gguf} --out {out}",
+        "evaluate --model {gguf} --baseline {gguf} --prompts {prompts} --judge {gguf} --out {out}",
         "must be a sequence classifier"),
+    "train, no such model": (
+        "train --data {preferences} --model {model} --out {out}", "--model: no such model directory"),
+    "generate, no such model": (
+        "generate --model {model} --prompts {prompts} --out {out}", "--model: no such model directory"),
+    "evaluate, no such baseline": (
+        "evaluate --model {gguf} --baseline {model} --prompts {prompts} --judge proving-ground "
+        "--out {out}", "--baseline: no such model directory"),
+    "chat, no such model": ("chat --model {model}", "--model: no such model directory or file"),
     "rounds, output exists": (
         "rounds --model {model} --prompts {prompts} --judge proving-ground --budget 3 --out {existing_run}",
         "already exists"),

@@ -159,6 +159,20 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, revision: str 
     return tok
 
 
+def check_model_location(name: str, flag: str = "--model") -> None:
+    """Refuse a model that is plainly a local path and does not exist, before transformers
+    loads (which would take seconds to call it an invalid hub id). A hub id (``org/name``,
+    no leading ``/``, ``.`` or ``~``) is left to the loaders.
+
+    Args:
+        name: the model as given.
+        flag: the option that named it, for the message.
+    """
+    local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.lower().endswith(".gguf")
+    if local and not Path(name).expanduser().exists():
+        raise InputError(name, f"{flag}: no such model directory or file")
+
+
 ADAPTER_CONFIG = "adapter_config.json"
 
 

@@ -27,6 +27,7 @@ from realspo.generation.settings import (
     resolve_sampling,
     sampling_settings,
 )
+from realspo.models import check_model_location
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ def converse(reply, lines: TextIO, out: TextIO, system: str | None = None,
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(ChatConfig, args)
+    check_model_location(cfg.model)
     # the model is the only input: now torch, transformers and the model
     from realspo.generation.sampling import load_generator_model, sample_reply
 

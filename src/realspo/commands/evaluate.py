@@ -14,6 +14,7 @@ from realspo.errors import ConfigError
 from realspo.generation.settings import SamplingSettings
 from realspo.gguf import find_gguf
 from realspo.labels.judges import REWARD_MODEL, check_reward_model, find_judge, judges_help
+from realspo.models import check_model_location
 from realspo.outputs import check_writable, write_json
 from realspo.schema import read_preference_rows
 
@@ -84,6 +85,8 @@ def run(args: argparse.Namespace) -> int:
     pairs = [row.data for row in read_preference_rows(cfg.pairs, conversational=False)] \
         if cfg.pairs else None
     check_writable(cfg.out, cfg.overwrite)
+    check_model_location(cfg.model)
+    check_model_location(cfg.baseline, "--baseline")
     if find_judge(cfg.judge) is REWARD_MODEL and find_gguf(cfg.judge) is not None:
         check_reward_model(cfg.judge)  # refuses a .gguf in one line, before transformers loads
     # inputs and output are checked: now torch, the judge's check and the models

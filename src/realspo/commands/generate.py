@@ -23,6 +23,7 @@ from realspo.generation.settings import (
     resolve_sampling,
     sampling_settings,
 )
+from realspo.models import check_model_location
 from realspo.outputs import check_writable
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(GenerateConfig, args)
     check_writable(cfg.out, cfg.overwrite or cfg.resume)  # before reading prompts or the model
     prompts = read_prompts(cfg.prompts, cfg.split)
+    check_model_location(cfg.model)
     # inputs and output are checked: now torch, transformers and the model
     from realspo.generation.candidates import generate_candidates
 

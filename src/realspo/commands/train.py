@@ -15,6 +15,7 @@ from pathlib import Path
 
 from realspo.config import add_options, check_seed, resolve
 from realspo.formats.registry import parse_rows
+from realspo.models import check_model_location
 from realspo.outputs import check_location
 from realspo.schema import read_preference_rows
 from realspo.training.config import TrainConfig
@@ -38,6 +39,7 @@ def check_before_loading(cfg: TrainConfig) -> None:
     if Path(cfg.data).is_file():
         parse_rows(read_preference_rows(cfg.data, cfg.split), "trl")  # as training reads them
     check_run_dir(Path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
+    check_model_location(cfg.model)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -18,8 +18,8 @@ from realspo.formats.registry import parse_rows
 from realspo.models import check_model_location
 from realspo.outputs import check_location
 from realspo.schema import read_preference_rows
-from realspo.training.config import TrainConfig
-from realspo.training.outputs import check_run_dir
+from realspo.training.run_dir import check_run_dir
+from realspo.training.train_config import TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

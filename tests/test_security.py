@@ -70,9 +70,11 @@ def _config_classes():
         for value in vars(module).values():
             if dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
                 yield name, value
+    from realspo.pipeline.select_config import SelectConfig
     from realspo.training.train_config import TrainConfig
 
     yield "train", TrainConfig
+    yield "select", SelectConfig  # defined in pipeline/, beside the select pipeline
 
 
 def test_every_command_option_that_opens_a_door_is_off_by_default():

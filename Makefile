@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo leaderboard test lint bench readme
+.PHONY: install demo leaderboard test test-label-studio lint bench readme
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,13 @@ leaderboard: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# A real Label Studio server round trip. Label Studio's pins clash with ours, so it lives in a
+# virtual environment of its own; realspo talks to it only over HTTP.
+LS_VENV ?= .venv-label-studio
+test-label-studio: install
+	test -x $(LS_VENV)/bin/label-studio || { $(PYTHON) -m venv $(LS_VENV) && $(LS_VENV)/bin/pip install -q label-studio; }
+	REALSPO_REQUIRE_LABEL_STUDIO=1 LABEL_STUDIO_VENV=$(abspath $(LS_VENV)) HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_label_studio.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -67,11 +67,11 @@ def vote_counts(votes: dict[str, dict[str, str]], pair_ids: Sequence[str]) -> np
 def krippendorff_alpha(counts: np.ndarray) -> float:
     """Nominal alpha from (P, 3) vote counts; NaN when it is undefined (fewer than two votes on
     any pair, or a single value throughout)."""
-    import krippendorff
-
     counts = counts[counts.sum(axis=1) >= 2]
     if len(counts) == 0 or np.count_nonzero(counts.sum(axis=0)) < 2:
         return float("nan")
+    import krippendorff
+
     return float(krippendorff.alpha(value_counts=counts, level_of_measurement="nominal"))
 
 

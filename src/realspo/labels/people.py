@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from realspo.errors import RealspoError
-from realspo.labels.aggregate import aggregate_votes
+from realspo.labels.aggregate import aggregate_votes, votes_by_pair
 from realspo.labels.agreement import agreement_report, agreement_table
 from realspo.labels.answers import AnswerRow, Answers
 from realspo.labels.premise import premise_report
@@ -38,10 +38,22 @@ class PeopleLabels:
         premise = self.report.get("premise")
         if premise is not None:
             rho = premise["spearman"]
-            lines.append(f"premise: Spearman(similarity, disagreement) {rho['estimate']:+.3f} "
-                         f"[{rho['ci_low']:+.3f}, {rho['ci_high']:+.3f}] over {premise['pairs']} "
-                         f"pairs; {premise['verdict']}")
+            shown = ("n/a" if not np.isfinite(rho["ci_low"]) else
+                     f"{rho['estimate']:+.3f} [{rho['ci_low']:+.3f}, {rho['ci_high']:+.3f}]")
+            lines.append(f"premise: Spearman(similarity, disagreement) {shown} over "
+                         f"{premise['pairs']} pairs; {premise['verdict']}")
         return lines
+
+
+def require_people_extra() -> None:
+    """Refuse in one line when the packages for several annotators per pair are missing."""
+    import importlib.util
+
+    missing = [name for name in ("crowdkit", "krippendorff", "sklearn", "scipy")
+               if importlib.util.find_spec(name) is None]
+    if missing:
+        raise RealspoError(f"several annotators per pair need {', '.join(missing)}: "
+                           "pip install 'realspo[people]'")
 
 
 def simulated_answers(a_preferred: np.ndarray, pairs: Sequence[AnnotationPair]) -> list[AnswerRow]:
@@ -74,6 +86,8 @@ def label_by_answers(pairs: Sequence[AnnotationPair], answers: Answers, method: 
     """
     rows = answers.rows
     ids = [p.pair_id for p in pairs]
+    if any(len(v) > 1 for v in votes_by_pair(rows).values()):
+        require_people_extra()
     aggregates = aggregate_votes(rows, ids, method, min_agreement, seed)
     per_annotator = Counter(r.annotator for r in rows)
     silent = [who for who in answers.annotators if not any(

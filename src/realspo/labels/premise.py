@@ -85,6 +85,8 @@ def verdict(difference: dict[str, Any]) -> str:
     est, low, high = (100 * difference[k] for k in ("estimate", "ci_low", "ci_high"))
     if not np.isfinite(low):
         return "too few pairs with two or more answers to tell"
+    if difference.get("se") == 0 and est == 0:
+        return "the annotators' disagreement did not vary; nothing to relate to similarity"
     if low > 0:
         return f"similar pairs were disputed {est:.0f} points more often [{low:.0f}, {high:.0f}]"
     if high < 0:

@@ -171,6 +171,12 @@ def test_one_file_with_an_annotator_column_is_several_annotators(tmp_path):
     assert len(rows) == 24 and all(r.answer == "A" for r in rows)  # the key undid the order
 
 
+def test_an_export_directory_reads_its_answered_files_and_key(tmp_path):
+    out = _answered_dir(tmp_path)
+    rows = read_answer_sets([out])
+    assert len(rows) == 24 and {r.annotator for r in rows} == {f"annotator-{i}" for i in (1, 2, 3)}
+
+
 def test_a_journal_applies_undos_in_order(tmp_path):
     out = _export_dir(tmp_path)
     key = _read_jsonl(out / "key.jsonl")

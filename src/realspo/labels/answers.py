@@ -9,7 +9,8 @@
 * **event journals** (JSONL, as ``realspo annotate`` writes): ``{"event": "label", "seq",
   "pair_id", "annotator", "answer", "comment", "export_id", "time"}`` and ``{"event": "undo",
   "seq", "undoes": SEQ}``, applied in ``seq`` order (an undone label is dropped);
-* **an annotate campaign directory**: every ``DIR/journals/*.jsonl``, with ``DIR/key.jsonl``;
+* **an annotate campaign directory**: every ``DIR/journals/*.jsonl``, with ``DIR/key.jsonl``
+  (an export directory of ``--annotators N``: its answered ``annotator-*`` files);
 * **a Label Studio JSON export** (:mod:`realspo.labels.label_studio`), one annotator per
   entry of a task's ``annotations``,
 
@@ -175,12 +176,18 @@ def _read_file(path: Path, counts: dict[str, int], notes: list[str]) -> list[Raw
 
 
 def campaign_files(directory: Path) -> list[Path]:
-    """The journals of an annotate campaign directory: ``DIR/journals/*.jsonl``."""
+    """The answer files of a directory: the journals of an annotate campaign
+    (``DIR/journals/*.jsonl``), else the per-annotator files that ``--export-tasks DIR
+    --annotators N`` wrote (``DIR/annotator-*.csv``, ``.jsonl`` or ``.json``), answered."""
     journals = sorted((directory / "journals").glob("*.jsonl"))
-    if not journals:
-        raise InputError(str(directory), "no journals/*.jsonl in this directory (expected a "
-                         "`realspo annotate` campaign directory)")
-    return journals
+    if journals:
+        return journals
+    sheets = sorted(p for p in directory.glob("annotator-*")
+                    if p.suffix.lower() in (".csv", ".jsonl", ".json"))
+    if not sheets:
+        raise InputError(str(directory), "no journals/*.jsonl and no annotator-* files in this "
+                         "directory (expected a `realspo annotate` campaign or an export directory)")
+    return sheets
 
 
 def find_key(paths: Sequence[str | os.PathLike], key: str | os.PathLike | None) -> Path:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES, PromptFormat
-from realspo.config import add_options, check_seed, option, resolve
+from realspo.config import add_options, check_seed, declared_paths, option, resolve
 from realspo.errors import ConfigError, RealspoError
 from realspo.labels.aggregate import METHODS
 from realspo.labels.annotation import TASK_FORMATS, default_key_path, task_format_of
@@ -91,9 +91,8 @@ class LabelConfig:
     min_agreement: float | None = option(None, "leave out pairs whose share of answers agreeing "
                                                "with the aggregate is below this (0 to 1)")
     key: str | None = option(None, "order key of the tasks (default: TASKS.key.jsonl next to the "
-                                   "tasks / annotations file)", metavar="FILE",
-                          path="output")  # written by --export-tasks; read with --annotations,
-    # where as an "output" it still may not be --out or lie inside an input
+                                   "tasks / annotations file, or DIR/key.jsonl)", metavar="FILE")
+    # written by --export-tasks, read with --annotations: check_derived_paths gives it its role
     simulate: bool = option(False, "label with a simulated Bradley-Terry annotator over --oracle")
     tau: float = option(1.0, "--simulate: Bradley-Terry temperature; P(A) = sigmoid((r_a - r_b) / "
                              "tau), 0 = noiseless")
@@ -183,8 +182,8 @@ def check_derived_paths(cfg: LabelConfig) -> None:
     """Paths realspo derives for itself (the key beside the tasks or answers, the Label Studio
     config, the report and plot beside --out) are not seen by :func:`realspo.config.resolve`:
     check them against the other paths now."""
+    inputs = declared_paths(cfg, "input")
     if cfg.export_tasks:
-        inputs = {"--pairs": cfg.pairs, **({"--gold": cfg.gold} if cfg.gold else {})}
         if by_directory(cfg):
             if cfg.key:
                 raise ConfigError("--key: with several annotators the key is DIR/key.jsonl")
@@ -201,9 +200,7 @@ def check_derived_paths(cfg: LabelConfig) -> None:
     if not cfg.out:
         return
     report, plot = report_paths(cfg.out)
-    inputs = {"--pairs": cfg.pairs}
     if cfg.annotations:
-        inputs.update({f"--annotations[{i}]": p for i, p in enumerate(cfg.annotations)})
         inputs["--key"] = str(find_key(cfg.annotations, cfg.key))
     outputs = {"--out": cfg.out}
     if cfg.annotations or cfg.annotators > 1:

@@ -337,11 +337,12 @@ def test_a_header_error_names_exactly_the_missing_column(tmp_path, capsys, missi
 @pytest.mark.parametrize("flags, fragment", [
     (["--annotators", "2", "--overlap", "3"], "need 1 <= --overlap <= --annotators"),
     (["--annotators", "0"], "need 1 <= --overlap <= --annotators"),
+    (["--annotators", "3", "--export-tasks", "t.csv"], "give a directory path"),
 ])
 def test_overlap_beyond_the_annotators_is_refused(tmp_path, capsys, flags, fragment):
     pairs = _pairs(tmp_path, 3)
     _refused(["label", "--pairs", str(pairs), "--export-tasks", str(tmp_path / "t"), *flags],
-             capsys, tmp_path, fragment)
+             capsys, tmp_path, fragment)  # a later --export-tasks wins over the first
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1.5", "nan"])

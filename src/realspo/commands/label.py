@@ -131,6 +131,11 @@ class LabelConfig:
         if self.annotators < 1 or not 1 <= self.overlap <= self.annotators:
             raise ConfigError(f"need 1 <= --overlap <= --annotators, got --overlap {self.overlap} "
                               f"and --annotators {self.annotators}")
+        if self.export_tasks and (self.annotators > 1 or self.gold) and \
+                self.export_tasks.lower().endswith((".csv", ".jsonl", ".json")):
+            raise ConfigError(f"--export-tasks {self.export_tasks}: with --annotators > 1 or "
+                              "--gold it is a directory (one file per annotator + key.jsonl); "
+                              "give a directory path")
         if self.min_agreement is not None and not 0 <= self.min_agreement <= 1:
             raise ConfigError(f"--min-agreement {self.min_agreement}: expected a number in [0, 1]")
         if self.annotator_confusion < 0:

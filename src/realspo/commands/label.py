@@ -24,6 +24,7 @@ from realspo.labels.judges import (
     PROVING_GROUND,
     JudgeOptions,
     check_judge,
+    check_reward_model,
     find_judge,
     judges_help,
     make_judge,
@@ -193,6 +194,7 @@ def check_derived_paths(cfg: LabelConfig) -> None:
             if cfg.key:
                 raise ConfigError("--key: with several annotators the key is DIR/key.jsonl")
             check_outputs_apart(inputs, {"--export-tasks": cfg.export_tasks})
+            check_writable(cfg.export_tasks, cfg.overwrite)
             return
         outputs = {"--export-tasks": cfg.export_tasks,
                    "--key": cfg.key or str(default_key_path(cfg.export_tasks))}
@@ -264,8 +266,8 @@ def simulated(cfg: LabelConfig, pairs: list, oracle: Any) -> tuple[list[str], Pe
 
 def run(args: argparse.Namespace) -> int:
     cfg = resolve(LabelConfig, args)
-    check_derived_paths(cfg)
     pairs = read_annotation_rows(cfg.pairs)
+    check_derived_paths(cfg)  # before any model loads
     if cfg.export_tasks:
         return export(cfg, pairs)
     assert cfg.out is not None  # validate() made sure
@@ -278,6 +280,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--annotator-confusion needs the proving-ground oracle (its annotator's "
                           "notion of similarity belongs to that world)")
     prompts = [p.prompt for p in pairs]
+    if cfg.reward_model:
+        check_reward_model(cfg.reward_model, options)  # before the oracle or anything loads
     entry = check_judge(cfg.judge, options, prompts) if cfg.judge else None  # before any model loads
     if oracle_name:
         check_judge(oracle_name, replace(options, template=None), prompts)

@@ -17,6 +17,7 @@ from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
 from realspo.outputs import check_writable
+from realspo.served.options import ServedFields, is_served, served_name
 
 if TYPE_CHECKING:  # the sampling modules import torch: in the functions that run
     from realspo.generation.sampling import SamplingSettings
@@ -25,9 +26,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class GenerateConfig:
-    model: str = option(help="causal LM to sample from: a model directory, .gguf file or hub id", metavar="PATH",
-                        path="input")
+class GenerateConfig(ServedFields):
+    model: str = option(help="causal LM to sample from: a model directory, .gguf file or hub id, "
+                             "or openai:NAME for a model behind an OpenAI-compatible server "
+                             "(--base-url)", metavar="PATH", path="input")
     prompts: str = option(help="prompts file (JSONL/JSON/CSV/Parquet, dataset dir or hub id) with "
                                "'prompt' (text or [{role, content}] messages) and optional "
                                "'prompt_id'/'id'", metavar="FILE", path="input")
@@ -53,6 +55,8 @@ class GenerateConfig:
     allow_pickle: bool = option(False, "accept a model directory whose weights are only pickled "
                                        ".bin files (unpickling can run code: trusted sources only)")
     progress: bool = option(True, "show a progress bar")
+    base_url: str | None = option(None, "openai:NAME: the server's OpenAI-compatible base URL, "
+                                        "e.g. http://127.0.0.1:8000/v1", metavar="URL")
 
     def validate(self) -> None:
         if self.num_responses < 2:
@@ -65,6 +69,10 @@ class GenerateConfig:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_seed(self.seed)
         self.settings().validate()
+        if self.check_served(self.model, "--model", self.base_url, "--base-url") \
+                and self.chat_template != "auto":
+            raise ConfigError("--chat-template has no effect with openai:NAME: the server "
+                              "applies the model's own chat template")
 
     def settings(self) -> SamplingSettings:
         from realspo.generation.sampling import SamplingSettings
@@ -85,14 +93,32 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(GenerateConfig, args)
     check_writable(cfg.out, cfg.overwrite or cfg.resume)  # before reading prompts or the model
     prompts = read_prompts(cfg.prompts, cfg.split)
+    if is_served(cfg.model):
+        return _run_served(cfg, prompts)
     rows = generate_candidates(
         cfg.model, prompts, cfg.out, cfg.settings(), batch_size=cfg.batch_size,
         resume=cfg.resume, overwrite=cfg.overwrite, device=cfg.device, dtype=cfg.dtype,
         trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
         allow_pickle=cfg.allow_pickle,
     )
+    print(_summary(cfg, rows))
+    return 0
+
+
+def _summary(cfg: GenerateConfig, rows: list) -> str:
     total = sum(len(r["responses"]) for r in rows)
     cut = sum(not f for r in rows for f in r["finished"])
-    print(f"wrote {total} responses for {len(rows)} prompts to {cfg.out}; {cut} of {total} cut at "
-          f"--max-new-tokens {cfg.max_new_tokens} (finished: false)")
+    return (f"wrote {total} responses for {len(rows)} prompts to {cfg.out}; {cut} of {total} cut "
+            f"at --max-new-tokens {cfg.max_new_tokens} (finished: false)")
+
+
+def _run_served(cfg: GenerateConfig, prompts: list) -> int:
+    from realspo.generation.served import generate_served
+
+    options = cfg.served_options(cfg.base_url, "--base-url")  # checked by validate()
+    rows, usage = generate_served(served_name(cfg.model, "--model"), prompts, cfg.out,
+                                  cfg.settings(), options, overwrite=cfg.overwrite or cfg.resume,
+                                  progress=cfg.progress)
+    print(f"{_summary(cfg, rows)}; {usage['requests_sent']} requests sent, tokens: "
+          f"{usage['prompt_tokens']} prompt, {usage['completion_tokens']} completion")
     return 0

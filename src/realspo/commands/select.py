@@ -40,6 +40,7 @@ from realspo.selection.strategies import (
     strategy_help,
     strategy_names,
 )
+from realspo.served.options import ServedFields, is_served
 
 EPILOG = """\
 examples:
@@ -58,7 +59,7 @@ EMBEDDING_OPTIONS = ("conditioned", "chat_template", "batch_size", "max_length",
 
 
 @dataclass
-class SelectConfig:
+class SelectConfig(ServedFields):
     data: str = option(help="input data: a .jsonl/.json/.parquet/.csv file, a dataset directory "
                             "or a hub dataset id", metavar="PATH", path="input")
     out: str = option(help="output table: .parquet -> Parquet, .csv -> CSV, anything else -> JSON Lines",
@@ -68,8 +69,9 @@ class SelectConfig:
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
     model: str | None = option(None, "causal LM (directory or hub id) whose final hidden layer "
                                      "embeds the responses", metavar="PATH", path="input")
-    embedder: str | None = option(None, "a sentence-transformers model instead, written st:PATH",
+    embedder: str | None = option(None, "instead: a sentence-transformers model st:PATH, or openai:NAME",
                                   metavar="st:PATH")
+    base_url: str | None = option(None, "--embedder openai:NAME: the server's base URL", metavar="URL")
     embeddings: str | None = option(None, "precomputed embeddings instead (.npy or .safetensors, one "
                                           "row per response in input order)", metavar="FILE",
                                     path="input")
@@ -122,9 +124,11 @@ class SelectConfig:
         if len(sources) != 1:
             given = f"got {' and '.join(sources)}" if sources else "got none"
             raise ConfigError(f"give exactly one of --model, --embedder, --embeddings ({given})")
-        if self.embedder is not None and (not self.embedder.startswith("st:") or len(self.embedder) < 4):
-            raise ConfigError(f"--embedder: expected st:PATH (a sentence-transformers model), got "
-                              f"{self.embedder!r}; use --model for a causal LM")
+        self.check_served(self.embedder, "--embedder", self.base_url, "--base-url")
+        if self.embedder is not None and not is_served(self.embedder) and (
+                not self.embedder.startswith("st:") or len(self.embedder) < 4):
+            raise ConfigError(f"--embedder: expected st:PATH (a sentence-transformers model) or "
+                              f"openai:NAME, got {self.embedder!r}; use --model for a causal LM")
         if self.embeddings is not None:
             defaults = SelectConfig(data="", out="")
             changed = [n for n in EMBEDDING_OPTIONS if getattr(self, n) != getattr(defaults, n)]
@@ -259,6 +263,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
             trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
             show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
             checkpoint_every=cfg.checkpoint_every,
+            served=cfg.check_served(cfg.embedder, "--embedder", cfg.base_url, "--base-url"),
         )
     try:
         return _select_and_write(cfg, groups, work, origin, cut, fmt, emb, eligible, rows_skipped,

@@ -7,16 +7,28 @@ request and ``--concurrency`` requests in flight. Each response's vector is jour
 asking again, and a response seen before is never sent twice. The server pools as it was
 started to pool (mean, last token or CLS); the rows are L2-normalised here, as the local
 embedders' rows are, so similarities are cosines.
+
+A server that returns one vector per token (llama-cpp-python's server for a causal LM: it has
+no pooling option) is mean-pooled here, which is REAL's pooling; on the SmolLM2 GGUF the
+result matches the local ``--model`` embedding of the same model to cosine 0.9996
+(``tests/test_served_llama.py``). That server gets the rows of every text but the first of a
+batch wrong (measured), so once it answers per token each text is sent alone (a batch then
+counts as one request against ``--max-requests``).
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+
 import numpy as np
 
 from realspo.errors import RealspoError
-from realspo.served.client import ServedClient
+from realspo.served.client import ServedClient, mean_of_tokens
 from realspo.served.journal import request_key
 from realspo.served.options import ServedOptions
+
+log = logging.getLogger(__name__)
 
 
 def embed_served(texts: list[str], model: str, options: ServedOptions, *, batch_size: int = 16,
@@ -42,10 +54,23 @@ def embed_served(texts: list[str], model: str, options: ServedOptions, *, batch_
     text_of = dict(zip(keys, texts, strict=True))
     batches = [missing[lo:lo + batch_size] for lo in range(0, len(missing), batch_size)]
 
+    per_token = threading.Event()
+
     def send(batch: list[str]) -> None:
+        if per_token.is_set() and len(batch) > 1:
+            for key in batch:
+                send([key])
+            return
         vectors = client.embed([text_of[k] for k in batch])
+        if vectors and vectors[0] and isinstance(vectors[0][0], list) and not per_token.is_set():
+            per_token.set()
+            log.warning("%s answers one vector per token: mean-pooling them, one text per "
+                        "request", base_url)
+            if len(batch) > 1:
+                send(batch)
+                return
         for key, vector in zip(batch, vectors, strict=True):
-            journal.add(key, vector)  # each text on its own: a resumed run batches differently
+            journal.add(key, mean_of_tokens(vector))  # each text alone: a resume batches anew
 
     client.run(batches, send, cached=len(set(keys)) - len(missing), kept_in=str(journal.path),
                desc="embedding (served)", progress=show_progress)

@@ -120,7 +120,7 @@ def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label
     they become ``chosen_score``/``rejected_score`` and ``oracle_chosen``/``oracle_rejected``
     (+ ``label_error``: True, False, or None on an oracle tie).
     """
-    rows, counts = [], {"tie": 0, "skip": 0, "unanswered": 0}
+    rows, counts = [], {"tie": 0, "skip": 0, "unanswered": 0, "unparseable": 0}
     errors = compared = 0
     for n, (pair, outcome) in enumerate(zip(pairs, outcomes, strict=True)):
         if outcome not in ("A", "B"):

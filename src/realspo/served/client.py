@@ -115,6 +115,8 @@ class ServedClient:
         import openai
 
         self.model, self.options = model, options
+        for name in ("httpx", "httpx2"):  # one INFO line per request would drown the progress bar
+            logging.getLogger(name).setLevel(logging.WARNING)
         self._secret = os.environ.get(options.api_key_env) or None
         # a local server needs no key, but the library wants one: send a placeholder
         self._client = openai.OpenAI(base_url=options.base_url, api_key=self._secret or "none",
@@ -156,14 +158,15 @@ class ServedClient:
                                f"({_first_line(reply, 120)})")
         return check_chat_reply(reply.model_dump(exclude_unset=True), self.options.base_url)
 
-    def embed(self, texts: list[str]) -> list[list[float]]:
-        """Embedding vectors of ``texts`` from ``/embeddings``, in input order."""
+    def embed(self, texts: list[str]) -> list[Any]:
+        """What ``/embeddings`` returns for each of ``texts``, in input order: a vector, or
+        one vector per token (:func:`mean_of_tokens` pools them)."""
         reply = self._call(lambda: self._client.embeddings.create(model=self.model, input=texts))
         data = getattr(reply, "data", None)
         if not isinstance(data, list) or len(data) != len(texts):
             raise RealspoError(f"{self.options.base_url}: the reply is not an embeddings list for "
                                f"{len(texts)} inputs ({_first_line(repr(reply), 120)})")
-        return [mean_of_tokens(item.embedding) for item in sorted(data, key=lambda item: item.index)]
+        return [item.embedding for item in sorted(data, key=lambda item: item.index)]
 
     def send_all(self, journal: ReplyJournal, requests: Sequence[tuple[str, Any]],
                  send: Callable[[Any], Any], desc: str = "requests",

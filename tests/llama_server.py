@@ -21,6 +21,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 REQUIRE_ENV = "REALSPO_REQUIRE_LLAMA_SERVER"
+KEY = "realspo-test-key-5d1e"  # the test server's --api_key; clients read it from KEY_ENV
+KEY_ENV = "REALSPO_TEST_SERVER_KEY"
+ALIAS = "smollm2"
 
 
 def server_python() -> str | None:
@@ -36,6 +39,20 @@ def server_python() -> str | None:
     except ImportError:
         return None
     return sys.executable
+
+
+def require_server_python() -> str:
+    """:func:`server_python`, else skip the test (fail under ``REALSPO_REQUIRE_LLAMA_SERVER=1``)."""
+    import pytest
+
+    python = server_python()
+    if python is None:
+        message = ("no llama.cpp server: set REALSPO_LLAMA_PYTHON or run `make test-served` "
+                   "(pip install 'llama-cpp-python[server]' into .venv-llama)")
+        if os.environ.get(REQUIRE_ENV) == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
 
 
 def free_port() -> int:

@@ -251,7 +251,9 @@ def _prompts(tmp_path):
     (["--model", "/some/model", "--base-url", URL], "--base-url has no effect without --model openai:NAME"),
     (["--model", "/some/model", "--concurrency", "3"], "--concurrency has no effect"),
 ])
-def test_bad_served_options_are_one_line_exit_2_nothing_written(tmp_path, capsys, extra, message):
+def test_bad_served_options_are_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, extra,
+                                                                 message):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     out = tmp_path / "out.jsonl"
     code = main(["generate", "--prompts", _prompts(tmp_path), "--out", str(out), *extra])
     err = capsys.readouterr().err.strip()

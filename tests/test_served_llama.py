@@ -23,34 +23,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llama_server import REQUIRE_ENV, LlamaServer, server_python
+from llama_server import KEY, KEY_ENV, LlamaServer, require_server_python
 
 from realspo.cli import main
 
-KEY = "realspo-test-key-5d1e"  # the server's --api_key; the client reads it from KEY_ENV
-KEY_ENV = "REALSPO_TEST_SERVER_KEY"
 MODEL = "openai:smollm2"
 OBVIOUS_PAIRS = Path(__file__).parent / "data" / "obvious_pairs.jsonl"
 
 
 @pytest.fixture(scope="module")
-def llama_python() -> str:
-    python = server_python()
-    if python is None:
-        message = ("no llama.cpp server: set REALSPO_LLAMA_PYTHON or run `make test-served` "
-                   "(pip install 'llama-cpp-python[server]' into .venv-llama)")
-        if os.environ.get(REQUIRE_ENV) == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    return python
-
-
-@pytest.fixture(scope="module")
-def server(llama_python, smollm2_gguf, tmp_path_factory):
-    log = tmp_path_factory.mktemp("llama") / "server.log"
-    running = LlamaServer(llama_python, smollm2_gguf, api_key=KEY, log=log).start()
-    yield running
-    running.stop()
+def server(llama_server) -> LlamaServer:
+    return llama_server
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +227,9 @@ def test_a_wrong_key_is_one_line_exit_2_before_any_judging(server, tmp_path, mon
 
 
 @pytest.fixture(scope="module")
-def embedding_server(llama_python, smollm2_gguf, tmp_path_factory):
+def embedding_server(smollm2_gguf, tmp_path_factory):
     log = tmp_path_factory.mktemp("llama-embed") / "server.log"
-    running = LlamaServer(llama_python, smollm2_gguf, embedding=True, log=log).start()
+    running = LlamaServer(require_server_python(), smollm2_gguf, embedding=True, log=log).start()
     yield running
     running.stop()
 

@@ -23,7 +23,7 @@ import numpy as np
 from realspo.errors import ConfigError, InputError
 from realspo.labels.judge_prompts import judge_mode, read_template
 from realspo.labels.pairwise import PairwiseJudge
-from realspo.served.options import ServedOptions, served_name
+from realspo.served.options import ServedOptions, check_base_url, served_name
 
 Judge = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # (prompts, responses) -> (N,) rewards
 
@@ -170,9 +170,8 @@ def _check_llm_judge(value: str, options: JudgeOptions, prompts: Sequence[str]) 
 
 
 def _served_options(value: str, options: JudgeOptions) -> ServedOptions:
-    if options.served is None:
-        raise ConfigError(f"--judge {value}: give the server's base URL (--judge-base-url URL)")
-    return options.served
+    """The judge's server: ``options.served``, else the defaults at ``$OPENAI_BASE_URL``."""
+    return options.served or ServedOptions(base_url=check_base_url(None, "--judge-base-url"))
 
 
 def _served_judge(value: str, options: JudgeOptions) -> PairwiseJudge:

@@ -112,7 +112,11 @@ class ServedClient:
     """
 
     def __init__(self, model: str, options: ServedOptions, http_client: Any = None) -> None:
-        import openai
+        try:
+            import openai
+        except ImportError:
+            raise RealspoError("openai:NAME needs the openai client library: pip install "
+                               "'realspo[served]'") from None
 
         self.model, self.options = model, options
         for name in ("httpx", "httpx2"):  # one INFO line per request would drown the progress bar

@@ -18,6 +18,7 @@ from realspo.errors import ConfigError
 
 PREFIX = "openai:"
 DEFAULT_KEY_ENV = "OPENAI_API_KEY"
+BASE_URL_ENV = "OPENAI_BASE_URL"  # the openai library's own fallback for the base URL
 
 
 def is_served(value: str | None) -> bool:
@@ -34,10 +35,12 @@ def served_name(value: str, flag: str) -> str:
 
 
 def check_base_url(url: str | None, flag: str) -> str:
-    """``url`` without a trailing slash if it is an http(s) URL with a host; else ConfigError."""
+    """``url`` (else ``$OPENAI_BASE_URL``) without a trailing slash if it is an http(s) URL with
+    a host; else ConfigError."""
+    url = url or os.environ.get(BASE_URL_ENV)
     if not url:
         raise ConfigError(f"{flag} is required with an openai:NAME model (e.g. "
-                          "http://127.0.0.1:8000/v1)")
+                          f"http://127.0.0.1:8000/v1), or set ${BASE_URL_ENV}")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{flag} {url!r}: expected an http:// or https:// URL with a host, "

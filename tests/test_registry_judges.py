@@ -75,8 +75,8 @@ def _served_example(request):
     import math
 
     import openai
-    from llama_server import ALIAS, KEY
 
+    from llama_server import ALIAS, KEY
     from realspo.labels.llm_judge import DEFAULT_TEMPLATE
 
     server = request.getfixturevalue("llama_server")

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from llama_server import KEY, KEY_ENV, LlamaServer, require_server_python
 
+from llama_server import KEY, KEY_ENV, LlamaServer, require_server_python
 from realspo.cli import main
 
 MODEL = "openai:smollm2"

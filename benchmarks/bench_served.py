@@ -102,9 +102,14 @@ def main(argv: list[str] | None = None) -> int:
                  "samples": f"K={args.num_responses} per prompt, temperature 1, top-p 0.95, "
                             f"max_new_tokens {args.max_new_tokens}",
                  "threads": f"{threads} torch thread locally; server --n_threads 1"}
-        notes = ["llama-cpp-python's server runs one request at a time (one model, one context), "
-                 "so --concurrency 4 only queues requests there; a batching server (vLLM, TGI, "
-                 "llama.cpp's own llama-server with --parallel) is where concurrency pays.",
+        notes = ["llama-cpp-python's server decodes one request at a time (one model, one "
+                 "context); what 4 requests in flight gain there comes from overlapping the gaps "
+                 "between requests, not from batching (not isolated further). A batching server "
+                 "(vLLM, TGI, llama.cpp's own llama-server with --parallel) is where "
+                 "--concurrency pays.",
+                 "The sides ran one after the other on a shared, busy machine (load average at "
+                 "the start above): the load changed during the run, so compare rates within "
+                 "one run only.",
                  "The server samples with its own defaults for what realspo does not send "
                  "(llama-cpp-python: top_k 40, min_p 0.05), so the samples differ from local ones.",
                  "Each served run starts with an empty reply cache: every sample is a request."]

@@ -24,7 +24,8 @@ from typing import Any
 
 from realspo.chat_format import hh_messages
 from realspo.generation.prompts import Prompt, PromptRecord
-from realspo.generation.sampling import SamplingSettings, row_seed
+from realspo.generation.sampling import row_seed
+from realspo.generation.settings import SamplingSettings
 from realspo.outputs import check_writable, write_rows
 from realspo.served.client import ServedClient
 from realspo.served.journal import request_key

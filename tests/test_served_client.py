@@ -250,6 +250,8 @@ def _prompts(tmp_path):
     (["--model", "openai:m", "--base-url", URL, "--timeout", "0"], "--timeout must be > 0"),
     (["--model", "/some/model", "--base-url", URL], "--base-url has no effect without --model openai:NAME"),
     (["--model", "/some/model", "--concurrency", "3"], "--concurrency has no effect"),
+    (["--model", "openai:m", "--base-url", URL, "--top-k", "5"], "--top-k is not an OpenAI API parameter"),
+    (["--model", "openai:m", "--base-url", URL, "--chat-template", "off"], "--chat-template has no effect"),
 ])
 def test_bad_served_options_are_one_line_exit_2_nothing_written(tmp_path, capsys, monkeypatch, extra,
                                                                  message):

@@ -107,6 +107,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
             trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
             show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
             checkpoint_every=cfg.checkpoint_every,
+            served=cfg.check_served(cfg.embedder, "--embedder", cfg.base_url, "--base-url"),
         )
     try:
         return _select_and_write(cfg, groups, work, origin, cut, fmt, emb, eligible, rows_skipped,

@@ -15,7 +15,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from realspo.errors import InputError
+from realspo.errors import ConfigError, InputError
 from realspo.gguf import resolve_model_path
 
 if TYPE_CHECKING:
@@ -29,12 +29,56 @@ def pick_device(device: str | None = None) -> torch.device:
     import torch  # in the functions, not at the top: `realspo CMD --help` imports this module
 
     if device and device != "auto":
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(device: str | None) -> torch.device | None:
+    """The ``torch.device`` that ``--device`` names, refused (one line) unless this machine's
+    torch has it: ``cuda`` on a build without CUDA or without that GPU, ``mps`` off Apple,
+    ``tpu`` or a misspelling anywhere. ``auto`` / None: None (pick the best later).
+
+    Args:
+        device: the option's value.
+
+    Returns:
+        The device, or None for ``auto``.
+    """
+    import torch
+
+    if not device or device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"--device {device}: not a device name; expected auto, cpu, cuda, "
+                          "cuda:N or mps") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: this torch has no CUDA device "
+                              f"(torch {torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {device}: only {count} CUDA device(s) here (0..{count - 1})")
+        return dev
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps and mps.is_available()):
+            raise ConfigError(f"--device {device}: MPS (Apple GPUs) is not available here; "
+                              "use --device cpu or auto")
+        return dev
+    backend = getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if callable(available) and available():
+        return dev
+    raise ConfigError(f"--device {device}: torch has no usable {dev.type} device here; expected "
+                      "auto, cpu, cuda, cuda:N or mps")
 
 
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:

@@ -27,7 +27,8 @@ class EvaluateConfig:
                                 "reference for the implicit reward", metavar="PATH", path="input")
     prompts: str = option(help="evaluation prompts (same format as `realspo generate`)",
                           metavar="FILE", path="input")
-    judge: str = option(help=f"what scores the responses, a judge: {judges_help()}", metavar="NAME")
+    judge: str = option(help=f"what scores the responses, a judge: {judges_help()}", metavar="NAME",
+                       path="input")
     out: str = option(help="where to write the results (JSON)", metavar="FILE", path="output")
     judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
                                               "{prompt}, {response_a}, {response_b}", metavar="FILE",

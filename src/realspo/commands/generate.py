@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
-from realspo.outputs import check_writable
+from realspo.outputs import check_writable, output_lock
 
 if TYPE_CHECKING:  # the sampling modules import torch: in the functions that run
     from realspo.generation.sampling import SamplingSettings
@@ -66,6 +66,10 @@ class GenerateConfig:
         check_seed(self.seed)
         self.settings().validate()
 
+    def reserved_paths(self) -> dict[str, str]:
+        """The progress sidecar ``OUT.partial.jsonl``: a name this command derives for itself."""
+        return {"the progress file of --out": self.out + ".partial.jsonl"}
+
     def settings(self) -> SamplingSettings:
         from realspo.generation.sampling import SamplingSettings
 
@@ -81,16 +85,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from realspo.generation.candidates import generate_candidates
     from realspo.generation.prompts import read_prompts
+    from realspo.models import check_device
 
     cfg = resolve(GenerateConfig, args)
     check_writable(cfg.out, cfg.overwrite or cfg.resume)  # before reading prompts or the model
-    prompts = read_prompts(cfg.prompts, cfg.split)
-    rows = generate_candidates(
-        cfg.model, prompts, cfg.out, cfg.settings(), batch_size=cfg.batch_size,
-        resume=cfg.resume, overwrite=cfg.overwrite, device=cfg.device, dtype=cfg.dtype,
-        trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
-        allow_pickle=cfg.allow_pickle,
-    )
+    check_device(cfg.device)
+    with output_lock(cfg.out):  # one run per output, taken before any work
+        prompts = read_prompts(cfg.prompts, cfg.split)
+        rows = generate_candidates(
+            cfg.model, prompts, cfg.out, cfg.settings(), batch_size=cfg.batch_size,
+            resume=cfg.resume, overwrite=cfg.overwrite, device=cfg.device, dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
+            allow_pickle=cfg.allow_pickle,
+        )
     total = sum(len(r["responses"]) for r in rows)
     cut = sum(not f for r in rows for f in r["finished"])
     print(f"wrote {total} responses for {len(rows)} prompts to {cfg.out}; {cut} of {total} cut at "

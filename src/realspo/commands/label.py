@@ -56,7 +56,8 @@ class LabelConfig:
                                    path="input")
     judge: str | None = option(None, f"label by a judge: {judges_help()}; a pairwise judge's "
                                      "probability that the chosen response is preferred becomes "
-                                     "chosen_score (rejected_score = 1 - it)", metavar="NAME")
+                                     "chosen_score (rejected_score = 1 - it)", metavar="NAME",
+                                path="input")
     judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
                                               "{prompt}, {response_a}, {response_b}", metavar="FILE",
                                         path="input")
@@ -76,7 +77,8 @@ class LabelConfig:
     flip: float = option(0.0, "--simulate: flip rate f; P = (1 - f) p + f (1 - p)")
     oracle: str | None = option(None, f"oracle reward, a judge: {judges_help()}; used by "
                                       f"--simulate (default {PROVING_GROUND.name}) and, with any "
-                                      "other source, for the label-error rate", metavar="NAME")
+                                      "other source, for the label-error rate", metavar="NAME",
+                                 path="input")
     seed: int = option(0, "seed of the shown order (--export-tasks) and of --simulate")
     model: str | None = option(None, "--export-tasks: the model that wrote the responses; its chat "
                                      "template's system prompt is shown to annotators", metavar="PATH",

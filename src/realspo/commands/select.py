@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, InputError, RealspoError
 from realspo.formats.registry import format_names, load_groups
+from realspo.output_lock import main_process_lock
 from realspo.outputs import check_writable, write_rows
 from realspo.schema import num_responses
 from realspo.selection.budget import count_eligible, parse_budget, resolve_budget
@@ -116,6 +116,10 @@ class SelectConfig:
                                  "that directory is cleared and embedding starts over")
     checkpoint_every: int = option(64, "save embedding progress (for --resume) every N batches")
     overwrite: bool = option(False, "replace existing output files")
+
+    def reserved_paths(self) -> dict[str, str]:
+        """The embedding progress ``OUT.embeddings-partial/``: a name select derives for itself."""
+        return {"the embedding progress of --out": str(progress_dir(self.out))}
 
     def validate(self) -> None:
         sources = [f"--{n}" for n in ("model", "embedder", "embeddings") if getattr(self, n)]
@@ -213,8 +217,12 @@ def progress_dir(out: str | Path) -> Path:
 
 
 def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to discard an interrupted run's saved embeddings unless told to (as ``generate`` does)."""
-    if resume or overwrite or not progress.is_dir() or not any(progress.iterdir()):
+    """Refuse to discard an interrupted run's saved embeddings unless told to (as ``generate``
+    does), and a directory at the progress name that realspo did not make in any case."""
+    from realspo.embeddings.progress import EmbeddingCheckpoint, check_progress_owned
+
+    check_progress_owned(progress)
+    if resume or overwrite or not EmbeddingCheckpoint(progress, "").chunks():
         return
     raise RealspoError(f"{progress}: an interrupted run left its embedding progress here; pass "
                        "--resume to continue it or --overwrite to start over")
@@ -222,11 +230,21 @@ def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> N
 
 def select_from_config(cfg: SelectConfig) -> SelectResult:
     """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
-    from realspo.embeddings.embed import embed_responses, load_embeddings
-
     check_writable(cfg.out, cfg.overwrite)
     if cfg.save_embeddings:
         check_writable(cfg.save_embeddings, cfg.overwrite)
+    with main_process_lock(cfg.out):  # one run per output, before any work
+        return _select_locked(cfg)
+
+
+def _select_locked(cfg: SelectConfig) -> SelectResult:
+    from realspo.embeddings.embed import embed_responses, load_embeddings
+    from realspo.embeddings.progress import remove_progress
+
+    if not cfg.embeddings:
+        from realspo.models import check_device
+
+        check_device(cfg.device)
     check_scorers(cfg)
     rows_skipped: dict[str, int] = {}
     groups, fmt = load_groups(cfg.data, cfg.format, cfg.split, skipped=rows_skipped)
@@ -268,7 +286,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
         # could not resume from the sidecar, so it must not be refused for it. (A kill, Ctrl-C
         # or an environment failure such as a full disk keeps it, for --resume.)
         if not cfg.embeddings:
-            shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)
+            remove_progress(progress_dir(cfg.out))
         raise
 
 
@@ -340,7 +358,10 @@ def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, 
             save_embeddings(cfg.save_embeddings, all_emb, overwrite=cfg.overwrite,
                             metadata=meta if cfg.save_embeddings.lower().endswith(".safetensors") else None)
         write_rows(cfg.out, rows, overwrite=cfg.overwrite)
-        shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)  # the result is safely written
+        if not cfg.embeddings:
+            from realspo.embeddings.progress import remove_progress
+
+            remove_progress(progress_dir(cfg.out))  # the result is safely written
     return SelectResult(fmt, len(groups), eligible, kind, rows, dropped, selection, Path(cfg.out),
                         rows_skipped, cut)
 

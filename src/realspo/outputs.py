@@ -167,6 +167,31 @@ def check_replaceable_dir(path: Path, kind: str) -> None:
         raise OutputExistsError(str(path), f"is {what}, not a {kind} output")
 
 
+def check_dir_output(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
+                     replace_unmarked: bool = False) -> Path:
+    """Fail early if :func:`atomic_dir` could not write the directory ``path``: it exists
+    (without ``overwrite``, or not a realspo ``kind`` output), it cannot be written, or its
+    reserved backup name ``.NAME.old`` holds something realspo did not put there.
+
+    Args:
+        path: the output directory.
+        overwrite: whether an existing ``kind`` output may be replaced.
+        kind: the kind recorded in the directory's marker.
+        replace_unmarked: also replace an unmarked directory (realspo's own caches).
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = check_writable(path, overwrite)
+    if path.exists() and not (replace_unmarked and path.is_dir() and output_kind(path) is None):
+        check_replaceable_dir(path, kind)
+    old = backup_name(path)
+    if os.path.lexists(old) and not _is_backup(path):
+        raise OutputExistsError(str(old), f"is reserved for the backup of {path.name} and is not "
+                                          "realspo's; move it away")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
                replace_unmarked: bool = False) -> Iterator[Path]:
@@ -181,13 +206,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
     """
     if Path(path).name:
         _finish_swap(Path(path))  # a kill may have interrupted an earlier swap
-    path = check_writable(path, overwrite)
-    if path.exists() and not (replace_unmarked and path.is_dir() and output_kind(path) is None):
-        check_replaceable_dir(path, kind)
+    path = check_dir_output(path, overwrite, kind=kind, replace_unmarked=replace_unmarked)
     old = backup_name(path)
-    if os.path.lexists(old) and not _is_backup(path):
-        raise OutputExistsError(str(old), f"is reserved for the backup of {path.name} and is not "
-                                          "realspo's; move it away")
     created = make_parents(path)
     tmp = _temporary_name(path)
     made = False

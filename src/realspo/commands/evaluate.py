@@ -13,7 +13,7 @@ from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve, to_dict
 from realspo.errors import ConfigError
 from realspo.labels.judges import judges_help
-from realspo.outputs import check_writable, write_json
+from realspo.outputs import check_writable, output_lock, write_json
 from realspo.schema import read_preference_rows
 
 if TYPE_CHECKING:  # the sampling module imports torch: in the functions that run
@@ -82,11 +82,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    cfg = resolve(EvaluateConfig, args)
+    check_writable(cfg.out, cfg.overwrite)
+    with output_lock(cfg.out):  # one run per output, before any work
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: EvaluateConfig) -> int:
     from realspo.evaluation.evaluate import evaluate_models
     from realspo.generation.prompts import read_prompts
 
-    cfg = resolve(EvaluateConfig, args)
-    check_writable(cfg.out, cfg.overwrite)
     prompts = read_prompts(cfg.prompts, cfg.split)[: cfg.num_prompts]
     pairs = [row.data for row in read_preference_rows(cfg.pairs, conversational=False)] \
         if cfg.pairs else None

@@ -34,7 +34,7 @@ from realspo.labels.outcomes import (
     outcome_of,
     pair_scores,
 )
-from realspo.outputs import check_outputs_apart, check_writable, write_rows
+from realspo.outputs import check_outputs_apart, check_writable, output_lock, write_rows
 from realspo.schema import read_annotation_rows
 
 MODES = ("from_scores", "reward_model", "judge", "export_tasks", "annotations", "simulate")
@@ -147,6 +147,16 @@ def run(args: argparse.Namespace) -> int:
     check_key_path(cfg)
     if cfg.out:
         check_writable(cfg.out, cfg.overwrite)
+    if cfg.device != "auto":
+        from realspo.models import check_device
+
+        check_device(cfg.device)
+    with output_lock(cfg.out or cfg.export_tasks):  # one run per output, before any work
+        return _label(cfg)
+
+
+def _label(cfg: LabelConfig) -> int:
+    """``realspo label`` once the output is locked."""
     pairs = read_annotation_rows(cfg.pairs)
     if cfg.export_tasks:
         shown = None

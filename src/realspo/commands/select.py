@@ -216,18 +216,6 @@ def progress_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".embeddings-partial")
 
 
-def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to discard an interrupted run's saved embeddings unless told to (as ``generate``
-    does), and a directory at the progress name that realspo did not make in any case."""
-    from realspo.embeddings.progress import EmbeddingCheckpoint, check_progress_owned
-
-    check_progress_owned(progress)
-    if resume or overwrite or not EmbeddingCheckpoint(progress, "").chunks():
-        return
-    raise RealspoError(f"{progress}: an interrupted run left its embedding progress here; pass "
-                       "--resume to continue it or --overwrite to start over")
-
-
 def select_from_config(cfg: SelectConfig) -> SelectResult:
     """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
     check_writable(cfg.out, cfg.overwrite)
@@ -237,14 +225,10 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
         return _select_locked(cfg)
 
 
-def _select_locked(cfg: SelectConfig) -> SelectResult:
+def _select_locked(cfg: SelectConfig) -> SelectResult:  # (pick_device checks --device)
     from realspo.embeddings.embed import embed_responses, load_embeddings
-    from realspo.embeddings.progress import remove_progress
+    from realspo.embeddings.progress import check_interrupted_run, remove_progress
 
-    if not cfg.embeddings:
-        from realspo.models import check_device
-
-        check_device(cfg.device)
     check_scorers(cfg)
     rows_skipped: dict[str, int] = {}
     groups, fmt = load_groups(cfg.data, cfg.format, cfg.split, skipped=rows_skipped)

@@ -60,6 +60,16 @@ def remove_progress(path: str | Path) -> None:
         shutil.rmtree(path)
 
 
+def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to discard an interrupted run's saved embeddings unless told to (as ``generate``
+    does), and a directory at the progress name that realspo did not make in any case."""
+    check_progress_owned(progress)
+    if resume or overwrite or not EmbeddingCheckpoint(progress, "").chunks():
+        return
+    raise RealspoError(f"{progress}: an interrupted run left its embedding progress here; pass "
+                       "--resume to continue it or --overwrite to start over")
+
+
 def embedding_fingerprint(texts: Sequence[str], prompts: Sequence[str] | None,
                           options: dict[str, Any]) -> str:
     """SHA-256 (hex) of the texts, the prompts (or None) and the options (JSON-serialisable)."""

@@ -50,6 +50,7 @@ import numpy as np
 
 from realspo.errors import InputError
 from realspo.labels.pairwise import Comparison, compare_both_orders
+from realspo.template_sandbox import render_guarded
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +184,9 @@ class LLMJudge:
         text = self.template.format(prompt=prompt, response_a=response_a, response_b=response_b)
         if not self.chat:
             return text + PLAIN_ANSWER_CUE + self.gap
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                  tokenize=False, add_generation_prompt=True) + self.gap
+        return render_guarded(lambda: self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True),
+            "the judge") + self.gap
 
     def p_first(self, texts: Sequence[str]) -> np.ndarray:
         """(M,) P("A") over {"A", "B"} as the next token after each text (batched, left-padded)."""

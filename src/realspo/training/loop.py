@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from realspo.config import to_dict
-from realspo.errors import TrainingDiverged
+from realspo.errors import InputError, TrainingDiverged
 from realspo.faults import after_batch
 from realspo.outputs import output_lock
 from realspo.processes import destroy_process_group_at_exit
@@ -229,6 +229,9 @@ class _Run:
         self.acc.wait_for_everyone()  # every process has checked OUT before it changes
         if resume_from is not None:
             step = int(restore_checkpoint(self.acc, self._parts(), resume_from)["step"])
+            if step > self.total:  # a forged step would "finish" the run without training
+                raise InputError(str(resume_from), f"a checkpoint at step {step}, beyond this "
+                                                   f"run's {self.total} steps; not this run's")
             if self.acc.is_main_process:
                 log.info("resuming from %s (step %d)", resume_from, step)
         elif self.start.restart and self.acc.is_main_process:

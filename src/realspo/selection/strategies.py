@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget, resolve_budget
 from realspo.selection.design import DesignCandidates, select_design
+from realspo.selection.large_groups import BLOCK_THRESHOLD, pick_large_group
 from realspo.selection.pickers import (  # noqa: F401  (re-exported: the REAL pickers' old home)
     TIE_TOLERANCE,
     Chunk,
@@ -272,6 +273,17 @@ def select_pairs(
     for k in np.unique(sizes[sizes >= 2]):
         k = int(k)
         members = np.flatnonzero(sizes == k)
+        if k > BLOCK_THRESHOLD:  # memory linear in K: never a whole K x K matrix
+            for g in members:
+                rows = starts[g] + np.arange(k)
+                scores = {name: None if v is None or not chosen.uses(name) else torch.from_numpy(v[rows])[None]
+                          for name, v in extra.items()}
+                a, b, pair_sim[g], pair_key[g], eligible[g], sample = pick_large_group(
+                    chosen, np.asarray(embeddings[rows]), None if keys is None else keys[rows],
+                    float(uniforms[g]), scores)
+                pair_a[g], pair_b[g] = a, b
+                all_sims.append(sample)
+            continue
         chunk = max(1, CHUNK_ELEMENTS // (k * max(dim, 1)))
         upper = torch.ones(k, k, dtype=torch.bool).triu(1)
         for lo in range(0, len(members), chunk):

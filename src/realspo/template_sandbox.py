@@ -138,6 +138,7 @@ def guarded_compile(original: Callable[[str], Any]) -> Callable[[str], Any]:
         return env.from_string(chat_template)
 
     compile_template.realspo_guarded = True  # type: ignore[attr-defined]
+    compile_template.original = original  # type: ignore[attr-defined]
     return compile_template
 
 

@@ -69,7 +69,7 @@ class SelectConfig:
     model: str | None = option(None, "causal LM (directory or hub id) whose final hidden layer "
                                      "embeds the responses", metavar="PATH", path="input")
     embedder: str | None = option(None, "a sentence-transformers model instead, written st:PATH",
-                                  metavar="st:PATH")
+                                  metavar="st:PATH", path="input")
     embeddings: str | None = option(None, "precomputed embeddings instead (.npy or .safetensors, one "
                                           "row per response in input order)", metavar="FILE",
                                     path="input")

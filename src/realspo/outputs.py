@@ -210,10 +210,8 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
     old = backup_name(path)
     created = make_parents(path)
     tmp = _temporary_name(path)
-    made = False
-    try:
+    try:  # (a fresh random name in the reserved ``.NAME.*.tmp`` space: ours once made)
         tmp.mkdir()
-        made = True
         yield tmp
         mark_output(tmp, kind)
         if path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
@@ -228,7 +226,7 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
     except OSError as exc:
         raise _named(exc, path) from None
     finally:
-        if made and tmp.exists():
+        if tmp.exists():
             shutil.rmtree(tmp)
         _finish_swap(path)
         remove_if_empty(created)

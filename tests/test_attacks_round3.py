@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_attacks import MULTI, _embeddings, _pairs, _refused, _write_jsonl
 
 from realspo.cli import main
+from test_attacks import MULTI, _embeddings, _pairs, _refused, _write_jsonl
 
 PROMPTS = [{"prompt": "Name a fruit."}, {"prompt": "Name a colour."}]
 
@@ -270,10 +270,9 @@ def test_a_model_config_larger_than_its_weights_is_one_line(model_copy, tmp_path
     ({"base_lrs": [0.1, 0.1]}, "base_lrs: expected a list of 1"),
 ])
 def test_a_tampered_scheduler_state_is_refused_before_use(tmp_path, change, fragment):
-    from test_checkpoints import _OneProcess, _parts
-
     from realspo.errors import InputError
     from realspo.training.checkpoints import restore_checkpoint, save_checkpoint
+    from test_checkpoints import _OneProcess, _parts
 
     path = save_checkpoint(_OneProcess(), _parts(), tmp_path, 1, {"step": 1, "num_processes": 1}, keep=0)
     tree = json.loads((path / "scheduler.json").read_text())

@@ -122,6 +122,37 @@ def pick_large_group(strategy: Any, x: np.ndarray, keys: np.ndarray | None, u: f
     return a, b, similarity, value, True, sample
 
 
+def pick_large_groups(strategy: Any, picks: Any, embeddings: np.ndarray, groups: np.ndarray,
+                      sizes: np.ndarray, starts: np.ndarray, keys: np.ndarray | None,
+                      uniforms: np.ndarray, extra: dict[str, np.ndarray | None]) -> None:
+    """Fill ``picks`` (the per-prompt arrays of :func:`realspo.selection.strategies.select_pairs`)
+    for ``groups``, each read in row blocks by :func:`pick_large_group`.
+
+    Args:
+        strategy: the registry entry.
+        picks: ``pair_a``, ``pair_b``, ``similarity``, ``key``, ``eligible`` (G,) arrays and the
+            ``all_similarities`` list, filled in place.
+        embeddings: (N, D), flattened order.
+        groups: the indices of the large groups.
+        sizes: (G,) responses per group.
+        starts: (G,) each group's first row.
+        keys: (N,) text keys, or None.
+        uniforms: (G,) one uniform per group.
+        extra: ``implicit_rewards`` / ``rewards`` (N,), or None.
+    """
+    import torch
+
+    for g in groups:
+        rows = starts[g] + np.arange(sizes[g])
+        scores = {name: None if v is None or not strategy.uses(name) else torch.from_numpy(v[rows])[None]
+                  for name, v in extra.items()}
+        a, b, picks.similarity[g], picks.key[g], picks.eligible[g], sample = pick_large_group(
+            strategy, np.asarray(embeddings[rows]), None if keys is None else keys[rows],
+            float(uniforms[g]), scores)
+        picks.pair_a[g], picks.pair_b[g] = a, b
+        picks.all_similarities.append(sample)
+
+
 def _random_pair(keys: np.ndarray | None, k: int, rank: int, counts: list[int]) -> tuple[int, int]:
     """The ``rank``-th valid pair (0-based, flattened order), from the per-block counts."""
     for rows, count in zip(row_blocks(k), counts, strict=True):

@@ -284,8 +284,8 @@ def test_a_tampered_scheduler_state_is_refused_before_use(tmp_path, change, frag
 
 def test_a_checkpoint_beyond_the_run_is_refused(tiny_model_dir, tmp_path, capsys, one_thread):
     from realspo.config import resolve
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
+    from realspo.training.train_config import TrainConfig
 
     data = _write_jsonl(tmp_path / "p.jsonl", [{"prompt": f"Q{i}?", "chosen": "A.", "rejected": "B."}
                                                for i in range(4)])

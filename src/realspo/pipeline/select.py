@@ -25,7 +25,7 @@ from realspo.errors import InputError, RealspoError
 from realspo.formats.registry import load_groups
 from realspo.output_lock import main_process_lock
 from realspo.outputs import check_writable, write_rows
-from realspo.pipeline.select_config import SelectConfig
+from realspo.pipeline.select_config import SelectConfig, progress_dir
 from realspo.schema import num_responses
 from realspo.selection.budget import count_eligible, resolve_budget
 from realspo.selection.rows import build_rows, response_keys, restore_indices, without_unfinished
@@ -51,12 +51,6 @@ class SelectResult:
 def is_main_process() -> bool:
     # Under torchrun / accelerate launch every process gets all embeddings; one writes.
     return int(os.environ.get("RANK", "0")) == 0
-
-
-def progress_dir(out: str | Path) -> Path:
-    """Where embedding progress is saved while embedding for ``out`` (removed on success)."""
-    out = Path(out)
-    return out.with_name(out.name + ".embeddings-partial")
 
 
 def select_from_config(cfg: SelectConfig) -> SelectResult:

@@ -82,8 +82,6 @@ class SelectConfig:
 
     def reserved_paths(self) -> dict[str, str]:
         """The embedding progress ``OUT.embeddings-partial/``: a name select derives for itself."""
-        from realspo.pipeline.select import progress_dir
-
         return {"the embedding progress of --out": str(progress_dir(self.out))}
 
     def validate(self) -> None:
@@ -152,3 +150,9 @@ class SelectConfig:
     def embedder_name(self) -> str | None:
         """The embedder spec for :func:`realspo.embeddings.embed.embed_responses` (None: from a file)."""
         return self.model if self.model is not None else self.embedder
+
+
+def progress_dir(out: str | Path) -> Path:
+    """Where embedding progress is saved while embedding for ``out`` (removed on success)."""
+    out = Path(out)
+    return out.with_name(out.name + ".embeddings-partial")

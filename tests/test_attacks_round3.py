@@ -428,3 +428,27 @@ def test_a_strategy_that_needs_the_whole_matrix_refuses_a_huge_prompt(monkeypatc
     with pytest.raises(ConfigError, match="--strategy centroid compares all pairs of a prompt at once"):
         strategies.select_pairs(emb, [20], "centroid")
 
+
+
+def test_a_full_disk_while_appending_progress_names_the_file(tmp_path, monkeypatch):
+    from realspo.errors import RealspoError
+    from realspo.generation.candidates import _append
+
+    class Full:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    sidecar = tmp_path / "c.jsonl.partial.jsonl"
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: Full())
+    with pytest.raises(RealspoError, match=f"{sidecar}: cannot be written \\(No space left on device\\)") as caught:
+        _append(sidecar, [{"prompt_id": "p"}])
+    assert isinstance(caught.value, OSError) and caught.value.errno == errno.ENOSPC

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from realspo.errors import OutputExistsError, RealspoError
+from realspo.errors import OutputExistsError, RealspoError, WriteFailed
 from realspo.output_lock import make_parents, output_lock, remove_if_empty  # noqa: F401
 from realspo.output_paths import (  # noqa: F401  (re-exported)
     check_outputs_apart,
@@ -113,12 +113,27 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         tmp_path.unlink(missing_ok=True)
 
 
-def _named(exc: OSError, path: Path) -> OSError | RealspoError:
+def _named(exc: OSError, path: Path) -> OSError:
     """An environment failure while writing ``path`` (a full disk, a quota, a file-size limit),
-    as one line naming ``path``; other errors unchanged."""
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO):
-        return RealspoError(f"{path}: cannot be written ({exc.strerror or exc})")
+    as one line naming ``path`` (:class:`~realspo.errors.WriteFailed`); other errors unchanged."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO) \
+            and not isinstance(exc, WriteFailed):
+        return WriteFailed(str(path), exc)
     return exc
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Name ``path`` in an environment failure raised inside (a full disk while appending to
+    a progress or metrics file, or writing a checkpoint), as :func:`atomic_path` does.
+
+    Args:
+        path: the file or directory being written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise _named(exc, Path(path)) from None
 
 
 def _temporary_name(path: Path) -> Path:

@@ -24,7 +24,7 @@ from realspo.errors import ConfigError, RealspoError
 from realspo.faults import after_batch
 from realspo.generation.prompts import PromptRecord
 from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
-from realspo.outputs import check_writable, write_rows
+from realspo.outputs import check_writable, write_rows, writing
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def _drop_empty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _append(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
+    with writing(path), path.open("a", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         fh.flush()

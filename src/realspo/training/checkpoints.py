@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from realspo.errors import ConfigError, InputError
+from realspo.outputs import writing
 from realspo.training.state_files import (
     StateFileError,
     check_like,
@@ -145,15 +146,16 @@ def save_checkpoint(accelerator: Any, parts: dict[str, Any], out: Path, step: in
     tmp, final = checkpoint_paths(out, step)
     if accelerator.is_main_process:
         try:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            _write(tmp, accelerator, parts, rngs)
-            state = {**state, "format": FORMAT, "accelerator_step": accelerator.step}
-            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            with writing(final):  # a full disk names the checkpoint
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+                _write(tmp, accelerator, parts, rngs)
+                state = {**state, "format": FORMAT, "accelerator_step": accelerator.step}
+                (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if keep > 0:

@@ -97,7 +97,7 @@ def test_a_judge_directory_is_an_input(tiny_reward_model_dir, tmp_path, capsys):
               str(judge / "x.jsonl")], capsys, tmp_path, "lies inside the input --oracle")
 
 
-@pytest.mark.parametrize("command", ["label", "select", "evaluate"])
+@pytest.mark.parametrize("command", ["label", "select", "evaluate", "rounds"])
 def test_a_model_named_by_a_scheme_is_an_input(model_copy, tmp_path, capsys, command):
     data = _write_jsonl(tmp_path / "d.jsonl", MULTI)
     argv = {"label": ["label", "--pairs", _pairs(tmp_path / "pairs.jsonl"), "--judge", f"llm:{model_copy}",
@@ -105,7 +105,9 @@ def test_a_model_named_by_a_scheme_is_an_input(model_copy, tmp_path, capsys, com
             "select": ["select", "--data", data, "--embedder", f"st:{model_copy}", "--out",
                        str(model_copy / "pairs.jsonl")],
             "evaluate": ["evaluate", "--model", "m", "--baseline", "b", "--prompts", data, "--judge",
-                         f"llm:{model_copy}", "--out", str(model_copy / "eval.json")]}[command]
+                         f"llm:{model_copy}", "--out", str(model_copy / "eval.json")],
+            "rounds": ["rounds", "--model", "m", "--prompts", data, "--judge", str(model_copy),
+                       "--budget", "1", "--out", str(model_copy / "rounds")]}[command]
     _refused(argv, capsys, tmp_path, "lies inside the input", f"{model_copy}")
 
 

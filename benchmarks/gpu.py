@@ -163,7 +163,7 @@ def generation_run(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="model directory (default: SmolLM2-135M-Instruct)")
     p.add_argument("--device", default="cuda")

@@ -166,7 +166,25 @@ def test_reward_model_path_that_is_not_a_sequence_classifier_exits_2(tmp_path, t
     code = main(["label", "--pairs", str(pairs), "--reward-model", tiny_model_dir, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "not a sequence classifier (architectures: LlamaForCausalLM)" in err
+    assert "must be a sequence classifier (AutoModelForSequenceClassification with one output)" in err
+    assert "--judge llm:PATH" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("as_dir", [False, True], ids=["file", "directory of one"])
+def test_gguf_reward_model_is_refused_in_one_line_suggesting_an_llm_judge(tmp_path, capsys, as_dir):
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", _pairs(2))
+    gguf = tmp_path / "models" / "judge.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")  # refused by its name, before anything reads it
+    out = tmp_path / "labeled.jsonl"
+    given = str(gguf.parent if as_dir else gguf)
+    code = main(["label", "--pairs", str(pairs), "--reward-model", given, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"realspo label: error: {given}: a .gguf file holds a causal LM, not a reward model")
+    assert "AutoModelForSequenceClassification with one output" in err and "llm:PATH" in err
+    assert "not a valid JSON" not in err and not out.exists()
 
 
 def test_label_needs_exactly_one_source(tmp_path, capsys):

@@ -7,17 +7,16 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve, to_dict
 from realspo.errors import ConfigError
-from realspo.labels.judges import judges_help
+from realspo.generation.settings import SamplingSettings
+from realspo.gguf import find_gguf
+from realspo.labels.judges import REWARD_MODEL, check_reward_model, find_judge, judges_help
+from realspo.models import check_model_location
 from realspo.outputs import check_writable, output_lock, write_json
 from realspo.schema import read_preference_rows
-
-if TYPE_CHECKING:  # the sampling module imports torch: in the functions that run
-    from realspo.generation.sampling import SamplingSettings
 
 
 @dataclass
@@ -70,8 +69,6 @@ class EvaluateConfig:
         self.settings().validate()
 
     def settings(self) -> SamplingSettings:
-        from realspo.generation.sampling import SamplingSettings
-
         return SamplingSettings(num_responses=1, temperature=self.temperature, top_p=self.top_p,
                                 max_new_tokens=self.max_new_tokens, seed=self.seed,
                                 chat_template=self.chat_template)
@@ -82,31 +79,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = resolve(EvaluateConfig, args)
-    check_writable(cfg.out, cfg.overwrite)
-    with output_lock(cfg.out):  # one run per output, before any work
-        return _evaluate(cfg)
-
-
-def _evaluate(cfg: EvaluateConfig) -> int:
-    from realspo.evaluation.evaluate import evaluate_models
     from realspo.generation.prompts import read_prompts
 
+    cfg = resolve(EvaluateConfig, args)
     prompts = read_prompts(cfg.prompts, cfg.split)[: cfg.num_prompts]
     pairs = [row.data for row in read_preference_rows(cfg.pairs, conversational=False)] \
         if cfg.pairs else None
-    result = evaluate_models(
-        cfg.model, cfg.baseline, prompts, cfg.judge, cfg.settings(), batch_size=cfg.batch_size,
-        pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,
-        n_resamples=cfg.bootstrap_resamples, device=cfg.device, dtype=cfg.dtype,
-        trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
-        allow_pickle=cfg.allow_pickle, judge_template=cfg.judge_template,
-    )
-    result = {"config": to_dict(cfg), **result}
-    write_json(cfg.out, result, overwrite=cfg.overwrite)
-    lo, hi = result["win_rate_interval"]
-    line = (f"win rate of {cfg.model} over {cfg.baseline}: {result['win_rate']:.3f} "
-            f"(95% CI {lo:.3f}-{hi:.3f}, {result['num_prompts']} prompts); ")
+    check_writable(cfg.out, cfg.overwrite)
+    check_model_location(cfg.model)
+    check_model_location(cfg.baseline, "--baseline")
+    if find_judge(cfg.judge) is REWARD_MODEL and find_gguf(cfg.judge) is not None:
+        check_reward_model(cfg.judge)  # refuses a .gguf in one line, before transformers loads
+    # inputs and output are checked: now torch, the judge's check and the models
+    from realspo.evaluation.evaluate import evaluate_models
+
+    with output_lock(cfg.out):  # one run per output, before any work
+        result = evaluate_models(
+            cfg.model, cfg.baseline, prompts, cfg.judge, cfg.settings(), batch_size=cfg.batch_size,
+            pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,
+            n_resamples=cfg.bootstrap_resamples, device=cfg.device, dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
+            allow_pickle=cfg.allow_pickle, judge_template=cfg.judge_template,
+        )
+        result = {"config": to_dict(cfg), **result}
+        write_json(cfg.out, result, overwrite=cfg.overwrite)
+    if result["win_rate"] is None:  # every judgment a tie: no rate, and no interval around one
+        line = (f"{cfg.model} vs {cfg.baseline}: {result['no_win_rate']}, no win rate "
+                f"({result['num_prompts']} prompts); ")
+    else:
+        lo, hi = result["win_rate_interval"]
+        line = (f"win rate of {cfg.model} over {cfg.baseline}: {result['win_rate']:.3f} "
+                f"(95% CI {lo:.3f}-{hi:.3f}, {result['num_prompts']} prompts); ")
     if result["mean_reward"] is not None:
         line += (f"mean reward {result['mean_reward']['trained']:.3f} vs "
                  f"{result['mean_reward']['baseline']:.3f}")

@@ -11,15 +11,20 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from realspo.chat_format import CHAT_TEMPLATE_HELP, CHAT_TEMPLATE_MODES
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
+from realspo.generation.settings import (
+    FROM_MODEL,
+    SamplingDefaults,
+    SamplingSettings,
+    given_sampling,
+    resolve_sampling,
+    sampling_settings,
+)
+from realspo.models import check_model_location
 from realspo.outputs import check_writable, output_lock
-
-if TYPE_CHECKING:  # the sampling modules import torch: in the functions that run
-    from realspo.generation.sampling import SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -35,10 +40,14 @@ class GenerateConfig:
                       metavar="FILE", path="output")
     num_responses: int = option(4, "K: responses sampled per prompt (at least 2, so pairs exist)",
                                 metavar="K")
-    temperature: float = option(1.0, "sampling temperature (> 0)")
-    top_p: float = option(1.0, "nucleus sampling: keep the smallest set of tokens with this much "
-                               "probability (1 = off)")
-    max_new_tokens: int = option(256, "longest response, in tokens")
+    temperature: float | None = option(None, "sampling temperature (> 0)" + FROM_MODEL.format("1.0"))
+    top_p: float | None = option(None, "nucleus sampling: keep the smallest set of tokens with this "
+                                       "much probability (1 = off)" + FROM_MODEL.format("1.0"))
+    top_k: int | None = option(None, "keep the K most likely tokens (0 = off)" + FROM_MODEL.format("0"),
+                               metavar="K")
+    repetition_penalty: float | None = option(None, "penalty on tokens already in the prompt or "
+                                                    "response (1 = off)" + FROM_MODEL.format("1.0"))
+    max_new_tokens: int | None = option(None, "longest response, in tokens" + FROM_MODEL.format("256"))
     seed: int = option(0, "seed; sample j of prompt i depends only on (seed, i, j)")
     batch_size: int = option(8, "prompts per decoding batch (each contributes K sequences; samples do not "
                                 "depend on it)")
@@ -58,24 +67,21 @@ class GenerateConfig:
         if self.num_responses < 2:
             raise ConfigError(f"--num-responses must be at least 2 (pairs need two responses), "
                               f"got {self.num_responses}")
-        if self.temperature == 0:
+        if self.temperature is not None and self.temperature == 0:
             raise ConfigError("--temperature must be > 0: greedy decoding would give K identical "
                               "responses")
         if self.batch_size < 1:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         check_seed(self.seed)
-        self.settings().validate()
+        self.settings().validate()  # the given values
 
     def reserved_paths(self) -> dict[str, str]:
         """The progress sidecar ``OUT.partial.jsonl``: a name this command derives for itself."""
         return {"the progress file of --out": self.out + ".partial.jsonl"}
 
-    def settings(self) -> SamplingSettings:
-        from realspo.generation.sampling import SamplingSettings
-
-        return SamplingSettings(num_responses=self.num_responses, temperature=self.temperature,
-                                top_p=self.top_p, max_new_tokens=self.max_new_tokens,
-                                seed=self.seed, chat_template=self.chat_template)
+    def settings(self, defaults: SamplingDefaults | None = None) -> SamplingSettings:
+        """The sampling settings: the given options, the rest from ``defaults``."""
+        return sampling_settings(self, defaults, num_responses=self.num_responses)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,17 +89,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realspo.generation.candidates import generate_candidates
     from realspo.generation.prompts import read_prompts
-    from realspo.models import check_device
 
     cfg = resolve(GenerateConfig, args)
     check_writable(cfg.out, cfg.overwrite or cfg.resume)  # before reading prompts or the model
+    prompts = read_prompts(cfg.prompts, cfg.split)
+    check_model_location(cfg.model)
+    # inputs and output are checked: now torch, transformers and the model
+    from realspo.generation.candidates import generate_candidates
+    from realspo.models import check_device
+
     check_device(cfg.device)
-    with output_lock(cfg.out):  # one run per output, taken before any work
-        prompts = read_prompts(cfg.prompts, cfg.split)
+    with output_lock(cfg.out):  # one run per output, before any work
+        defaults = resolve_sampling(cfg.model, given_sampling(cfg), cfg.trust_remote_code)
+        settings = cfg.settings(defaults)
+        log.info("sampling: %s", defaults.describe())
         rows = generate_candidates(
-            cfg.model, prompts, cfg.out, cfg.settings(), batch_size=cfg.batch_size,
+            cfg.model, prompts, cfg.out, settings, batch_size=cfg.batch_size,
             resume=cfg.resume, overwrite=cfg.overwrite, device=cfg.device, dtype=cfg.dtype,
             trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
             allow_pickle=cfg.allow_pickle,
@@ -101,5 +113,5 @@ def run(args: argparse.Namespace) -> int:
     total = sum(len(r["responses"]) for r in rows)
     cut = sum(not f for r in rows for f in r["finished"])
     print(f"wrote {total} responses for {len(rows)} prompts to {cfg.out}; {cut} of {total} cut at "
-          f"--max-new-tokens {cfg.max_new_tokens} (finished: false)")
+          f"--max-new-tokens {settings.max_new_tokens} (finished: false); sampling: {defaults.describe()}")
     return 0

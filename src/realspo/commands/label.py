@@ -21,6 +21,7 @@ from realspo.labels.judges import (
     PROVING_GROUND,
     JudgeOptions,
     check_judge,
+    check_reward_model,
     find_judge,
     judges_help,
     make_judge,
@@ -142,22 +143,31 @@ def check_key_path(cfg: LabelConfig) -> None:
         check_outputs_apart({"--key": key}, {"--out": cfg.out})
 
 
-def run(args: argparse.Namespace) -> int:
-    cfg = resolve(LabelConfig, args)
+def check_outputs(cfg: LabelConfig) -> None:
+    """Refuse an output that exists (without ``--overwrite``) before any model loads: ``--out``,
+    or ``--export-tasks`` and its key."""
     check_key_path(cfg)
     if cfg.out:
         check_writable(cfg.out, cfg.overwrite)
+    if cfg.export_tasks:
+        check_writable(cfg.export_tasks, cfg.overwrite)
+        check_writable(cfg.key or default_key_path(cfg.export_tasks), cfg.overwrite)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = resolve(LabelConfig, args)
+    pairs = read_annotation_rows(cfg.pairs)
+    check_outputs(cfg)
     if cfg.device != "auto":
         from realspo.models import check_device
 
         check_device(cfg.device)
     with output_lock(cfg.out or cfg.export_tasks):  # one run per output, before any work
-        return _label(cfg)
+        return _label(cfg, pairs)
 
 
-def _label(cfg: LabelConfig) -> int:
-    """``realspo label`` once the output is locked."""
-    pairs = read_annotation_rows(cfg.pairs)
+def _label(cfg: LabelConfig, pairs: list) -> int:
+    """``realspo label`` once its inputs are read, its outputs checked and locked."""
     if cfg.export_tasks:
         shown = None
         if cfg.model:
@@ -175,6 +185,8 @@ def _label(cfg: LabelConfig) -> int:
                            chat_template=cfg.chat_template)
     oracle_name = cfg.oracle or (PROVING_GROUND.name if cfg.simulate else None)
     prompts = [p.prompt for p in pairs]
+    if cfg.reward_model:
+        check_reward_model(cfg.reward_model, options)  # before the oracle or anything loads
     entry = check_judge(cfg.judge, options, prompts) if cfg.judge else None  # before any model loads
     if oracle_name:
         check_judge(oracle_name, replace(options, template=None), prompts)

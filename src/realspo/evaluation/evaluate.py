@@ -71,6 +71,37 @@ def bootstrap_interval(wins: np.ndarray, n_resamples: int = 2000, seed: int = 0,
     return float(low), float(high)
 
 
+def win_summary(wins: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The win rate with its 95% bootstrap interval and the win/tie/loss counts of ``wins`` (N,).
+
+    Without a single decisive judgment (every prompt a tie, or none judged) there is nothing to
+    estimate: a rate of 0.5 with the interval 0.5-0.5 would read as certainty that the models
+    are equal, when the judge only never told them apart. Then ``win_rate`` and
+    ``win_rate_interval`` are None and ``no_win_rate`` says why.
+
+    Args:
+        wins: per prompt 1 (trained better), 0.5 (tie) or 0 (baseline better).
+        n_resamples: bootstrap resamples of the interval.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{"win_rate", "win_rate_interval", "interval_level", "bootstrap_resamples", "wins",
+        "ties", "losses", "no_win_rate"}`` (``no_win_rate`` None when there is a rate).
+    """
+    wins = np.asarray(wins, dtype=np.float64).ravel()
+    counts = {"wins": int((wins == 1).sum()), "ties": int((wins == 0.5).sum()),
+              "losses": int((wins == 0).sum())}
+    decisive = counts["wins"] + counts["losses"]
+    rate = interval = reason = None
+    if decisive:
+        rate = float(wins.mean())
+        interval = list(bootstrap_interval(wins, n_resamples, seed))
+    else:
+        reason = f"no decisive judgments ({counts['ties']} ties)"
+    return {"win_rate": rate, "win_rate_interval": interval, "interval_level": 0.95,
+            "bootstrap_resamples": n_resamples, **counts, "no_win_rate": reason}
+
+
 def implicit_reward_accuracy(policy_logps: np.ndarray, reference_logps: np.ndarray,
                              beta: float) -> dict[str, float]:
     """DPO implicit rewards on held-out pairs, from (N, 2) summed log-probs of (chosen, rejected).
@@ -181,15 +212,11 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
         del model
         gc.collect()
     wins, judged, per_response = _judge_responses(judge, options, pairwise, texts, responses)
-    lo, hi = bootstrap_interval(wins, n_resamples, settings.seed)
     return {
         "trained": str(trained), "baseline": str(baseline),
         "judge": judge if isinstance(judge, str) else getattr(judge, "__name__", "callable"),
         "num_prompts": len(prompts),
-        "win_rate": float(wins.mean()), "win_rate_interval": [lo, hi], "interval_level": 0.95,
-        "bootstrap_resamples": n_resamples,
-        "wins": int((wins == 1).sum()), "ties": int((wins == 0.5).sum()),
-        "losses": int((wins == 0).sum()),
+        **win_summary(wins, n_resamples, settings.seed),
         **judged,
         "implicit_reward": implicit_reward_accuracy(logps["trained"], logps["baseline"], beta)
         if pairs else None,

@@ -85,9 +85,27 @@ def _check_proving_ground(value: str, options: JudgeOptions, prompts: Sequence[s
         oracle.question(prompt)  # InputError: not a proving-ground question
 
 
+REWARD_MODEL_NEEDED = ("a reward model must be a sequence classifier (AutoModelForSequenceClassification "
+                       "with one output); to judge with a chat model, pass --judge llm:PATH")
+
+
 def check_reward_model(name: str, options: JudgeOptions = JudgeOptions(),
                        prompts: Sequence[str] = ()) -> None:
-    """Refuse (InputError) a path whose config is not a one-output sequence classifier."""
+    """Refuse (InputError) anything but a one-output sequence classifier, in one line that says
+    what a reward model must be and how to judge with a chat model instead (``llm:PATH``).
+
+    A ``.gguf`` file (or a directory of one) is refused before transformers is imported: the
+    format holds causal LMs, whose config transformers cannot even read from it.
+
+    Args:
+        name: the reward model's directory, file or hub id.
+        options: the judge options (``trust_remote_code`` is read).
+        prompts: unused (the registry's check signature).
+    """
+    from realspo.gguf import find_gguf
+
+    if find_gguf(name) is not None:
+        raise InputError(name, f"a .gguf file holds a causal LM, not a reward model; {REWARD_MODEL_NEEDED}")
     from transformers import AutoConfig
 
     try:
@@ -97,10 +115,10 @@ def check_reward_model(name: str, options: JudgeOptions = JudgeOptions(),
     archs = list(getattr(config, "architectures", None) or [])
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise InputError(name, f"not a sequence classifier (architectures: {', '.join(archs) or 'none'});"
-                         " expected an AutoModelForSequenceClassification reward model")
+                         f" {REWARD_MODEL_NEEDED}")
     if config.num_labels != 1:
         raise InputError(name, f"a reward model needs one output (num_labels=1), this one has "
-                         f"{config.num_labels}")
+                         f"{config.num_labels}; {REWARD_MODEL_NEEDED}")
 
 
 def reward_model_judge(name: str, options: JudgeOptions = JudgeOptions()) -> Judge:

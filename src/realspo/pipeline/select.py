@@ -58,15 +58,6 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
     check_writable(cfg.out, cfg.overwrite)
     if cfg.save_embeddings:
         check_writable(cfg.save_embeddings, cfg.overwrite)
-    with main_process_lock(cfg.out):  # one run per output, before any work
-        return _select_locked(cfg)
-
-
-def _select_locked(cfg: SelectConfig) -> SelectResult:  # (pick_device checks --device)
-    from realspo.embeddings.embed import embed_responses, load_embeddings
-    from realspo.embeddings.progress import check_interrupted_run, remove_progress
-
-    check_scorers(cfg)
     rows_skipped: dict[str, int] = {}
     groups, fmt = load_groups(cfg.data, cfg.format, cfg.split, skipped=rows_skipped)
     work, origin, cut = groups, None, 0  # the groups selected from (--drop-unfinished: no cut ones)
@@ -81,6 +72,19 @@ def _select_locked(cfg: SelectConfig) -> SelectResult:  # (pick_device checks --
                                    + "; nothing to select")
     # a budget too large fails before embedding (design: up to --pairs-per-prompt per prompt)
     resolve_budget(cfg.budget, eligible * cfg.pairs_per_prompt)
+    check_scorers(cfg)  # the scoring models' configs, before any model loads
+    with main_process_lock(cfg.out):  # one run per output, before any work
+        return _embed_select_write(cfg, groups, work, origin, cut, fmt, eligible, rows_skipped)
+
+
+def _embed_select_write(cfg: SelectConfig, groups: list, work: list, origin: Any, cut: int, fmt: str,
+                        eligible: int, rows_skipped: dict[str, int]) -> SelectResult:
+    """The work of :func:`select_from_config` once inputs and outputs are checked and the
+    output is locked (``pick_device`` checks ``--device`` when a model loads)."""
+    # inputs and outputs are checked: now torch and the models
+    from realspo.embeddings.embed import embed_responses, load_embeddings
+    from realspo.embeddings.progress import check_interrupted_run, remove_progress
+
     emb, reference_logps = None, None
     if cfg.embeddings:
         emb = load_embeddings(cfg.embeddings, num_responses(groups))

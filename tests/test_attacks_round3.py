@@ -129,6 +129,23 @@ def test_dev_null_is_never_replaced(tmp_path, capsys):
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
+@pytest.mark.parametrize("target", ["/dev/null", "fifo"])
+@pytest.mark.parametrize("command", ["train", "plot", "evaluate", "generate"])
+def test_no_command_replaces_a_device_or_a_fifo(tiny_model_dir, tmp_path, capsys, command, target):
+    if target == "fifo":
+        os.mkfifo(tmp_path / "ff")
+        target = str(tmp_path / "ff")
+    data = _write_jsonl(tmp_path / "d.jsonl", [{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
+    _write_jsonl(tmp_path / "RUN" / "metrics.jsonl", [{"step": 1, "loss": 0.5}])
+    argv = {"train": ["train", "--model", tiny_model_dir, "--data", data, "--out", target],
+            "plot": ["plot", str(tmp_path / "RUN"), "--out", target],
+            "evaluate": ["evaluate", "--model", tiny_model_dir, "--baseline", tiny_model_dir, "--prompts",
+                         data, "--judge", "proving-ground", "--out", target],
+            "generate": ["generate", "--model", tiny_model_dir, "--prompts", data, "--out", target]}[command]
+    _refused([*argv, "--overwrite"], capsys, tmp_path, target)
+    assert not stat.S_ISREG(os.stat(target).st_mode)
+
+
 def test_a_foreign_file_at_the_lock_name_is_never_taken_over(tmp_path, capsys):
     lock = tmp_path / ".o.jsonl.lock"
     lock.write_text("my notes\n")

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"config", "outputs", "output_lock", "output_paths", "processes", "sources", "schema", "models",
      "gguf", "toy_models"},
     {"conversations", "chat_format", "template_sandbox"},
-    {"formats", "spo", "proving_ground"},
+    {"formats", "spo", "proving_ground", "served"},
     {"generation", "embeddings", "selection"},
     {"labels"},
     {"training"},

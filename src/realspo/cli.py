@@ -19,6 +19,7 @@ from typing import NamedTuple, NoReturn
 
 from realspo import __version__
 from realspo.errors import RealspoError
+from realspo.served.client import DryRun
 
 
 class Command(NamedTuple):
@@ -186,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         code = int(run(args) or 0)
         handler.flush_held()
         return code
+    except DryRun as plan:  # --dry-run of a served model: a count, not an error
+        handler.flush_held()
+        _close_progress_bars()
+        print(f"realspo {args.command}: {plan}")
+        return 0
     except RealspoError as exc:
         handler.drop_held()
         _close_progress_bars()

@@ -17,6 +17,7 @@ from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, RealspoError
 from realspo.labels.annotation import default_key_path, export_tasks, read_annotations
 from realspo.labels.annotator import simulate_labels
+from realspo.labels.judge_prompts import JUDGE_MODE_HELP, TIE_MARGIN_HELP
 from realspo.labels.judges import (
     PROVING_GROUND,
     JudgeOptions,
@@ -37,12 +38,13 @@ from realspo.labels.outcomes import (
 )
 from realspo.outputs import check_outputs_apart, check_writable, output_lock, write_rows
 from realspo.schema import read_annotation_rows
+from realspo.served.options import ServedFields
 
 MODES = ("from_scores", "reward_model", "judge", "export_tasks", "annotations", "simulate")
 
 
 @dataclass
-class LabelConfig:
+class LabelConfig(ServedFields):
     pairs: str = option(help="annotation rows from `realspo select` (pair_id, prompt, response_a, "
                              "response_b, ...)", metavar="FILE", path="input")
     out: str | None = option(None, "where to write the preference rows (prompt, chosen, rejected + "
@@ -62,6 +64,10 @@ class LabelConfig:
     judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
                                               "{prompt}, {response_a}, {response_b}", metavar="FILE",
                                         path="input")
+    judge_mode: str = option("pairwise", JUDGE_MODE_HELP, choices=("pairwise", "pointwise"))
+    tie_margin: float = option(0.0, TIE_MARGIN_HELP)
+    judge_base_url: str | None = option(None, "--judge openai:NAME: the server's OpenAI-compatible "
+                                              "base URL, e.g. http://127.0.0.1:8000/v1", metavar="URL")
     export_tasks: str | None = option(None, "write annotator tasks (pair_id, prompt, A, B, answer) "
                                             "to this .csv/.jsonl, order randomised", metavar="FILE",
                                    path="output")
@@ -105,6 +111,9 @@ class LabelConfig:
         if not self.export_tasks and not self.out:
             raise ConfigError("--out is required (except with --export-tasks)")
         check_seed(self.seed)
+        if not self.tie_margin >= 0:
+            raise ConfigError(f"--tie-margin must be >= 0, got {self.tie_margin}")
+        self.check_served(self.judge, "--judge", self.judge_base_url, "--judge-base-url")
         if self.tau < 0 or not 0 <= self.flip <= 1:
             raise ConfigError(f"need --tau >= 0 and 0 <= --flip <= 1, got {self.tau}, {self.flip}")
         if self.oracle and find_judge(self.oracle).pairwise:
@@ -119,6 +128,9 @@ class LabelConfig:
                 "batch_size": uses_model, "max_length": uses_model, "device": uses_model,
                 "dtype": uses_model, "allow_pickle": uses_model,
                 "judge_template": bool(self.judge and find_judge(self.judge).uses_template),
+                "judge_mode": bool(self.judge and find_judge(self.judge).uses_template),
+                "tie_margin": self.judge_mode == "pointwise",
+
                 "model": bool(self.export_tasks),
                 "chat_template": uses_model or bool(self.export_tasks and self.model)}
         defaults = {f.name: f.default for f in dataclasses.fields(self)}
@@ -182,7 +194,10 @@ def _label(cfg: LabelConfig, pairs: list) -> int:
     options = JudgeOptions(device=cfg.device, dtype=cfg.dtype, batch_size=cfg.batch_size,
                            max_length=cfg.max_length, trust_remote_code=cfg.trust_remote_code,
                            allow_pickle=cfg.allow_pickle, template=cfg.judge_template,
-                           chat_template=cfg.chat_template)
+                           chat_template=cfg.chat_template, mode=cfg.judge_mode,
+                           tie_margin=cfg.tie_margin,
+                           served=cfg.check_served(cfg.judge, "--judge", cfg.judge_base_url,
+                                                   "--judge-base-url"))
     oracle_name = cfg.oracle or (PROVING_GROUND.name if cfg.simulate else None)
     prompts = [p.prompt for p in pairs]
     if cfg.reward_model:
@@ -191,7 +206,7 @@ def _label(cfg: LabelConfig, pairs: list) -> int:
     if oracle_name:
         check_judge(oracle_name, replace(options, template=None), prompts)
     oracle_judge = make_judge(oracle_name, replace(options, template=None)) if oracle_name else None
-    scores = comparison = None
+    scores = comparison = pairwise_judge = None
     if cfg.from_scores:
         scores = pair_scores(pairs, cfg.candidates)
         outcomes = [outcome_of(a, b) for a, b in scores]
@@ -203,7 +218,8 @@ def _label(cfg: LabelConfig, pairs: list) -> int:
     elif cfg.judge:
         assert entry is not None
         if entry.pairwise:
-            scores, comparison = compare_pairs(make_pairwise_judge(cfg.judge, options), pairs)
+            pairwise_judge = make_pairwise_judge(cfg.judge, options)
+            scores, comparison = compare_pairs(pairwise_judge, pairs)
             outcomes = comparison.outcomes
         else:
             scores = judge_pairs(make_judge(cfg.judge, options), pairs)
@@ -221,6 +237,8 @@ def _label(cfg: LabelConfig, pairs: list) -> int:
     rows, report = labeled_rows(pairs, outcomes, source, scores, oracle)
     if comparison is not None:
         report.judge_bias = comparison.bias_summary()
+    if hasattr(pairwise_judge, "requests_summary"):
+        report.judge_bias = f"{report.judge_bias}; {pairwise_judge.requests_summary()}"
     if not rows:
         raise RealspoError(f"no pair got a preference ({report.summary()}); nothing written")
     write_rows(cfg.out, rows, overwrite=cfg.overwrite)

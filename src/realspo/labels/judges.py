@@ -21,7 +21,9 @@ from typing import cast
 import numpy as np
 
 from realspo.errors import ConfigError, InputError
+from realspo.labels.judge_prompts import judge_mode, read_template
 from realspo.labels.pairwise import PairwiseJudge
+from realspo.served.options import ServedOptions, check_base_url, served_name
 
 Judge = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # (prompts, responses) -> (N,) rewards
 
@@ -39,6 +41,9 @@ class JudgeOptions:
     template: str | None = None  # a pairwise judge's prompt template file (None: its default)
     progress: bool = True
     chat_template: str = "auto"  # how a reward model reads prompt + response (realspo.chat_format)
+    mode: str = "pairwise"  # an LLM judge's --judge-mode: pairwise or pointwise
+    tie_margin: float = 0.0  # pointwise: grades closer than this are a tie
+    served: ServedOptions | None = None  # the server of an openai:NAME judge
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class JudgeEntry:
     prompts)``, when given, is a cheap early check that the judge can be made and can judge
     these prompts, run before expensive work (``evaluate`` runs it before generating).
     ``uses_model_options``: whether :class:`JudgeOptions` matter to it; ``uses_template``:
-    whether it reads ``JudgeOptions.template``. ``label_source``: the ``label_source`` of the
+    whether it reads ``JudgeOptions.template``, ``mode`` and ``tie_margin`` (an LLM judge). ``label_source``: the ``label_source`` of the
     rows ``label --judge`` writes with it.
     """
 
@@ -171,13 +176,37 @@ def _llm_judge(value: str, options: JudgeOptions) -> PairwiseJudge:
     o = options
     return LLMJudge(value.removeprefix("llm:"), template=o.template, device=o.device, dtype=o.dtype,
                     batch_size=o.batch_size, max_length=o.max_length, progress=o.progress,
-                    trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
+                    trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle,
+                    mode=judge_mode(o.mode), tie_margin=o.tie_margin)
 
 
 def _check_llm_judge(value: str, options: JudgeOptions, prompts: Sequence[str]) -> None:
     from realspo.labels.llm_judge import check_llm_judge
 
-    check_llm_judge(value.removeprefix("llm:"), options.template, options.trust_remote_code)
+    check_llm_judge(value.removeprefix("llm:"), options.template, options.trust_remote_code,
+                    judge_mode(options.mode))
+
+
+def _served_options(value: str, options: JudgeOptions) -> ServedOptions:
+    """The judge's server: ``options.served``, else the defaults at ``$OPENAI_BASE_URL``."""
+    return options.served or ServedOptions(base_url=check_base_url(None, "--judge-base-url"))
+
+
+def _served_judge(value: str, options: JudgeOptions) -> PairwiseJudge:
+    from realspo.labels.served_judge import ServedJudge
+
+    return ServedJudge(served_name(value, "--judge"), _served_options(value, options),
+                       template=options.template, mode=judge_mode(options.mode),
+                       tie_margin=options.tie_margin, progress=options.progress)
+
+
+def _check_served_judge(value: str, options: JudgeOptions, prompts: Sequence[str]) -> None:
+    from realspo.served.client import ServedClient
+
+    served = _served_options(value, options)
+    read_template(options.template, judge_mode(options.mode))
+    if not served.dry_run:
+        ServedClient(served_name(value, "--judge"), served).check_reachable()
 
 
 PROVING_GROUND = JudgeEntry(
@@ -200,6 +229,17 @@ LLM = JudgeEntry(
     uses_template=True,
     label_source="llm-judge",
 )
+SERVED = JudgeEntry(
+    name="openai:NAME",
+    description="an LLM judge behind an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama, "
+                "a hosted API) at --judge-base-url, asked as llm:PATH is; cached and resumable",
+    matches=lambda value: value.startswith("openai:"),
+    make=_served_judge,
+    check=_check_served_judge,
+    pairwise=True,
+    uses_template=True,
+    label_source="served-judge",
+)
 REWARD_MODEL = JudgeEntry(
     name="PATH",
     description="a reward model: a local directory or hub id (org/name) of a one-output "
@@ -210,8 +250,9 @@ REWARD_MODEL = JudgeEntry(
     uses_model_options=True,
     label_source="reward-model",
 )
-# The order is the matching order: ``llm:/models/x`` also looks like a PATH, so LLM comes first.
-JUDGES: tuple[JudgeEntry, ...] = (PROVING_GROUND, LLM, REWARD_MODEL)
+# The order is the matching order: ``llm:/models/x`` and ``openai:org/name`` also look like a
+# PATH, so LLM and SERVED come first.
+JUDGES: tuple[JudgeEntry, ...] = (PROVING_GROUND, LLM, SERVED, REWARD_MODEL)
 
 
 def judges_help() -> str:
@@ -231,9 +272,12 @@ def check_judge(value: str, options: JudgeOptions = JudgeOptions(),
                 prompts: Sequence[str] = ()) -> JudgeEntry:
     """Resolve ``value``, run its entry's early check on ``prompts``, return the entry."""
     entry = find_judge(value)
-    if options.template is not None and not entry.uses_template:
-        raise ConfigError(f"--judge-template has no effect with judge {value!r} (only with "
-                          f"{', '.join(e.name for e in JUDGES if e.uses_template)})")
+    llm_judges = ', '.join(e.name for e in JUDGES if e.uses_template)
+    for flag, changed in (("--judge-template", options.template is not None),
+                          ("--judge-mode", judge_mode(options.mode).name != "pairwise"),
+                          ("--tie-margin", options.tie_margin != 0.0)):
+        if changed and not entry.uses_template:
+            raise ConfigError(f"{flag} has no effect with judge {value!r} (only with {llm_judges})")
     if entry.check is not None:
         entry.check(value, options, prompts)
     return entry

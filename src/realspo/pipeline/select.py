@@ -102,6 +102,7 @@ def _embed_select_write(cfg: SelectConfig, groups: list, work: list, origin: Any
             trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
             show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
             checkpoint_every=cfg.checkpoint_every,
+            served=cfg.check_served(cfg.embedder, "--embedder", cfg.base_url, "--base-url"),
         )
     try:
         return _select_and_write(cfg, groups, work, origin, cut, fmt, emb, eligible, rows_skipped,

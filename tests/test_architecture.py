@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"formats", "spo", "proving_ground"},
     {"generation", "embeddings", "selection"},
     {"labels"},
+    {"annotate"},
     {"training"},
     {"evaluation"},
     {"demo"},

@@ -1,0 +1,87 @@
+"""Running a campaign's server: the socket, the links, uvicorn, the output lock."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import ipaddress
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from realspo.annotate.campaign import Campaign, CampaignSpec, open_campaign
+from realspo.errors import RealspoError
+from realspo.outputs import output_lock
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: any free one).
+
+    Raises:
+        RealspoError: the port is in use or the address cannot be bound.
+    """
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        family = socket.AF_INET  # a host name
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        why = "is in use" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc.strerror})"
+        raise RealspoError(f"--host {host} --port {port}: {why}; pick another --port") from None
+    sock.listen(128)
+    return sock
+
+
+def links(campaign: Campaign, host: str, sock: socket.socket) -> dict[str | None, str]:
+    """Each annotator's link and the owner's (key None), as ``http://HOST:PORT/?token=...``."""
+    port = sock.getsockname()[1]
+    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
+    if ":" in shown:
+        shown = f"[{shown}]"  # an IPv6 address in a URL
+    tokens = {**campaign.tokens.annotators, None: campaign.tokens.owner}
+    return {name: f"http://{shown}:{port}/?token={quote(token)}" for name, token in tokens.items()}
+
+
+@contextlib.contextmanager
+def serve_campaign(spec: CampaignSpec, out: str | Path,
+                   sock: socket.socket) -> Iterator[tuple[Campaign, bool, object]]:
+    """Open (or resume) the campaign under its output lock and yield it with a uvicorn server.
+
+    Args:
+        spec: what the campaign is made of.
+        out: the campaign directory.
+        sock: the bound socket (:func:`bind`).
+
+    Yields:
+        The campaign, whether it was created now, and a ``uvicorn.Server`` to ``run``.
+    """
+    import uvicorn
+
+    from realspo.annotate.server import create_app
+
+    try:
+        with output_lock(out):
+            campaign, created = open_campaign(spec, out)
+            app = create_app(campaign)
+            # no access log: the first request of a link carries its token in the URL
+            config = uvicorn.Config(app, log_level="warning", access_log=False,
+                                    timeout_graceful_shutdown=5)
+            try:
+                yield campaign, created, uvicorn.Server(config)
+            finally:
+                app.state.api.close()
+    finally:
+        sock.close()
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` is a loopback address (the default, reachable from this machine only)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+

@@ -26,6 +26,9 @@ def bind(host: str, port: int) -> socket.socket:
     except ValueError:
         family = socket.AF_INET  # a host name
     sock = socket.socket(family, socket.SOCK_STREAM)
+    # a restart right after a crash must not wait out the old connections' TIME_WAIT; a port
+    # another process listens on is still refused
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:

@@ -11,14 +11,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
-pytest.importorskip("starlette")
-from starlette.testclient import TestClient  # noqa: E402
-
-from realspo.annotate.assignment import assign_pairs  # noqa: E402
-from realspo.annotate.campaign import CampaignSpec, open_campaign  # noqa: E402
-from realspo.annotate.server import create_app  # noqa: E402
-from realspo.labels.journals import campaign_answers, read_key  # noqa: E402
+from realspo.annotate.assignment import assign_pairs
+from realspo.annotate.campaign import CampaignSpec, open_campaign
+from realspo.annotate.server import create_app
+from realspo.labels.journals import campaign_answers, read_key
 
 
 def write_pairs(path: Path, n: int, **extra) -> Path:
@@ -196,3 +194,50 @@ def test_the_page_sends_a_csp_that_forbids_inline_script_and_remote_loads(tmp_pa
         assert js.status_code == 200 and "innerHTML" not in js.text
         assert client.get("/api/next").headers["content-security-policy"] == csp
     app.state.api.close()
+
+
+def test_label_reads_the_campaign_directory_by_majority(tmp_path):
+    from realspo.cli import main
+
+    campaign, _, app = open_app(tmp_path, annotators=("alice", "bob"), overlap=2, n=8)
+    # alice prefers the first answer on every pair; bob agrees on p0-p3 and disagrees on p4-p7
+    with TestClient(app) as client:
+        for name in ("alice", "bob"):
+            token = campaign.tokens.annotators[name]
+            while not (task := client.get("/api/next", headers=auth(token)).json())["done"]:
+                number = int(task["a"].rsplit(" ", 1)[1])
+                first_is_a = task["a"].startswith("first")
+                wants_first = name == "alice" or number < 4
+                answer = "A" if first_is_a == wants_first else "B"
+                if name == "bob" and number == 3:
+                    answer = "skip"  # a skip does not vote: alice alone decides p3
+                client.post("/api/label", headers=auth(token),
+                            json={"task_id": task["task_id"], "answer": answer})
+    app.state.api.close()
+    out = tmp_path / "prefs.jsonl"
+    assert main(["label", "--pairs", str(tmp_path / "pairs.jsonl"), "--annotations",
+                 str(campaign.directory), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["pair_id"] for r in rows) == ["p0", "p1", "p2", "p3"]  # p4-p7 disputed: ties
+    assert all(r["chosen"].startswith("first") and r["label_source"] == "human" for r in rows)
+
+
+def test_label_refuses_a_campaign_of_other_pairs_or_an_edited_journal(tmp_path, capsys):
+    from realspo.cli import main
+
+    campaign, _, app = open_app(tmp_path, annotators=("alice",), overlap=1, n=4)
+    token = campaign.tokens.annotators["alice"]
+    with TestClient(app) as client:
+        task = client.get("/api/next", headers=auth(token)).json()
+        client.post("/api/label", headers=auth(token), json={"task_id": task["task_id"], "answer": "A"})
+    app.state.api.close()
+    other = write_pairs(tmp_path / "other.jsonl", 4, response_b="changed")
+    argv = ["label", "--annotations", str(campaign.directory), "--out", str(tmp_path / "o.jsonl")]
+    assert main(["label", "--pairs", str(other), *argv[1:]]) == 2
+    assert "differ from campaign" in capsys.readouterr().err
+    journal = campaign.directory / "journals" / "alice.jsonl"
+    journal.write_text(journal.read_text() * 2)  # the same label twice, no undo between
+    assert main(["label", "--pairs", str(tmp_path / "pairs.jsonl"), *argv[1:]]) == 2
+    err = capsys.readouterr().err
+    assert "alice.jsonl:2" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "o.jsonl").exists()

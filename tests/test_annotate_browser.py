@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("starlette")
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 REQUIRED = os.environ.get("REALSPO_REQUIRE_BROWSER") == "1"
 

@@ -8,14 +8,12 @@ import os
 import socket
 
 import pytest
+from starlette.testclient import TestClient
 
-pytest.importorskip("starlette")
-from starlette.testclient import TestClient  # noqa: E402
-from test_annotate import auth, open_app, write_pairs  # noqa: E402
-
-from realspo.annotate.queues import task_id  # noqa: E402
-from realspo.annotate.server import MAX_BODY_BYTES  # noqa: E402
-from realspo.cli import main  # noqa: E402
+from realspo.annotate.queues import task_id
+from realspo.annotate.server import MAX_BODY_BYTES
+from realspo.cli import main
+from test_annotate import auth, open_app, write_pairs
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:

@@ -10,9 +10,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("starlette")
-pytest.importorskip("httpx")
-
 BENCH_DIR = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

@@ -17,6 +17,7 @@ from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError, RealspoError
 from realspo.labels.annotation import default_key_path, export_tasks, read_annotations
 from realspo.labels.annotator import simulate_labels
+from realspo.labels.journals import campaign_outcomes, is_campaign
 from realspo.labels.judges import (
     PROVING_GROUND,
     JudgeOptions,
@@ -64,8 +65,9 @@ class LabelConfig:
                                             "to this .csv/.jsonl, order randomised", metavar="FILE",
                                    path="output")
     annotations: str | None = option(None, "read answers (pair_id, answer: A, B, tie, skip) for "
-                                           "tasks from --export-tasks", metavar="FILE",
-                                  path="input")
+                                           "tasks from --export-tasks, or a `realspo annotate` "
+                                           "campaign directory (majority of its annotators)",
+                                     metavar="FILE|DIR", path="input")
     key: str | None = option(None, "order key of the tasks (default: TASKS.key.jsonl next to the "
                                    "tasks / annotations file)", metavar="FILE",
                           path="output")  # written by --export-tasks; read with --annotations,
@@ -185,6 +187,11 @@ def run(args: argparse.Namespace) -> int:
             scores = judge_pairs(make_judge(cfg.judge, options), pairs)
             outcomes = [outcome_of(a, b) for a, b in scores]
         source = entry.label_source
+    elif cfg.annotations and is_campaign(cfg.annotations):
+        if cfg.key:
+            raise ConfigError("--key: a campaign directory holds its own key")
+        outcomes = campaign_outcomes(cfg.annotations, pairs)
+        source = "human"
     elif cfg.annotations:
         outcomes = read_annotations(cfg.annotations, pairs, cfg.key)
         source = "human"

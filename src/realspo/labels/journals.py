@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from realspo.errors import InputError
+from realspo.labels.annotation import fingerprint
+from realspo.schema import AnnotationPair
 
 KEY_FILE = "key.jsonl"
 JOURNALS_DIR = "journals"
@@ -183,3 +187,46 @@ def campaign_answers(directory: str | os.PathLike) -> dict[str, dict[str, str]]:
         answers[journal.stem] = {pid: unswap(e["answer"], key[pid])
                                  for pid, e in state.answers.items()}
     return answers
+
+
+def campaign_outcomes(directory: str | os.PathLike, pairs: Sequence[AnnotationPair]) -> list[str]:
+    """One outcome per pair (in pair order) from a campaign's journals, by majority.
+
+    Each annotator's answer counts once; skips do not vote. The most frequent of A, B and tie
+    wins; a draw between them (one A, one B) is a ``tie``, so a disputed pair gives no
+    preference; a pair nobody answered is ``unanswered`` (``skip`` if every answer was a
+    skip). Gold pairs are left out. Every pair must be in the key with the same texts (its
+    fingerprint), so answers never meet another campaign's key.
+
+    Args:
+        directory: a campaign directory (:func:`is_campaign`).
+        pairs: the pairs file's rows.
+
+    Returns:
+        ``"A"``, ``"B"``, ``"tie"``, ``"skip"`` or ``"unanswered"`` per pair.
+    """
+    key = read_key(directory)
+    for pair in pairs:
+        entry = key.get(pair.pair_id)
+        if entry is None:
+            raise pair.row.error(f"pair id {pair.pair_id!r} is not in the campaign {directory}",
+                                 "pair_id")
+        if entry.fingerprint != fingerprint(pair):
+            raise pair.row.error(f"the pair's texts differ from campaign {directory}'s; was it "
+                                 "set up from another pairs file?", "pair_id")
+    votes: dict[str, Counter[str]] = {p.pair_id: Counter() for p in pairs}
+    for answers in campaign_answers(directory).values():
+        for pair_id, answer in answers.items():
+            if pair_id in votes:
+                votes[pair_id][answer] += 1
+    outcomes = []
+    for pair in pairs:
+        counted = votes[pair.pair_id]
+        ranked = [(n, a) for a, n in counted.items() if a != "skip"]
+        if not ranked:
+            outcomes.append("skip" if counted else "unanswered")
+            continue
+        top = max(n for n, _ in ranked)
+        winners = [a for n, a in ranked if n == top]
+        outcomes.append(winners[0] if len(winners) == 1 else "tie")
+    return outcomes

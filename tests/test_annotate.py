@@ -188,7 +188,7 @@ def test_the_page_sends_a_csp_that_forbids_inline_script_and_remote_loads(tmp_pa
         csp = page.headers["content-security-policy"]
         assert "default-src 'self'" in csp and "script-src 'self';" in csp
         assert "unsafe-inline" not in csp and "http" not in csp
-        assert "<script src=\"/static/annotate.js\"" in page.text
+        assert "<script src=\"static/annotate.js\"" in page.text
         assert "<script>" not in page.text  # no inline script in the page
         js = client.get("/static/annotate.js")
         assert js.status_code == 200 and "innerHTML" not in js.text

@@ -39,14 +39,19 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def links(campaign: Campaign, host: str, sock: socket.socket) -> dict[str | None, str]:
-    """Each annotator's link and the owner's (key None), as ``http://HOST:PORT/?token=...``."""
-    port = sock.getsockname()[1]
-    shown = socket.gethostname() if host in ("0.0.0.0", "::", "") else host
-    if ":" in shown:
-        shown = f"[{shown}]"  # an IPv6 address in a URL
+def links(campaign: Campaign, host: str, sock: socket.socket,
+          public_url: str | None = None) -> dict[str | None, str]:
+    """Each annotator's link and the owner's (key None): ``http://HOST:PORT/?token=...``, or
+    ``PUBLIC_URL/?token=...`` behind a reverse proxy."""
+    if public_url:
+        base = public_url.rstrip("/")
+    else:
+        shown = socket.gethostname() if host in ("0.0.0.0", "::") else host
+        if ":" in shown:
+            shown = f"[{shown}]"  # an IPv6 address in a URL
+        base = f"http://{shown}:{sock.getsockname()[1]}"
     tokens = {**campaign.tokens.annotators, None: campaign.tokens.owner}
-    return {name: f"http://{shown}:{port}/?token={quote(token)}" for name, token in tokens.items()}
+    return {name: f"{base}/?token={quote(token)}" for name, token in tokens.items()}
 
 
 @contextlib.contextmanager

@@ -30,6 +30,9 @@ class AnnotateConfig:
     host: str = option("127.0.0.1", "address to listen on (another than loopback exposes the "
                                     "page to the network; every request still needs a token)")
     port: int = option(8080, "port to listen on (0: any free port)")
+    public_url: str | None = option(None, "the address annotators reach, when a reverse proxy "
+                                          "(TLS) stands in front: printed links start with it, "
+                                          "e.g. https://label.example.org", metavar="URL")
 
     def validate(self) -> None:
         check_seed(self.seed)
@@ -37,6 +40,8 @@ class AnnotateConfig:
             raise ConfigError(f"--port {self.port}: expected 0 to 65535")
         if not self.host.strip():
             raise ConfigError("--host: empty; give 127.0.0.1 (the default) or an address")
+        if self.public_url is not None and not self.public_url.startswith(("http://", "https://")):
+            raise ConfigError(f"--public-url {self.public_url}: expected http:// or https://...")
         if self.overlap < 1:
             raise ConfigError(f"--overlap {self.overlap}: expected at least 1")
 
@@ -59,9 +64,9 @@ def run(args: argparse.Namespace) -> int:
     with serve_campaign(spec, cfg.out, sock) as (campaign, created, server):
         print(f"{'created' if created else 'resumed'} campaign {cfg.out}: "
               f"{len(campaign.key)} pairs, {len(campaign.queues)} annotator(s)")
-        for name, url in links(campaign, cfg.host, sock).items():
+        for name, url in links(campaign, cfg.host, sock, cfg.public_url).items():
             print(f"  {name or 'owner (progress)'}: {url}")
-        if not is_loopback(cfg.host):
+        if not is_loopback(cfg.host) and not cfg.public_url:
             print(f"listening on {cfg.host}: reachable from the network, without TLS; see "
                   "docs/how-to/annotate.md for a reverse proxy with TLS")
         print("labels are saved as they are given; Ctrl-C stops the server", flush=True)

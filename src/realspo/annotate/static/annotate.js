@@ -98,7 +98,7 @@
   }
 
   async function loadNext() {
-    showTask(await api("GET", "/api/next"));
+    showTask(await api("GET", "api/next"));
   }
 
   async function act(work) {
@@ -122,11 +122,11 @@
     const body = { task_id: task.task_id, answer: value };
     const comment = $("comment").value.trim();
     if (comment) { body.comment = comment; }
-    act(function () { return api("POST", "/api/label", body); });
+    act(function () { return api("POST", "api/label", body); });
   }
 
   function undo() {
-    act(function () { return api("POST", "/api/undo"); });
+    act(function () { return api("POST", "api/undo"); });
   }
 
   function onKey(event) {
@@ -141,7 +141,7 @@
   }
 
   async function showOwner() {
-    const data = await api("GET", "/api/progress");
+    const data = await api("GET", "api/progress");
     $("owner").hidden = false;
     showProgress(data.labels);
     $("owner-summary").textContent = data.pairs.complete + " of " + data.pairs.total +
@@ -179,7 +179,7 @@
       return;
     }
     try {
-      const who = await api("GET", "/api/whoami");
+      const who = await api("GET", "api/whoami");
       if (who.role === "owner") {
         await showOwner();
         setInterval(function () { showOwner().catch(function () {}); }, 5000);

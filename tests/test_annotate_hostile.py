@@ -262,3 +262,21 @@ def test_a_server_fault_is_a_json_error_without_a_traceback(served, monkeypatch)
 def test_a_wrong_method_is_a_json_error(served):
     campaign, _, client = served
     assert_json_error(client.get("/api/label", headers=auth(campaign.tokens.owner)), 405)
+
+
+def test_help_imports_no_web_stack():
+    from test_cli_startup import _imported
+
+    modules, printed = _imported(["annotate", "--help"])
+    assert "--annotators" in printed and "--public-url" in printed
+    heavy = {m for m in modules if m.split(".")[0] in ("starlette", "uvicorn", "jinja2", "torch")}
+    assert not heavy, sorted(heavy)[:5]
+
+
+def test_a_preference_file_is_not_a_pairs_file(tmp_path, capsys, free_port):
+    prefs = tmp_path / "prefs.jsonl"
+    prefs.write_text(json.dumps({"prompt": "Q", "chosen": "a", "rejected": "b"}) + "\n")
+    code, err = run_cli(capsys, "--pairs", str(prefs), "--out", str(tmp_path / "c"),
+                        "--port", str(free_port))
+    assert_one_line_error(code, err, "prefs.jsonl", "response_a")
+    assert not (tmp_path / "c").exists()

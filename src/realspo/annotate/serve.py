@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
+import signal
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -78,12 +79,20 @@ def serve_campaign(spec: CampaignSpec, out: str | Path,
             # no access log: the first request of a link carries its token in the URL
             config = uvicorn.Config(app, log_level="warning", access_log=False,
                                     timeout_graceful_shutdown=5)
+            # uvicorn stops gracefully on SIGTERM, then raises the signal again: with the
+            # default action that kills us before the journals close and the lock goes
+            previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
             try:
                 yield campaign, created, uvicorn.Server(config)
             finally:
+                signal.signal(signal.SIGTERM, previous)
                 app.state.api.close()
     finally:
         sock.close()
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 def is_loopback(host: str) -> bool:

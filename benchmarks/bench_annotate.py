@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import REPO, markdown_table, section, write_section  # noqa: E402
+from common import REPO, _cpu_model, markdown_table, section, write_section  # noqa: E402
 
 ENTRY = "import sys; from realspo.cli import main; sys.exit(main())"
 CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
@@ -276,8 +276,8 @@ def main(argv: list[str] | None = None) -> None:
         rows.append([f"Chromium, {args.browser_pairs} pairs by keyboard",
                      f"{browser_s:.2f} s ({browser_s / args.browser_pairs * 1e3:.0f} ms a pair)"])
     ok = result.lost == 0 and result.duplicated == 0
-    info = {"cpu": _cpu(), "cores": f"{len(os.sched_getaffinity(0))} usable of {os.cpu_count()}",
-            "python": sys.version.split()[0], "disk": "the temporary directory's file system",
+    info = {"cpu": _cpu_model(), "cores": f"{len(os.sched_getaffinity(0))} usable of {os.cpu_count()}",
+            "python": sys.version.split()[0], "journals on": _file_system(tempfile.gettempdir()),
             "load average (1 min) at start": f"{load_before:.1f}"}
     body = section(
         "11. Labeling server under load (`realspo annotate`)",
@@ -298,15 +298,16 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(1)
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
+def _file_system(path: str) -> str:
+    """The type of the file system holding ``path`` (what fsync costs depends on it)."""
+    best, kind = "", "unknown"
+    real = os.path.realpath(path)
+    for line in Path("/proc/mounts").read_text().splitlines():
+        fields = line.split()
+        if len(fields) > 2 and real.startswith(fields[1]) and len(fields[1]) > len(best):
+            best, kind = fields[1], fields[2]
+    return f"{kind} ({best})"
 
 if __name__ == "__main__":
     main()

@@ -4,7 +4,7 @@ Layout (``labels/journals.py`` reads the key and journals back for ``label --ann
 
 - ``campaign.json``: the export id, the pairs file's SHA-256, the annotators, overlap,
   gold file's SHA-256 and seed; a rerun with another pairs file or other options is refused.
-- ``key.jsonl``: the shown order of every pair (gold pairs flagged, with their answer).
+- ``key.jsonl``: the shown order of every pair, who was given it, and a gold pair's answer.
 - ``assignment.json``: each annotator's queue, in the order shown.
 - ``tokens.json`` (mode 0600): the owner's and each annotator's secret token.
 - ``journals/<annotator>.jsonl``: the answers (``journal.py``).
@@ -150,12 +150,17 @@ def _create(out: Path, spec: CampaignSpec, record: dict, pairs: Sequence[Annotat
     with atomic_dir(out, kind=CAMPAIGN_KIND) as tmp:
         tmp.chmod(0o700)  # the journals hold the annotators' comments
         (tmp / JOURNALS_DIR).mkdir(mode=0o700)
+        holders: dict[str, list[str]] = {}
+        for name, queue in queues.items():
+            for pair_id in queue:
+                holders.setdefault(pair_id, []).append(name)
         rows = []
         for (pair, answer), swap in zip(shown, swapped, strict=True):
             row = {"pair_id": pair.pair_id, "swapped": bool(swap),
-                   "fingerprint": fingerprint(pair), "export_id": export_id}
+                   "fingerprint": fingerprint(pair), "annotators": holders[pair.pair_id],
+                   "export_id": export_id}
             if answer is not None:
-                row |= {"gold": True, "gold_answer": answer}
+                row["gold"] = answer  # the known answer, in the pair's own order
             rows.append(json.dumps(row, ensure_ascii=False))
         (tmp / KEY_FILE).write_text("\n".join(rows) + "\n", encoding="utf-8")
         (tmp / ASSIGNMENT_FILE).write_text(json.dumps(queues, indent=1) + "\n", encoding="utf-8")

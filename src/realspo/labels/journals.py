@@ -4,8 +4,8 @@ A campaign directory (written by ``realspo annotate``) holds:
 
 - ``key.jsonl``: one row per pair shown, ``{pair_id, swapped, fingerprint, export_id}``
   (whether the pair is shown with its responses swapped, as :func:`export_tasks`'s key, plus
-  the campaign's export id); a gold pair adds ``gold: true`` and ``gold_answer`` (A, B or tie
-  in the pair's own order).
+  the campaign's export id, and ``annotators``: who was given it); a gold pair adds ``gold``,
+  its known answer (A, B or tie in the pair's own order).
 - ``journals/<annotator>.jsonl``: an append-only journal of events, one JSON object a line:
   ``{"event": "label", "seq", "pair_id", "annotator", "answer", "comment", "export_id",
   "time"}`` (``answer`` in the *shown* order) and ``{"event": "undo", "seq", "undoes"}``.
@@ -82,9 +82,9 @@ def read_key(directory: str | os.PathLike) -> dict[str, KeyEntry]:
             raise InputError(where, "expected true or false", field="swapped")
         if not isinstance(fp, str) or not isinstance(export_id, str):
             raise InputError(where, "expected strings", field="fingerprint/export_id")
-        gold = row.get("gold_answer") if row.get("gold") else None
-        if row.get("gold") and gold not in ("A", "B", "tie"):
-            raise InputError(where, f"expected A, B or tie, got {gold!r}", field="gold_answer")
+        gold = row.get("gold")
+        if gold is not None and gold not in ("A", "B", "tie"):
+            raise InputError(where, f"expected A, B or tie, got {gold!r}", field="gold")
         entries[pair_id] = KeyEntry(pair_id, swapped, fp, export_id, gold)
     return entries
 

@@ -172,6 +172,18 @@ def test_label_five_by_keyboard_undo_one_reload(bench, serve, driver, tmp_path):
     if not Path(shot).exists():  # the first task was another pair: shoot the one on screen
         driver.save_screenshot(shot)
     assert Path(shot).stat().st_size > 10_000
+    # on a narrow screen the responses stack, A above B
+    driver.set_window_size(480, 900)
+    a_box, b_box = (driver.execute_script(
+        f"const r = document.getElementById('response-{s}').getBoundingClientRect();"
+        "return [r.left, r.top, r.bottom]") for s in "ab")
+    assert a_box[0] == b_box[0] and b_box[1] >= a_box[2]
+    # the last two answers: a clear done state
+    press(bench, driver, "b")
+    press(bench, driver, "t")
+    assert state(driver) == "done" and text(driver, "progress-text") == "6 / 6"
+    assert driver.execute_script("return document.getElementById('done').hidden") is False
+    assert driver.execute_script("return document.getElementById('task').hidden") is True
 
 
 HOSTILE = ("<script>window.__pwned = 'script'; alert(1)</script>\n"
@@ -214,3 +226,18 @@ def test_hostile_model_output_neither_runs_nor_fetches(bench, serve, driver):
             fetched.add(message["params"]["request"]["url"])
     assert fetched and all(url.startswith(base + "/") for url in fetched), fetched
     assert not any(p in url for url in fetched for p in ("tracker", "pixel", "style-fetch", "/x"))
+
+
+def test_the_owner_link_shows_everyones_progress(bench, serve, driver):
+    campaign, base, _ = serve(PAIRS, annotators=("alice", "bob"))
+    driver.get(f"{base}/?token={campaign.tokens.annotators['bob']}")
+    bench.wait_ready(driver)
+    press(bench, driver, "a")
+    driver.get(f"{base}/?token={campaign.tokens.owner}")
+    bench.wait_for(driver, lambda d: state(d) == "owner")
+    rows = driver.execute_script(
+        "return [...document.querySelectorAll('#owner-rows tr')].map("
+        "r => [...r.cells].slice(0, 2).map(c => c.textContent))")
+    assert rows == [["alice", "0 / 3"], ["bob", "1 / 3"]]  # overlap 1: three pairs each
+    assert "not computed" in text(driver, "owner-agreement")
+    assert driver.execute_script("return document.getElementById('task').hidden") is True

@@ -280,3 +280,15 @@ def test_a_preference_file_is_not_a_pairs_file(tmp_path, capsys, free_port):
                         "--port", str(free_port))
     assert_one_line_error(code, err, "prefs.jsonl", "response_a")
     assert not (tmp_path / "c").exists()
+
+
+def test_a_second_server_on_the_same_campaign_is_refused(tmp_path, capsys, free_port):
+    from realspo.outputs import output_lock
+
+    campaign, _, app = open_app(tmp_path, annotators=("alice",), overlap=1)
+    app.state.api.close()
+    with output_lock(campaign.directory):  # as a running server holds it
+        code, err = run_cli(capsys, "--pairs", str(tmp_path / "pairs.jsonl"), "--out",
+                            str(campaign.directory), "--annotators", "alice",
+                            "--port", str(free_port))
+    assert_one_line_error(code, err, "another run")

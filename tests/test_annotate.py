@@ -241,3 +241,25 @@ def test_label_refuses_a_campaign_of_other_pairs_or_an_edited_journal(tmp_path, 
     err = capsys.readouterr().err
     assert "alice.jsonl:2" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def test_the_listening_socket_says_tcp_so_replies_are_not_held_by_nagle():
+    """asyncio sets TCP_NODELAY on accepted connections only if the socket's protocol is
+    IPPROTO_TCP; a socket made with protocol 0 made every keep-alive reply wait for a
+    delayed ACK (~40 ms a request, measured)."""
+    import asyncio.base_events as base_events
+    import socket
+
+    from realspo.annotate.serve import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+        client = socket.create_connection(sock.getsockname())
+        accepted, _ = sock.accept()
+        base_events._set_nodelay(accepted)  # what asyncio does to each accepted connection
+        assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        accepted.close()
+        client.close()
+    finally:
+        sock.close()

@@ -26,7 +26,9 @@ def bind(host: str, port: int) -> socket.socket:
         family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
     except ValueError:
         family = socket.AF_INET  # a host name
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP named, not 0: asyncio sets TCP_NODELAY on accepted connections only when
+    # the protocol says TCP; without it each keep-alive reply waited ~40 ms for a delayed ACK
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     # a restart right after a crash must not wait out the old connections' TIME_WAIT; a port
     # another process listens on is still refused
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

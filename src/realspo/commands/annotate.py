@@ -27,7 +27,7 @@ class AnnotateConfig:
                                     "or tie), mixed into every queue", metavar="FILE",
                               path="input")
     seed: int = option(0, "seed of the assignment and of the shown order")
-    host: str = option("127.0.0.1", "address to listen on (another than loopback exposes the "
+    host: str = option("127.0.0.1", "address to listen on (any but loopback exposes the "
                                     "page to the network; every request still needs a token)")
     port: int = option(8080, "port to listen on (0: any free port)")
     public_url: str | None = option(None, "the address annotators reach, when a reverse proxy "

@@ -152,9 +152,9 @@ def run_cli(data: Path, npy: Path, out: Path, strategy: str, threads: int) -> tu
 
 
 def stage_times(data: str, npy: str, out: str, strategy: str) -> dict[str, float]:
-    """Seconds per stage of ``select_from_config`` (the CLI's code path), by wrapping each stage."""
-    import realspo.commands.select as command
+    """Seconds per stage of ``realspo.pipeline.select.select_from_config`` (the CLI's code path), by wrapping each stage."""
     import realspo.embeddings.embed as embeddings
+    import realspo.pipeline.select as command
 
     seconds: dict[str, float] = {}
 

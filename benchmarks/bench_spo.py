@@ -168,10 +168,10 @@ def token_counts(work: Path, args: argparse.Namespace) -> dict[str, int]:
     """Body tokens of one epoch's micro-batches (in file order), sequences apart and as token
     trees, without and with the default SPO variants (level draws seeded as in training)."""
     from realspo.models import load_tokenizer
-    from realspo.training.config import TrainConfig
     from realspo.training.data import PairCollator, PairDataset, read_pairs
     from realspo.training.prefix_tree import pair_groups, tree_tokens
     from realspo.training.step import _stack_padded, variant_batch
+    from realspo.training.train_config import TrainConfig
 
     cfg = TrainConfig(data=str(work / "pairs.jsonl"), model=str(work / "model"), out="unused", spo=True,
                       max_length=args.max_length, batch_size=args.batch_size,
@@ -197,13 +197,13 @@ def token_counts(work: Path, args: argparse.Namespace) -> dict[str, int]:
 
 
 def default_levels() -> int:
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     return TrainConfig.__dataclass_fields__["spo_levels"].default
 
 
 def default_sample_levels() -> int | None:
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     return TrainConfig.__dataclass_fields__["spo_sample_levels"].default
 

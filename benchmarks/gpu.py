@@ -100,9 +100,9 @@ def train_run(args: argparse.Namespace, data: Path, work: Path, name: str, **opt
               ) -> dict[str, float]:
     """One in-process ``realspo train``: median seconds per optimizer step (after the first two)
     and tokens/s from its metrics."""
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
+    from realspo.training.train_config import TrainConfig
 
     stamps: list[float] = []
     cfg = TrainConfig(data=str(data), model=args.model_path, out=str(work / name),

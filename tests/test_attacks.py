@@ -141,7 +141,7 @@ def test_label_out_that_is_its_pairs_is_refused(tmp_path, capsys):
 
 def test_a_hub_id_is_not_a_local_path(tmp_path, monkeypatch):
     from realspo.config import resolve
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     data = _write_jsonl(tmp_path / "data" / "p.jsonl", [{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
     work = tmp_path / "work"

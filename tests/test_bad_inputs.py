@@ -459,7 +459,7 @@ def test_extremely_long_response_is_truncated_and_counted(ctx, capsys, caplog):
 
 
 def test_extremely_long_training_pair_is_truncated_and_counted(ctx, capsys):
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
 
     long = {"prompt": "Human: Say a lot. " * 20_000 + "Assistant:", "chosen": " Fine.", "rejected": " No."}
     data = ctx.jsonl("d.jsonl", [TRL, long])

@@ -70,7 +70,7 @@ def _config_classes():
         for value in vars(module).values():
             if dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
                 yield name, value
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     yield "train", TrainConfig
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from realspo.config import add_options, check_seed, resolve
 from realspo.outputs import check_location
-from realspo.training.config import TrainConfig
+from realspo.training.train_config import TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -40,7 +40,6 @@ from realspo.chat_format import PromptFormat
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.spo.head import DegreeHead, degree_loss, pool_hidden
 from realspo.spo.variants import num_classes, plan_variants
-from realspo.training.config import BatchSettings, TrainConfig
 from realspo.training.logprobs import (
     grouped_hidden_states,
     last_hidden_states,
@@ -52,6 +51,7 @@ from realspo.training.losses import PolicyLogps, preference_loss
 from realspo.training.metrics import Metrics
 from realspo.training.prefix_tree import pair_groups, shared_hidden_states, sharing_unsupported
 from realspo.training.tokenization import collate, tokenize_response
+from realspo.training.train_config import BatchSettings, TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from realspo.demo.plan import CONTROLS
-from realspo.demo.records import Candidates
+from realspo.arms.plan import CONTROLS
+from realspo.arms.records import Candidates
 
 __all__ = ["CONTROLS", "ceiling_pairs", "control_selection", "oracle_labels", "random_prompts"]
 CONTROL_SEED_OFFSET = 20_000  # easy-random-prompts' prompt draw, apart from random's

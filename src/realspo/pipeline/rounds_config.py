@@ -3,7 +3,7 @@
 :data:`RoundsConfig` is one dataclass (see :mod:`realspo.config`): the options of the rounds
 themselves (prompts, budget and schedule, sampling, selection, judge, reference) followed by
 every option of ``realspo train`` that applies to one round's training, taken from
-:class:`realspo.training.config.TrainConfig` so each training hyper-parameter is declared
+:class:`realspo.training.train_config.TrainConfig` so each training hyper-parameter is declared
 once. :func:`round_budgets` splits the total budget over the rounds; :func:`round_prompts`
 says which prompts each round samples for. Nothing here imports torch.
 """
@@ -23,7 +23,7 @@ from realspo.labels.judges import find_judge, judges_help
 from realspo.selection.budget import parse_budget
 from realspo.selection.pickers import pick_random, similarity_key
 from realspo.selection.strategies import Strategy, get_strategy, strategy_help, strategy_names
-from realspo.training.config import TrainConfig
+from realspo.training.train_config import TrainConfig
 
 SCHEDULES = ("even", "front", "back")
 ROUND_PROMPTS = ("split", "all")

@@ -1,12 +1,12 @@
-"""The table and heatmap of ``realspo demo --grid`` (:mod:`realspo.demo.grid`), from its files.
+"""The table and heatmap of ``realspo demo --grid`` (:mod:`realspo.grid.run`), from its files.
 
 Per cell (K, RHO), over the seeds whose four arms are all done:
 
 * ``easy - random``, ``ceiling - random``, ``noiseless - random``: paired differences of the
   win rates over the SFT model, with hierarchical-bootstrap 95% intervals and ``mde``
-  (:func:`realspo.demo.analysis.paired_difference`, as in the demo's report);
+  (:func:`realspo.arms.analysis.paired_difference`, as in the demo's report);
 * ``share``: ``(easy - random) / (ceiling - random)`` with its interval
-  (:func:`realspo.demo.analysis.share_of_ceiling`);
+  (:func:`realspo.arms.analysis.share_of_ceiling`);
 * the candidate pairs' Spearman(similarity, |reward gap|) (selection and perceptual similarity),
   the annotator's guess rate and label-error rate (all pairs, and on the same pairs without
   confusion), each the mean over seeds; the label-error rates of the pairs random and easy
@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.analysis import paired_difference, share_of_ceiling
-from realspo.demo.grid_spec import ARMS, GridSpec, cell_dir, cell_file, cell_plan, grid_config
-from realspo.demo.plan import budget_label
-from realspo.demo.records import DemoRun, RunRecord
+from realspo.arms.analysis import paired_difference, share_of_ceiling
+from realspo.arms.plan import budget_label
+from realspo.arms.records import DemoRun, RunRecord
+from realspo.grid.spec import ARMS, GridSpec, cell_dir, cell_file, cell_plan, grid_config
 from realspo.outputs import atomic_path, write_json, write_rows
 
 COLUMNS = ("K", "RHO", "seeds", "easy_minus_random", "easy_ci_low", "easy_ci_high", "easy_mde",
@@ -136,11 +136,11 @@ def markdown(rows: list[dict[str, Any]], config: dict[str, Any]) -> str:
 def plot_heatmap(rows: list[dict[str, Any]], spec: GridSpec, path: Path) -> None:
     """(easy - random) / (ceiling - random) per cell, RHO down, K across; ``*``: the easy -
     random interval excludes 0."""
-    from realspo.demo.figures import _figure, _save
+    from realspo.arms.plotting import new_figure, save_figure
 
     ks, rhos = list(spec.confusions), list(spec.couplings)
     grid = np.full((len(rhos), len(ks)), np.nan)
-    fig, ax = _figure(figsize=(1.9 * len(ks) + 2.2, 1.4 * len(rhos) + 1.6))
+    fig, ax = new_figure(figsize=(1.9 * len(ks) + 2.2, 1.4 * len(rhos) + 1.6))
     for r in rows:
         i, j = rhos.index(r["RHO"]), ks.index(r["K"])
         if r["share"] is not None and np.isfinite(r["share"]):
@@ -164,7 +164,7 @@ def plot_heatmap(rows: list[dict[str, Any]], spec: GridSpec, path: Path) -> None
     ax.set_title("(easy - random) / (ceiling - random)\n* : easy - random interval excludes 0",
                  fontsize=9)
     fig.colorbar(image, ax=ax, label="share of the ceiling's gain")
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def write_grid_report(spec: GridSpec, out: Path) -> dict[str, Any]:

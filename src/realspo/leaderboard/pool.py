@@ -1,6 +1,6 @@
 """The leaderboard's inputs per round: candidates of a prompt pool sampled from a policy, the
 scores the strategies beyond REAL read (implicit rewards, a reward proxy), and each arm's
-ranked pairs. Used by :mod:`realspo.demo.leaderboard`.
+ranked pairs. Used by :mod:`realspo.leaderboard.run`.
 
 **The reward proxy** (``reward-gap``, ``reward-uncertain``). In the proving ground the oracle
 *is* the reward, so handing it to ``reward-gap`` would make it the ``ceiling`` control. The
@@ -22,10 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.controls import ceiling_pairs, oracle_labels
-from realspo.demo.plan import DemoPlan
-from realspo.demo.records import Candidates
-from realspo.demo.run import labelled_candidates, sample_responses_finished, scored_groups
+from realspo.arms.candidate_pool import (
+    labelled_candidates,
+    sample_responses_finished,
+    scored_groups,
+)
+from realspo.arms.controls import ceiling_pairs, oracle_labels
+from realspo.arms.plan import DemoPlan
+from realspo.arms.records import Candidates
 from realspo.generation.sampling import SamplingSettings
 from realspo.proving_ground.world import World
 

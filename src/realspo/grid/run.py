@@ -1,11 +1,11 @@
 """``realspo demo --grid``: REAL's `easy` against `random` over a grid of the premise's knobs.
 
 The grid crosses annotator confusion K (``--grid-confusions``) with world coupling RHO
-(``--grid-couplings``) (:mod:`realspo.demo.knobs`) and, in every cell and for every seed,
+(``--grid-couplings``) (:mod:`realspo.arms.knobs`) and, in every cell and for every seed,
 trains four arms with DPO at the main budget: ``random``, ``easy`` (REAL), ``ceiling`` (the
 oracle's largest-gap pairs) and ``noiseless`` (random's pairs, perfect labels)
-(:mod:`realspo.demo.controls`). Everything else is the demo's (preset, seeds, budget), and each
-training run is the demo's own (:mod:`realspo.demo.run`): the K = 0, RHO = 0 cell is the
+(:mod:`realspo.arms.controls`). Everything else is the demo's (preset, seeds, budget), and each
+training run is the demo's own (:mod:`realspo.arms.train_and_evaluate`): the K = 0, RHO = 0 cell is the
 default demo's ``random``, ``easy``, ``ceiling`` and ``noiseless`` runs.
 
 Order of work, per seed and RHO: the world and its SFT model (built once per RHO, cached), the
@@ -18,7 +18,7 @@ Progress. Each finished training run is a file ``OUT/cells/rho<RHO>/seed<S>/k<K>
 model's rewards (``baseline.json``) and the candidate pairs' statistics (``k<K>-pairs.json``).
 A rerun with the same ``--out`` skips every file that exists, so an interrupted grid resumes
 where it stopped; a rerun whose configuration differs from ``OUT/grid.json`` is refused. The
-table and the heatmap (:mod:`realspo.demo.grid_report`) are rewritten from the files at the end
+table and the heatmap (:mod:`realspo.grid.report`) are rewritten from the files at the end
 of every run.
 """
 
@@ -33,8 +33,12 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.controls import control_selection
-from realspo.demo.grid_spec import (
+from realspo.arms.candidate_pool import build_candidates, selected_pairs
+from realspo.arms.controls import control_selection
+from realspo.arms.knobs import candidate_effects, with_confusion
+from realspo.arms.plan import DemoPlan
+from realspo.arms.train_and_evaluate import evaluate_run, label_summary, train_run, training_rows
+from realspo.grid.spec import (
     ARMS,
     GridSpec,
     cell_dir,
@@ -42,23 +46,13 @@ from realspo.demo.grid_spec import (
     cell_plan,
     open_grid,
 )
-from realspo.demo.knobs import candidate_effects, with_confusion
-from realspo.demo.plan import DemoPlan
-from realspo.demo.run import (
-    build_candidates,
-    evaluate_run,
-    label_summary,
-    selected_pairs,
-    train_run,
-    training_rows,
-)
 from realspo.outputs import write_json, write_rows
 
 log = logging.getLogger(__name__)
 
 def run_grid(spec: GridSpec, out: str | Path) -> int:
     """Run (or resume) the grid in ``out``; returns the number of training runs done now. The
-    table: :func:`realspo.demo.grid_report.write_grid_report`."""
+    table: :func:`realspo.grid.report.write_grid_report`."""
     out = open_grid(spec, out)
     started = time.perf_counter()
     trained = 0

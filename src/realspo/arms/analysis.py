@@ -1,6 +1,6 @@
 """The numbers of ``realspo demo``: win rates with intervals, comparisons, label errors by
 similarity, and the label-efficiency curve. Pure functions of a finished
-:class:`realspo.demo.records.DemoRun`; :mod:`realspo.demo.report` draws and writes them.
+:class:`realspo.arms.records.DemoRun`; :mod:`realspo.demo.report` draws and writes them.
 
 Intervals. A model's *win rate* over the SFT model is the mean over held-out prompts of 1
 (higher oracle reward), 1/2 (equal) or 0. Per seed, its 95% interval is a percentile bootstrap
@@ -22,10 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.manipulation import spo_dose, spo_manipulation
-from realspo.demo.outcomes import paired_outcomes, pooled_outcomes
-from realspo.demo.plan import budget_label, plan_dict
-from realspo.demo.records import DemoRun, RunRecord
+from realspo.arms.arm_outcomes import paired_outcomes, pooled_outcomes
+from realspo.arms.manipulation import spo_dose, spo_manipulation
+from realspo.arms.plan import budget_label, plan_dict
+from realspo.arms.records import DemoRun, RunRecord
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
 from realspo.evaluation.statistics import MDE_FACTOR, hierarchical_bootstrap
 from realspo.labels.annotator import expected_error_rate

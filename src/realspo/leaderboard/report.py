@@ -1,4 +1,4 @@
-"""The numbers, figures and report of ``realspo leaderboard`` (:mod:`realspo.demo.leaderboard`)::
+"""The numbers, figures and report of ``realspo leaderboard`` (:mod:`realspo.leaderboard.run`)::
 
     report.md             the tables and findings
     results.json          every number (keys below)
@@ -26,10 +26,10 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.leaderboard_plan import SETTINGS, ArmRecord, LeaderboardRun
-from realspo.demo.plan import plan_dict
+from realspo.arms.plan import plan_dict
 from realspo.evaluation.evaluate import win_indicators
 from realspo.evaluation.statistics import MDE_FACTOR, hierarchical_bootstrap
+from realspo.leaderboard.plan import SETTINGS, ArmRecord, LeaderboardRun
 from realspo.outputs import atomic_path, write_json
 
 FIGURES = ("label_efficiency.png", "win_rates.png")
@@ -317,6 +317,6 @@ def write_leaderboard_report(lb: LeaderboardRun, out: Path) -> dict[str, Any]:
 
 def rebuild_report(out: str | Path) -> dict[str, Any]:
     """Rewrite the report of the finished run in ``out`` from its ``runs.json`` (no rerun)."""
-    from realspo.demo.leaderboard_plan import load_run
+    from realspo.leaderboard.plan import load_run
 
     return write_leaderboard_report(load_run(out), Path(out))

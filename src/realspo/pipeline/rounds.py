@@ -7,7 +7,7 @@ Round r (1-based) of :func:`run_rounds`:
 2. **embed** them when the strategy reads embeddings (:func:`realspo.embeddings.embed.embed_responses`;
    the current policy unless ``--embedder``), and score them when it reads implicit-reward
    margins (``p[r-1]`` against the reference ``p[r-1]`` was trained against) or rewards (the
-   selection judge) (:mod:`realspo.training.candidate_scores`);
+   selection judge) (:mod:`realspo.pipeline.candidate_scores`);
 3. **select** the round's budget of pairs (:func:`realspo.selection.strategies.select_pairs`);
 4. **label** them with the automatic judge (:mod:`realspo.labels.outcomes`); human labels
    are not in the loop (export the pairs of a round with ``realspo label --export-tasks``);
@@ -49,8 +49,8 @@ from realspo.outputs import (
     write_json,
     write_rows,
 )
-from realspo.training.round_stages import RoundJudges, label_pairs, reference_columns, select_round
-from realspo.training.rounds_config import (
+from realspo.pipeline.round_stages import RoundJudges, label_pairs, reference_columns, select_round
+from realspo.pipeline.rounds_config import (
     check_budgets,
     round_budgets,
     round_prompts,
@@ -124,7 +124,7 @@ def check_inputs(cfg: Any, plan: RoundsPlan) -> None:
     if cfg.selection_judge:
         check_judge(cfg.selection_judge, replace(options, template=None), texts)
     if cfg.policy is not None:
-        from realspo.training.candidate_scores import check_scorers
+        from realspo.pipeline.candidate_scores import check_scorers
 
         check_scorers(cfg.policy, cfg.model, None, trust_remote_code=cfg.trust_remote_code)
 
@@ -217,7 +217,7 @@ def run_round(cfg: Any, plan: RoundsPlan, judges: RoundJudges, r: int) -> None:
     from realspo.generation.sampling import SamplingSettings
     from realspo.schema import read_annotation_rows
     from realspo.training.loop import train
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
 
     out = Path(cfg.out)
     policy, reference = policy_path(out, r - 1, cfg), training_reference(out, r, cfg)

@@ -33,7 +33,7 @@ import numpy as np
 from realspo.evaluation.statistics import hierarchical_bootstrap
 
 if TYPE_CHECKING:
-    from realspo.demo.plan import DemoPlan
+    from realspo.arms.plan import DemoPlan
     from realspo.proving_ground.world import World
 
 EVAL_SEED_OFFSET = 10_000     # sample 0 (the win rate's): seed + this, as before

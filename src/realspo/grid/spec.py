@@ -1,6 +1,6 @@
 """What a grid of ``realspo demo --grid`` is (:class:`GridSpec`), where its files live, and the
 check that a rerun continues the same grid (:func:`open_grid`). Light to import (no torch): the
-command reads it; the work is in :mod:`realspo.demo.grid`.
+command reads it; the work is in :mod:`realspo.grid.run`.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from realspo.demo.plan import DemoPlan, check_knobs, make_plan, plan_dict
+from realspo.arms.plan import DemoPlan, check_knobs, make_plan, plan_dict
 from realspo.errors import ConfigError
 from realspo.outputs import check_location, mark_output, output_kind, write_json
 

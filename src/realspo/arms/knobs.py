@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.analysis import rank_correlation
-from realspo.demo.records import Candidates, DemoRun
+from realspo.arms.analysis import rank_correlation
+from realspo.arms.records import Candidates, DemoRun
 from realspo.labels.annotator import label_errors
 from realspo.proving_ground.perceptual import PerceptualEmbedder
 from realspo.proving_ground.world import World

@@ -24,8 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.plan import DemoPlan, budget_label
-from realspo.demo.records import Candidates, DemoRun
+from realspo.arms.plan import DemoPlan, budget_label
+from realspo.arms.records import Candidates, DemoRun
 from realspo.proving_ground.world import World
 from realspo.spo.variants import SPOConfig, variants_for
 

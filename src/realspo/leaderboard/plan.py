@@ -1,5 +1,5 @@
-"""The plan and the records of ``realspo leaderboard`` (:mod:`realspo.demo.leaderboard` runs
-it, :mod:`realspo.demo.leaderboard_report` reports it): presets and budgets as data, one trained
+"""The plan and the records of ``realspo leaderboard`` (:mod:`realspo.leaderboard.run` runs
+it, :mod:`realspo.leaderboard.report` reports it): presets and budgets as data, one trained
 model's record, the whole run, and the raw file (``runs.json``: every held-out reward) from
 which the report can be rebuilt without rerunning (:func:`load_run`).
 """
@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.plan import DemoPlan, make_plan
+from realspo.arms.plan import DemoPlan, make_plan
 from realspo.errors import ConfigError
 from realspo.outputs import write_json
 from realspo.selection.budget import resolve_budget
@@ -69,7 +69,7 @@ def make_leaderboard_plan(preset: str = "default", *, seed: int = 0, seeds: int 
                           arms: tuple[str, ...] | None = None, device: str = "auto",
                           **overrides: Any) -> LeaderboardPlan:
     """The plan of a preset (``quick``, ``default``) with the user's overrides (``overrides``:
-    fields of :class:`realspo.demo.plan.DemoPlan`, e.g. ``steps`` for tests)."""
+    fields of :class:`realspo.arms.plan.DemoPlan`, e.g. ``steps`` for tests)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown leaderboard preset {preset!r}; expected one of {', '.join(PRESETS)}")
     sizes = dict(PRESETS[preset])
@@ -106,7 +106,7 @@ class ArmRecord:
     n_labels: int                  # this run's labels
     cumulative_labels: int         # labels spent up to and including this run
     steps: int
-    labels: dict[str, Any]         # realspo.demo.run.label_summary of this run's pairs
+    labels: dict[str, Any]         # realspo.arms.train_and_evaluate.label_summary of this run's pairs
     rewards: np.ndarray            # (T,) oracle rewards of its held-out samples
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""The select and label stages of one round of :mod:`realspo.training.rounds`, and the
+"""The select and label stages of one round of :mod:`realspo.pipeline.rounds`, and the
 reference log-probs its training reads: thin compositions of the stage functions
 (:mod:`realspo.selection`, :mod:`realspo.labels`, :mod:`realspo.training.reference`)."""
 
@@ -20,11 +20,11 @@ from realspo.labels.outcomes import (
     outcome_of,
 )
 from realspo.labels.pairwise import PairwiseJudge
+from realspo.pipeline.rounds_config import reads_embeddings
 from realspo.schema import AnnotationPair, PromptGroup, preference_row
 from realspo.selection.pickers import similarity_key
 from realspo.selection.rows import build_rows, response_keys
 from realspo.selection.strategies import get_strategy, select_pairs
-from realspo.training.rounds_config import reads_embeddings
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def select_round(cfg: Any, groups: list[PromptGroup], strategy_name: str, budget
     tick = time.perf_counter()
     scores: dict[str, np.ndarray] = {}
     if strategy.uses("implicit_rewards") and policy != margin_reference:
-        from realspo.training.candidate_scores import candidate_scores
+        from realspo.pipeline.candidate_scores import candidate_scores
 
         scores = candidate_scores(groups, policy=policy, reference=margin_reference, beta=cfg.beta,
                                   cache_dir=cfg.cache_dir, device=cfg.device, dtype=cfg.dtype,
@@ -158,8 +158,8 @@ def reference_columns(cfg: Any, rows: list[dict[str, Any]], reference: str) -> l
     import torch
 
     from realspo.models import pick_device
-    from realspo.training.config import default_cache_dir
     from realspo.training.reference import load_or_compute_reference
+    from realspo.training.train_config import default_cache_dir
 
     chosen, rejected, status = load_or_compute_reference(
         reference, rows, cfg.cache_dir or default_cache_dir(), max_length=cfg.max_length,

@@ -1,11 +1,11 @@
 """``realspo leaderboard``: every selection strategy of the registry, and the demo's controls
 ``ceiling`` and ``noiseless``, at equal label budgets in the proving ground, in one round and
-in R rounds of active labeling. The report: :mod:`realspo.demo.leaderboard_report`.
+in R rounds of active labeling. The report: :mod:`realspo.leaderboard.report`.
 
 Per seed (the world, its oracle, the SFT model and the simulated annotator are the demo's)::
 
     baseline      the SFT model's held-out samples (the win rates' opponent)
-    reward proxy  fitted on spare prompts (realspo.demo.leaderboard_pool: not the oracle)
+    reward proxy  fitted on spare prompts (realspo.leaderboard.pool: not the oracle)
     candidates    K samples from the SFT model for the N training prompts (the demo's)
     for each arm:
       one round   select B pairs, label, train from the SFT model, evaluate
@@ -46,29 +46,29 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.leaderboard_plan import (
+from realspo.arms.plan import DemoPlan
+from realspo.arms.records import Candidates
+from realspo.arms.timings import timed
+from realspo.arms.train_and_evaluate import (
+    evaluate_responses,
+    evaluate_run,
+    label_summary,
+    train_run,
+    training_rows,
+)
+from realspo.leaderboard.plan import (
     CONTROL_ARMS,
     ArmRecord,
     LeaderboardPlan,
     LeaderboardRun,
     save_run,
 )
-from realspo.demo.leaderboard_pool import (
+from realspo.leaderboard.pool import (
     RewardProxy,
     arm_pairs,
     fit_reward_proxy,
     pool_candidates,
     proxy_accuracy,
-)
-from realspo.demo.plan import DemoPlan
-from realspo.demo.records import Candidates
-from realspo.demo.run import (
-    evaluate_responses,
-    evaluate_run,
-    label_summary,
-    timed,
-    train_run,
-    training_rows,
 )
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.selection.strategies import get_strategy
@@ -81,8 +81,8 @@ ROUND_SEED_OFFSET = 1_000    # round r >= 2 samples and labels with seed + r * t
 
 def run_leaderboard(plan: LeaderboardPlan, out: str | Path, overwrite: bool = False) -> LeaderboardRun:
     """Run ``plan`` and write its report into ``out`` (atomically; refused if it exists)."""
-    from realspo.demo.leaderboard_report import write_leaderboard_report
     from realspo.generation.sampling import load_generator_model
+    from realspo.leaderboard.report import write_leaderboard_report
     from realspo.proving_ground.sft import get_sft_model
     from realspo.proving_ground.world import build_world
 
@@ -142,7 +142,7 @@ def _scores(arm: str, cands: Candidates, proxy: RewardProxy, policy: Path | None
 def implicit_rewards_of(cands: Candidates, policy: Path, reference: Path, demo: DemoPlan) -> np.ndarray:
     """``beta (log pi - log pi_ref)`` (N,) of every candidate, scored as training scores them."""
     from realspo.generation.sampling import load_generator_model
-    from realspo.training.candidate_scores import candidate_logps, implicit_rewards
+    from realspo.pipeline.candidate_scores import candidate_logps, implicit_rewards
 
     logps = []
     for path in (policy, reference):

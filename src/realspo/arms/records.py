@@ -1,5 +1,5 @@
 """What a run of ``realspo demo`` produced, as data: one seed's candidates and labeled pairs,
-one trained model's record, and the whole run (the input of :mod:`realspo.demo.analysis` and
+one trained model's record, and the whole run (the input of :mod:`realspo.arms.analysis` and
 :mod:`realspo.demo.report`). Filled in by :mod:`realspo.demo.run`.
 """
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from realspo.demo.plan import DemoPlan
+from realspo.arms.plan import DemoPlan
 from realspo.schema import PromptGroup
 
 
@@ -28,7 +28,7 @@ class Candidates:
     reward_b: np.ndarray           # (P,) oracle reward of response j
     a_preferred: np.ndarray        # (P,) bool, the simulated annotator's label
     error: np.ndarray              # (P,) 1.0 wrong, 0.0 right, NaN where the oracle ties
-    # (P,) arrays of realspo.demo.knobs: perceptual similarity, guessed, the K = 0 labels' errors
+    # (P,) arrays of realspo.arms.knobs: perceptual similarity, guessed, the K = 0 labels' errors
     knobs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
@@ -62,9 +62,9 @@ class DemoRun:
     timings: dict[str, float]
     sizes: dict[str, Any]
     # SPO's degree variants of the training responses, scored by the oracle (one dict per
-    # variant: seed, role, level, reward, original): realspo.demo.manipulation
+    # variant: seed, role, level, reward, original): realspo.arms.manipulation
     spo_variants: list[dict[str, Any]] = field(default_factory=list)
     # the SFT model's (T, S) sample rewards and the held-out oracle-ordered pairs
-    # (realspo.demo.outcomes.HeldoutPairs) per seed
+    # (realspo.arms.arm_outcomes.HeldoutPairs) per seed
     baseline_samples: dict[int, np.ndarray] = field(default_factory=dict)
     heldout: dict[int, Any] = field(default_factory=dict)

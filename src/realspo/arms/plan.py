@@ -19,7 +19,7 @@ from realspo.spo.variants import SPOConfig
 
 LOSSES = ("dpo", "dpo+spo")  # training.train with loss="sigmoid", without / with --spo
 EFFICIENCY_STRATEGIES = ("random", "easy")
-CONTROLS = ("ceiling", "noiseless", "easy-random-prompts")  # demo arms: realspo.demo.controls
+CONTROLS = ("ceiling", "noiseless", "easy-random-prompts")  # demo arms: realspo.arms.controls
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,12 @@ class DemoPlan:
     spo_weight: float = SPOConfig().weight   # the library defaults (docs/experiments/spo-defaults.md)
     spo_levels: int = SPOConfig().levels
     strategies: tuple[str, ...] = ("random", "easy", "hard", "centroid")
-    controls: tuple[str, ...] = CONTROLS  # DPO at the main budget (realspo.demo.controls)
+    controls: tuple[str, ...] = CONTROLS  # DPO at the main budget (realspo.arms.controls)
     losses: tuple[str, ...] = LOSSES
     eval_samples: int = 4         # samples per held-out prompt for the mean-reward outcome (sample 0: the win rate's)
     bootstrap_resamples: int = 2000
     device: str = "auto"
-    annotator_confusion: float = 0.0  # K: guess with probability s**K (realspo.demo.knobs); 0 off
+    annotator_confusion: float = 0.0  # K: guess with probability s**K (realspo.arms.knobs); 0 off
 
     def budget_specs(self) -> list[str]:
         """Budget labels, main first: ``"50%"`` for fractions, ``"120"`` for counts."""
@@ -93,7 +93,7 @@ def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = Non
               budget: str | int | float = 0.5, device: str = "auto",
               annotator_confusion: float = 0.0, world_coupling: float = 0.0) -> DemoPlan:
     """The plan of a preset (``quick``, ``default``, ``full``), with the user's overrides and
-    the premise's knobs (:mod:`realspo.demo.knobs`)."""
+    the premise's knobs (:mod:`realspo.arms.knobs`)."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown demo preset {preset!r}; expected one of {', '.join(PRESETS)}")
     sizes = dict(PRESETS[preset])

@@ -167,8 +167,8 @@ def run_load(workdir: Path, annotators: int, labels: int, overlap: int = 2,
              seed: int = 0, kill: bool = True) -> LoadResult:
     """Run the load with (``kill``) one SIGKILL and restart when half the labels are
     acknowledged."""
+    from realspo.annotate.journal import JOURNALS_DIR
     from realspo.annotate.queues import task_id
-    from realspo.labels.journals import JOURNALS_DIR
 
     pairs = write_pairs(workdir / f"pairs-{labels}.jsonl", labels // overlap)
     out = workdir / f"campaign-{annotators}x{labels}"
@@ -186,7 +186,8 @@ def run_load(workdir: Path, annotators: int, labels: int, overlap: int = 2,
     result.seconds = time.perf_counter() - start
     export_id = json.loads((out / "campaign.json").read_text())["export_id"]
     for name in names:  # raw lines, not a replay: a duplicate must be counted, not refused
-        for line in (out / JOURNALS_DIR / f"{name}.jsonl").read_text().splitlines():
+        journal = out / JOURNALS_DIR / f"{name}.jsonl"
+        for line in (journal.read_text().splitlines() if journal.exists() else []):
             event = json.loads(line)
             assert event["event"] == "label", event  # the clients never undo
             result.journal_labels.append((name, task_id(export_id, name, event["pair_id"])))
@@ -288,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
             "python": sys.version.split()[0], "journals on": _file_system(tempfile.gettempdir()),
             "load average (1 min) at start": f"{load_before:.1f}"}
     body = section(
-        "11. Labeling server under load (`realspo annotate`)",
+        "12. Labeling server under load (`realspo annotate`)",
         sizes={"annotators": args.annotators, "labels": args.labels, "overlap": 2,
                "kill": "SIGKILL once half the labels are acknowledged, then restart"},
         table=markdown_table(["measure", "value"], rows),

@@ -80,7 +80,7 @@ def ceiling(flops: dict[tuple[int, int], float], rates: dict[tuple[int, int], fl
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--responses", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)

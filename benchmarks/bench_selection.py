@@ -202,7 +202,7 @@ def time_cli(data: Path, npy: Path, out: Path, n: int, k: int, strategy: str, th
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompts", type=int, default=20_000,
                    help=f"prompts (the issue's size is {FULL_PROMPTS}: 6.5 GB of embeddings)")

@@ -51,7 +51,7 @@ PLAIN = "DPO+SPO (all levels, plain step)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_workload_args(p)
     p.add_argument("--configs", default=",".join(CONFIGS), help="runs to time (DPO is always one)")

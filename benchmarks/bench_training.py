@@ -254,7 +254,7 @@ def add_workload_args(p: argparse.ArgumentParser, pairs: int = 32) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_workload_args(p)
     p.add_argument("--configs", default="lora,full", help="--model smollm2: lora (r 16) and/or full")

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
-from realspo.annotate.assignment import assign_pairs
+from realspo.annotate.assignment import annotator_queues
 from realspo.annotate.campaign import CampaignSpec, open_campaign
 from realspo.annotate.server import create_app
-from realspo.labels.journals import campaign_answers, read_key
+from realspo.labels.annotation import read_key
+from realspo.labels.answers import read_answer_sets
 
 
 def write_pairs(path: Path, n: int, **extra) -> Path:
@@ -48,7 +49,7 @@ def auth(token: str) -> dict[str, str]:
 
 def test_every_pair_goes_to_exactly_overlap_annotators_balanced():
     ids = [f"p{i}" for i in range(100)]
-    queues = assign_pairs(ids, ["a", "b", "c", "d"], 3, seed=1, gold_ids=["g1", "g2"])
+    queues = annotator_queues(ids, ["a", "b", "c", "d"], 3, seed=1, gold_ids=["g1", "g2"])
     counts = Counter(p for q in queues.values() for p in q)
     assert all(counts[p] == 3 for p in ids) and counts["g1"] == counts["g2"] == 4
     assert all(len(set(q)) == len(q) for q in queues.values())  # nobody gets a pair twice
@@ -70,8 +71,8 @@ def test_a_label_is_on_disk_when_acknowledged_and_undo_takes_it_back(tmp_path):
         journal = (campaign.directory / "journals" / "alice.jsonl").read_text().splitlines()
         event = json.loads(journal[-1])
         assert event["event"] == "label" and event["answer"] == "A" and event["comment"] == "ok"
-        assert event["export_id"] == campaign.export_id == read_key(campaign.directory)[
-            event["pair_id"]].export_id
+        assert event["export_id"] == campaign.export_id == read_key(
+            campaign.directory / "key.jsonl").export_id
         undone = client.post("/api/undo", headers=auth(token)).json()
         assert undone["undone"] == task["task_id"] and undone["progress"]["done"] == 0
         assert client.get("/api/next", headers=auth(token)).json()["task_id"] == task["task_id"]
@@ -92,7 +93,8 @@ def test_answers_are_read_back_in_the_pairs_own_order(tmp_path):
             client.post("/api/label", headers=auth(token),
                         json={"task_id": task["task_id"], "answer": "A"})
     app.state.api.close()
-    answers = campaign_answers(campaign.directory)["alice"]
+    answers = {r.pair_id: r.answer for r in read_answer_sets([campaign.directory])
+               if r.annotator == "alice"}
     # "A" in the shown order is the pair's response_a exactly when it was shown first
     assert answers == {p: "A" if first else "B" for p, first in shown_first.items()}
     assert 0 < sum(shown_first.values()) < len(shown_first)  # some pairs were shown swapped
@@ -107,7 +109,7 @@ def test_cut_off_responses_are_flagged_on_the_side_they_are_shown(tmp_path):
             pair = campaign.pairs[next(p for p in campaign.queues["alice"]
                                        if task["a"].endswith(" " + p[1:]))]
             cut = pair.meta.get("finished_a") is False
-            swapped = campaign.key[pair.pair_id].swapped
+            swapped = campaign.key.swapped[pair.pair_id]
             flags.append((task["cut_a"], task["cut_b"]) == ((False, cut) if swapped else (cut, False)))
             client.post("/api/label", headers=auth(token),
                         json={"task_id": task["task_id"], "answer": "skip"})
@@ -165,6 +167,14 @@ def test_the_owner_sees_everyones_progress_and_has_no_queue(tmp_path):
         assert {k: v["done"] for k, v in progress["annotators"].items()} == {
             "alice": 1, "bob": 1, "carol": 0}
         assert progress["pairs"]["total"] == 12
+        # the agreement report of `label --annotations` so far, recomputed as answers come
+        assert progress["report"][0].startswith("Krippendorff's alpha")
+        assert "agreement with the aggregate alice  1.000 (n 1)" in progress["report"]
+        token = campaign.tokens.annotators["alice"]
+        task = client.get("/api/next", headers=auth(token)).json()
+        client.post("/api/label", headers=auth(token), json={"task_id": task["task_id"], "answer": "B"})
+        report = client.get("/api/progress", headers=auth(owner)).json()["report"]
+        assert "agreement with the aggregate alice  1.000 [1.000, 1.000] (n 2)" in report
         assert client.get("/api/next", headers=auth(owner)).status_code == 403
         alone = client.get("/api/progress", headers=auth(campaign.tokens.annotators["carol"])).json()
         assert alone == {"progress": {"done": 0, "total": 8}}  # not the others'
@@ -177,8 +187,9 @@ def test_gold_pairs_are_in_every_queue_and_in_the_key_with_their_answer(tmp_path
                                 "response_b": "wrong", "answer": "a"}) + "\n")
     campaign, _, app = open_app(tmp_path, gold=str(gold))
     app.state.api.close()
-    assert all("g1" in q for q in campaign.queues.values())
-    assert campaign.key["g1"].gold_answer == "A"
+    (gold_id,) = campaign.key.gold  # re-identified from its texts: the id says nothing
+    assert gold_id != "g1" and campaign.key.gold[gold_id] == "A"
+    assert all(gold_id in q for q in campaign.queues.values())
 
 
 def test_the_page_sends_a_csp_that_forbids_inline_script_and_remote_loads(tmp_path):
@@ -234,12 +245,12 @@ def test_label_refuses_a_campaign_of_other_pairs_or_an_edited_journal(tmp_path, 
     other = write_pairs(tmp_path / "other.jsonl", 4, response_b="changed")
     argv = ["label", "--annotations", str(campaign.directory), "--out", str(tmp_path / "o.jsonl")]
     assert main(["label", "--pairs", str(other), *argv[1:]]) == 2
-    assert "differ from campaign" in capsys.readouterr().err
+    assert "texts differ from the pairs file" in capsys.readouterr().err
     journal = campaign.directory / "journals" / "alice.jsonl"
     journal.write_text(journal.read_text() * 2)  # the same label twice, no undo between
     assert main(["label", "--pairs", str(tmp_path / "pairs.jsonl"), *argv[1:]]) == 2
     err = capsys.readouterr().err
-    assert "alice.jsonl:2" in err and len(err.strip().splitlines()) == 1
+    assert "alice.jsonl:line 2" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "o.jsonl").exists()
 
 
@@ -263,3 +274,25 @@ def test_the_listening_socket_says_tcp_so_replies_are_not_held_by_nagle():
         client.close()
     finally:
         sock.close()
+
+
+def test_label_reads_a_campaign_midway(tmp_path):
+    """While labeling goes on, some annotators have not started and some took every answer
+    back: the campaign is still read, with the answers there are."""
+    from realspo.cli import main
+
+    campaign, _, app = open_app(tmp_path, annotators=("alice", "bob", "carol"), overlap=1, n=6)
+    with TestClient(app) as client:
+        for name, undo in (("alice", False), ("bob", True)):
+            token = campaign.tokens.annotators[name]
+            task = client.get("/api/next", headers=auth(token)).json()
+            client.post("/api/label", headers=auth(token),
+                        json={"task_id": task["task_id"], "answer": "A"})
+            if undo:
+                client.post("/api/undo", headers=auth(token))
+    app.state.api.close()
+    assert not (campaign.directory / "journals" / "carol.jsonl").exists()
+    out = tmp_path / "prefs.jsonl"
+    assert main(["label", "--pairs", str(tmp_path / "pairs.jsonl"), "--annotations",
+                 str(campaign.directory), "--out", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 1  # alice's one answer

@@ -239,5 +239,6 @@ def test_the_owner_link_shows_everyones_progress(bench, serve, driver):
         "return [...document.querySelectorAll('#owner-rows tr')].map("
         "r => [...r.cells].slice(0, 2).map(c => c.textContent))")
     assert rows == [["alice", "0 / 3"], ["bob", "1 / 3"]]  # overlap 1: three pairs each
-    assert "not computed" in text(driver, "owner-agreement")
+    report = text(driver, "owner-report")
+    assert "Krippendorff's alpha" in report and "agreement with the aggregate bob" in report
     assert driver.execute_script("return document.getElementById('task').hidden") is True

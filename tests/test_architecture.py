@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"errors", "faults", "__init__"},
     {"config", "outputs", "processes", "sources", "schema", "models", "gguf", "toy_models"},
     {"conversations", "chat_format"},
-    {"formats", "spo", "proving_ground"},
+    {"formats", "spo", "proving_ground", "served"},
     {"generation", "embeddings", "selection"},
     {"labels"},
     {"annotate"},

@@ -1,6 +1,6 @@
 """A campaign directory: set up once, resumed by every later run on the same ``--out``.
 
-Layout (``labels/journals.py`` reads the key and journals back for ``label --annotations``):
+Layout (``labels/answers.py`` reads the key and journals back for ``label --annotations``):
 
 - ``campaign.json``: the export id, the pairs file's SHA-256, the annotators, overlap,
   gold file's SHA-256 and seed; a rerun with another pairs file or other options is refused.
@@ -23,20 +23,21 @@ from pathlib import Path
 
 import numpy as np
 
-from realspo.annotate.assignment import assign_pairs
+from realspo.annotate.assignment import annotator_queues
+from realspo.annotate.journal import JOURNALS_DIR
 from realspo.annotate.tokens import Tokens, new_tokens, read_tokens, write_tokens
 from realspo.errors import ConfigError, InputError, OutputExistsError
-from realspo.labels.annotation import fingerprint
-from realspo.labels.journals import JOURNALS_DIR, KEY_FILE, KeyEntry, read_key
+from realspo.labels.annotation import Key, fingerprint, key_row, read_key
+from realspo.labels.assignment import read_gold
 from realspo.outputs import atomic_dir, output_kind
 from realspo.schema import AnnotationPair, read_annotation_rows
 
 CAMPAIGN_KIND = "annotate-campaign"
 CAMPAIGN_FILE = "campaign.json"
+KEY_FILE = "key.jsonl"
 ASSIGNMENT_FILE = "assignment.json"
 # An annotator's name is also their journal's file name: letters, digits, '_' and '-' only.
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
-GOLD_ANSWERS = {"a": "A", "b": "B", "tie": "tie"}
 
 
 @dataclass
@@ -57,7 +58,7 @@ class Campaign:
     directory: Path
     export_id: str
     pairs: dict[str, AnnotationPair]
-    key: dict[str, KeyEntry]
+    key: Key
     queues: dict[str, list[str]]
     tokens: Tokens
 
@@ -80,19 +81,14 @@ def parse_annotators(text: str) -> list[str]:
     return names
 
 
-def read_gold(path: str, pair_ids: set[str]) -> list[tuple[AnnotationPair, str]]:
-    """Gold pairs (annotation rows with an ``answer``: A, B or tie, in the pair's own order)."""
-    gold = []
-    for pair in read_annotation_rows(path):
-        value = pair.row.data.get("answer")
-        answer = GOLD_ANSWERS.get(value.strip().lower()) if isinstance(value, str) else None
-        if answer is None:
-            raise pair.row.error(f"a gold pair needs its answer (A, B or tie), got {value!r}",
-                                 "answer")
+def _read_gold(path: str, pair_ids: set[str]) -> list[tuple[AnnotationPair, str]]:
+    """Gold pairs with their answers (``labels/assignment.py``'s reading: ids re-made from the
+    texts, so a gold pair's id says nothing), none of them in the pairs file."""
+    pairs, answers = read_gold(path)
+    for pair in pairs:
         if pair.pair_id in pair_ids:
-            raise pair.row.error(f"pair id {pair.pair_id!r} is also in --pairs", "pair_id")
-        gold.append((pair, answer))
-    return gold
+            raise pair.row.error("this gold pair is also in --pairs", "pair_id")
+    return list(zip(pairs, answers, strict=True))
 
 
 def _sha256(path: str | None) -> str | None:
@@ -121,19 +117,19 @@ def open_campaign(spec: CampaignSpec, out: str | os.PathLike) -> tuple[Campaign,
     """
     out = Path(out)
     pairs = read_annotation_rows(spec.pairs)
-    gold = read_gold(spec.gold, {p.pair_id for p in pairs}) if spec.gold else []
+    gold = _read_gold(spec.gold, {p.pair_id for p in pairs}) if spec.gold else []
     record = {"pairs_sha256": _sha256(spec.pairs), "gold_sha256": _sha256(spec.gold),
               "annotators": spec.annotators, "overlap": spec.overlap, "seed": spec.seed}
-    queues = assign_pairs([p.pair_id for p in pairs], spec.annotators, spec.overlap, spec.seed,
-                          [g.pair_id for g, _ in gold])
+    queues = annotator_queues([p.pair_id for p in pairs], spec.annotators, spec.overlap,
+                              spec.seed, [g.pair_id for g, _ in gold])
     created = not out.exists()
     if created:
         _create(out, spec, record, pairs, gold, queues)
     stored = _check_resumable(out, record)
     by_id = {p.pair_id: p for p in pairs} | {g.pair_id: g for g, _ in gold}
-    key = read_key(out)
-    for pair_id, entry in key.items():
-        if pair_id not in by_id or entry.fingerprint != fingerprint(by_id[pair_id]):
+    key = read_key(out / KEY_FILE)
+    for pair_id, printed in key.fingerprints.items():
+        if pair_id not in by_id or printed != fingerprint(by_id[pair_id]):
             raise InputError(str(out / KEY_FILE), f"pair {pair_id!r} differs from the pairs "
                                                   "files", field="fingerprint")
     stored_queues = json.loads((out / ASSIGNMENT_FILE).read_text(encoding="utf-8"))
@@ -156,12 +152,9 @@ def _create(out: Path, spec: CampaignSpec, record: dict, pairs: Sequence[Annotat
                 holders.setdefault(pair_id, []).append(name)
         rows = []
         for (pair, answer), swap in zip(shown, swapped, strict=True):
-            row = {"pair_id": pair.pair_id, "swapped": bool(swap),
-                   "fingerprint": fingerprint(pair), "annotators": holders[pair.pair_id],
-                   "export_id": export_id}
-            if answer is not None:
-                row["gold"] = answer  # the known answer, in the pair's own order
-            rows.append(json.dumps(row, ensure_ascii=False))
+            gold = {} if answer is None else {"gold": answer}  # the answer in the pair's order
+            row = key_row(pair, bool(swap), annotators=holders[pair.pair_id], **gold)
+            rows.append(json.dumps({**row, "export_id": export_id}, ensure_ascii=False))
         (tmp / KEY_FILE).write_text("\n".join(rows) + "\n", encoding="utf-8")
         (tmp / ASSIGNMENT_FILE).write_text(json.dumps(queues, indent=1) + "\n", encoding="utf-8")
         (tmp / CAMPAIGN_FILE).write_text(json.dumps({"export_id": export_id, **record}, indent=2)

@@ -16,7 +16,7 @@ from typing import Any
 from realspo.annotate.campaign import Campaign
 from realspo.annotate.journal import Journal
 from realspo.chat_format import hh_messages
-from realspo.labels.journals import JOURNAL_ANSWERS
+from realspo.labels.annotation import ANSWERS
 
 MAX_COMMENT_CHARS = 2000
 
@@ -72,7 +72,7 @@ class AnnotatorQueue:
         if pair_id is None:
             return {"done": True, "progress": progress}
         pair = self.campaign.pairs[pair_id]
-        a, b = ("b", "a") if self.campaign.key[pair_id].swapped else ("a", "b")
+        a, b = ("b", "a") if self.campaign.key.swapped[pair_id] else ("a", "b")
         return {"done": False, "task_id": task_id(self.campaign.export_id, self.annotator, pair_id),
                 "prompt": prompt_turns(pair.prompt),
                 "a": getattr(pair, f"response_{a}"), "b": getattr(pair, f"response_{b}"),
@@ -84,7 +84,7 @@ class AnnotatorQueue:
         """Record an answer (in the shown order); returns once it is on disk."""
         if not isinstance(task, str) or task not in self.by_task:
             raise TaskRefused(404, "task_id: not a task of this annotator")
-        if answer not in JOURNAL_ANSWERS:
+        if answer not in ANSWERS:
             raise TaskRefused(400, "answer: expected A, B, tie or skip")
         if comment is None:
             comment = ""

@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from realspo.annotate.campaign import Campaign
 from realspo.annotate.queues import AnnotatorQueue, TaskRefused
+from realspo.annotate.report import OwnerReport
 from realspo.annotate.tokens import Identity
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,7 @@ class AnnotateApi:
     def __init__(self, campaign: Campaign) -> None:
         self.campaign = campaign
         self.queues = {name: AnnotatorQueue(campaign, name) for name in campaign.queues}
+        self.report = OwnerReport(campaign)
 
     def identify(self, request: Request) -> Identity:
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
@@ -111,18 +113,21 @@ class AnnotateApi:
         undone, progress = await run_in_threadpool(queue.undo)
         return JSONResponse({"undone": undone, "progress": progress.as_dict()})
 
-    def progress(self, request: Request) -> Response:
+    async def progress(self, request: Request) -> Response:
         who = self.identify(request)
         if not who.is_owner:
             assert who.name is not None
             return JSONResponse({"progress": self.queues[who.name].progress.as_dict()})
-        return JSONResponse(self.owner_progress())
+        version = tuple(q.journal.state.last_seq for q in self.queues.values())
+        # the report's bootstrap takes a moment: off the event loop
+        report = await run_in_threadpool(self.report.lines, version)
+        return JSONResponse({**self.owner_progress(), "report": report})
 
     def owner_progress(self) -> dict[str, Any]:
         """Per annotator and over the campaign: labels given of labels assigned, and pairs
         answered by every annotator they were given to."""
         per = {name: q.progress.as_dict() for name, q in self.queues.items()}
-        gold = {p for p, e in self.campaign.key.items() if e.gold_answer is not None}
+        gold = set(self.campaign.key.gold)
         counts: dict[str, int] = {}
         for q in self.queues.values():
             for pair_id in q.journal.state.answers:
@@ -136,8 +141,7 @@ class AnnotateApi:
         return {"annotators": per,
                 "labels": {"done": sum(v["done"] for v in per.values()),
                            "total": sum(v["total"] for v in per.values())},
-                "pairs": {"complete": complete, "total": len(pairs)},
-                "agreement": None}
+                "pairs": {"complete": complete, "total": len(pairs)}}
 
     def close(self) -> None:
         for queue in self.queues.values():

@@ -62,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
                           "annotator(s) of --annotators")
     sock = bind(cfg.host, cfg.port)  # a port in use stops us before anything is written
     with serve_campaign(spec, cfg.out, sock) as (campaign, created, server):
+        gold = len(campaign.key.gold)
         print(f"{'created' if created else 'resumed'} campaign {cfg.out}: "
-              f"{len(campaign.key)} pairs, {len(campaign.queues)} annotator(s)")
+              f"{len(campaign.key.swapped) - gold} pairs{f' (+ {gold} gold)' if gold else ''}, "
+              f"{len(campaign.queues)} annotator(s)")
         for name, url in links(campaign, cfg.host, sock, cfg.public_url).items():
             print(f"  {name or 'owner (progress)'}: {url}")
         if not is_loopback(cfg.host) and not cfg.public_url:

@@ -69,12 +69,9 @@ def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> N
 
 def select_from_config(cfg: SelectConfig) -> SelectResult:
     """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
-    from realspo.embeddings.embed import embed_responses, load_embeddings
-
     check_writable(cfg.out, cfg.overwrite)
     if cfg.save_embeddings:
         check_writable(cfg.save_embeddings, cfg.overwrite)
-    check_scorers(cfg)
     rows_skipped: dict[str, int] = {}
     groups, fmt = load_groups(cfg.data, cfg.format, cfg.split, skipped=rows_skipped)
     work, origin, cut = groups, None, 0  # the groups selected from (--drop-unfinished: no cut ones)
@@ -89,6 +86,10 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
                                    + "; nothing to select")
     # a budget too large fails before embedding (design: up to --pairs-per-prompt per prompt)
     resolve_budget(cfg.budget, eligible * cfg.pairs_per_prompt)
+    check_scorers(cfg)  # the scoring models' configs, before any model loads
+    # inputs and outputs are checked: now torch and the models
+    from realspo.embeddings.embed import embed_responses, load_embeddings
+
     emb, reference_logps = None, None
     if cfg.embeddings:
         emb = load_embeddings(cfg.embeddings, num_responses(groups))
@@ -106,6 +107,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
             trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
             show_progress=cfg.progress, checkpoint=progress_dir(cfg.out), resume=cfg.resume,
             checkpoint_every=cfg.checkpoint_every,
+            served=cfg.check_served(cfg.embedder, "--embedder", cfg.base_url, "--base-url"),
         )
     try:
         return _select_and_write(cfg, groups, work, origin, cut, fmt, emb, eligible, rows_skipped,

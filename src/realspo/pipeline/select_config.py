@@ -13,6 +13,7 @@ from realspo.errors import ConfigError
 from realspo.formats.registry import format_names
 from realspo.selection.budget import parse_budget
 from realspo.selection.strategies import get_strategy, strategy_help, strategy_names
+from realspo.served.options import ServedFields, is_served
 
 # Options that only matter when a model embeds the responses (not with --embeddings).
 EMBEDDING_OPTIONS = ("conditioned", "chat_template", "batch_size", "max_length", "device", "dtype",
@@ -21,7 +22,7 @@ EMBEDDING_OPTIONS = ("conditioned", "chat_template", "batch_size", "max_length",
 
 
 @dataclass
-class SelectConfig:
+class SelectConfig(ServedFields):
     data: str = option(help="input data: a .jsonl/.json/.parquet/.csv file, a dataset directory "
                             "or a hub dataset id", metavar="PATH", path="input")
     out: str = option(help="output table: .parquet -> Parquet, .csv -> CSV, anything else -> JSON Lines",
@@ -31,8 +32,11 @@ class SelectConfig:
     split: str = option("train", "split to read when --data is a dataset directory or hub id")
     model: str | None = option(None, "causal LM (directory or hub id) whose final hidden layer "
                                      "embeds the responses", metavar="PATH", path="input")
-    embedder: str | None = option(None, "a sentence-transformers model instead, written st:PATH",
-                                  metavar="st:PATH")
+    embedder: str | None = option(None, "a sentence-transformers model instead, written st:PATH, "
+                                        "or a model behind a server's /embeddings, openai:NAME "
+                                        "(--base-url)", metavar="st:PATH")
+    base_url: str | None = option(None, "--embedder openai:NAME: the server's OpenAI-compatible "
+                                        "base URL, e.g. http://127.0.0.1:8000/v1", metavar="URL")
     embeddings: str | None = option(None, "precomputed embeddings instead (.npy or .safetensors, one "
                                           "row per response in input order)", metavar="FILE",
                                     path="input")
@@ -85,9 +89,12 @@ class SelectConfig:
         if len(sources) != 1:
             given = f"got {' and '.join(sources)}" if sources else "got none"
             raise ConfigError(f"give exactly one of --model, --embedder, --embeddings ({given})")
-        if self.embedder is not None and (not self.embedder.startswith("st:") or len(self.embedder) < 4):
-            raise ConfigError(f"--embedder: expected st:PATH (a sentence-transformers model), got "
-                              f"{self.embedder!r}; use --model for a causal LM")
+        self.check_served(self.embedder, "--embedder", self.base_url, "--base-url")
+        sentence_model = bool(self.embedder) and str(self.embedder).startswith("st:") \
+            and len(str(self.embedder)) > 3
+        if self.embedder is not None and not (sentence_model or is_served(self.embedder)):
+            raise ConfigError(f"--embedder: expected st:PATH (a sentence-transformers model) or "
+                              f"openai:NAME, got {self.embedder!r}; use --model for a causal LM")
         if self.embeddings is not None:
             defaults = SelectConfig(data="", out="")
             changed = [n for n in EMBEDDING_OPTIONS if getattr(self, n) != getattr(defaults, n)]

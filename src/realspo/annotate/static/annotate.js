@@ -165,9 +165,13 @@
       row.append(td);
       rows.append(row);
     }
-    $("owner-agreement").textContent = data.agreement === null
-      ? "Agreement: not computed by this page yet; run realspo label --annotations on the campaign directory."
-      : "Agreement: " + JSON.stringify(data.agreement);
+    const report = $("owner-report");
+    report.replaceChildren();
+    for (const line of data.report) {
+      const item = document.createElement("li");
+      item.textContent = line;
+      report.append(item);
+    }
     setState("owner");
   }
 

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo leaderboard test test-served lint bench readme
+.PHONY: install demo leaderboard test test-browser lint bench readme test-served test-label-studio
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -27,6 +27,15 @@ leaderboard: install
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
+# The labeling page in a real headless Chromium (Debian's chromium + chromium-driver; Selenium
+# Manager cannot download a browser here). Installs them when missing; a missing browser then
+# fails the tests instead of skipping them.
+test-browser: install
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; fi
+	REALSPO_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_annotate_browser.py
+
 # The real-server tests (tests/test_served_llama.py, the served judge of
 # tests/test_registry_judges.py): llama.cpp's OpenAI-compatible server in its own venv. The
 # first build compiles llama.cpp (about 17 minutes on a 2-core machine); pip reuses the wheel.
@@ -39,6 +48,17 @@ $(LLAMA_VENV)/.installed:
 test-served: install $(LLAMA_VENV)/.installed
 	HF_HUB_OFFLINE=1 REALSPO_REQUIRE_LLAMA_SERVER=1 REALSPO_LLAMA_PYTHON=$(LLAMA_VENV)/bin/python \
 		$(PY) -m pytest -q tests/test_served_llama.py tests/test_registry_judges.py
+
+# A real Label Studio server round trip. Label Studio's pins clash with ours, so it lives in a
+# virtual environment of its own; realspo talks to it only over HTTP.
+LS_VENV ?= .venv-label-studio
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q label-studio
+	touch $@
+
+test-label-studio: install $(LS_VENV)/.installed
+	REALSPO_REQUIRE_LABEL_STUDIO=1 LABEL_STUDIO_VENV=$(abspath $(LS_VENV)) HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_label_studio.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

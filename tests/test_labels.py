@@ -216,7 +216,8 @@ def _export(tmp_path, n=6):
 def test_exported_tasks_show_the_pair_in_a_seeded_random_order(tmp_path):
     pairs, tasks, shown = _export(tmp_path)
     assert [t["pair_id"] for t in shown] == [p.pair_id for p in read_annotation_rows(pairs)]
-    assert set(shown[0]) == {"pair_id", "prompt", "A", "B", "answer"}
+    assert set(shown[0]) == {"pair_id", "export_id", "prompt", "A", "B", "A_cut_off", "B_cut_off",
+                             "answer", "comment"}
     swapped = [t["A"] != p["response_a"] for t, p in zip(shown, _pairs(6), strict=True)]
     assert any(swapped) and not all(swapped)
     key = _read_jsonl(tmp_path / "tasks.key.jsonl")
@@ -242,7 +243,9 @@ def test_label_round_trip_recovers_chosen_and_rejected(tmp_path, capsys):
 
 
 def _answers(tmp_path, rows):
-    return _write_jsonl(tmp_path / "answers.jsonl", rows)
+    """An answers file carrying the export id of ``tmp_path/tasks.key.jsonl``."""
+    export_id = _read_jsonl(tmp_path / "tasks.key.jsonl")[0]["export_id"]
+    return _write_jsonl(tmp_path / "answers.jsonl", [{**r, "export_id": export_id} for r in rows])
 
 
 def test_unknown_pair_id_in_annotations_exits_2_naming_the_row(tmp_path, capsys):

@@ -30,17 +30,11 @@ import numpy as np
 
 from realspo.arms.analysis import rank_correlation
 from realspo.arms.records import Candidates, DemoRun
-from realspo.labels.annotator import label_errors
+from realspo.labels.annotator import guess_probability, label_errors
 from realspo.proving_ground.perceptual import PerceptualEmbedder
 from realspo.proving_ground.world import World
 
 CONFUSION_SEED_OFFSET = 30_000  # the guess draws, apart from the annotator's own
-
-
-def guess_probability(similarity: Any, k: float) -> np.ndarray:
-    """P(the annotator guesses) per pair: ``clip(s, 0, 1) ** k``, and 0 everywhere for k = 0."""
-    s = np.clip(np.asarray(similarity, dtype=np.float64), 0.0, 1.0)
-    return np.zeros_like(s) if k == 0 else s ** k
 
 
 def confuse_labels(a_preferred: Any, similarity: Any, k: float, seed: int

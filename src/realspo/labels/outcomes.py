@@ -84,6 +84,7 @@ class LabelReport:
     skipped: int
     unanswered: int = 0
     unparseable: int = 0  # a served judge's replies that named no response
+    contested: int = 0  # several annotators who did not settle the pair (see labels.aggregate)
     oracle_compared: int = 0  # labeled pairs the oracle orders (not an oracle tie)
     label_errors: int = 0
     label_error_rate: float | None = None
@@ -92,7 +93,8 @@ class LabelReport:
     def summary(self) -> str:
         text = (f"labeled {self.labeled} of {self.pairs} pairs (tied {self.tied}, skipped "
                 f"{self.skipped}" + (f", unanswered {self.unanswered}" if self.unanswered else "")
-                + (f", unparseable {self.unparseable}" if self.unparseable else "") + ")")
+                + (f", unparseable {self.unparseable}" if self.unparseable else "")
+                + (f", contested {self.contested}" if self.contested else "") + ")")
         if self.judge_bias is not None:
             text += f"; judge {self.judge_bias}"
         if self.label_error_rate is not None:
@@ -113,14 +115,17 @@ def _finished(pair: AnnotationPair, chosen: int, rejected: int) -> dict[str, boo
 
 def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label_source: str,
                  scores: np.ndarray | None = None,
-                 oracle: np.ndarray | None = None) -> tuple[list[dict[str, Any]], LabelReport]:
+                 oracle: np.ndarray | None = None,
+                 columns: Sequence[dict[str, Any]] | None = None
+                 ) -> tuple[list[dict[str, Any]], LabelReport]:
     """Preference rows for the pairs labeled A or B, and the counts.
 
     ``scores``/``oracle``: optional (N, 2) rewards of (A, B) from the label source / an oracle;
     they become ``chosen_score``/``rejected_score`` and ``oracle_chosen``/``oracle_rejected``
-    (+ ``label_error``: True, False, or None on an oracle tie).
+    (+ ``label_error``: True, False, or None on an oracle tie). ``columns``: per pair, more
+    preference columns (``n_annotators``, ``agreement``, ``confidence`` of aggregated answers).
     """
-    rows, counts = [], {"tie": 0, "skip": 0, "unanswered": 0, "unparseable": 0}
+    rows, counts = [], {"tie": 0, "skip": 0, "unanswered": 0, "unparseable": 0, "contested": 0}
     errors = compared = 0
     for n, (pair, outcome) in enumerate(zip(pairs, outcomes, strict=True)):
         if outcome not in ("A", "B"):
@@ -143,8 +148,9 @@ def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label
             chosen_score=None if scores is None else float(scores[n, c]),
             rejected_score=None if scores is None else float(scores[n, r]),
             similarity=pair.meta.get("similarity"), strategy=pair.meta.get("strategy"),
-            label_source=label_source, **judged, **_finished(pair, c, r)))
+            label_source=label_source, **judged, **_finished(pair, c, r),
+            **(columns[n] if columns is not None else {})))
     report = LabelReport(len(pairs), len(rows), counts["tie"], counts["skip"], counts["unanswered"],
-                         counts["unparseable"], compared, errors,
+                         counts["unparseable"], counts["contested"], compared, errors,
                          errors / compared if compared else None)
     return rows, report

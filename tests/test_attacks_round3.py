@@ -371,7 +371,7 @@ def test_a_number_column_with_text_names_the_cell(tmp_path):
 
     path = tmp_path / "p.csv"
     path.write_text("prompt,chosen,rejected,chosen_index\nQ?,A.,B.,three\n")
-    with pytest.raises(InputError, match="row 0: field 'chosen_index': expected a number"):
+    with pytest.raises(InputError, match="field 'chosen_index': expected a number, got 'three'"):
         read_preference_rows(path)
 
 

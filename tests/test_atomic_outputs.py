@@ -256,4 +256,18 @@ def test_every_command_that_writes_is_covered(tmp_path):
     from realspo.cli import COMMANDS
 
     covered = {case.split()[0] for case in CASES}
-    assert covered | {"spo-preview", "chat"} == set(COMMANDS)  # spo-preview and chat only print
+    # spo-preview and chat only print; annotate resumes its own campaigns and has no --overwrite
+    # (test_annotate_refuses_a_foreign_directory below)
+    assert covered | {"spo-preview", "chat", "annotate"} == set(COMMANDS)
+
+
+def test_annotate_refuses_a_foreign_directory(tmp_path, capsys):
+    pairs = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    existing = tmp_path / "campaign"
+    existing.mkdir()
+    (existing / "precious.txt").write_text("precious\n")
+    before = _snapshot(existing)
+    assert main(["annotate", "--pairs", pairs, "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(existing) in err[0] and "refusing to replace it" in err[0]
+    assert _snapshot(existing) == before

@@ -60,6 +60,13 @@ def _grads(model) -> list[torch.Tensor]:
             for p in itertools.chain(model.policy.parameters(), model.head.parameters()) if p.requires_grad]
 
 
+def _recording_backward(losses: list[torch.Tensor]):
+    def backward(loss: torch.Tensor) -> None:
+        losses.append(loss.detach())
+        loss.backward()
+    return backward
+
+
 @pytest.mark.parametrize("sharing", [True, False])
 @pytest.mark.parametrize("sample_levels", [1, None])
 def test_spo_passes_give_the_one_pass_loss_sums_and_gradients(setup, sharing, sample_levels):
@@ -81,12 +88,7 @@ def test_spo_passes_give_the_one_pass_loss_sums_and_gradients(setup, sharing, sa
                 budget = total // 2 + 1
             model.zero_grad()
             losses: list[torch.Tensor] = []
-
-            def backward(loss: torch.Tensor) -> None:
-                losses.append(loss.detach())
-                loss.backward()
-
-            passes = run_passes(model, batch, settings, tokenizer, 7, budget, backward)
+            passes = run_passes(model, batch, settings, tokenizer, 7, budget, _recording_backward(losses))
             assert len(losses) == (expected or len(losses)) and (expected or 1 < len(losses) < len(PAIRS))
             assert passes.count == one.count and passes.tokens == one.tokens
             torch.testing.assert_close(passes.sums.values, one.sums.values, rtol=1e-4, atol=1e-5)

@@ -32,7 +32,6 @@ before its variants were split into passes with their pairs (``realspo.training.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import subprocess
@@ -87,16 +86,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def run_plain(work: Path, args: argparse.Namespace) -> dict:
-    """All levels through ``forward_batch(fast=False)``: the step before the optimisations."""
+    """All levels through ``forward_batch(fast=False)``, one pass per micro-batch: the step
+    before the optimisations."""
     import realspo.training.loop as training
-    import realspo.training.step as training_step
+    from realspo.training.step import forward_batch
 
-    original = training.forward_batch
-    training.forward_batch = functools.partial(training_step.forward_batch, fast=False)
+    def plain_step(model, batch, settings, tokenizer, spo_step, _max_tokens, backward, check=None):
+        result = forward_batch(model, batch, settings, tokenizer, spo_step, fast=False)
+        if check is not None:
+            check(result.loss)
+        backward(result.loss)
+        return result
+
+    original = training.run_passes
+    training.run_passes = plain_step
     try:
         return run_realspo(work, args, {**CONFIGS["DPO+SPO (all levels)"], "cache_dir": str(work / SHARED_CACHE)})
     finally:
-        training.forward_batch = original
+        training.run_passes = original
 
 
 def run_one(work: Path, args: argparse.Namespace, name: str) -> dict:

@@ -170,7 +170,9 @@ def run_passes(model: Any, batch: dict[str, Any], settings: BatchSettings, token
 
     The degree variants are planned once for the whole batch (the same levels as one pass would
     draw); each pass's degree loss is scaled (:attr:`Pass.degree_scale`) so that the passes'
-    losses add up to the batch's: the same gradient up to float summation order.
+    losses add up to the batch's: the same gradient, loss and metric sums up to float summation
+    order. With ``--spo`` in several passes, a pair's own ``loss`` row carries its pass's degree
+    term (the rows still sum to the batch's).
 
     Args:
         model: a prepared :class:`realspo.training.step.PolicyWithHead`.

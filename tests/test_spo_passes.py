@@ -140,25 +140,37 @@ def test_each_pass_holds_whole_pairs_with_their_variants_within_the_budget(setup
         assert seen == n
 
 
-def test_the_degree_head_reads_only_the_pooled_positions(setup, monkeypatch):
-    """The variant rows' final states are never laid out in full: only the positions pooled."""
+@pytest.mark.parametrize("sharing", [True, False])
+def test_the_degree_head_reads_only_the_pooled_positions(setup, monkeypatch, sharing):
+    """The variants' final states are never laid out (B, T, H): the degree head's input is
+    gathered from the model's states at one position per variant, and only the pairs' rows are
+    laid out for the LM head."""
     import realspo.training.step as step
 
     cfg, tokenizer, batch, model = setup
     settings = cfg.batch_settings()
     variants = variant_batch(batch, settings, tokenizer, 3)
-    shapes: list[tuple[int, ...]] = []
-    original = step.pool_positions
+    seen: dict[str, list] = {"pool": [], "lm": []}
+    pool, lm = step.pool_positions, step.logps_from_hidden
 
-    def spy(states, index, response_mask, pooling):
-        out = original(states, index, response_mask, pooling)
-        shapes.append(tuple(out.shape))
-        return out
+    def pool_spy(states, index, response_mask, pooling):
+        seen["pool"].append((states.dim(), tuple(index.shape), tuple(response_mask.shape)))
+        return pool(states, index, response_mask, pooling)
 
-    monkeypatch.setattr(step, "pool_positions", spy)
-    model.zero_grad()
-    forward_batch(model, batch, settings, tokenizer, spo_step=3)
-    assert shapes == [(len(variants["labels"]), model.head.hidden_size)]
+    def lm_spy(model_, hidden, input_ids, response_mask, **kw):
+        seen["lm"].append(tuple(hidden.shape[:2]))
+        return lm(model_, hidden, input_ids, response_mask, **kw)
+
+    monkeypatch.setattr(step, "pool_positions", pool_spy)
+    monkeypatch.setattr(step, "logps_from_hidden", lm_spy)
+    model.share_prefixes = sharing
+    try:
+        forward_batch(model, batch, settings, tokenizer, spo_step=3)
+    finally:
+        model.share_prefixes = True
+    (dims, index_shape, mask_shape), = seen["pool"]
+    assert dims == 2 and index_shape[0] == mask_shape[0] == len(variants["labels"])  # one row per variant
+    assert seen["lm"] == [tuple(batch["input_ids"].shape)]  # the pairs' rows only
 
 
 def test_training_with_spo_and_pass_tokens_logs_the_one_pass_run(tiny_model_dir, tmp_path):

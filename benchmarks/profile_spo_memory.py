@@ -17,7 +17,7 @@ Per process: RSS after set-up, and the peak (``VmHWM``) of each step (reset befo
 ``/proc/self/clear_refs`` where the kernel allows). Reference log-probs are constants here
 (they cost no step memory).
 
-    .venv/bin/python benchmarks/profile_spo_memory.py [--steps 2] [--no-write]
+    .venv/bin/python benchmarks/profile_spo_memory.py [--steps 3] [--no-write]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -115,10 +116,12 @@ def profile_mode(workdir: Path, options: dict, args: argparse.Namespace) -> dict
     for step in range(args.steps):
         reset = _reset_peak()
         records.clear()
+        cpu, wall = time.process_time(), time.perf_counter()
         passes.run_passes(model, batch, cfg.batch_settings(), tokenizer, step, budget, lambda loss: loss.backward())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        steps.append({"passes": list(records), "peak_rss": _status("VmHWM"), "peak_reset": reset})
+        steps.append({"passes": list(records), "peak_rss": _status("VmHWM"), "peak_reset": reset,
+                      "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall})
     return {"rss_setup": rss_setup, "steps": steps, "peak_rss": _status("VmHWM"), "budget": budget}
 
 
@@ -136,7 +139,7 @@ def run_mode(workdir: Path, name: str, args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--steps", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--modes", default=",".join(MODES))
     p.add_argument("--write", action=argparse.BooleanOptionalAction, default=True)
@@ -160,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
             results[name] = {**run_mode(work, name, args), "load": load}
             print(f"{name}: {json.dumps(results[name])}", flush=True)
     base = results["DPO"]["peak_rss"] if "DPO" in results else None
+    # CPU seconds of the steps after the first (robust to other processes' load, unlike wall time)
+    cpu = {name: sum(s["cpu_s"] for s in r["steps"][1:]) / max(1, len(r["steps"]) - 1) for name, r in results.items()}
     rows = []
     for name, r in results.items():
         last = r["steps"][-1]["passes"]
@@ -172,11 +177,13 @@ def main(argv: list[str] | None = None) -> int:
                      fmt_bytes(max(saved)), f"{max(saved) / tokens / 2**20:.2f} MiB",
                      str(sum(x["pooled"] for x in last)), fmt_bytes(r["rss_setup"]),
                      " / ".join(fmt_bytes(s["peak_rss"]) for s in r["steps"]),
-                     f"{r['peak_rss'] / base:.2f}x" if base else "-", f"{r['load']:.1f}"])
+                     f"{r['peak_rss'] / base:.2f}x" if base else "-", f"{cpu[name]:.1f}",
+                     f"{cpu[name] / cpu['DPO']:.2f}x" if "DPO" in cpu else "-", f"{r['load']:.1f}"])
     table = markdown_table(["mode", "passes per step", "tokens per step: pairs + variants (apart)",
                             "largest pass: tokens apart / as trees", "its saved activations",
                             "per tree token", "pooled rows (degree head input)", "RSS after set-up",
-                            "peak RSS of step 1 / 2", "process peak / DPO", "load (1 min)"], rows)
+                            "peak RSS of each step", "process peak / DPO", "CPU s per step (after the first)",
+                            "CPU time / DPO", "load (1 min)"], rows)
     print(table)
     if args.write:
         sizes = {"model": "SmolLM2-135M-Instruct (fp32, CPU), LoRA r 16, prefix sharing on",

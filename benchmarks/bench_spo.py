@@ -222,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
             "counted against the budget like the pairs' (`realspo.training.passes.split_passes`); the "
             "`one pass: before` rows run `--pass-tokens 0`, the whole micro-batch in one pass, as "
             "`--spo` did at any budget before.",
-            "What keeps the default cheap: one body pass over the pairs and the variants together, in "
-            "groups of similar length; the original (level 0) is pooled from the preference pass, not "
+            "What keeps the default cheap: each pair and its variants go through the body together (one "
+            "token tree with prefix sharing, length groups without); the original (level 0) is pooled from the preference pass, not "
             "run again; variants get no LM head; one other level per response is sampled per step, "
             "weighted so that the degree loss is an unbiased estimate of the all-levels loss "
             "(`realspo.spo.variants.plan_variants(always_original=True)`).",

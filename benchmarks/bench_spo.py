@@ -182,22 +182,27 @@ def main(argv: list[str] | None = None) -> int:
 
     ratios = {name: ratio_of(name, "step_s") for name in names}
     memory = {name: ratio_of(name, "peak_rss") for name in names}
+    # CPU seconds per step: the same pair tokens each run, so DPO's tokens per CPU second over the run's
+    cpu = {name: float(np.median([b["tokens_per_cpu_s"] / r["tokens_per_cpu_s"]
+                                  for r, b in zip(runs[name], base, strict=True)])) for name in names}
     rows = [[name, f"{np.median([r['step_s'] for r in runs[name]]):.2f}",
              f"{min(r['step_s'] for r in runs[name]):.2f}-{max(r['step_s'] for r in runs[name]):.2f}",
              f"**{ratios[name]:.2f}x**" if name == "DPO+SPO (defaults)" else f"{ratios[name]:.2f}x",
              fmt_bytes(float(np.median([r["peak_rss"] for r in runs[name]]))),
+             f"**{cpu[name]:.2f}x**" if name == "DPO+SPO (defaults)" else f"{cpu[name]:.2f}x",
              f"**{memory[name]:.2f}x**" if name == "DPO+SPO (defaults)" else f"{memory[name]:.2f}x",
              ", ".join(f"{r['load']:.1f}" for r in runs[name]), variant_note(name)] for name in names]
     table = markdown_table(["run", "s/step (median)", "range", "step time / DPO", "peak RSS (median)",
-                            "peak RSS / DPO", "load (1 min) at start", "extra sequences per pair"], rows)
+                            "CPU time per step / DPO", "peak RSS / DPO", "load (1 min) at start", "extra sequences per pair"], rows)
     if "DPO+SPO (defaults)" not in ratios:
         print(table)
         return 0  # nothing to judge (or write) without the default SPO run
     ratio, mem_ratio = ratios["DPO+SPO (defaults)"], memory["DPO+SPO (defaults)"]
-    met = ratio <= target
+    cpu_ratio = cpu["DPO+SPO (defaults)"]
+    met = max(ratio, cpu_ratio) <= target  # wall time is at the mercy of the machine's load: both must hold
     mem_met = mem_ratio <= MEMORY_TARGET_SMOLLM2
     print(table)
-    print(f"SPO overhead at defaults: {ratio:.2f}x step time (target <= {target}x: {'met' if met else 'NOT met'}), "
+    print(f"SPO overhead at defaults: {ratio:.2f}x step time, {cpu_ratio:.2f}x CPU time per step (target <= {target}x: {'met' if met else 'NOT met'}), "
           f"{mem_ratio:.2f}x peak RSS (target <= {MEMORY_TARGET_SMOLLM2}x: {'met' if mem_met else 'NOT met'})")
     if args.write:
         if args.model == "smollm2":
@@ -243,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             "runs (`--prefix-sharing off`) show the same steps with every sequence run apart.",
         ]
         verdict = (f"DPO+SPO at default SPO settings <= {target}x plain DPO step time: "
-                   f"**{'met' if met else 'not met'}** ({ratio:.2f}x)")
+                   f"**{'met' if met else 'not met'}** ({ratio:.2f}x wall, {cpu_ratio:.2f}x CPU time per step)")
         if args.model == "smollm2":
             verdict += (f"; peak memory <= {MEMORY_TARGET_SMOLLM2}x plain DPO's: "
                         f"**{'met' if mem_met else 'not met'}** ({mem_ratio:.2f}x)")

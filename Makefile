@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo leaderboard test lint bench readme
+.PHONY: install demo leaderboard test test-served test-label-studio lint bench readme
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,30 @@ leaderboard: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The real-server tests (tests/test_served_llama.py, the served judge of
+# tests/test_registry_judges.py): llama.cpp's OpenAI-compatible server in its own venv. The
+# first build compiles llama.cpp (about 17 minutes on a 2-core machine); pip reuses the wheel.
+LLAMA_VENV ?= .venv-llama
+$(LLAMA_VENV)/.installed:
+	$(PYTHON) -m venv $(LLAMA_VENV)
+	$(LLAMA_VENV)/bin/pip install -q 'llama-cpp-python[server]'
+	touch $@
+
+test-served: install $(LLAMA_VENV)/.installed
+	HF_HUB_OFFLINE=1 REALSPO_REQUIRE_LLAMA_SERVER=1 REALSPO_LLAMA_PYTHON=$(LLAMA_VENV)/bin/python \
+		$(PY) -m pytest -q tests/test_served_llama.py tests/test_registry_judges.py
+
+# A real Label Studio server round trip. Label Studio's pins clash with ours, so it lives in a
+# virtual environment of its own; realspo talks to it only over HTTP.
+LS_VENV ?= .venv-label-studio
+$(LS_VENV)/.installed:
+	$(PYTHON) -m venv $(LS_VENV)
+	$(LS_VENV)/bin/pip install -q label-studio
+	touch $@
+
+test-label-studio: install $(LS_VENV)/.installed
+	REALSPO_REQUIRE_LABEL_STUDIO=1 LABEL_STUDIO_VENV=$(abspath $(LS_VENV)) HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_label_studio.py
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks

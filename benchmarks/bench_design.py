@@ -61,7 +61,7 @@ def full_logdet(emb: np.ndarray, k: int, groups: np.ndarray, a: np.ndarray, b: n
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompts", type=int, default=100_000)
     p.add_argument("--k", type=int, default=8, help="responses per prompt")

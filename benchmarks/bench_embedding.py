@@ -102,7 +102,7 @@ def reference_pairs(model, tokenizer, chosen: list[str], rejected: list[str], *,
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--pairs", type=int, default=32, help="chosen/rejected pairs (2x responses)")
     p.add_argument("--hidden", type=int, default=256, help="model hidden size")

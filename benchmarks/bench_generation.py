@@ -93,7 +93,7 @@ def _length(tokens: list[int], stops: list[int]) -> int:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompts", type=int, default=8, help=f"prompts (at most {len(PROMPTS)})")
     p.add_argument("--num-responses", type=int, default=4, help="K samples per prompt")

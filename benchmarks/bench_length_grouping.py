@@ -32,7 +32,7 @@ SHARED_CACHE = "ref-cache"  # one reference pass for all runs (setup is not time
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_workload_args(p, pairs=128)
     return p.parse_args(argv)

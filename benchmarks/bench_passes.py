@@ -18,7 +18,7 @@ FLOPs each shape does in the model.
 
 When the embedding model is the reference model (``select --strategy margin --conditioned``
 without ``--reference``), one forward per candidate serves both passes
-(:func:`realspo.training.candidate_scores.embed_and_score`); the table times it against the
+(:func:`realspo.pipeline.candidate_scores.embed_and_score`); the table times it against the
 two passes and checks that it gives their embeddings (1e-4 cosine) and log-probs (1e-4 relative).
 
     .venv/bin/python benchmarks/bench_passes.py [--responses 48] [--threads 1] [--no-write]
@@ -80,7 +80,7 @@ def ceiling(flops: dict[tuple[int, int], float], rates: dict[tuple[int, int], fl
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--responses", type=int, default=48)
     p.add_argument("--batch-size", type=int, default=8)
@@ -98,8 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.disable(logging.WARNING)
     from realspo.embeddings.embed import embed_with_causal_lm
     from realspo.models import load_model, load_tokenizer
+    from realspo.pipeline.candidate_scores import embed_and_score
     from realspo.schema import PromptGroup
-    from realspo.training.candidate_scores import embed_and_score
     from realspo.training.reference import score_sequences
     from realspo.training.tokenization import tokenize_response
 
@@ -174,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "them by the FLOPs the pass does at each shape"}
         notes = ["FLOPs: 2 x body weights x real tokens, plus 2 x hidden x vocab per scored "
                  "response token (reference); attention products and padding not counted.",
-                 "Shared pass (`realspo.training.candidate_scores.embed_and_score`): one forward per "
+                 "Shared pass (`realspo.pipeline.candidate_scores.embed_and_score`): one forward per "
                  f"candidate gives both; against the two passes: min cosine {cosine:.7f}, max "
                  f"relative log-prob difference {relative:.1e} ({'equal' if agree else 'DIFFERENT'} "
                  "within 1e-4)."]

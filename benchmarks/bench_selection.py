@@ -152,9 +152,9 @@ def run_cli(data: Path, npy: Path, out: Path, strategy: str, threads: int) -> tu
 
 
 def stage_times(data: str, npy: str, out: str, strategy: str) -> dict[str, float]:
-    """Seconds per stage of ``select_from_config`` (the CLI's code path), by wrapping each stage."""
-    import realspo.commands.select as command
+    """Seconds per stage of ``realspo.pipeline.select.select_from_config`` (the CLI's code path), by wrapping each stage."""
     import realspo.embeddings.embed as embeddings
+    import realspo.pipeline.select as command
 
     seconds: dict[str, float] = {}
 
@@ -202,7 +202,7 @@ def time_cli(data: Path, npy: Path, out: Path, n: int, k: int, strategy: str, th
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--prompts", type=int, default=20_000,
                    help=f"prompts (the issue's size is {FULL_PROMPTS}: 6.5 GB of embeddings)")

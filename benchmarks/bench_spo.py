@@ -42,14 +42,9 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_training import (  # noqa: E402
-    add_workload_args,
-    make_workload,
-    run_realspo,
-    shared_argv,
-    workload_sizes,
-)
+from bench_training import add_workload_args, make_workload, run_realspo, workload_sizes  # noqa: E402
 from common import fmt_bytes, markdown_table, quiet_training_run, section, write_section  # noqa: E402
+from training_workload import shared_argv  # noqa: E402
 
 TARGET = 1.5  # the issue's target: DPO+SPO step time <= 1.5x plain DPO's, at default SPO settings
 TARGET_SMOLLM2 = 1.2  # on SmolLM2-135M (issue 14)
@@ -72,7 +67,7 @@ PLAIN = "DPO+SPO (all levels, plain step)"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_workload_args(p)
     p.add_argument("--configs", default=",".join(CONFIGS), help="runs to time (DPO is always one)")
@@ -262,10 +257,10 @@ def token_counts(work: Path, args: argparse.Namespace) -> dict[str, int]:
     """Body tokens of one epoch's micro-batches (in file order), sequences apart and as token
     trees, without and with the default SPO variants (level draws seeded as in training)."""
     from realspo.models import load_tokenizer
-    from realspo.training.config import TrainConfig
     from realspo.training.data import PairCollator, PairDataset, read_pairs
     from realspo.training.prefix_tree import pair_groups, tree_tokens
     from realspo.training.step import _stack_padded, variant_batch
+    from realspo.training.train_config import TrainConfig
 
     cfg = TrainConfig(data=str(work / "pairs.jsonl"), model=str(work / "model"), out="unused", spo=True,
                       max_length=args.max_length, batch_size=args.batch_size,
@@ -291,13 +286,13 @@ def token_counts(work: Path, args: argparse.Namespace) -> dict[str, int]:
 
 
 def default_levels() -> int:
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     return TrainConfig.__dataclass_fields__["spo_levels"].default
 
 
 def default_sample_levels() -> int | None:
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     return TrainConfig.__dataclass_fields__["spo_sample_levels"].default
 

@@ -35,7 +35,7 @@ TARGET = 0.5  # help in under half the time of importing torch
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--repeats", type=int, default=5, help="timed runs of each command, alternating")
     p.add_argument("--threads", type=int, default=1,

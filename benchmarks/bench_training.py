@@ -26,53 +26,28 @@ against the matmul ceiling measured in the same run; it writes its own section o
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import os
-import string
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from training_workload import (
+    _RUNS,
+    _stopwords,
+    describe,
+    lengths,
+    make_lexicon,
+    make_text,
+    median_of,
+    run_side,
+)
 
 TARGET_SPEED = 1.5  # the issue's target: >= 1.5x TRL's tokens/s, and no more peak memory
-_RUNS = itertools.count()
 
 
 # ----------------------------------------------------------------------------- the workload
-
-def _stopwords() -> list[str]:
-    from importlib.resources import files
-
-    text = files("realspo").joinpath("data/stopwords_en.txt").read_text(encoding="utf-8")
-    return [w for w in text.split() if not w.startswith("#") and w.isalpha()]
-
-
-def make_lexicon(seed: int = 0, words: int = 3000) -> list[str]:
-    rng = np.random.default_rng(seed)
-    letters = np.array(list(string.ascii_lowercase))
-    return sorted({"".join(rng.choice(letters, int(rng.integers(4, 10)))) for _ in range(words)})
-
-
-def make_text(rng: np.random.Generator, lexicon: list[str], stop: list[str], n_words: int) -> str:
-    """``n_words`` words of prose-like text: runs of 1-3 content words between stopwords, with
-    commas and full stops, so RAKE finds key phrases (SPO's degree variants need them)."""
-    out: list[str] = []
-    while len(out) < n_words:
-        out.extend(rng.choice(lexicon, int(rng.integers(1, 4))).tolist())
-        out.extend(rng.choice(stop, int(rng.integers(1, 3))).tolist())
-        if rng.random() < 0.15:
-            out[-1] += "," if rng.random() < 0.5 else "."
-    text = " ".join(out[:n_words])
-    return text.rstrip(",.") + "."
-
-
-def lengths(rng: np.random.Generator, n: int, median: float, sigma: float, lo: int, hi: int) -> np.ndarray:
-    """``n`` lengths round(LogNormal(ln median, sigma)) clipped to [lo, hi]."""
-    return np.clip(np.round(rng.lognormal(np.log(median), sigma, n)), lo, hi).astype(int)
-
 
 def make_workload(workdir: Path, args: argparse.Namespace) -> dict:
     """Write ``workdir/model`` (tokenizer + random model) and ``workdir/pairs.jsonl``; return sizes."""
@@ -113,11 +88,6 @@ def make_workload(workdir: Path, args: argparse.Namespace) -> dict:
             "response_tokens": [count(r[k]) + 1 for r in rows for k in ("chosen", "rejected")]}
 
 
-def describe(values: list[int]) -> str:
-    v = np.asarray(values)
-    return f"median {np.median(v):.0f}, mean {v.mean():.0f}, p90 {np.quantile(v, 0.9):.0f}, max {v.max()}"
-
-
 # ----------------------------------------------------------------------------- one side (subprocess)
 
 def _rss_now() -> int:
@@ -147,11 +117,11 @@ def _throughput(times: list[float], tokens: list[int], warmup: int, cpu: list[fl
 def run_realspo(workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
     """``realspo.training.loop.train`` on the workload (plus ``options``, e.g. SPO's); throughput."""
     from realspo.models import load_tokenizer
-    from realspo.training.config import TrainConfig
     from realspo.training.data import read_pairs
     from realspo.training.loop import train
     from realspo.training.prefix_tree import token_tree
     from realspo.training.tokenization import tokenize_pair
+    from realspo.training.train_config import TrainConfig
 
     out = workdir / f"run-realspo-{os.getpid()}-{next(_RUNS)}"  # a fresh run (and reference cache)
     settings = dict(data=str(workdir / "pairs.jsonl"), model=str(workdir / "model"), out=str(out),
@@ -252,34 +222,7 @@ def side_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_side(side: str, workdir: Path, args: argparse.Namespace, options: dict | None = None) -> dict:
-    """Launch one side in a fresh interpreter (its own peak RSS); its JSON result."""
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--side", side, "--workdir", str(workdir),
-           *shared_argv(args)]
-    if options:
-        cmd += ["--options", json.dumps(options)]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TQDM_DISABLE="1",
-               OMP_NUM_THREADS=str(args.threads),
-               HF_DATASETS_CACHE=str(workdir / f"hf-datasets-{next(_RUNS)}"),  # TRL's precompute: fresh
-               WANDB_DISABLED="true")
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-    if proc.returncode or not lines:
-        sys.stderr.write(proc.stdout[-3000:] + proc.stderr[-6000:])
-        raise SystemExit(f"{side} side failed (exit {proc.returncode})")
-    return json.loads(lines[-1].removeprefix("RESULT "))
-
-
 # ----------------------------------------------------------------------------- arguments
-
-SHARED = ("model", "lora_r", "pass_tokens", "pairs", "batch_size", "max_length", "hidden", "layers", "heads", "vocab", "prompt_words",
-          "response_words", "max_words", "warmup_steps", "logging_steps", "threads", "seed")
-
-
-def shared_argv(args: argparse.Namespace) -> list[str]:
-    return [x for name in SHARED if getattr(args, name) is not None
-            for x in (f"--{name.replace('_', '-')}", str(getattr(args, name)))]
-
 
 def add_workload_args(p: argparse.ArgumentParser, pairs: int = 32) -> None:
     p.add_argument("--model", choices=("tiny", "smollm2"), default="tiny",
@@ -311,7 +254,7 @@ def add_workload_args(p: argparse.ArgumentParser, pairs: int = 32) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_workload_args(p)
     p.add_argument("--configs", default="lora,full", help="--model smollm2: lora (r 16) and/or full")
@@ -321,10 +264,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.model == "smollm2" and "--max-length" not in (argv if argv is not None else sys.argv):
         args.max_length = 256  # the real-size workload's default
     return args
-
-
-def median_of(runs: list[dict], key: str) -> float:
-    return float(np.median([r[key] for r in runs]))
 
 
 def workload_sizes(args: argparse.Namespace, facts: dict) -> dict[str, str]:

@@ -20,7 +20,11 @@ What runs (all in-process, one model):
 - embedding: :func:`realspo.embeddings.embed.embed_with_causal_lm` (conditioned), ``2 N_body``
   FLOPs per token;
 - generation: ``realspo generate``'s loop against ``model.generate`` (``bench_generation.py``),
-  tokens/s.
+  tokens/s;
+- served generation (vLLM): the same prompts through ``realspo generate --model openai:policy``
+  against ``vllm serve MODEL`` started here (after the in-process model is freed), at
+  ``--vllm-concurrency`` requests in flight; tokens/s from the replies' ``usage``. Runs when
+  ``--vllm-python`` (default: this Python) can import ``vllm``; otherwise the row says so.
 
 Attention is the model's default implementation in transformers (SDPA where the model has it;
 the run prints which); realspo's training batches are padded per length group, not packed
@@ -103,9 +107,9 @@ def train_run(args: argparse.Namespace, data: Path, work: Path, name: str, **opt
     """One in-process ``realspo train``: median seconds per optimizer step (after the first two),
     tokens/s from its metrics, and its peak ``torch.cuda.max_memory_allocated`` in bytes (None
     off CUDA)."""
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
+    from realspo.training.train_config import TrainConfig
 
     stamps: list[float] = []
     cfg = TrainConfig(data=str(data), model=args.model_path, out=str(work / name),
@@ -177,8 +181,58 @@ def generation_run(model: Any, tokenizer: Any, args: argparse.Namespace) -> dict
     return {"realspo": ours / ours_s, "model.generate": theirs / theirs_s}
 
 
+def vllm_generation_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """tokens/s of ``realspo generate`` through ``vllm serve`` (see the module docstring), or
+    ``{"skipped": why}`` when vLLM is not importable by ``--vllm-python``."""
+    import subprocess
+    import urllib.request
+
+    from bench_generation import PROMPTS
+
+    from realspo.generation.prompts import PromptRecord
+    from realspo.generation.sampling import SamplingSettings
+    from realspo.generation.served import generate_served
+    from realspo.served.options import ServedOptions
+
+    probe = subprocess.run([args.vllm_python, "-c", "import vllm"], capture_output=True)
+    if probe.returncode != 0:
+        return {"skipped": "vllm is not importable by --vllm-python"}
+    port = 18000 + int(time.time()) % 1000
+    server = subprocess.Popen([args.vllm_python, "-m", "vllm.entrypoints.openai.api_server",
+                               "--model", args.model_path, "--served-model-name", "policy",
+                               "--host", "127.0.0.1", "--port", str(port), "--dtype", args.dtype,
+                               "--gpu-memory-utilization", "0.8"],
+                              stdout=open(work / "vllm.log", "wb"), stderr=subprocess.STDOUT)  # noqa: SIM115
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 600
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/models", timeout=2)  # noqa: S310
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    return {"skipped": f"vllm serve did not start (see {work / 'vllm.log'})"}
+                time.sleep(2)
+        texts = (PROMPTS * 8)[:args.gen_prompts]
+        records = [PromptRecord(index=i, prompt_id=f"p{i}", prompt=t) for i, t in enumerate(texts)]
+        settings = SamplingSettings(num_responses=4, temperature=1.0, top_p=0.95,
+                                    max_new_tokens=args.gen_tokens, seed=0)
+        options = ServedOptions(base_url=url, concurrency=args.vllm_concurrency, timeout=600,
+                                cache_dir=str(work / "served-cache"))
+        start = time.perf_counter()
+        _, usage = generate_served("policy", records, work / "vllm.jsonl", settings, options,
+                                   progress=False)
+        seconds = time.perf_counter() - start
+        return {"tokens_per_s": usage["completion_tokens"] / seconds,
+                "concurrency": args.vllm_concurrency}
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default=None, help="model directory (default: SmolLM2-135M-Instruct)")
     p.add_argument("--device", default="cuda")
@@ -191,6 +245,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--gen-prompts", type=int, default=32)
     p.add_argument("--gen-tokens", type=int, default=128)
     p.add_argument("--gen-batch", type=int, default=16)
+    p.add_argument("--vllm-python", default=sys.executable,
+                   help="the Python whose vllm serves the served-generation row")
+    p.add_argument("--vllm-concurrency", type=int, default=32)
     p.add_argument("--smoke", action="store_true",
                    help="a tiny random model and tiny sizes, on CPU if there is no GPU: runs every "
                         "code path in seconds, measures nothing, writes nothing")
@@ -205,6 +262,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not torch.cuda.is_available():
             args.device = "cpu"
     return args
+
+
+def _vllm_row(served: dict[str, Any], local: float) -> list[str]:
+    name = "generation: realspo generate via vllm serve / in-process"
+    if "skipped" in served:
+        return [name, f"not run: {served['skipped']}", ""]
+    return [name, f"{served['tokens_per_s']:.0f} / {local:.0f} tokens/s (--concurrency "
+                  f"{served['concurrency']})", f"{served['tokens_per_s'] / local:.2f}x"]
 
 
 def smoke_model(path: Path) -> str:
@@ -266,6 +331,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"embedding: {results['embedding']}", flush=True)
         results["generation"] = generation_run(model, tokenizer, args)
         print(f"generation tokens/s: {results['generation']}", flush=True)
+        del model  # vLLM takes the GPU memory it is given
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        results["served generation (vLLM)"] = {"skipped": "not in --smoke"} if args.smoke \
+            else vllm_generation_run(args, work)
+        print(f"served generation: {results['served generation (vLLM)']}", flush=True)
 
     table = markdown_table(["benchmark", "result", "MFU / ratio"], [
         *[[k, f"{v['tokens_per_s']:.0f} tokens/s, {v['step_s']:.3f} s/step", f"{v['mfu']:.1%}"]
@@ -279,7 +350,8 @@ def main(argv: list[str] | None = None) -> int:
          f"{results['embedding']['mfu']:.1%}"],
         ["generation: realspo / model.generate",
          f"{results['generation']['realspo']:.0f} / {results['generation']['model.generate']:.0f} tokens/s",
-         f"{results['generation']['realspo'] / results['generation']['model.generate']:.2f}x"]])
+         f"{results['generation']['realspo'] / results['generation']['model.generate']:.2f}x"],
+        _vllm_row(results["served generation (vLLM)"], results["generation"]["realspo"])])
     print(table)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))

@@ -64,10 +64,10 @@ def profile_mode(workdir: Path, options: dict, args: argparse.Namespace) -> dict
 
     import realspo.training.passes as passes
     from realspo.models import load_model, load_tokenizer
-    from realspo.training.config import TrainConfig
     from realspo.training.data import PairCollator, PairDataset, read_pairs
     from realspo.training.prefix_tree import pair_groups, tree_tokens
     from realspo.training.step import _stack_padded, build_model
+    from realspo.training.train_config import TrainConfig
 
     cfg = TrainConfig(data=str(workdir / "pairs.jsonl"), model=str(workdir / "model"), out="unused",
                       batch_size=args.batch_size, max_length=256, chat_template="off", lora_r=16,

@@ -38,7 +38,7 @@ def benchmarks() -> dict[str, Path]:
 
 def main(argv: list[str] | None = None) -> int:
     found = benchmarks()
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__.split("\n\n")[0])
     p.add_argument("--only", nargs="+", choices=sorted(found), help="run only these benchmarks")
     p.add_argument("--full", action="store_true", help="use the issue's full sizes where they differ")
     p.add_argument("--threads", type=int, default=None,

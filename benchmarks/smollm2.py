@@ -117,7 +117,7 @@ def combined_ceiling(ceiling: dict[str, float], counts: dict[str, int], tokens: 
 def _text_of_tokens(rng: np.random.Generator, lexicon: list[str], stop: list[str], n_tokens: int,
                     count, lead: str = "") -> str:
     """Prose-like text (``make_text``) cut to at most ``n_tokens`` tokens, at a word boundary."""
-    from bench_training import make_text
+    from training_workload import make_text
 
     words = make_text(rng, lexicon, stop, n_tokens).split(" ")  # tokens >= words
     lo, hi = 1, len(words)
@@ -132,7 +132,7 @@ def _text_of_tokens(rng: np.random.Generator, lexicon: list[str], stop: list[str
 
 def make_workload(workdir: Path, args) -> dict:
     """``workdir/model`` (a link to the cached SmolLM2 directory) and ``workdir/pairs.jsonl``."""
-    from bench_training import _stopwords, make_lexicon
+    from training_workload import _stopwords, make_lexicon
     from transformers import AutoTokenizer
 
     source = model_dir()
@@ -161,7 +161,7 @@ def make_workload(workdir: Path, args) -> dict:
 
 def workload_sizes(args, facts: dict) -> dict[str, str]:
     """The Sizes line of a SmolLM2 section."""
-    from bench_training import describe
+    from training_workload import describe
 
     c = facts["counts"]
     return {
@@ -186,8 +186,8 @@ def main_training(args) -> int:
     import tempfile
 
     import trl
-    from bench_training import median_of, run_side
     from common import fmt_bytes, machine, markdown_table, section, set_threads, write_section
+    from training_workload import median_of, run_side
 
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     threads = [int(t) for t in args.thread_counts.split(",") if t.strip()]

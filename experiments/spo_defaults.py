@@ -54,8 +54,9 @@ from typing import Any  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from realspo.demo.plan import DemoPlan, make_plan  # noqa: E402
-from realspo.demo.run import evaluate_run, sample_responses  # noqa: E402
+from realspo.arms.candidate_pool import sample_responses  # noqa: E402
+from realspo.arms.plan import DemoPlan, make_plan  # noqa: E402
+from realspo.arms.train_and_evaluate import evaluate_run  # noqa: E402
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators, win_rate  # noqa: E402
 from realspo.generation.sampling import SamplingSettings, load_generator_model  # noqa: E402
 from realspo.labels.annotator import label_errors, simulate_labels  # noqa: E402
@@ -63,7 +64,7 @@ from realspo.outputs import atomic_dir, check_writable, write_json, write_rows  
 from realspo.proving_ground import World, build_world, get_sft_model  # noqa: E402
 from realspo.spo.variants import SPOConfig, precompute_variants, variant_stats  # noqa: E402
 from realspo.training.loop import TrainConfig, train  # noqa: E402
-from realspo.training.outputs import read_metrics  # noqa: E402
+from realspo.training.run_dir import read_metrics  # noqa: E402
 
 log = logging.getLogger("spo_defaults")
 TAIL = 5  # training metrics are averaged over the last TAIL logged steps (one step = 16 pairs)

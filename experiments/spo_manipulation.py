@@ -2,7 +2,7 @@
 
 ``realspo demo`` scores, with the oracle, every degree variant SPO trained on (the chosen and
 rejected responses of the main budget's DPO+SPO pairs, all strategies) and reports the share
-whose reward falls below the original's (:mod:`realspo.demo.manipulation`). Those responses
+whose reward falls below the original's (:mod:`realspo.arms.manipulation`). Those responses
 are fixed before any training: the SFT model's candidates, the simulated labels and the
 strategies' selections. This script rebuilds exactly them for a preset's seeds and scores the
 variants of every SPO variant mode (``--removal`` x ``--selection``), so a change to the
@@ -30,8 +30,8 @@ from dataclasses import replace  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
-from realspo.demo.manipulation import spo_manipulation  # noqa: E402
-from realspo.demo.plan import budget_label, make_plan  # noqa: E402
+from realspo.arms.manipulation import spo_manipulation  # noqa: E402
+from realspo.arms.plan import budget_label, make_plan  # noqa: E402
 from realspo.proving_ground.world import build_world  # noqa: E402
 from realspo.selection.budget import resolve_budget  # noqa: E402
 from realspo.spo.variants import REMOVALS, SELECTIONS, SPOConfig, variants_for  # noqa: E402
@@ -42,7 +42,7 @@ def spo_responses(preset: str) -> list[dict[str, Any]]:
     demo's DPO+SPO runs train on at the main budget (as :func:`realspo.demo.run.run_seed`)."""
     import torch
 
-    from realspo.demo.run import build_candidates, selected_pairs
+    from realspo.arms.candidate_pool import build_candidates, selected_pairs
     from realspo.generation.sampling import load_generator_model
     from realspo.proving_ground.sft import get_sft_model
 

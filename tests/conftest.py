@@ -130,3 +130,16 @@ def smollm2_dir(smollm2_gguf, gguf_cache) -> str:
     from realspo.gguf import dequantize_gguf
 
     return str(dequantize_gguf(smollm2_gguf, Path(gguf_cache) / "gguf"))
+
+
+@pytest.fixture(scope="session")
+def llama_server(smollm2_gguf, tmp_path_factory):
+    """llama.cpp's OpenAI-compatible server serving the SmolLM2 GGUF as ``smollm2`` on
+    127.0.0.1, with an API key (``llama_server.KEY``). Skips without ``llama-cpp-python[server]``
+    unless ``REALSPO_REQUIRE_LLAMA_SERVER=1`` (see tests/llama_server.py)."""
+    from llama_server import KEY, LlamaServer, require_server_python
+
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    running = LlamaServer(require_server_python(), smollm2_gguf, api_key=KEY, log=log).start()
+    yield running
+    running.stop()

@@ -187,6 +187,7 @@ def _command_cases(tmp: Path, model: str) -> dict[str, tuple[list[str], Path]]:
     data, emb = _jsonl(tmp / "pool.jsonl", MULTI), tmp / "emb.npy"
     np.save(emb, np.eye(2, dtype=np.float32), allow_pickle=False)
     pairs, prompts = _jsonl(tmp / "pairs.jsonl", PAIRS), _jsonl(tmp / "prompts.jsonl", [{"prompt": "Hi"}])
+    preferences = _jsonl(tmp / "preferences.jsonl", [{"prompt": "Q?", "chosen": "x", "rejected": "y"}])
     run = tmp / "run"
     run.mkdir()
     _jsonl(run / "metrics.jsonl", [{"step": 0, "loss": 0.69}, {"step": 1, "loss": 0.5}])
@@ -204,7 +205,7 @@ def _command_cases(tmp: Path, model: str) -> dict[str, tuple[list[str], Path]]:
                                  tmp / "tasks.csv"),
         "label --export-tasks (key)": (["label", "--pairs", pairs, "--export-tasks",
                                         str(tmp / "t2.csv")], tmp / "t2.key.jsonl"),
-        "train": (["train", "--data", pairs, "--model", model, "--out", str(tmp / "trained")],
+        "train": (["train", "--data", preferences, "--model", model, "--out", str(tmp / "trained")],
                   tmp / "trained"),
         "evaluate": (["evaluate", "--model", model, "--baseline", model, "--prompts", prompts,
                       "--judge", "proving-ground", "--out", str(tmp / "eval.json")], tmp / "eval.json"),
@@ -241,4 +242,4 @@ def test_every_command_that_writes_is_covered(tmp_path):
     from realspo.cli import COMMANDS
 
     covered = {case.split()[0] for case in CASES}
-    assert covered | {"spo-preview"} == set(COMMANDS)  # spo-preview only prints
+    assert covered | {"spo-preview", "chat"} == set(COMMANDS)  # spo-preview and chat only print

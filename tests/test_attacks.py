@@ -141,7 +141,7 @@ def test_label_out_that_is_its_pairs_is_refused(tmp_path, capsys):
 
 def test_a_hub_id_is_not_a_local_path(tmp_path, monkeypatch):
     from realspo.config import resolve
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     data = _write_jsonl(tmp_path / "data" / "p.jsonl", [{"prompt": "Q?", "chosen": "A.", "rejected": "B."}])
     work = tmp_path / "work"
@@ -164,7 +164,7 @@ def test_a_hub_id_is_not_a_local_path(tmp_path, monkeypatch):
     ("big.json", '[{"prompt": "P?", "responses": ["x", "y"], "scores": [1, -1e999]}]',
      ["row 0", "scores[1]", "finite"]),
     ("big.csv", 'prompt,chosen,rejected,score_chosen,score_rejected\nP?,x,y,1e999,1\n',
-     ["row 0", "finite"]),
+     ["row 2", "finite"]),
     ("surrogate.json", '[{"prompt": "P\\ud800?", "responses": ["x", "y"]}]',
      ["row 0", "lone surrogate"]),
     ("surrogate.jsonl", '{"prompt": "P?", "responses": ["x\\udfff", "y"]}\n',
@@ -272,15 +272,29 @@ def test_a_fifo_input_is_not_a_regular_file(tmp_path, capsys):
               "--out", str(tmp_path / "o.jsonl")], capsys, tmp_path, "not a regular file")
 
 
-def test_semicolon_separated_annotations_name_the_delimiter(tmp_path, capsys):
+def test_semicolon_separated_annotations_are_read_and_said_so(tmp_path, capsys):
+    pairs = _pairs(tmp_path / "pairs.jsonl")
+    tasks = tmp_path / "tasks.csv"
+    assert main(["label", "--pairs", pairs, "--export-tasks", str(tasks)]) == 0
+    export_id = json.loads((tmp_path / "tasks.key.jsonl").read_text().splitlines()[0])["export_id"]
+    answers = tmp_path / "answers.csv"
+    answers.write_text(f"pair_id;answer;export_id\nq0:0-1;A;{export_id}\nq1:0-1;B;{export_id}\n",
+                       encoding="utf-8")
+    capsys.readouterr()
+    assert main(["label", "--pairs", pairs, "--annotations", str(answers), "--key",
+                 str(tmp_path / "tasks.key.jsonl"), "--out", str(tmp_path / "labels.jsonl")]) == 0
+    assert f"note: {answers}: read as ';'-separated" in capsys.readouterr().out
+
+
+def test_a_sheet_whose_delimiter_cannot_be_told_is_refused_naming_it(tmp_path, capsys):
     pairs = _pairs(tmp_path / "pairs.jsonl")
     tasks = tmp_path / "tasks.csv"
     assert main(["label", "--pairs", pairs, "--export-tasks", str(tasks)]) == 0
     answers = tmp_path / "answers.csv"
-    answers.write_text("pair_id;answer\nq0:0-1;A\nq1:0-1;B\n", encoding="utf-8")
+    answers.write_text("pair_id|answer\nq0:0-1|A\n", encoding="utf-8")
     _refused(["label", "--pairs", pairs, "--annotations", str(answers), "--key",
               str(tmp_path / "tasks.key.jsonl"), "--out", str(tmp_path / "labels.jsonl")],
-             capsys, tmp_path, "lacks answer and pair_id", "delimiter looks wrong (';')")
+             capsys, tmp_path, "lacks pair_id and answer", "delimiter looks wrong ('|')")
 
 
 # --- 3. nothing left behind that blocks the next run ------------------------------------------------

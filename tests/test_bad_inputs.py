@@ -127,7 +127,7 @@ def _bad_cases() -> dict[str, Build]:
     @case
     def _csv_row_with_extra_cells(c):
         data = c.text("d.csv", 'prompt,chosen,rejected\n"Q?",a,b,surplus\n')
-        return c.select(data), [data, "row 0", "more cells than header columns"]
+        return c.select(data), [data, "row 2", "more cells than header columns"]
 
     @case
     def _corrupt_parquet(c):
@@ -184,7 +184,7 @@ def _bad_cases() -> dict[str, Build]:
     @case
     def _non_numeric_csv_score(c):
         data = c.text("d.csv", 'prompt,chosen,rejected,score_chosen,score_rejected\nQ?,a,b,lots,1\n')
-        return c.select(data), [data, "row 0", "field 'score_chosen'", "expected a number"]
+        return c.select(data), [data, "row 2", "field 'score_chosen'", "expected a number"]
 
     @case
     def _unknown_role(c):
@@ -297,11 +297,13 @@ def _bad_cases() -> dict[str, Build]:
     @case
     def _annotations_unknown_pair_id(c):
         tasks = c.tasks()
-        answers = c.text("answers.csv", "pair_id,answer\nq0:0-1,A\nq9:0-1,B\n")
+        export_id = json.loads(Path(c.path("tasks.key.jsonl")).read_text().splitlines()[0])["export_id"]
+        answers = c.text("answers.csv", f"pair_id,answer,export_id\nq0:0-1,A,{export_id}\n"
+                                        f"q9:0-1,B,{export_id}\n")
         argv = ["label", "--pairs", str(c.path("pairs.jsonl")), "--annotations", answers,
                 "--key", str(c.path("tasks.key.jsonl")), "--out", str(c.out_dir / "labeled.jsonl")]
         assert Path(tasks).exists()
-        return argv, [answers, "row 1", "field 'pair_id'", "unknown pair id 'q9:0-1'"]
+        return argv, [answers, "row 3", "field 'pair_id'", "unknown pair id 'q9:0-1'"]
 
     @case
     def _annotations_invalid_answer(c):
@@ -309,7 +311,7 @@ def _bad_cases() -> dict[str, Build]:
         answers = c.text("answers.csv", "pair_id,answer\nq0:0-1,maybe\n")
         argv = ["label", "--pairs", str(c.path("pairs.jsonl")), "--annotations", answers,
                 "--key", str(c.path("tasks.key.jsonl")), "--out", str(c.out_dir / "labeled.jsonl")]
-        return argv, [answers, "row 0", "field 'answer'", "'maybe'"]
+        return argv, [answers, "row 2", "field 'answer'", "'maybe'"]
 
     @case
     def _pairs_row_without_response_b(c):
@@ -459,7 +461,7 @@ def test_extremely_long_response_is_truncated_and_counted(ctx, capsys, caplog):
 
 
 def test_extremely_long_training_pair_is_truncated_and_counted(ctx, capsys):
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
 
     long = {"prompt": "Human: Say a lot. " * 20_000 + "Assistant:", "chosen": " Fine.", "rejected": " No."}
     data = ctx.jsonl("d.jsonl", [TRL, long])

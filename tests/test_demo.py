@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from realspo.arms.analysis import crossing_point, rank_correlation
 from realspo.cli import main
-from realspo.demo.analysis import crossing_point, rank_correlation
 from realspo.demo.findings import SMOKE
 from realspo.demo.report import FIGURES, findings
 
@@ -151,8 +151,8 @@ def test_a_budget_above_the_number_of_prompts_is_refused_before_any_work(tmp_pat
 
 
 def test_same_seed_gives_the_same_candidates_labels_and_selection(quick_demo):
-    from realspo.demo.plan import make_plan
-    from realspo.demo.run import build_candidates, selected_pairs
+    from realspo.arms.candidate_pool import build_candidates, selected_pairs
+    from realspo.arms.plan import make_plan
     from realspo.generation.sampling import load_generator_model
     from realspo.proving_ground.sft import get_sft_model
     from realspo.proving_ground.world import build_world
@@ -170,8 +170,8 @@ def test_same_seed_gives_the_same_candidates_labels_and_selection(quick_demo):
 
 
 def test_same_seed_trains_and_evaluates_to_the_same_rewards(quick_demo):
-    from realspo.demo.plan import make_plan
-    from realspo.demo.run import evaluate_run, train_run
+    from realspo.arms.plan import make_plan
+    from realspo.arms.train_and_evaluate import evaluate_run, train_run
     from realspo.proving_ground.sft import get_sft_model
     from realspo.proving_ground.world import build_world
 
@@ -380,7 +380,7 @@ def test_findings_say_when_the_positive_control_fails(results):
                for f in findings(altered))
 
 
-# --- the extra outcomes (realspo.demo.outcomes) ------------------------------------------
+# --- the extra outcomes (realspo.arms.arm_outcomes) ------------------------------------------
 
 
 def _interval_of(entry: dict) -> None:
@@ -423,9 +423,10 @@ def test_sample_zero_is_the_single_evaluation_sample(quick_demo, one_thread):
     bit-identical: sample 0 is drawn exactly as a one-sample evaluation draws it."""
     from dataclasses import replace
 
-    from realspo.demo.outcomes import EVAL_SEED_OFFSET, evaluate_model
-    from realspo.demo.plan import make_plan
-    from realspo.demo.run import evaluate_run, sample_responses
+    from realspo.arms.arm_outcomes import EVAL_SEED_OFFSET, evaluate_model
+    from realspo.arms.candidate_pool import sample_responses
+    from realspo.arms.plan import make_plan
+    from realspo.arms.train_and_evaluate import evaluate_run
     from realspo.generation.sampling import SamplingSettings, load_generator_model
     from realspo.proving_ground.sft import get_sft_model
     from realspo.proving_ground.world import build_world

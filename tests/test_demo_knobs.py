@@ -10,10 +10,10 @@ import random
 import numpy as np
 import pytest
 
+from realspo.arms.knobs import candidate_effects, confuse_labels, guess_probability, with_confusion
+from realspo.arms.plan import PRESETS, make_plan
+from realspo.arms.records import Candidates
 from realspo.cli import main
-from realspo.demo.knobs import candidate_effects, confuse_labels, guess_probability, with_confusion
-from realspo.demo.plan import PRESETS, make_plan
-from realspo.demo.records import Candidates
 from realspo.labels.annotator import label_errors, simulate_labels
 from realspo.proving_ground.oracle import words
 from realspo.proving_ground.perceptual import PerceptualEmbedder
@@ -229,7 +229,7 @@ def private_cache(tmp_path_factory):
 
 def test_the_grid_resumes_without_training_and_refuses_another_configuration(
         tmp_path, monkeypatch, capsys, private_cache, one_thread):
-    import realspo.demo.grid as grid
+    import realspo.grid.run as grid
 
     calls = []
     train_cell = grid.train_cell
@@ -267,8 +267,8 @@ def test_the_grid_resumes_without_training_and_refuses_another_configuration(
 
 def test_the_knobs_reach_the_plan_and_the_results(tmp_path, monkeypatch, world):
     import realspo.demo.run as run
-    from realspo.demo.knobs import knob_effects
-    from realspo.demo.records import DemoRun
+    from realspo.arms.knobs import knob_effects
+    from realspo.arms.records import DemoRun
 
     plans = []
     monkeypatch.setattr(run, "run_demo", lambda plan, out, overwrite=False: plans.append(plan))

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from realspo.demo.outcomes import (
+from realspo.arms.arm_outcomes import (
     Evaluation,
     HeldoutPairs,
     implicit_accuracy_columns,
@@ -115,7 +115,7 @@ def test_pooled_and_paired_outcomes_are_the_plain_means():
 
 
 def test_heldout_pairs_keep_distinct_texts_and_drop_oracle_ties(monkeypatch):
-    from realspo.demo import outcomes
+    from realspo.arms import arm_outcomes as outcomes
 
     evaluation = Evaluation(responses=["a", "x"], rewards=np.array([1.0, 0.0]),
                             sample_rewards=np.array([[1.0, 1.0, 0.0, 2.0], [0.0, 0.0, 0.0, 0.0]]),

@@ -67,7 +67,8 @@ def prompts_file(tmp_path):
     return path
 
 
-def test_model_against_itself_ties_everywhere(tmp_path, tiny_model_dir, tiny_reward_model_dir, prompts_file):
+def test_model_against_itself_ties_everywhere(tmp_path, tiny_model_dir, tiny_reward_model_dir, prompts_file,
+                                              capsys):
     pairs = tmp_path / "heldout.jsonl"
     pairs.write_text(json.dumps({"prompt": "Python lists are", "chosen": " mutable.",
                                  "rejected": " immutable."}) + "\n")
@@ -80,7 +81,12 @@ def test_model_against_itself_ties_everywhere(tmp_path, tiny_model_dir, tiny_rew
     result = json.loads(out.read_text())
     # same weights + same seeds -> same responses -> every prompt a tie
     assert result["num_prompts"] == 2 and result["ties"] == 2
-    assert result["win_rate"] == 0.5 and result["win_rate_interval"] == [0.5, 0.5]
+    # no decisive judgment: no rate of 0.5 with a 0.5-0.5 "interval", which reads as certainty
+    assert result["win_rate"] is None and result["win_rate_interval"] is None
+    assert result["no_win_rate"] == "no decisive judgments (2 ties)"
+    printed = capsys.readouterr().out
+    assert "no decisive judgments (2 ties), no win rate (2 prompts)" in printed
+    assert "95% CI" not in printed and "win rate of" not in printed
     assert result["mean_reward"]["trained"] == result["mean_reward"]["baseline"]
     assert [p["trained_response"] for p in result["per_prompt"]] == \
         [p["baseline_response"] for p in result["per_prompt"]]
@@ -102,7 +108,22 @@ def test_proving_ground_judge_scores_with_the_oracle(tmp_path, tiny_model_dir):
     result = json.loads(out.read_text())
     first = result["per_prompt"][0]
     assert first["trained_reward"] == world.oracle.score(world.test_prompts[0], first["trained_response"])
-    assert result["win_rate"] == 0.5
+    assert result["ties"] == 2 and result["win_rate"] is None  # the same model twice: all ties
+
+
+def test_win_summary_gives_a_rate_only_with_decisive_judgments():
+    from realspo.evaluation.evaluate import win_summary
+
+    tied = win_summary(np.array([0.5, 0.5, 0.5]), n_resamples=50)
+    assert tied["win_rate"] is None and tied["win_rate_interval"] is None
+    assert tied["no_win_rate"] == "no decisive judgments (3 ties)"
+    assert (tied["wins"], tied["ties"], tied["losses"]) == (0, 3, 0)
+    assert win_summary(np.zeros(0), n_resamples=50)["no_win_rate"] == "no decisive judgments (0 ties)"
+    one_win = win_summary(np.array([1.0, 0.5, 0.5]), n_resamples=200)
+    assert one_win["win_rate"] == pytest.approx(2 / 3) and one_win["no_win_rate"] is None
+    lo, hi = one_win["win_rate_interval"]
+    assert 0.5 <= lo <= one_win["win_rate"] <= hi <= 1.0
+    assert (one_win["wins"], one_win["ties"], one_win["losses"]) == (1, 2, 0)
 
 
 def test_judge_that_is_not_a_sequence_classifier_exits_2_before_generating(tmp_path, tiny_model_dir,
@@ -112,4 +133,19 @@ def test_judge_that_is_not_a_sequence_classifier_exits_2_before_generating(tmp_p
                  "--prompts", str(prompts_file), "--judge", tiny_model_dir, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "not a sequence classifier" in err and "generate" not in err
+    assert "llm:PATH" in err
+    assert not out.exists()
+
+
+def test_gguf_judge_says_a_reward_model_must_be_a_sequence_classifier(tmp_path, tiny_model_dir,
+                                                                    prompts_file, capsys):
+    gguf = tmp_path / "judge.gguf"
+    gguf.write_bytes(b"GGUF")
+    out = tmp_path / "eval.json"
+    code = main(["evaluate", "--model", tiny_model_dir, "--baseline", tiny_model_dir,
+                 "--prompts", str(prompts_file), "--judge", str(gguf), "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{gguf}: a .gguf file holds a causal LM, not a reward model" in err
+    assert "AutoModelForSequenceClassification with one output" in err and "--judge llm:PATH" in err
     assert not out.exists()

@@ -240,3 +240,148 @@ def test_decode_loop_gives_the_tokens_model_generate_gives(tiny_model_dir):
     assert ended == expected_ended
     lengths = {len(t) for t in tokens}
     assert min(lengths) < steps and any(not e for e in ended)  # some ended early, some ran on
+
+
+def _decode_like_model_generate(model, tokenizer, prompts, k, steps, sampler_args, generate_args):
+    """(decode's tokens, model.generate's tokens cut at the first stop) for the same sampler."""
+    from realspo.generation.sampling import decode, row_seed
+
+    width, pad = max(map(len, prompts)), tokenizer.pad_token_id
+    input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
+    mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+    stops = sorted(torch.bincount(input_ids.flatten(), minlength=len(tokenizer)).topk(6).indices.tolist())
+    seeds = [row_seed(5, b, j) for b in range(len(prompts)) for j in range(k)]
+    with torch.inference_mode():
+        tokens, _ = decode(model, input_ids, mask, k, GumbelSampler(seeds, **sampler_args), steps, stops)
+        plain = {key: v for key, v in sampler_args.items() if key != "repetition_penalty"}
+        out = model.generate(input_ids=input_ids.repeat_interleave(k, 0),
+                             attention_mask=mask.repeat_interleave(k, 0), do_sample=False,
+                             temperature=None, top_p=None, top_k=None, max_new_tokens=steps,
+                             min_new_tokens=1, eos_token_id=stops, pad_token_id=pad,
+                             logits_processor=[GumbelSampler(seeds, **plain)], **generate_args)
+    expected = []
+    for row in out[:, width:].tolist():
+        cut = next((n for n, t in enumerate(row, start=1) if t in stops), len(row))
+        expected.append(row[:cut])
+    return tokens, expected
+
+
+def test_top_k_and_repetition_penalty_sample_as_model_generate_does(tiny_model_dir):
+    """top-k joins temperature and top-p in the sampler; the repetition penalty (applied by
+    the decoding loop, which knows the text so far) matches model.generate's, token for token.
+    One prompt, so no padding (generate would penalise the pad token too)."""
+    model, tokenizer = load_generator_model(tiny_model_dir)
+    prompts = [tokenizer("The capital of France is Paris, the capital")["input_ids"]]
+    cpu = torch.device("cpu")
+    penalised, expected = _decode_like_model_generate(
+        model, tokenizer, prompts, 3, 16,
+        {"temperature": 0.9, "top_p": 0.95, "device": cpu, "top_k": 20, "repetition_penalty": 1.5},
+        {"repetition_penalty": 1.5})
+    assert penalised == expected
+    plain, _ = _decode_like_model_generate(model, tokenizer, prompts, 3, 16,
+                                           {"temperature": 0.9, "top_p": 0.95, "device": cpu,
+                                            "top_k": 20}, {})
+    assert plain != penalised  # the penalty changed the samples
+
+
+def test_gumbel_sampler_never_picks_tokens_outside_the_top_k():
+    scores = torch.arange(50, dtype=torch.float32).repeat(200, 1)
+    sampler = GumbelSampler(range(200), temperature=1.0, top_p=1.0, device=torch.device("cpu"), top_k=3)
+    picked = set(sampler.perturb(scores).argmax(-1).tolist())
+    assert picked == {47, 48, 49}
+
+
+def _model_with_generation_config(tiny_model_dir, tmp_path, **values):
+    import shutil
+
+    model = tmp_path / "model-with-generation-config"
+    shutil.copytree(tiny_model_dir, model)
+    (model / "generation_config.json").write_text(json.dumps(values))
+    return str(model)
+
+
+def test_generate_takes_sampling_defaults_from_the_models_generation_config(tiny_model_dir, prompts_file,
+                                                                            tmp_path, capsys):
+    model = _model_with_generation_config(tiny_model_dir, tmp_path, temperature=0.7, top_p=0.9, top_k=12,
+                                          repetition_penalty=1.3, max_new_tokens=4, do_sample=True)
+    out = tmp_path / "candidates.jsonl"
+    assert main(["generate", "--model", model, "--prompts", str(prompts_file), "--out", str(out),
+                 "--num-responses", "3", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert ("sampling: temperature 0.7 (generation_config.json), top_p 0.9 (generation_config.json), "
+            "top_k 12 (generation_config.json), max_new_tokens 4 (generation_config.json), "
+            "repetition_penalty 1.3 (generation_config.json)") in printed
+    # the same samples as a library run given those settings
+    settings = SamplingSettings(num_responses=3, temperature=0.7, top_p=0.9, top_k=12,
+                                repetition_penalty=1.3, max_new_tokens=4, seed=0)
+    expected = generate_candidates(tiny_model_dir, read_prompts(prompts_file), tmp_path / "lib.jsonl",
+                                   settings, progress=False)
+    assert [r["responses"] for r in _read_jsonl(out)] == [r["responses"] for r in expected]
+
+
+def test_flags_override_the_models_sampling_defaults(tiny_model_dir, prompts_file, tmp_path, capsys):
+    model = _model_with_generation_config(tiny_model_dir, tmp_path, temperature=0.7, top_k=12)
+    out = tmp_path / "candidates.jsonl"
+    assert main(["generate", "--model", model, "--prompts", str(prompts_file), "--out", str(out),
+                 "--num-responses", "2", "--temperature", "1.5", "--max-new-tokens", "3",
+                 "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert ("temperature 1.5 (given), top_p 1 (realspo default), top_k 12 (generation_config.json), "
+            "max_new_tokens 3 (given), repetition_penalty 1 (realspo default)") in printed
+
+
+def test_a_model_without_generation_config_samples_at_realspos_defaults(tiny_model_dir, tmp_path):
+    import shutil
+
+    from realspo.generation.settings import REALSPO_DEFAULTS, resolve_sampling
+
+    bare = tmp_path / "bare"
+    shutil.copytree(tiny_model_dir, bare, ignore=shutil.ignore_patterns("generation_config.json"))
+    resolved = resolve_sampling(str(bare), {"top_p": 0.5})
+    assert resolved.values == {**REALSPO_DEFAULTS, "top_p": 0.5}
+    assert resolved.sources["top_p"] == "given"
+    assert {resolved.sources[n] for n in REALSPO_DEFAULTS if n != "top_p"} == {"realspo default"}
+    assert "top_k off (realspo default)" in resolved.describe()
+
+
+def test_unusable_model_values_are_passed_over(tiny_model_dir, tmp_path, caplog):
+    from realspo.generation.settings import resolve_sampling
+
+    model = _model_with_generation_config(tiny_model_dir, tmp_path, temperature=0.0, top_p=0.8)
+    resolved = resolve_sampling(model, {})
+    assert resolved.values["temperature"] == 1.0 and resolved.sources["temperature"] == "realspo default"
+    assert resolved.values["top_p"] == 0.8
+    assert "ignoring temperature 0.0" in caplog.text
+
+
+def test_gguf_sampling_metadata_is_read(tmp_path):
+    gguf = pytest.importorskip("gguf")
+    from realspo.generation.settings import _gguf_sampling
+
+    path = tmp_path / "m.gguf"
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_float32("general.sampling.temp", 0.25)
+    writer.add_int32("general.sampling.top_k", 40)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    found = _gguf_sampling(path)
+    assert found["temperature"] == pytest.approx(0.25) and found["top_k"] == 40
+    assert "top_p" not in found
+
+
+def test_smollm2_gguf_sampling_defaults_are_read_and_said(smollm2_gguf, smollm2_dir, gguf_cache, monkeypatch):
+    """SmolLM2-135M-Instruct's .gguf has no general.sampling.* keys and its generation config
+    (in the dequantized cache) sets only token ids: every value is realspo's, and says so."""
+    from realspo.generation.settings import (
+        REALSPO_DEFAULTS,
+        model_sampling_values,
+        resolve_sampling,
+    )
+
+    monkeypatch.setenv("REALSPO_CACHE", gguf_cache)
+    assert model_sampling_values(smollm2_gguf) == {}
+    resolved = resolve_sampling(smollm2_gguf, {"temperature": 0.2})
+    assert resolved.values == {**REALSPO_DEFAULTS, "temperature": 0.2}
+    assert resolved.describe().startswith("temperature 0.2 (given), top_p 1 (realspo default)")

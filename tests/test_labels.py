@@ -166,7 +166,25 @@ def test_reward_model_path_that_is_not_a_sequence_classifier_exits_2(tmp_path, t
     code = main(["label", "--pairs", str(pairs), "--reward-model", tiny_model_dir, "--out", str(out)])
     err = capsys.readouterr().err
     assert code == 2 and "not a sequence classifier (architectures: LlamaForCausalLM)" in err
+    assert "must be a sequence classifier (AutoModelForSequenceClassification with one output)" in err
+    assert "--judge llm:PATH" in err and err.count("\n") == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("as_dir", [False, True], ids=["file", "directory of one"])
+def test_gguf_reward_model_is_refused_in_one_line_suggesting_an_llm_judge(tmp_path, capsys, as_dir):
+    pairs = _write_jsonl(tmp_path / "pairs.jsonl", _pairs(2))
+    gguf = tmp_path / "models" / "judge.gguf"
+    gguf.parent.mkdir()
+    gguf.write_bytes(b"GGUF")  # refused by its name, before anything reads it
+    out = tmp_path / "labeled.jsonl"
+    given = str(gguf.parent if as_dir else gguf)
+    code = main(["label", "--pairs", str(pairs), "--reward-model", given, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f"realspo label: error: {given}: a .gguf file holds a causal LM, not a reward model")
+    assert "AutoModelForSequenceClassification with one output" in err and "llm:PATH" in err
+    assert "not a valid JSON" not in err and not out.exists()
 
 
 def test_label_needs_exactly_one_source(tmp_path, capsys):
@@ -198,7 +216,8 @@ def _export(tmp_path, n=6):
 def test_exported_tasks_show_the_pair_in_a_seeded_random_order(tmp_path):
     pairs, tasks, shown = _export(tmp_path)
     assert [t["pair_id"] for t in shown] == [p.pair_id for p in read_annotation_rows(pairs)]
-    assert set(shown[0]) == {"pair_id", "prompt", "A", "B", "answer"}
+    assert set(shown[0]) == {"pair_id", "export_id", "prompt", "A", "B", "A_cut_off", "B_cut_off",
+                             "answer", "comment"}
     swapped = [t["A"] != p["response_a"] for t, p in zip(shown, _pairs(6), strict=True)]
     assert any(swapped) and not all(swapped)
     key = _read_jsonl(tmp_path / "tasks.key.jsonl")
@@ -224,7 +243,9 @@ def test_label_round_trip_recovers_chosen_and_rejected(tmp_path, capsys):
 
 
 def _answers(tmp_path, rows):
-    return _write_jsonl(tmp_path / "answers.jsonl", rows)
+    """An answers file carrying the export id of ``tmp_path/tasks.key.jsonl``."""
+    export_id = _read_jsonl(tmp_path / "tasks.key.jsonl")[0]["export_id"]
+    return _write_jsonl(tmp_path / "answers.jsonl", [{**r, "export_id": export_id} for r in rows])
 
 
 def test_unknown_pair_id_in_annotations_exits_2_naming_the_row(tmp_path, capsys):

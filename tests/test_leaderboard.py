@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import torch
 
-from realspo.demo import leaderboard as lb_module
-from realspo.demo.leaderboard import run_leaderboard
-from realspo.demo.leaderboard_plan import CONTROL_ARMS, load_run, make_leaderboard_plan
-from realspo.demo.leaderboard_pool import fit_reward_proxy, pair_rows
-from realspo.demo.leaderboard_report import FIGURES
-from realspo.demo.records import Candidates
+from realspo.arms.records import Candidates
 from realspo.errors import ConfigError
+from realspo.leaderboard import run as lb_module
+from realspo.leaderboard.plan import CONTROL_ARMS, load_run, make_leaderboard_plan
+from realspo.leaderboard.pool import fit_reward_proxy, pair_rows
+from realspo.leaderboard.report import FIGURES
+from realspo.leaderboard.run import run_leaderboard
 from realspo.schema import PromptGroup
 from realspo.selection.strategies import strategy_names
 
@@ -192,7 +192,7 @@ def test_bad_arms_and_budgets_are_refused():
 def test_the_report_rebuilds_from_runs_json(tiny, tmp_path):
     import shutil
 
-    from realspo.demo.leaderboard_report import rebuild_report
+    from realspo.leaderboard.report import rebuild_report
 
     _, out, run, _, results = tiny
     copy = tmp_path / "copy"
@@ -204,7 +204,7 @@ def test_the_report_rebuilds_from_runs_json(tiny, tmp_path):
 
 
 def test_findings_call_an_arm_better_only_when_its_interval_excludes_zero():
-    from realspo.demo.leaderboard_report import findings
+    from realspo.leaderboard.report import findings
 
     def diff(d, lo, hi):
         return {"difference": d, "ci_low": lo, "ci_high": hi, "mde": 0.05}

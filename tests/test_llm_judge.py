@@ -4,6 +4,7 @@ rate, the template option, and ``label``/``evaluate`` with it (on SmolLM2-135M-I
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,6 +138,33 @@ def test_smollm2_judges_obvious_pairs_in_both_orders(smol_judge, monkeypatch):
           f"outcomes {comparison.outcomes}, {comparison.bias_summary()}")
 
 
+def _obvious_pairs() -> tuple[list[str], list[str], list[str], list[str]]:
+    """tests/data/obvious_pairs.jsonl: prompts, A, B, and which is the sensible answer."""
+    rows = [json.loads(line) for line in
+            (Path(__file__).parent / "data" / "obvious_pairs.jsonl").read_text().splitlines()]
+    return ([r["prompt"] for r in rows], [r["response_a"] for r in rows],
+            [r["response_b"] for r in rows], [r["better"] for r in rows])
+
+
+def test_smollm2_pointwise_grades_agree_with_obvious_pairs_where_pairwise_ties(smol_judge, smollm2_dir):
+    """Pointwise: each response alone, P(Yes) vs P(No); the sensible answer graded higher on
+    at least 5 of 6 pairs (measured: 5), where the pairwise judge's position bias ties them."""
+    prompts, a, b, better = _obvious_pairs()
+    pointwise = make_pairwise_judge(f"llm:{smollm2_dir}", JudgeOptions(
+        batch_size=4, progress=False, mode="pointwise"))
+    assert [pointwise.tokenizer.decode([i]) for i in pointwise.answer_ids] == ["Yes", "No"]
+    graded, compared = pointwise.compare(prompts, a, b), smol_judge.compare(prompts, a, b)
+    graded_agree = sum(o == w for o, w in zip(graded.outcomes, better, strict=True))
+    compared_agree = sum(o == w for o, w in zip(compared.outcomes, better, strict=True))
+    print(f"\nSmolLM2 local: pointwise agrees on {graded_agree} of 6 ({graded.bias_summary()}), "
+          f"pairwise on {compared_agree} ({compared.bias_summary()})")
+    assert graded.grades.shape == (6, 2) and np.all((graded.grades > 0) & (graded.grades < 1))
+    assert graded_agree >= 5 and graded_agree > compared_agree
+    # the grade of a response does not depend on what it is paired with
+    regraded = pointwise.compare(prompts[:1], b[:1], a[:1])
+    np.testing.assert_allclose(regraded.grades[0], graded.grades[0, ::-1], atol=1e-5)
+
+
 def test_left_padded_batches_score_like_one_text_at_a_time(smol_judge):
     texts = [smol_judge.render(*t) for t in OBVIOUS] + ["Hi"]  # lengths differ: padding
     np.testing.assert_allclose(smol_judge.p_first(texts),
@@ -198,7 +226,8 @@ def test_evaluate_with_smollm2_judge_compares_in_both_orders(tmp_path, tiny_mode
     result = json.loads(out.read_text())
     # the same model twice: equal responses, so the two orders are one text asked twice, and
     # P(trained) = (p + 1 - p) / 2 = 1/2: a tie, and a position-biased judge disagrees with itself
-    assert result["win_rate"] == 0.5 and result["ties"] == 2 and result["mean_reward"] is None
+    assert result["win_rate"] is None and result["ties"] == 2 and result["mean_reward"] is None
+    assert result["no_win_rate"] == "no decisive judgments (2 ties)"
     for row in result["per_prompt"]:
         assert row["trained_response"] == row["baseline_response"]
         assert row["p_trained"] == pytest.approx(0.5, abs=1e-6)

@@ -10,7 +10,7 @@ import yaml
 
 from realspo.cli import build_parser, main
 from realspo.config import resolve
-from realspo.training.config import FULL_LR, LORA_LR, TrainConfig
+from realspo.training.train_config import FULL_LR, LORA_LR, TrainConfig
 
 
 def _resolved(*flags: str) -> TrainConfig:

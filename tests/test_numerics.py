@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from realspo.cli import main
-from realspo.training.outputs import read_metrics
+from realspo.training.run_dir import read_metrics
 
 WORDS = ["apples", "rivers", "engines", "sonnets", "glaciers", "violins"]
 

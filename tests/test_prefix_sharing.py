@@ -8,7 +8,6 @@ import torch
 
 from realspo.errors import ConfigError
 from realspo.toy_models import build_causal_lm
-from realspo.training.config import TrainConfig
 from realspo.training.data import PairCollator, PairDataset, PreferencePair
 from realspo.training.logprobs import grouped_hidden_states, logps_from_hidden
 from realspo.training.prefix_tree import (
@@ -20,6 +19,7 @@ from realspo.training.prefix_tree import (
 )
 from realspo.training.step import build_model, forward_batch
 from realspo.training.tokenization import collate
+from realspo.training.train_config import TrainConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -68,8 +68,43 @@ def _llm_example(request):
     return f"llm:{path}", prompts, responses, expected
 
 
+def _served_example(request):
+    """SmolLM2 behind llama.cpp's server as a served judge (its URL and key from the environment:
+    ``$OPENAI_BASE_URL``, ``$OPENAI_API_KEY``); its P(A) in both orders read here from one
+    request per text, with the ``openai`` client, as softmax over the logprobs of "A" and "B"."""
+    import math
+
+    import openai
+
+    from llama_server import ALIAS, KEY
+    from realspo.labels.llm_judge import DEFAULT_TEMPLATE
+
+    server = request.getfixturevalue("llama_server")
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setenv("OPENAI_BASE_URL", server.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    monkeypatch.setenv("REALSPO_CACHE", str(request.getfixturevalue("tmp_path") / "cache"))
+    client = openai.OpenAI(base_url=server.base_url, api_key=KEY)
+    prompts = ["What is the capital of France?", "What is 2 + 2?"]
+    responses = ["Paris.", "Four."]
+
+    def p_first(prompt, first, second):
+        text = DEFAULT_TEMPLATE.format(prompt=prompt, response_a=first, response_b=second)
+        reply = client.chat.completions.create(
+            model=ALIAS, messages=[{"role": "user", "content": text}], max_tokens=4,
+            temperature=0.0, logprobs=True, top_logprobs=10)
+        top = {t.token.strip(): math.exp(t.logprob) for t in reply.choices[0].logprobs.content[0].top_logprobs}
+        floor = min(top.values())  # an answer not among the top 10 is bounded by the last listed
+        return top.get("A", floor) / (top.get("A", floor) + top.get("B", floor))
+
+    others = responses[1:] + responses[:1]
+    expected = [(p_first(p, a, b), 1 - p_first(p, b, a))
+                for p, a, b in zip(prompts, responses, others, strict=True)]
+    return f"openai:{ALIAS}", prompts, responses, expected
+
+
 EXAMPLES = {"proving-ground": _proving_ground_example, "PATH": _reward_model_example,
-            "llm:PATH": _llm_example}
+            "llm:PATH": _llm_example, "openai:NAME": _served_example}
 
 
 def test_every_judge_entry_has_an_example_here():
@@ -110,7 +145,8 @@ def test_judge_entry_labels_pairs_in_label(name, request, tmp_path, capsys):
         assert code == 0
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [(r["chosen"], r["rejected"]) for r in rows] == winners
-        assert all(r["chosen_score"] > 0.5 and r["label_source"] == "llm-judge" for r in rows)
+        assert all(r["chosen_score"] > 0.5 and r["label_source"] == find_judge(value).label_source
+                   for r in rows)
         return
     assert main(["label", "--pairs", str(pairs), "--simulate", "--tau", "0", "--oracle", value,
                  "--out", str(out)]) == 0

@@ -11,7 +11,6 @@ import torch
 
 from realspo.cli import main
 from realspo.errors import ConfigError
-from realspo.training.config import TrainConfig
 from realspo.training.loop import train
 from realspo.training.losses import (
     LOSSES,
@@ -20,7 +19,8 @@ from realspo.training.losses import (
     compute_margins,
     preference_loss,
 )
-from realspo.training.outputs import read_metrics
+from realspo.training.run_dir import read_metrics
+from realspo.training.train_config import TrainConfig
 
 NAMES = sorted(LOSSES)
 CFG = LossConfig(beta=0.1, label_smoothing=0.1, gamma=0.5, nll_weight=0.2)

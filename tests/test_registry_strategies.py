@@ -115,7 +115,7 @@ def test_random_reaches_every_valid_pair_over_seeds():
 
 @pytest.mark.parametrize("name", strategy_names())
 def test_strategy_picks_its_pair_through_the_cli(name, tmp_path, capsys, monkeypatch):
-    from realspo.commands import select as select_command
+    from realspo.pipeline import select as select_command
 
     data = tmp_path / "pool.jsonl"
     data.write_text(json.dumps({"prompt_id": "p1", "prompt": "Q", "responses": list("abcde")}) + "\n")

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 BUILD = """
 import hashlib, pathlib, sys
-from realspo.demo.plan import PRESETS
+from realspo.arms.plan import PRESETS
 from realspo.proving_ground.sft import get_sft_model
 preset = PRESETS["quick"]
 path = get_sft_model(preset["world"], preset["sft"], cache_dir=sys.argv[1], progress=False)

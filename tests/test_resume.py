@@ -188,9 +188,9 @@ def test_generate_killed_midway_resumes_to_the_same_candidates(tiny_model_dir, t
 
 def test_train_killed_after_a_checkpoint_resumes_with_the_same_order_and_metrics(
         tiny_model_dir, tmp_path):
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
+    from realspo.training.train_config import TrainConfig
 
     pairs = _write_jsonl(tmp_path / "pairs.jsonl", [
         {"prompt": f"Human: Tell me about {w}. Assistant:", "chosen": f" {w.capitalize()} are fine.",
@@ -234,14 +234,14 @@ def _train_setup(tmp_path: Path, tiny_model_dir: str) -> dict:
 
 
 def _losses(path: Path) -> list[tuple[int, float]]:
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
 
     return [(r["step"], round(r["loss"], 5)) for r in read_metrics(path) if "loss" in r]
 
 
 def test_train_killed_before_its_first_checkpoint_resumes_from_the_start(tiny_model_dir, tmp_path, caplog):
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
+    from realspo.training.train_config import TrainConfig
 
     opts = _train_setup(tmp_path, tiny_model_dir) | {"max_steps": 4, "save_steps": 100}
     train(TrainConfig(out=str(tmp_path / "ref"), **opts))
@@ -260,8 +260,8 @@ def test_train_killed_before_its_first_checkpoint_resumes_from_the_start(tiny_mo
 def test_a_failed_checkpoint_write_leaves_no_temporary_and_resume_starts_over(
         tiny_model_dir, tmp_path, monkeypatch):
     import realspo.training.checkpoints as checkpoints_module
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
+    from realspo.training.train_config import TrainConfig
 
     real = checkpoints_module.write_state
 
@@ -283,8 +283,8 @@ def test_a_failed_checkpoint_write_leaves_no_temporary_and_resume_starts_over(
 
 
 def test_temporaries_left_by_a_kill_are_removed_when_resuming(tiny_model_dir, tmp_path):
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
+    from realspo.training.train_config import TrainConfig
 
     opts = _train_setup(tmp_path, tiny_model_dir) | {"max_steps": 3, "save_steps": 1}
     out = tmp_path / "run"
@@ -301,8 +301,8 @@ def test_temporaries_left_by_a_kill_are_removed_when_resuming(tiny_model_dir, tm
 
 def test_resume_of_a_finished_run_without_checkpoints_is_refused(tiny_model_dir, tmp_path):
     from realspo.errors import ConfigError
-    from realspo.training.config import TrainConfig
     from realspo.training.loop import train
+    from realspo.training.train_config import TrainConfig
 
     opts = _train_setup(tmp_path, tiny_model_dir) | {"max_steps": 1}
     out = tmp_path / "run"

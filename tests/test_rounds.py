@@ -9,7 +9,7 @@ import pytest
 
 from realspo.cli import main
 from realspo.errors import ConfigError
-from realspo.training.rounds_config import (
+from realspo.pipeline.rounds_config import (
     round_budgets,
     round_prompts,
     schedule_fractions,

@@ -70,9 +70,11 @@ def _config_classes():
         for value in vars(module).values():
             if dataclasses.is_dataclass(value) and value.__module__ == module.__name__:
                 yield name, value
-    from realspo.training.config import TrainConfig
+    from realspo.pipeline.select_config import SelectConfig
+    from realspo.training.train_config import TrainConfig
 
     yield "train", TrainConfig
+    yield "select", SelectConfig  # defined in pipeline/, beside the select pipeline
 
 
 def test_every_command_option_that_opens_a_door_is_off_by_default():
@@ -83,7 +85,7 @@ def test_every_command_option_that_opens_a_door_is_off_by_default():
                 assert f.default is False, (command, f.name)
                 found.add((command, f.name))
     assert {c for c, n in found if n == "trust_remote_code"} >= {"generate", "select", "label",
-                                                                  "train", "evaluate"}
+                                                                  "train", "evaluate", "chat"}
 
 
 def test_select_through_the_cli_loads_without_remote_code(monkeypatch, tmp_path, tiny_model_dir):
@@ -132,7 +134,7 @@ def test_a_pickle_only_sentence_transformer_is_refused(tmp_path, capsys):
     assert str(st) in err and "pickle" in err and "--allow-pickle" in err
 
 
-@pytest.mark.parametrize("command", ["generate", "label", "evaluate", "train"])
+@pytest.mark.parametrize("command", ["generate", "label", "evaluate", "train", "chat"])
 def test_every_command_that_loads_a_model_refuses_a_pickle_only_directory(
         command, pickle_only_model_dir, tmp_path, capsys):
     from realspo.proving_ground.world import WorldConfig, build_world
@@ -151,6 +153,7 @@ def test_every_command_that_loads_a_model_refuses_a_pickle_only_directory(
                      "--judge", "proving-ground", "--out", out + ".json"],
         "train": ["train", "--data", str(pairs), "--model", model, "--out", out,
                   "--cache-dir", str(tmp_path / "cache")],
+        "chat": ["chat", "--model", model],
     }[command]
     assert main(argv) == 2
     err = capsys.readouterr().err

@@ -167,9 +167,9 @@ def test_select_with_tiny_model_saves_embeddings_that_reproduce_the_pairs(pool, 
 def test_resume_reuses_rows_saved_by_an_interrupted_run(pool, capsys, caplog, tiny_model_dir):
     import logging
 
-    from realspo.commands.select import progress_dir
     from realspo.embeddings.embed import embed_responses
     from realspo.formats.registry import load_groups
+    from realspo.pipeline.select import progress_dir
 
     # An interrupted run leaves its finished rows in OUT.embeddings-partial/.
     groups, _ = load_groups(str(pool / "pool.jsonl"))
@@ -258,9 +258,9 @@ def test_console_script_runs_select(pool):
 
 
 def test_an_interrupted_runs_progress_is_kept_unless_resume_or_overwrite(pool, capsys, tiny_model_dir):
-    from realspo.commands.select import progress_dir
     from realspo.embeddings.embed import embed_responses
     from realspo.formats.registry import load_groups
+    from realspo.pipeline.select import progress_dir
 
     groups, _ = load_groups(str(pool / "pool.jsonl"))
     progress = progress_dir(pool / "o.jsonl")

@@ -268,8 +268,8 @@ def _plain_logps(model_dir: str) -> np.ndarray:
 
 
 def test_implicit_rewards_match_a_plain_forward_pass(tiny_model_dir, policy_dir, tmp_path):
+    from realspo.pipeline.candidate_scores import candidate_scores, load_or_compute_candidate_logps
     from realspo.schema import PromptGroup
-    from realspo.training.candidate_scores import candidate_scores, load_or_compute_candidate_logps
 
     groups = [PromptGroup(f"p{i}", p, r) for i, (p, r) in enumerate(zip(PROMPTS, RESPONSES, strict=True))]
     expected = 0.3 * (_plain_logps(policy_dir) - _plain_logps(tiny_model_dir))

@@ -128,8 +128,8 @@ def test_two_process_zero_export_equals_the_one_process_export(tiny_model_dir, o
 @needs_fsdp2
 def test_fsdp1_on_cpu_is_refused_before_any_work(monkeypatch, tmp_path):
     from realspo.errors import ConfigError
-    from realspo.training.config import TrainConfig
     from realspo.training.sharding import make_accelerator
+    from realspo.training.train_config import TrainConfig
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")

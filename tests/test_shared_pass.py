@@ -11,8 +11,8 @@ import torch
 from realspo.embeddings.embed import embed_with_causal_lm
 from realspo.errors import InputError
 from realspo.models import load_model, load_tokenizer
+from realspo.pipeline.candidate_scores import candidate_logps, embed_and_score
 from realspo.schema import PromptGroup
-from realspo.training.candidate_scores import candidate_logps, embed_and_score
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,8 +79,8 @@ def test_select_margin_conditioned_uses_one_pass_and_selects_what_two_passes_sel
         tiny_model_dir, policy_dir, tmp_path, monkeypatch):
     import json
 
-    import realspo.commands.select as select
     import realspo.embeddings.embed as embed
+    import realspo.pipeline.select as select
 
     data = tmp_path / "pool.jsonl"
     data.write_text("".join(json.dumps({"prompt_id": g.prompt_id, "prompt": g.prompt,

@@ -248,7 +248,7 @@ def test_spo_preview_prints_variants_and_removed_phrases(tmp_path, capsys):
 
 def test_spo_preview_defaults_are_the_training_defaults():
     from realspo.commands.spo_preview import SPOPreviewConfig
-    from realspo.training.config import TrainConfig
+    from realspo.training.train_config import TrainConfig
 
     preview = SPOPreviewConfig(data="unused").spo_config()
     train = TrainConfig(data="unused", model="unused", out="unused", spo=True).spo_config()

@@ -11,10 +11,10 @@ import json
 import pytest
 import torch
 
-from realspo.training.config import TrainConfig
 from realspo.training.data import PairCollator, PairDataset, PreferencePair
 from realspo.training.passes import run_passes, split_passes
 from realspo.training.step import build_model, forward_batch, variant_batch
+from realspo.training.train_config import TrainConfig
 
 PAIRS = [
     ("Human: How do I bake bread? Assistant:",
@@ -175,7 +175,7 @@ def test_the_degree_head_reads_only_the_pooled_positions(setup, monkeypatch, sha
 
 def test_training_with_spo_and_pass_tokens_logs_the_one_pass_run(tiny_model_dir, tmp_path):
     from realspo.training.loop import train
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
 
     data = tmp_path / "pairs.jsonl"
     data.write_text("".join(json.dumps({"prompt": p, "chosen": c, "rejected": r}) + "\n" for p, c, r in PAIRS * 2))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from realspo.cli import main
-from realspo.training.outputs import read_metrics
+from realspo.training.run_dir import read_metrics
 
 PAIRS = [
     {"prompt": "Human: How do I boil an egg? Assistant:",

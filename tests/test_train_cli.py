@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from realspo.cli import main
-from realspo.training.outputs import read_metrics
+from realspo.training.run_dir import read_metrics
 
 PAIRS = [
     {"prompt": "Human: How do I boil an egg? Assistant:",

@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from realspo.errors import ConfigError, InputError, OutputExistsError, TrainingDiverged
-from realspo.training.config import TrainConfig
 from realspo.training.data import EpochShuffleSampler, PairDataset, read_pairs
 from realspo.training.loop import train
-from realspo.training.outputs import read_metrics
+from realspo.training.run_dir import read_metrics
+from realspo.training.train_config import TrainConfig
 
 PROMPTS = ["Human: How do I boil an egg? Assistant:", "Human: How do I bake bread? Assistant:",
            "Human: What are lists in Python? Assistant:", "Human: Tell me about cells. Assistant:"]

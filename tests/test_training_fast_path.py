@@ -10,7 +10,6 @@ import torch
 from realspo.spo.head import DegreeHead, degree_loss
 from realspo.spo.variants import SPOConfig, plan_variants
 from realspo.toy_models import build_causal_lm
-from realspo.training.config import TrainConfig
 from realspo.training.data import PairCollator, PairDataset, PreferencePair
 from realspo.training.logprobs import (
     grouped_hidden_states,
@@ -20,6 +19,7 @@ from realspo.training.logprobs import (
 )
 from realspo.training.step import build_model, forward_batch
 from realspo.training.tokenization import collate, tokenize_pair
+from realspo.training.train_config import TrainConfig
 
 VOCAB = 61
 # right-padded sequences of very different lengths, so the grouped pass splits them

@@ -6,12 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from realspo.training.config import TrainConfig
 from realspo.training.data import PairCollator, PairDataset, PreferencePair
 from realspo.training.loop import train
-from realspo.training.outputs import read_metrics
 from realspo.training.passes import merge_results, pair_groups, split_pairs
+from realspo.training.run_dir import read_metrics
 from realspo.training.step import build_model, forward_batch
+from realspo.training.train_config import TrainConfig
 
 PAIRS = [
     ("Human: How do I bake bread? Assistant:",

@@ -15,10 +15,11 @@ import logging
 import sys
 import time
 from collections.abc import Iterable
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from realspo import __version__
 from realspo.errors import RealspoError
+from realspo.served.client import DryRun
 
 
 class Command(NamedTuple):
@@ -40,6 +41,8 @@ COMMANDS = {
                               "see --loss; optionally + SPO)"),
     "rounds": Command("rounds", "multi-round active labeling: R rounds of generate -> select -> "
                                 "label (automatic judge) -> train, resumable per round"),
+    "chat": Command("chat", "talk to a model (a trained one, a .gguf, a hub id) under its chat "
+                            "template, one message per line"),
     "spo-preview": Command("spo_preview", "print preference pairs with their SPO degree variants "
                                           "and the removed key phrases"),
     "plot": Command("plot", "plot the loss, reward and SPO curves of a training run "
@@ -53,6 +56,16 @@ COMMANDS = {
 }
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line on stderr (exit code 2), as every
+    other realspo error is; ``--help`` still prints the full usage."""
+
+    command_parsers: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
     """The ``realspo`` parser, with the options of ``commands`` (None: of every command).
 
@@ -60,17 +73,21 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
     options added, so ``realspo --help`` imports no command module (:func:`main` passes the
     one command on the command line).
     """
-    parser = argparse.ArgumentParser(
-        prog="realspo",
+    # allow_abbrev=False everywhere: a shortened flag (--world for --world-coupling) is an
+    # error, not silently another option
+    parser = OneLineParser(
+        prog="realspo", allow_abbrev=False,
         description="Data-efficient preference alignment: REAL pair selection and SPO training.",
     )
     parser.add_argument("--version", action="version", version=f"realspo {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    parser.command_parsers = {}
     wanted = set(COMMANDS) if commands is None else set(commands)
     for name, command in COMMANDS.items():
-        p = sub.add_parser(name, help=command.help, description=command.help,
+        p = sub.add_parser(name, help=command.help, description=command.help, allow_abbrev=False,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
+        parser.command_parsers[name] = p
         if name in wanted:
             module = importlib.import_module(f"realspo.commands.{command.module}")
             module.add_arguments(p)
@@ -155,7 +172,10 @@ def _error_line(command: str, message: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     command = _command_in(argv)
-    args = build_parser([command] if command else []).parse_args(argv)
+    parser = build_parser([command] if command else [])
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # told by the command's parser, which names the command and its --help
+        parser.command_parsers[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     handler = _HeldLog(logging.DEBUG if args.verbose else logging.INFO,
                        "%(levelname)s %(name)s: %(message)s" if args.verbose else "%(message)s")
     root = logging.getLogger()
@@ -167,6 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         code = int(run(args) or 0)
         handler.flush_held()
         return code
+    except DryRun as plan:  # --dry-run of a served model: a count, not an error
+        handler.flush_held()
+        _close_progress_bars()
+        print(f"realspo {args.command}: {plan}")
+        return 0
     except RealspoError as exc:
         handler.drop_held()
         _close_progress_bars()

@@ -159,13 +159,77 @@ def load_tokenizer(name: str, *, trust_remote_code: bool = False, revision: str 
     return tok
 
 
+def check_model_location(name: str, flag: str = "--model") -> None:
+    """Refuse a model that is plainly a local path and does not exist, before transformers
+    loads (which would take seconds to call it an invalid hub id). A hub id (``org/name``,
+    no leading ``/``, ``.`` or ``~``) is left to the loaders.
+
+    Args:
+        name: the model as given.
+        flag: the option that named it, for the message.
+    """
+    local = name.startswith(("/", ".", "~")) or name.count("/") > 1 or name.lower().endswith(".gguf")
+    if local and not Path(name).expanduser().exists():
+        raise InputError(name, f"{flag}: no such model directory or file")
+
+
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def adapter_base(name: str) -> str | None:
+    """The base model of a LoRA adapter directory (``train --no-merge`` writes one: an
+    ``adapter_config.json`` and no ``config.json``), as its config names it; None for anything else.
+
+    Args:
+        name: a model directory, file or hub id.
+
+    Returns:
+        the adapter's ``base_model_name_or_path``, or None.
+    """
+    path = Path(name)
+    if not (path / ADAPTER_CONFIG).is_file() or (path / "config.json").exists():
+        return None
+    try:
+        base = json.loads((path / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        raise InputError(str(path / ADAPTER_CONFIG), "not a readable adapter config (JSON object)") from None
+    if not isinstance(base, str) or not base:
+        raise InputError(str(path / ADAPTER_CONFIG), "names no base model (base_model_name_or_path)")
+    return base
+
+
+def _load_adapter(name: str, base: str, kind: str, allow_pickle: bool, **kwargs: Any):
+    """The base model with the LoRA adapter in ``name`` merged into it."""
+    from peft import PeftModel
+
+    check_safetensors_files(Path(name))
+    if not (Path(name) / "adapter_model.safetensors").exists() and not allow_pickle:
+        raise InputError(name, "the adapter's weights are not in adapter_model.safetensors (a pickled "
+                               ".bin can run code when loaded; pass --allow-pickle if you trust it)")
+    model = load_model(base, kind, allow_pickle=allow_pickle, **kwargs)
+    device = next(model.parameters()).device
+    try:
+        merged = PeftModel.from_pretrained(model, name).merge_and_unload()
+    except (OSError, ValueError, KeyError) as exc:
+        raise InputError(name, f"could not load the adapter ({str(exc).splitlines()[0]})") from None
+    return merged.to(device)
+
+
 def load_model(name: str, kind: str = "causal-lm", *, dtype: torch.dtype | None = None,
                device: torch.device | None = None, trust_remote_code: bool = False,
                allow_pickle: bool = False, revision: str | None = None, **kwargs: Any):
-    """Load a model: ``kind`` is ``causal-lm``, ``base`` (no LM head) or ``sequence-classifier``."""
+    """Load a model: ``kind`` is ``causal-lm``, ``base`` (no LM head) or ``sequence-classifier``.
+
+    A causal LM may also be a LoRA adapter directory (:func:`adapter_base`): its base model is
+    loaded and the adapter merged into it.
+    """
     from safetensors import SafetensorError
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
+    base = adapter_base(name) if kind == "causal-lm" else None
+    if base is not None:
+        return _load_adapter(name, base, kind, allow_pickle, dtype=dtype, device=device,
+                             trust_remote_code=trust_remote_code, revision=revision, **kwargs)
     name = resolve_model_path(name)
     _check_weights(name, allow_pickle)
     auto = {"causal-lm": AutoModelForCausalLM, "base": AutoModel,

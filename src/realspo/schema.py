@@ -121,6 +121,9 @@ PREFERENCE_COLUMNS: tuple[Column, ...] = (
     Column("oracle_chosen", "oracle reward of the chosen response"),
     Column("oracle_rejected", "oracle reward of the rejected response"),
     Column("label_error", "True if the label disagrees with the oracle, None on an oracle tie"),
+    Column("n_annotators", "people (or simulated annotators) who answered the pair A, B or tie"),
+    Column("agreement", "share of those answers that agree with the aggregate label"),
+    Column("confidence", "posterior probability of the aggregate label (dawid-skene, glad)"),
     Column("ref_chosen_logps", "precomputed summed reference log-prob of chosen (<= 0)"),
     Column("ref_rejected_logps", "precomputed summed reference log-prob of rejected (<= 0)"),
     Column("chosen_finished", "False if chosen was cut at the generation limit (gets no EOS); "

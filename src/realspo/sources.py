@@ -177,14 +177,32 @@ def _decode_cell(value: str) -> Any:
     return value
 
 
+CSV_DELIMITERS = (",", "\t", ";")
+
+
+def _sniff_delimiter(text: str) -> str:
+    """The delimiter of a CSV text, judged by its header line: ``,`` unless the header has
+    none and has tabs or semicolons (a spreadsheet saved in another locale or as TSV)."""
+    header = text.split("\n", 1)[0]
+    return next((d for d in CSV_DELIMITERS if d in header), ",")
+
+
+def csv_delimiter(path: str | Path) -> str:
+    """The delimiter :func:`read_rows` uses for this CSV file (see :func:`_sniff_delimiter`)."""
+    return _sniff_delimiter(_text(Path(path)))
+
+
 def _read_csv(path: Path) -> list[Row]:
+    """CSV rows; ``where`` is the spreadsheet's row number (the header is row 1, so the first
+    data row is row 2)."""
     import io
 
     csv.field_size_limit(CSV_FIELD_LIMIT)  # the default (128 KiB) refuses realspo's own long cells
-    reader = csv.DictReader(io.StringIO(_text(path), newline=""))
+    text = _text(path)
+    reader = csv.DictReader(io.StringIO(text, newline=""), delimiter=_sniff_delimiter(text))
     rows = []
     try:
-        for i, record in enumerate(reader):
+        for i, record in enumerate(reader, start=2):
             if None in record:
                 raise InputError(str(path), "more cells than header columns", where=f"row {i}")
             data = {k: _decode_cell(v) if isinstance(v, str) else v for k, v in record.items()}

@@ -1,6 +1,6 @@
 """``realspo demo``: generate, select, label, train and evaluate in the offline proving ground,
 and write a report of whether REAL's selection and SPO's loss helped (see :mod:`realspo.demo.run`;
-presets and sizes: :mod:`realspo.demo.plan`).
+presets and sizes: :mod:`realspo.arms.plan`).
 
 Examples::
 
@@ -18,10 +18,10 @@ import contextlib
 import os
 from dataclasses import dataclass
 
+from realspo.arms.plan import PRESETS, check_knobs, make_plan
 from realspo.config import add_options, check_seed, option, resolve
-from realspo.demo.grid_spec import GridSpec, parse_values
-from realspo.demo.plan import PRESETS, check_knobs, make_plan
 from realspo.errors import ConfigError
+from realspo.grid.spec import GridSpec, parse_values
 from realspo.selection.budget import parse_budget
 
 
@@ -130,8 +130,8 @@ def run(args: argparse.Namespace) -> int:
 
 def run_grid_command(cfg: DemoConfig) -> int:
     """``--grid``: run or resume the grid in ``--out``, then write its table and heatmap."""
-    from realspo.demo.grid import open_grid, run_grid
-    from realspo.demo.grid_report import write_grid_report
+    from realspo.grid.report import write_grid_report
+    from realspo.grid.run import open_grid, run_grid
 
     spec = GridSpec(confusions=parse_values(cfg.grid_confusions, "--grid-confusions"),
                     couplings=parse_values(cfg.grid_couplings, "--grid-couplings"),

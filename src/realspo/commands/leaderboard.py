@@ -2,7 +2,7 @@
 ``ceiling`` and ``noiseless``, at equal label budgets in the offline proving ground, in one
 round and in R rounds of active labeling; a report with hierarchical intervals, differences to
 ``random`` with their mde, shares of the ceiling's gain and a label-efficiency plot (see
-:mod:`realspo.demo.leaderboard`).
+:mod:`realspo.leaderboard.run`).
 
 Examples::
 
@@ -55,8 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from realspo.commands.demo import _training_device
-    from realspo.demo.leaderboard import run_leaderboard
-    from realspo.demo.leaderboard_plan import make_leaderboard_plan
+    from realspo.leaderboard.plan import make_leaderboard_plan
+    from realspo.leaderboard.run import run_leaderboard
 
     cfg = resolve(LeaderboardConfig, args)
     plan = make_leaderboard_plan("quick" if cfg.quick else "default", seed=cfg.seed,

@@ -64,7 +64,7 @@ def _is_number(value: Any) -> bool:
 def read_plot_records(metrics_path: Path) -> list[dict[str, Any]]:
     """The records of ``metrics_path``, each checked: a numeric ``step``, and every plotted
     metric a number or null (``train`` writes a non-finite value as null)."""
-    from realspo.training.outputs import numbered_metrics
+    from realspo.training.run_dir import numbered_metrics
 
     plotted = {k for _, keys in PANELS for key in keys for k in (key, f"eval/{key}")}
     records = []

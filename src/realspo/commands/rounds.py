@@ -1,4 +1,4 @@
-"""``realspo rounds``: multi-round active labeling (see :mod:`realspo.training.rounds`).
+"""``realspo rounds``: multi-round active labeling (see :mod:`realspo.pipeline.rounds`).
 
 R rounds of generate (with the current policy) -> select -> label (an automatic judge) ->
 train (from the previous round's policy), with a budget schedule; rerunning the same command
@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from realspo.config import add_options, resolve
-from realspo.training.rounds_config import RoundsConfig
+from realspo.pipeline.rounds_config import RoundsConfig
 
 EPILOG = """\
 Labels come from an automatic judge in every round (a reward model, llm:PATH, proving-ground);
@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from realspo.training.rounds import run_rounds
+    from realspo.pipeline.rounds import run_rounds
 
     cfg = resolve(RoundsConfig, args)
     model = run_rounds(cfg)

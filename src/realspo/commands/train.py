@@ -14,20 +14,39 @@ import os
 from pathlib import Path
 
 from realspo.config import add_options, check_seed, resolve
+from realspo.formats.registry import parse_rows
+from realspo.models import check_model_location
 from realspo.outputs import check_location
-from realspo.training.config import TrainConfig
+from realspo.schema import read_preference_rows
+from realspo.training.run_dir import check_run_dir
+from realspo.training.train_config import TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, TrainConfig)
 
 
+def check_before_loading(cfg: TrainConfig) -> None:
+    """What needs no model, checked before torch and transformers are imported (seconds): the
+    pairs file's rows (a local file; a dataset directory or hub id is read by the run) and
+    whether ``OUT`` may be written. The run checks both again, under its lock.
+
+    Args:
+        cfg: the resolved options.
+    """
+    check_seed(cfg.seed)
+    check_location(Path(cfg.out))
+    if Path(cfg.data).is_file():
+        parse_rows(read_preference_rows(cfg.data, cfg.split), "trl")  # as training reads them
+    check_run_dir(Path(cfg.out), resume=cfg.resume, overwrite=cfg.overwrite)
+    check_model_location(cfg.model)
+
+
 def run(args: argparse.Namespace) -> int:
+    cfg = resolve(TrainConfig, args)
+    check_before_loading(cfg)
     from realspo.training.loop import train  # torch, transformers: only when training runs
 
-    cfg = resolve(TrainConfig, args)
-    check_seed(cfg.seed)
-    check_location(Path(cfg.out))  # before loading anything; replacing it is train's to judge
     out = train(cfg)
     if out is not None and os.environ.get("RANK", "0") == "0":  # once under torchrun
         print(out)

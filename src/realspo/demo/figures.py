@@ -11,37 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from realspo.demo.plan import budget_label
-from realspo.demo.records import DemoRun
-from realspo.outputs import atomic_path
+from realspo.arms.plan import budget_label
+from realspo.arms.plotting import new_figure, save_figure
+from realspo.arms.records import DemoRun
 
 FIGURES = ("win_rates.png", "label_error_by_similarity.png", "training_curves.png",
            "label_efficiency.png")
 COLORS = {"random": "#7f7f7f", "easy": "#1f77b4", "hard": "#d62728", "centroid": "#2ca02c"}
 
 
-def _figure(*args: Any, **kwargs: Any):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(*args, **kwargs)
-
-
-def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path, overwrite=True) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
-    plt.close(fig)
-
-
 def plot_win_rates(results: dict[str, Any], path: Path) -> None:
     losses = results["config"]["losses"]
     main = {**results["main"], **results.get("controls", {})}  # controls: DPO only
-    fig, ax = _figure(figsize=(9, 4))
+    fig, ax = new_figure(figsize=(9, 4))
     width = 0.8 / len(losses)
     for k, loss in enumerate(losses):
         at = [(i, main[s][loss]) for i, s in enumerate(main) if loss in main[s]]
@@ -58,12 +40,12 @@ def plot_win_rates(results: dict[str, Any], path: Path) -> None:
     ax.set_title(f"Win rate vs the SFT model, {results['config']['budget']} labeling budget "
                  "(hierarchical 95% CI; dots: seeds)", fontsize=9)
     ax.legend()
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_label_errors(results: dict[str, Any], path: Path) -> None:
     deciles = results["label_error_by_similarity"]
-    fig, ax = _figure(figsize=(7, 4))
+    fig, ax = new_figure(figsize=(7, 4))
     xs = [d["decile"] for d in deciles]
     ax.bar(xs, [d["label_error_rate"] or 0.0 for d in deciles], color="#1f77b4", alpha=0.8,
            label="observed label-error rate (oracle-ordered pairs)")
@@ -80,7 +62,7 @@ def plot_label_errors(results: dict[str, Any], path: Path) -> None:
     ax.set_ylim(0, max(top, 0.05) * 1.5)  # room for the legend above the bars
     ax.set_title("Label errors of every candidate pair by embedding similarity", fontsize=9)
     ax.legend(fontsize=7, loc="upper center", ncol=2)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_training_curves(demo: DemoRun, path: Path) -> None:
@@ -88,7 +70,7 @@ def plot_training_curves(demo: DemoRun, path: Path) -> None:
     panels = (("loss", "loss (DPO+SPO: incl. lambda x degree loss)"),
               ("rewards/margins", "reward margin (beta x log-ratio)"),
               ("spo/accuracy", "SPO degree accuracy"))
-    fig, axes = _figure(1, 3, figsize=(12, 3.6))
+    fig, axes = new_figure(1, 3, figsize=(12, 3.6))
     for run in demo.runs:
         if run.seed != seed or run.budget != main:
             continue
@@ -103,12 +85,12 @@ def plot_training_curves(demo: DemoRun, path: Path) -> None:
         ax.set_xlabel("step")
     axes[0].legend(fontsize=6)
     fig.suptitle(f"Training curves, seed {seed}, {main} budget", fontsize=9)
-    _save(fig, path)
+    save_figure(fig, path)
 
 
 def plot_label_efficiency(results: dict[str, Any], path: Path) -> None:
     eff = results["label_efficiency"]
-    fig, ax = _figure(figsize=(6, 4))
+    fig, ax = new_figure(figsize=(6, 4))
     for strategy, points in eff["curves"].items():
         xs = [p["n_labels"] for p in points]
         ax.plot(xs, [p["win_rate"] for p in points], "o-", color=COLORS.get(strategy), label=strategy)
@@ -125,4 +107,4 @@ def plot_label_efficiency(results: dict[str, Any], path: Path) -> None:
     ax.set_ylabel("win rate vs SFT (DPO)")
     ax.set_title("Label efficiency: random vs easy (95% CI)", fontsize=9)
     ax.legend(fontsize=7)
-    _save(fig, path)
+    save_figure(fig, path)

@@ -166,7 +166,7 @@ OUTCOMES = {"mean_reward_samples": "mean oracle reward over {s} samples per held
 
 
 def _outcomes(results: dict[str, Any]) -> list[str]:
-    """One statement per extra outcome (realspo.demo.outcomes): the strategies' and controls'
+    """One statement per extra outcome (realspo.arms.arm_outcomes): the strategies' and controls'
     paired differences to random (DPO), each with its interval, mde and verdict."""
     out = []
     samples = results.get("outcomes", {}).get("eval_samples")

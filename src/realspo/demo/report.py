@@ -7,7 +7,7 @@
     OUT/*.png                          four figures (realspo.demo.figures)
     OUT/seed-S/candidates.jsonl        the K candidates per prompt with their oracle rewards
     OUT/seed-S/<arm>-<loss>-<budget>/pairs.jsonl, metrics.jsonl   (budget: 50pct or 120pairs;
-                                       arm: a strategy or a control, realspo.demo.controls)
+                                       arm: a strategy or a control, realspo.arms.controls)
 
 The statements in "What the numbers say" are computed from the numbers by
 :func:`realspo.demo.findings.findings`; a ``--quick`` run gets none ("smoke run: no verdicts").
@@ -18,7 +18,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from realspo.demo.analysis import analyse
+from realspo.arms.analysis import analyse
+from realspo.arms.knobs import knob_effects
+from realspo.arms.records import DemoRun
 from realspo.demo.figures import (
     FIGURES,
     plot_label_efficiency,
@@ -27,8 +29,6 @@ from realspo.demo.figures import (
     plot_win_rates,
 )
 from realspo.demo.findings import SMOKE, _ci, _diff, _rate, _share, findings, verdict
-from realspo.demo.knobs import knob_effects
-from realspo.demo.records import DemoRun
 from realspo.outputs import atomic_path, write_json
 
 __all__ = ["FIGURES", "findings", "markdown", "write_report"]
@@ -95,7 +95,7 @@ def _spo_check(results: dict[str, Any]) -> list[str]:
 
 
 def _outcomes_table(results: dict[str, Any]) -> list[str]:
-    """The extra outcomes (realspo.demo.outcomes): per method, and the paired differences."""
+    """The extra outcomes (realspo.arms.arm_outcomes): per method, and the paired differences."""
     info = results.get("outcomes")
     if not info:
         return []

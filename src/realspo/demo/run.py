@@ -8,11 +8,11 @@ What runs, in process (every stage is the library's own function)::
       embeddings         embeddings.embed_with_causal_lm         the SFT model's final hidden layer
       every pair         labels.simulate_labels                  one simulated label per candidate pair
       selection          selection.select_pairs                  random, easy, hard, centroid
-                         demo.controls                           ceiling, noiseless, easy-random-prompts
+                         arms.controls                           ceiling, noiseless, easy-random-prompts
       training           training.train                          DPO (sigmoid), DPO + SPO, from the SFT model
       evaluation         generation + the oracle                 vs the SFT model, same sampling noise;
-                         demo.outcomes                           S samples per prompt, implicit-reward accuracy
-      SPO check          demo.manipulation                       oracle rewards of SPO's degree variants
+                         arms.arm_outcomes                       S samples per prompt, implicit-reward accuracy
+      SPO check          arms.manipulation                       oracle rewards of SPO's degree variants
 
 The world, its oracle and the SFT model are shared by all seeds; a seed fixes the candidates,
 the ``random`` strategy, the simulated annotator's draws, the training order and the
@@ -21,8 +21,8 @@ strategies carries the same label in both. Trained models live in a scratch dire
 deleted once evaluated; ``OUT`` keeps the numbers, figures, selected pairs and training metrics
 (see :mod:`realspo.demo.report`). ``OUT`` appears atomically, when everything has finished.
 
-What to run is a :class:`realspo.demo.plan.DemoPlan`; what came out is collected in a
-:class:`realspo.demo.records.DemoRun`, which :mod:`realspo.demo.analysis` turns into numbers.
+What to run is a :class:`realspo.arms.plan.DemoPlan`; what came out is collected in a
+:class:`realspo.arms.records.DemoRun`, which :mod:`realspo.arms.analysis` turns into numbers.
 """
 
 from __future__ import annotations
@@ -31,202 +31,29 @@ import logging
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from realspo.demo.controls import control_selection
-from realspo.demo.knobs import knob_log_line, with_confusion
-from realspo.demo.manipulation import HELDOUT_PAIRS, heldout_head_accuracy, score_variants
-from realspo.demo.outcomes import build_heldout_pairs, evaluate_model
-from realspo.demo.plan import DemoPlan, planned_runs, run_name
-from realspo.demo.records import Candidates, DemoRun, RunRecord
+from realspo.arms.arm_outcomes import build_heldout_pairs, evaluate_model
+from realspo.arms.candidate_pool import build_candidates, selected_pairs
+from realspo.arms.controls import control_selection
+from realspo.arms.knobs import knob_log_line
+from realspo.arms.manipulation import HELDOUT_PAIRS, heldout_head_accuracy, score_variants
+from realspo.arms.plan import DemoPlan, planned_runs, run_name
+from realspo.arms.records import Candidates, DemoRun, RunRecord
+from realspo.arms.timings import timed
+from realspo.arms.train_and_evaluate import label_summary, train_run, training_rows
 from realspo.demo.report import write_report
-from realspo.generation.prompts import PromptRecord
-from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
-from realspo.labels.annotator import label_errors, simulate_labels
+from realspo.generation.sampling import load_generator_model
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.proving_ground.sft import get_sft_model
 from realspo.proving_ground.world import World, build_world
-from realspo.schema import PromptGroup, preference_row
 from realspo.selection.budget import resolve_budget
-from realspo.selection.strategies import select_pairs
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------------------
-# Stages
-
-
-@contextmanager
-def timed(timings: dict[str, float], stage: str) -> Iterator[None]:
-    """Add the wall time of the block to ``timings[stage]``."""
-    start = time.perf_counter()
-    try:
-        yield
-    finally:
-        timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
-
-
-def sample_responses(model: Any, tokenizer: Any, prompts: list[str], settings: SamplingSettings,
-                     batch_size: int = 32) -> list[list[str]]:
-    """K samples per prompt (``settings.num_responses``); sample ``j`` of prompt ``i`` draws its
-    noise from ``(settings.seed, i, j)`` only (see :mod:`realspo.generation.sampling`)."""
-    return [s for s, _ in sample_responses_finished(model, tokenizer, prompts, settings, batch_size)]
-
-
-def sample_responses_finished(model: Any, tokenizer: Any, prompts: list[str],
-                              settings: SamplingSettings, batch_size: int = 32
-                              ) -> list[tuple[list[str], list[bool]]]:
-    """:func:`sample_responses` with, per sample, whether it ended at EOS (False: cut)."""
-    records = [PromptRecord(i, f"p{i}", p) for i, p in enumerate(prompts)]
-    return [(s, f) for _, batch, flags in iter_samples(model, tokenizer, records, settings,
-                                                       batch_size, progress=False)
-            for s, f in zip(batch, flags, strict=True)]
-
-
-def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, seed: int,
-                     timings: dict[str, float]) -> Candidates:
-    """Sample, embed, and label every candidate pair of one seed."""
-    from realspo.embeddings.embed import embed_with_causal_lm
-
-    prompts = world.train_prompts[: plan.n_train_prompts]
-    settings = SamplingSettings(num_responses=plan.num_candidates, temperature=plan.temperature,
-                                max_new_tokens=plan.max_new_tokens, seed=seed)
-    with timed(timings, "candidates"):
-        samples = sample_responses_finished(model, tokenizer, prompts, settings)
-    groups = scored_groups(world, range(len(prompts)), prompts, samples)
-    with timed(timings, "embeddings"):
-        flat = [r for g in groups for r in g.responses]
-        embeddings = embed_with_causal_lm(model, tokenizer, flat, show_progress=False)
-    cands = labelled_candidates(groups, embeddings, plan, seed)
-    return with_confusion(cands, world, plan.annotator_confusion, seed)  # K = 0: labels unchanged
-
-
-def scored_groups(world: World, prompt_ids: Any, prompts: list[str],
-                  samples: list[tuple[list[str], list[bool]]]) -> list[PromptGroup]:
-    """One group per training prompt (``train-{id}``) with its non-empty samples, their
-    finished flags and oracle rewards; a prompt whose samples are all empty is left out (an
-    empty sample has nothing to embed or label)."""
-    groups = []
-    for i, prompt, (responses, finished) in zip(prompt_ids, prompts, samples, strict=True):
-        kept = [(r, f) for r, f in zip(responses, finished, strict=True) if r]
-        if kept:
-            texts = [r for r, _ in kept]
-            groups.append(PromptGroup(f"train-{i}", prompt, texts,
-                                      scores=world.oracle.score_batch([prompt] * len(kept), texts),
-                                      finished=[f for _, f in kept]))
-    return groups
-
-
-def labelled_candidates(groups: list[PromptGroup], embeddings: np.ndarray, plan: DemoPlan,
-                        label_seed: int) -> Candidates:
-    """Every distinct-text pair within each group, with its cosine similarity, oracle rewards
-    and one simulated label (seeded by ``label_seed``)."""
-    from realspo.selection.rows import response_keys
-
-    keys = response_keys(groups)
-    index: dict[tuple[int, int, int], int] = {}
-    sims, ra, rb = [], [], []
-    start = 0
-    for g, group in enumerate(groups):
-        k = len(group.responses)
-        for i in range(k):
-            for j in range(i + 1, k):
-                if keys[start + i] == keys[start + j]:
-                    continue  # identical texts: never a candidate pair
-                index[g, i, j] = len(sims)
-                sims.append(float(embeddings[start + i] @ embeddings[start + j]))
-                ra.append(group.scores[i])
-                rb.append(group.scores[j])
-        start += k
-    reward_a, reward_b = np.asarray(ra, dtype=np.float64), np.asarray(rb, dtype=np.float64)
-    a_preferred = simulate_labels(reward_a, reward_b, plan.tau, plan.flip, seed=label_seed)
-    return Candidates(groups, embeddings, keys, index, np.asarray(sims), reward_a, reward_b,
-                      a_preferred, label_errors(a_preferred, reward_a, reward_b))
-
-
-def selected_pairs(cands: Candidates, strategy: str, seed: int) -> list[int]:
-    """Rows of ``cands``' pair arrays, in the strategy's rank order (every eligible prompt)."""
-    sizes = [len(g.responses) for g in cands.groups]
-    sel = select_pairs(cands.embeddings, sizes, strategy, None, seed=seed, response_keys=cands.keys)
-    return [cands.pair_index[g, a, b] for g, a, b in
-            zip(sel.group_index.tolist(), sel.index_a.tolist(), sel.index_b.tolist(), strict=True)]
-
-
-def training_rows(cands: Candidates, rows: list[int], labels: np.ndarray | None = None
-                  ) -> list[dict[str, Any]]:
-    """TRL rows of the given pairs, oriented by the simulated label (not by the oracle), or by
-    ``labels`` (P,) where given (the ``noiseless`` control)."""
-    labels = cands.a_preferred if labels is None else labels
-    by_row = {v: k for k, v in cands.pair_index.items()}
-    out = []
-    for r in rows:
-        g, i, j = by_row[r]
-        group = cands.groups[g]
-        c, x = (i, j) if labels[r] else (j, i)
-        out.append(preference_row(
-            group.prompt, group.responses[c], group.responses[x], prompt_id=group.prompt_id,
-            similarity=round(float(cands.similarity[r]), 6), oracle_chosen=group.scores[c],
-            oracle_rejected=group.scores[x],
-            label_error=None if group.scores[c] == group.scores[x]
-            else group.scores[c] < group.scores[x],
-            chosen_finished=group.is_finished(c), rejected_finished=group.is_finished(x)))
-    return out
-
-
-def label_summary(cands: Candidates, rows: list[int], labels: np.ndarray | None = None
-                  ) -> dict[str, Any]:
-    """Label-error rate of the pairs (among those the oracle orders), oracle ties, similarity;
-    ``labels`` (P,) replace the annotator's where given."""
-    err = cands.error[rows] if labels is None else label_errors(
-        labels[rows], cands.reward_a[rows], cands.reward_b[rows])
-    ordered = ~np.isnan(err)
-    gap = np.abs(cands.reward_a[rows] - cands.reward_b[rows])
-    return {"n_labels": len(rows), "n_ordered": int(ordered.sum()),
-            "n_errors": int(err[ordered].sum()),
-            "label_error_rate": float(err[ordered].mean()) if ordered.any() else None,
-            "oracle_tie_rate": float(1 - ordered.mean()) if rows else None,
-            "mean_similarity": float(cands.similarity[rows].mean()) if rows else None,
-            "mean_reward_gap": float(gap.mean()) if rows else None}
-
-
-def train_run(plan: DemoPlan, sft_dir: Path, data: Path, out: Path, loss: str, seed: int,
-              scratch: Path) -> None:
-    """DPO (sigmoid loss), with SPO's degree loss for ``dpo+spo``; SFT model as init and reference."""
-    from realspo.training.config import TrainConfig
-    from realspo.training.loop import train
-
-    cfg = TrainConfig(data=str(data), model=str(sft_dir), out=str(out), loss="sigmoid",
-                      beta=plan.beta, spo=loss == "dpo+spo", spo_weight=plan.spo_weight,
-                      spo_levels=plan.spo_levels, lr=plan.lr, max_steps=plan.steps,
-                      batch_size=plan.batch_size, max_length=plan.max_length, seed=seed,
-                      logging_steps=max(1, plan.steps // 20), cache_dir=str(scratch / "reference"),
-                      # the plain path (one pass, unfused AdamW, no prefix sharing), pinned so
-                      # that the committed reports (docs/demo, docs/grid, docs/leaderboard)
-                      # reproduce bit for bit
-                      pass_tokens=0, prefix_sharing="off",
-                      overwrite=True)
-    cfg.validate()
-    train(cfg)
-
-
-def evaluate_run(model_dir: Path, plan: DemoPlan, world: World, seed: int) -> np.ndarray:
-    """Oracle rewards (T,) of one sample per held-out prompt, evaluation noise of ``seed``."""
-    return evaluate_responses(model_dir, plan, world, seed)[1]
-
-
-def evaluate_responses(model_dir: Path, plan: DemoPlan, world: World, seed: int
-                       ) -> tuple[list[str], np.ndarray]:
-    """:func:`evaluate_run` with the (T,) held-out samples themselves (sample 0 of
-    :func:`realspo.demo.outcomes.evaluate_model`)."""
-    result = evaluate_model(model_dir, plan, world, seed, extra=False)
-    return result.responses, result.rewards
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,7 +112,7 @@ def run_seed(demo: DemoRun, world: World, cands: Candidates, seed: int, out: Pat
              scratch: Path, started: float) -> None:
     """Every training run of one seed: select, train, evaluate; appends to ``demo.runs``."""
     from realspo.evaluation.evaluate import win_rate
-    from realspo.training.outputs import read_metrics
+    from realspo.training.run_dir import read_metrics
 
     plan, timings = demo.plan, demo.timings
     ranked = {s: selected_pairs(cands, s, seed)

@@ -5,7 +5,8 @@ final norm), mean-pools it over the response tokens and L2-normalises it; the si
 responses is the cosine (here: the dot product) of their embeddings. Following the authors'
 code, the *response text alone* is embedded by default; ``prompts=`` gives the prompt-conditioned
 variant (prompt + response through the model, pooled over the response tokens only). Any
-sentence-transformers model is offered as an alternative embedder (``st:PATH``).
+sentence-transformers model is offered as an alternative embedder (``st:PATH``), and so is a
+model behind an OpenAI-compatible ``/embeddings`` endpoint (``openai:NAME``).
 
 Unlike the authors' code this runs only the base model (no LM head, no list of all hidden
 layers), sorts sequences by length and pads each batch only to its longest member (instead of
@@ -48,6 +49,7 @@ from realspo.errors import ConfigError, InputError
 from realspo.faults import after_batch
 from realspo.models import clip_texts
 from realspo.schema import PromptGroup, flat_responses
+from realspo.served.options import ServedOptions, is_served, served_name
 
 __all__ = ["EMBEDDING_SUFFIXES", "SAFETENSORS_KEY", "embed_responses", "embed_with_causal_lm",
            "embed_with_sentence_transformer", "encode_sentences", "load_embeddings",
@@ -236,11 +238,12 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
                     dtype: str = "auto", trust_remote_code: bool = False,
                     allow_pickle: bool = False, show_progress: bool = True,
                     checkpoint: str | Path | None = None, resume: bool = False,
-                    checkpoint_every: int = 64) -> np.ndarray:
+                    checkpoint_every: int = 64, served: ServedOptions | None = None) -> np.ndarray:
     """Embed every response of ``groups``: (N, H) float32 unit rows in flattened order.
 
-    ``embedder`` is ``st:PATH`` for a sentence-transformers model, else a causal LM directory or
-    hub id (loaded through :mod:`realspo.models`, base model only); ``allow_pickle`` admits a
+    ``embedder`` is ``st:PATH`` for a sentence-transformers model, ``openai:NAME`` for a model
+    behind the server ``served`` names (:mod:`realspo.embeddings.served`: its journal, not
+    ``checkpoint``, makes it resumable), else a causal LM directory or hub id (loaded through :mod:`realspo.models`, base model only); ``allow_pickle`` admits a
     directory with only ``.bin`` weights (either kind). ``conditioned`` runs prompt + response and pools the
     response tokens (causal LMs only), the prompt rendered per ``chat_template``. Under ``accelerate launch`` / ``torchrun`` each process
     embeds a contiguous shard on its own device and every process returns the full array.
@@ -257,6 +260,14 @@ def embed_responses(groups: list[PromptGroup], embedder: str, *, conditioned: bo
     from realspo.processes import destroy_process_group_at_exit
 
     responses = flat_responses(groups)
+    if is_served(embedder):
+        if conditioned or served is None:
+            raise ConfigError("an openai:NAME embedder embeds the response text alone and needs "
+                              "the server's base URL")
+        from realspo.embeddings.served import embed_served
+
+        return embed_served(responses, served_name(embedder, "--embedder"), served,
+                            batch_size=batch_size, show_progress=show_progress)
     prompts = [g.prompt for g in groups for _ in g.responses] if conditioned else None
     is_st = embedder.startswith("st:")
     if is_st and conditioned:

@@ -27,6 +27,8 @@ from realspo.generation.prompts import PromptRecord, hh_text
 from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
 from realspo.labels.judges import Judge, JudgeOptions, check_judge, make_judge, make_pairwise_judge
 from realspo.labels.pairwise import PairwiseJudge
+from realspo.served.client import DryRun
+from realspo.served.options import ServedOptions
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,37 @@ def bootstrap_interval(wins: np.ndarray, n_resamples: int = 2000, seed: int = 0,
         means[lo:hi] = wins[rng.integers(0, n, size=(hi - lo, n))].mean(axis=1)
     low, high = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return float(low), float(high)
+
+
+def win_summary(wins: np.ndarray, n_resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """The win rate with its 95% bootstrap interval and the win/tie/loss counts of ``wins`` (N,).
+
+    Without a single decisive judgment (every prompt a tie, or none judged) there is nothing to
+    estimate: a rate of 0.5 with the interval 0.5-0.5 would read as certainty that the models
+    are equal, when the judge only never told them apart. Then ``win_rate`` and
+    ``win_rate_interval`` are None and ``no_win_rate`` says why.
+
+    Args:
+        wins: per prompt 1 (trained better), 0.5 (tie) or 0 (baseline better).
+        n_resamples: bootstrap resamples of the interval.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{"win_rate", "win_rate_interval", "interval_level", "bootstrap_resamples", "wins",
+        "ties", "losses", "no_win_rate"}`` (``no_win_rate`` None when there is a rate).
+    """
+    wins = np.asarray(wins, dtype=np.float64).ravel()
+    counts = {"wins": int((wins == 1).sum()), "ties": int((wins == 0.5).sum()),
+              "losses": int((wins == 0).sum())}
+    decisive = counts["wins"] + counts["losses"]
+    rate = interval = reason = None
+    if decisive:
+        rate = float(wins.mean())
+        interval = list(bootstrap_interval(wins, n_resamples, seed))
+    else:
+        reason = f"no decisive judgments ({counts['ties']} ties)"
+    return {"win_rate": rate, "win_rate_interval": interval, "interval_level": 0.95,
+            "bootstrap_resamples": n_resamples, **counts, "no_win_rate": reason}
 
 
 def implicit_reward_accuracy(policy_logps: np.ndarray, reference_logps: np.ndarray,
@@ -129,14 +162,18 @@ def _judge_responses(judge: str | Judge | PairwiseJudge, options: JudgeOptions, 
     compare = make_pairwise_judge(judge, options) if isinstance(judge, str) else judge
     comparison = cast(PairwiseJudge, compare).compare(texts, responses["trained"],
                                                       responses["baseline"])
-    wins = np.array([{"A": 1.0, "B": 0.0, "tie": 0.5}[o] for o in comparison.outcomes])
+    # an unparseable reply is no verdict: nan here, left out of the win rate and counted
+    wins = np.array([{"A": 1.0, "B": 0.0, "tie": 0.5}.get(o, np.nan) for o in comparison.outcomes])
     # p_trained: P(trained preferred), the mean over the orders trained-first, baseline-first
     per = [{"p_trained": float(p), "p_trained_by_order": [float(x) for x in orders]}
            for p, orders in zip(comparison.p_a, comparison.p_orders, strict=True)]
     return wins, {"mean_reward": None, "pairwise": {
         "mean_p_trained": float(comparison.p_a.mean()),
         "position_bias_rate": comparison.position_bias_rate,
-        "position_disagreements": int(comparison.disagree.sum())}}, per
+        "position_disagreements": int(comparison.disagree.sum()),
+        "unparseable": int(comparison.unparseable.sum()),
+        "mode": "pointwise" if hasattr(comparison, "grades") else "pairwise",
+        **({"requests_sent": compare.client.sent} if hasattr(compare, "client") else {})}}, per
 
 
 def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord],
@@ -146,24 +183,35 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
                     beta: float = 0.1, max_length: int = 1024, n_resamples: int = 2000,
                     device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False,
                     progress: bool = True, allow_pickle: bool = False,
-                    judge_template: str | None = None) -> dict[str, Any]:
+                    judge_template: str | None = None, judge_mode: str = "pairwise",
+                    tie_margin: float = 0.0, served: ServedOptions | None = None) -> dict[str, Any]:
     """Generate one response per prompt from each model, judge them, and summarise.
 
     ``judge``: a name of the judges registry (:data:`realspo.labels.judges.JUDGES`: checked
     on the prompts before any generation and loaded after it, so a judge model never shares
     memory with a policy), or a ready judge: a reward callable or a pairwise judge (with
     ``compare``). ``judge_template``: a pairwise LLM judge's prompt template file.
+    ``judge_mode``/``tie_margin``: an LLM judge's pairwise or pointwise grading; ``served``:
+    the server of an ``openai:NAME`` judge.
     ``pairs``: optional held-out preference rows for the implicit-reward accuracy.
     Returns the JSON-ready result (see ``docs/readme/stages.md``).
+
+    Raises:
+        DryRun: a served judge with ``served.dry_run``: the most requests judging would send
+            (nothing is generated).
     """
     options = JudgeOptions(device=device, dtype=dtype, batch_size=batch_size, max_length=max_length,
                            trust_remote_code=trust_remote_code, allow_pickle=allow_pickle,
                            template=judge_template, progress=progress,
-                           chat_template=settings.chat_template)
+                           chat_template=settings.chat_template, mode=judge_mode,
+                           tie_margin=tie_margin, served=served)
     texts = [_judge_text(p) for p in prompts]
     pairwise = hasattr(judge, "compare")
     if isinstance(judge, str):
         pairwise = check_judge(judge, options, texts).pairwise
+    if served is not None and served.dry_run:  # responses unknown yet: an upper bound
+        raise DryRun(2 * len(prompts), 0, "at most two per prompt: the responses are not known "
+                                           "yet, and those judged before are free")
     settings = replace(settings, num_responses=1)
     responses: dict[str, list[str]] = {}
     logps: dict[str, np.ndarray] = {}
@@ -181,21 +229,20 @@ def evaluate_models(trained: str, baseline: str, prompts: Sequence[PromptRecord]
         del model
         gc.collect()
     wins, judged, per_response = _judge_responses(judge, options, pairwise, texts, responses)
-    lo, hi = bootstrap_interval(wins, n_resamples, settings.seed)
+    per_prompt_wins, wins = wins, wins[~np.isnan(wins)]  # unparseable replies: no verdict
     return {
         "trained": str(trained), "baseline": str(baseline),
         "judge": judge if isinstance(judge, str) else getattr(judge, "__name__", "callable"),
-        "num_prompts": len(prompts),
-        "win_rate": float(wins.mean()), "win_rate_interval": [lo, hi], "interval_level": 0.95,
-        "bootstrap_resamples": n_resamples,
-        "wins": int((wins == 1).sum()), "ties": int((wins == 0.5).sum()),
-        "losses": int((wins == 0).sum()),
+        "num_prompts": len(prompts), "num_judged": int(len(wins)),
+        **win_summary(wins, n_resamples, settings.seed),
         **judged,
         "implicit_reward": implicit_reward_accuracy(logps["trained"], logps["baseline"], beta)
         if pairs else None,
         "sampling": asdict(settings),
         "per_prompt": [{"prompt_id": p.prompt_id, "trained_response": responses["trained"][i],
-                        "baseline_response": responses["baseline"][i], **per_response[i]}
+                        "baseline_response": responses["baseline"][i],
+                        "win": None if np.isnan(per_prompt_wins[i]) else float(per_prompt_wins[i]),
+                        **per_response[i]}
                        for i, p in enumerate(prompts)],
     }
 

@@ -118,13 +118,13 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
             if on_batch is not None:
                 on_batch(len(done), len(prompts))
             after_batch()  # a no-op outside the kill-and-resume tests
-    final = _drop_empty(done)
+    final = drop_empty(done)
     write_rows(out, final, overwrite=overwrite)
     sidecar.unlink()
     return final
 
 
-def _drop_empty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def drop_empty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Rows without empty responses (the multi-completion format has no empty ones); a prompt
     whose every sample is empty is left out. Both are logged as warnings."""
     kept = []

@@ -23,38 +23,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict
 from typing import Any
 
 import torch
 
-from realspo.chat_format import CHAT_TEMPLATE_MODES, PromptFormat
+from realspo.chat_format import PromptFormat
 from realspo.errors import ConfigError
 from realspo.generation.prompts import PromptRecord
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """Everything that determines the samples (besides the model and the prompts)."""
-
-    num_responses: int = 4
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    seed: int = 0
-    chat_template: str = "auto"  # auto | on | off
-
-    def validate(self) -> None:
-        if self.num_responses < 1:
-            raise ConfigError(f"'num_responses' must be at least 1, got {self.num_responses}")
-        if not self.temperature >= 0:
-            raise ConfigError(f"'temperature' must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ConfigError(f"'top_p' must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ConfigError(f"'max_new_tokens' must be at least 1, got {self.max_new_tokens}")
-        if self.chat_template not in CHAT_TEMPLATE_MODES:
-            raise ConfigError(f"'chat_template' must be auto, on or off, got {self.chat_template!r}")
+from realspo.generation.settings import SamplingSettings
 
 
 def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -66,21 +43,25 @@ def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
 class GumbelSampler:
     """A ``generate`` logits processor that turns greedy decoding into seeded sampling.
 
-    scores ``(rows, vocab)`` -> ``warp(scores) + G`` where ``warp`` applies temperature and
-    top-p (non-nucleus tokens become -inf) and ``G[r]`` is Gumbel(0, 1) noise from row ``r``'s
-    private generator; argmax of the result is a sample from ``softmax(warp(scores))``.
-    ``temperature == 0`` adds no noise: greedy decoding.
+    scores ``(rows, vocab)`` -> ``warp(scores) + G`` where ``warp`` applies temperature, top-k
+    and top-p, in ``model.generate``'s order (tokens outside them become -inf), and ``G[r]`` is
+    Gumbel(0, 1) noise from row ``r``'s private generator; argmax of the result is a sample
+    from ``softmax(warp(scores))``. ``temperature == 0`` adds no noise: greedy decoding.
+    ``repetition_penalty`` is applied by :func:`decode`, which knows the text so far.
     """
 
     def __init__(self, seeds: Sequence[int], temperature: float, top_p: float,
-                 device: torch.device) -> None:
-        from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+                 device: torch.device, top_k: int = 0, repetition_penalty: float = 1.0) -> None:
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
         self.greedy = temperature == 0
+        self.repetition_penalty = repetition_penalty
         self.generators = [torch.Generator(device=device).manual_seed(s) for s in seeds]
         self.warpers: list = []
         if not self.greedy and temperature != 1.0:
             self.warpers.append(TemperatureLogitsWarper(temperature))
+        if not self.greedy and top_k > 0:
+            self.warpers.append(TopKLogitsWarper(top_k))
         if not self.greedy and top_p < 1.0:
             self.warpers.append(TopPLogitsWarper(top_p))
 
@@ -130,7 +111,8 @@ def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
     input_ids = torch.tensor([[pad] * (width - len(i)) + i for i in ids], device=device)
     attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids], device=device)
     sampler = GumbelSampler([row_seed(settings.seed, p.index, j) for p in prompts for j in range(k)],
-                            settings.temperature, settings.top_p, device)
+                            settings.temperature, settings.top_p, device, top_k=settings.top_k,
+                            repetition_penalty=settings.repetition_penalty)
     tokens, ended = decode(model, input_ids, attention_mask, k, sampler, settings.max_new_tokens,
                            sorted(stop_token_ids(model, tokenizer)))
     responses = [d.strip() for d in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
@@ -147,7 +129,10 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, k:
 
     The first token is never a stop token (an empty response is no candidate). Tokens are the
     argmax of ``sampler``'s scores. Prompts are encoded once, then repeated K times in the KV
-    cache; rows that ended are dropped from the batch and the cache.
+    cache; rows that ended are dropped from the batch and the cache. A ``sampler`` with a
+    repetition penalty ``p != 1`` divides the positive scores (multiplies the negative ones) of
+    every token already in a row's prompt or response by ``p`` first (Keskar et al. 2019, CTRL;
+    ``model.generate``'s ``repetition_penalty``).
     """
     import inspect
 
@@ -168,13 +153,21 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, k:
     mask = attention_mask.repeat_interleave(k, dim=0)
     position = positions[:, -1:].repeat_interleave(k, dim=0)
     live = list(range(rows))  # the row each batch row is
+    penalty = getattr(sampler, "repetition_penalty", 1.0)
+    seen = _tokens_seen(input_ids, attention_mask, scores.shape[-1]).repeat_interleave(k, dim=0) \
+        if penalty != 1.0 else None
     stop = torch.tensor(list(stops), dtype=torch.long, device=input_ids.device)
     tokens: list[list[int]] = [[] for _ in range(rows)]
     ended = [False] * rows
     for step in range(max_new_tokens):
         if step == 0 and len(stop):
             scores[:, stop] = float("-inf")
+        if seen is not None:
+            scores = torch.where(seen, torch.where(scores < 0, scores * penalty, scores / penalty),
+                                 scores)
         next_tokens = sampler.perturb(scores, live).argmax(dim=-1)
+        if seen is not None:
+            seen[torch.arange(len(live), device=seen.device), next_tokens] = True
         done = torch.isin(next_tokens, stop)
         for row, token, finished in zip(live, next_tokens.tolist(), done.tolist(), strict=True):
             tokens[row].append(token)
@@ -186,11 +179,18 @@ def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, k:
             _on_cache(cache, "batch_select_indices", keep)
             live = [live[i] for i in keep.tolist()]
             next_tokens, mask, position = next_tokens[keep], mask[keep], position[keep]
+            seen = seen[keep] if seen is not None else None
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=1)
         position = position + 1
         scores = model(input_ids=next_tokens[:, None], attention_mask=mask, position_ids=position,
                        use_cache=True, **{name: cache}).logits[:, -1].float()
     return tokens, ended
+
+
+def _tokens_seen(input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab: int) -> torch.Tensor:
+    """(B, vocab) bool: which tokens each left-padded prompt (B, W) holds (padding left out)."""
+    counts = torch.zeros((input_ids.shape[0], vocab), dtype=torch.long, device=input_ids.device)
+    return counts.scatter_add_(1, input_ids, attention_mask.long()) > 0
 
 
 def _on_cache(cache: Any, method: str, arg: Any) -> None:
@@ -210,6 +210,26 @@ def load_generator_model(name: str, *, device: str = "auto", dtype: str = "auto"
                        trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
     model.eval()
     return model, tokenizer
+
+
+def sample_reply(model: Any, tokenizer: Any, messages: list[dict[str, str]], settings: SamplingSettings,
+                 turn: int = 0) -> tuple[str, bool]:
+    """The model's next turn in a conversation (``chat``): ``(text, finished)``.
+
+    Args:
+        model: a causal LM in eval mode.
+        tokenizer: its tokenizer.
+        messages: the conversation so far, ``[{role, content}]``, ending with the user's turn.
+        settings: the sampling settings (``num_responses`` is ignored: one reply).
+        turn: the reply's number in the conversation; with ``settings.seed`` it fixes the noise,
+            so the same conversation gets the same replies.
+
+    Returns:
+        the reply, and whether it ended on its own (False: cut at ``max_new_tokens``).
+    """
+    one = SamplingSettings(**{**asdict(settings), "num_responses": 1})
+    texts, finished = sample_batch(model, tokenizer, [PromptRecord(turn, f"turn-{turn}", messages)], one)
+    return texts[0][0], finished[0][0]
 
 
 def iter_samples(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord], settings: SamplingSettings,

@@ -34,6 +34,62 @@ def simulate_labels(r_a: Any, r_b: Any, tau: float, flip: float = 0.0, seed: int
     return np.random.default_rng(seed).random(p.shape) < p
 
 
+def guess_probability(similarity: Any, k: float) -> np.ndarray:
+    """P(the annotator guesses) per pair under annotator confusion ``k``: ``clip(s, 0, 1) ** k``,
+    and 0 everywhere for k = 0 (off, not "always guess", which ``s ** 0`` would say)."""
+    s = np.clip(np.asarray(similarity, dtype=np.float64), 0.0, 1.0)
+    return np.zeros_like(s) if k == 0 else s ** k
+
+
+def simulate_annotators(r_a: Any, r_b: Any, annotators: int, tau: float, flip: float = 0.0,
+                        seed: int = 0, similarity: Any = None, confusion: float = 0.0
+                        ) -> np.ndarray:
+    """Labels of ``annotators`` independent simulated annotators: (annotators, N) bool, True
+    where A is preferred.
+
+    Each draws its Bradley-Terry labels from a stream of its own (annotator 0 from ``seed``,
+    so one annotator is :func:`simulate_labels`; annotator j > 0 from ``[seed, j]``). With
+    ``confusion`` K > 0 each then guesses with a fair coin with probability
+    :func:`guess_probability` of the pair's ``similarity`` (how alike the pair looks to the
+    annotator), independently of the others.
+
+    Args:
+        r_a: oracle rewards of the A responses, (N,).
+        r_b: oracle rewards of the B responses, (N,).
+        annotators: how many annotators.
+        tau: Bradley-Terry temperature.
+        flip: flip rate.
+        seed: seed of the draws.
+        similarity: (N,) similarity in [0, 1]; needed when ``confusion`` > 0.
+        confusion: annotator confusion K (0 = off).
+
+    Returns:
+        (annotators, N) bool array.
+    """
+    p = np.atleast_1d(bt_preference_prob(r_a, r_b, tau, flip))
+    guess = guess_probability(similarity if similarity is not None else np.zeros_like(p), confusion)
+    out = np.empty((annotators, p.size), dtype=bool)
+    for j in range(annotators):
+        rng = np.random.default_rng(seed if j == 0 else [seed, j])
+        labels = rng.random(p.shape) < p
+        if confusion:
+            guessed, coin = rng.random(p.shape) < guess, rng.random(p.shape) < 0.5
+            labels = np.where(guessed, coin, labels)
+        out[j] = labels
+    return out
+
+
+def perceptual_pair_similarity(texts_a: list[str], texts_b: list[str]) -> np.ndarray:
+    """(N,) how alike each pair looks to the proving ground's simulated annotator: the TF-IDF
+    similarity of :mod:`realspo.proving_ground.perceptual`, fitted on the default world's SFT
+    corpus (not the selection embedder, so the premise is not built in by definition)."""
+    from realspo.proving_ground.perceptual import PerceptualEmbedder
+    from realspo.proving_ground.world import build_world
+
+    embedder = PerceptualEmbedder(r for _, r in build_world().sft_corpus)
+    return np.asarray([embedder.similarity(a, b) for a, b in zip(texts_a, texts_b, strict=True)])
+
+
 def label_errors(a_preferred: Any, r_a: Any, r_b: Any) -> np.ndarray:
     """Per pair: 1.0 if the label disagrees with the oracle's ordering, 0.0 if it agrees,
     NaN where the oracle ties (no right answer). All arguments (N,)."""

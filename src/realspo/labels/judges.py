@@ -21,7 +21,9 @@ from typing import cast
 import numpy as np
 
 from realspo.errors import ConfigError, InputError
+from realspo.labels.judge_prompts import judge_mode, read_template
 from realspo.labels.pairwise import PairwiseJudge
+from realspo.served.options import ServedOptions, check_base_url, served_name
 
 Judge = Callable[[Sequence[str], Sequence[str]], np.ndarray]  # (prompts, responses) -> (N,) rewards
 
@@ -39,6 +41,9 @@ class JudgeOptions:
     template: str | None = None  # a pairwise judge's prompt template file (None: its default)
     progress: bool = True
     chat_template: str = "auto"  # how a reward model reads prompt + response (realspo.chat_format)
+    mode: str = "pairwise"  # an LLM judge's --judge-mode: pairwise or pointwise
+    tie_margin: float = 0.0  # pointwise: grades closer than this are a tie
+    served: ServedOptions | None = None  # the server of an openai:NAME judge
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,7 @@ class JudgeEntry:
     prompts)``, when given, is a cheap early check that the judge can be made and can judge
     these prompts, run before expensive work (``evaluate`` runs it before generating).
     ``uses_model_options``: whether :class:`JudgeOptions` matter to it; ``uses_template``:
-    whether it reads ``JudgeOptions.template``. ``label_source``: the ``label_source`` of the
+    whether it reads ``JudgeOptions.template``, ``mode`` and ``tie_margin`` (an LLM judge). ``label_source``: the ``label_source`` of the
     rows ``label --judge`` writes with it.
     """
 
@@ -85,9 +90,27 @@ def _check_proving_ground(value: str, options: JudgeOptions, prompts: Sequence[s
         oracle.question(prompt)  # InputError: not a proving-ground question
 
 
+REWARD_MODEL_NEEDED = ("a reward model must be a sequence classifier (AutoModelForSequenceClassification "
+                       "with one output); to judge with a chat model, pass --judge llm:PATH")
+
+
 def check_reward_model(name: str, options: JudgeOptions = JudgeOptions(),
                        prompts: Sequence[str] = ()) -> None:
-    """Refuse (InputError) a path whose config is not a one-output sequence classifier."""
+    """Refuse (InputError) anything but a one-output sequence classifier, in one line that says
+    what a reward model must be and how to judge with a chat model instead (``llm:PATH``).
+
+    A ``.gguf`` file (or a directory of one) is refused before transformers is imported: the
+    format holds causal LMs, whose config transformers cannot even read from it.
+
+    Args:
+        name: the reward model's directory, file or hub id.
+        options: the judge options (``trust_remote_code`` is read).
+        prompts: unused (the registry's check signature).
+    """
+    from realspo.gguf import find_gguf
+
+    if find_gguf(name) is not None:
+        raise InputError(name, f"a .gguf file holds a causal LM, not a reward model; {REWARD_MODEL_NEEDED}")
     from transformers import AutoConfig
 
     try:
@@ -97,10 +120,10 @@ def check_reward_model(name: str, options: JudgeOptions = JudgeOptions(),
     archs = list(getattr(config, "architectures", None) or [])
     if not any(a.endswith("ForSequenceClassification") for a in archs):
         raise InputError(name, f"not a sequence classifier (architectures: {', '.join(archs) or 'none'});"
-                         " expected an AutoModelForSequenceClassification reward model")
+                         f" {REWARD_MODEL_NEEDED}")
     if config.num_labels != 1:
         raise InputError(name, f"a reward model needs one output (num_labels=1), this one has "
-                         f"{config.num_labels}")
+                         f"{config.num_labels}; {REWARD_MODEL_NEEDED}")
 
 
 def reward_model_judge(name: str, options: JudgeOptions = JudgeOptions()) -> Judge:
@@ -153,13 +176,37 @@ def _llm_judge(value: str, options: JudgeOptions) -> PairwiseJudge:
     o = options
     return LLMJudge(value.removeprefix("llm:"), template=o.template, device=o.device, dtype=o.dtype,
                     batch_size=o.batch_size, max_length=o.max_length, progress=o.progress,
-                    trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle)
+                    trust_remote_code=o.trust_remote_code, allow_pickle=o.allow_pickle,
+                    mode=judge_mode(o.mode), tie_margin=o.tie_margin)
 
 
 def _check_llm_judge(value: str, options: JudgeOptions, prompts: Sequence[str]) -> None:
     from realspo.labels.llm_judge import check_llm_judge
 
-    check_llm_judge(value.removeprefix("llm:"), options.template, options.trust_remote_code)
+    check_llm_judge(value.removeprefix("llm:"), options.template, options.trust_remote_code,
+                    judge_mode(options.mode))
+
+
+def _served_options(value: str, options: JudgeOptions) -> ServedOptions:
+    """The judge's server: ``options.served``, else the defaults at ``$OPENAI_BASE_URL``."""
+    return options.served or ServedOptions(base_url=check_base_url(None, "--judge-base-url"))
+
+
+def _served_judge(value: str, options: JudgeOptions) -> PairwiseJudge:
+    from realspo.labels.served_judge import ServedJudge
+
+    return ServedJudge(served_name(value, "--judge"), _served_options(value, options),
+                       template=options.template, mode=judge_mode(options.mode),
+                       tie_margin=options.tie_margin, progress=options.progress)
+
+
+def _check_served_judge(value: str, options: JudgeOptions, prompts: Sequence[str]) -> None:
+    from realspo.served.client import ServedClient
+
+    served = _served_options(value, options)
+    read_template(options.template, judge_mode(options.mode))
+    if not served.dry_run:
+        ServedClient(served_name(value, "--judge"), served).check_reachable()
 
 
 PROVING_GROUND = JudgeEntry(
@@ -182,6 +229,17 @@ LLM = JudgeEntry(
     uses_template=True,
     label_source="llm-judge",
 )
+SERVED = JudgeEntry(
+    name="openai:NAME",
+    description="an LLM judge behind an OpenAI-compatible server (vLLM, llama.cpp, TGI, Ollama, "
+                "a hosted API) at --judge-base-url, asked as llm:PATH is; cached and resumable",
+    matches=lambda value: value.startswith("openai:"),
+    make=_served_judge,
+    check=_check_served_judge,
+    pairwise=True,
+    uses_template=True,
+    label_source="served-judge",
+)
 REWARD_MODEL = JudgeEntry(
     name="PATH",
     description="a reward model: a local directory or hub id (org/name) of a one-output "
@@ -192,8 +250,9 @@ REWARD_MODEL = JudgeEntry(
     uses_model_options=True,
     label_source="reward-model",
 )
-# The order is the matching order: ``llm:/models/x`` also looks like a PATH, so LLM comes first.
-JUDGES: tuple[JudgeEntry, ...] = (PROVING_GROUND, LLM, REWARD_MODEL)
+# The order is the matching order: ``llm:/models/x`` and ``openai:org/name`` also look like a
+# PATH, so LLM and SERVED come first.
+JUDGES: tuple[JudgeEntry, ...] = (PROVING_GROUND, LLM, SERVED, REWARD_MODEL)
 
 
 def judges_help() -> str:
@@ -213,9 +272,12 @@ def check_judge(value: str, options: JudgeOptions = JudgeOptions(),
                 prompts: Sequence[str] = ()) -> JudgeEntry:
     """Resolve ``value``, run its entry's early check on ``prompts``, return the entry."""
     entry = find_judge(value)
-    if options.template is not None and not entry.uses_template:
-        raise ConfigError(f"--judge-template has no effect with judge {value!r} (only with "
-                          f"{', '.join(e.name for e in JUDGES if e.uses_template)})")
+    llm_judges = ', '.join(e.name for e in JUDGES if e.uses_template)
+    for flag, changed in (("--judge-template", options.template is not None),
+                          ("--judge-mode", judge_mode(options.mode).name != "pairwise"),
+                          ("--tie-margin", options.tie_margin != 0.0)):
+        if changed and not entry.uses_template:
+            raise ConfigError(f"{flag} has no effect with judge {value!r} (only with {llm_judges})")
     if entry.check is not None:
         entry.check(value, options, prompts)
     return entry

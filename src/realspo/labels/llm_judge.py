@@ -1,7 +1,10 @@
 """An LLM as a pairwise judge (``--judge llm:PATH``): which of two responses is better?
 
-The judge is any causal LM (a model directory, a ``.gguf`` file or a hub id). It reads this
-prompt (:data:`DEFAULT_TEMPLATE`)::
+The judge is any causal LM (a model directory, a ``.gguf`` file or a hub id). With
+``--judge-mode pointwise`` it grades each response alone instead: P("Yes") against P("No")
+after :data:`realspo.labels.judge_prompts.POINTWISE_TEMPLATE`, the pair preferring the higher
+grade (:class:`realspo.labels.pairwise.GradedComparison`). Pairwise, it reads this prompt
+(:data:`DEFAULT_TEMPLATE`)::
 
     Please act as an impartial judge and decide which of two responses answers the user's
     prompt better. Consider helpfulness, correctness and relevance. Do not let the order of
@@ -42,76 +45,39 @@ from __future__ import annotations
 
 import inspect
 import logging
-import string
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from realspo.errors import InputError
-from realspo.labels.pairwise import Comparison, compare_both_orders
+from realspo.labels.judge_prompts import (  # the prompts belong to this judge's API: re-exported
+    ANSWERS,
+    DEFAULT_TEMPLATE,
+    PAIRWISE,
+    PLACEHOLDERS,
+    JudgeMode,
+    check_template,
+    read_template,
+)
+from realspo.labels.pairwise import Verdicts, compare_both_orders, grade_pairs
+
+__all__ = ["ANSWERS", "DEFAULT_TEMPLATE", "PLACEHOLDERS", "LLMJudge", "check_llm_judge",
+           "check_template", "read_template"]
 
 log = logging.getLogger(__name__)
 
-DEFAULT_TEMPLATE = """\
-Please act as an impartial judge and decide which of two responses answers the user's prompt \
-better. Consider helpfulness, correctness and relevance. Do not let the order of the responses \
-or their length influence your decision.
-
-[User prompt]
-{prompt}
-
-[Response A]
-{response_a}
-
-[Response B]
-{response_b}
-
-Which response is better? Answer with one letter: A or B."""
-PLACEHOLDERS = ("prompt", "response_a", "response_b")
 PLAIN_ANSWER_CUE = "\n\nAnswer:"  # ends the prompt of a judge without a chat template
-ANSWERS = ("A", "B")
 
 
-def check_template(text: str, source: str) -> str:
-    """``text`` if it is a judge template (each of :data:`PLACEHOLDERS`, no other); else InputError."""
-    try:
-        fields = [name for _, name, _, _ in string.Formatter().parse(text) if name is not None]
-    except ValueError as exc:
-        raise InputError(source, f"not a valid template ({exc}); write a literal brace as {{{{ "
-                                 "or }}") from None
-    unknown = sorted({f"{{{name}}}" for name in fields} - {f"{{{p}}}" for p in PLACEHOLDERS})
-    missing = [f"{{{p}}}" for p in PLACEHOLDERS if p not in fields]
-    if unknown or missing:
-        raise InputError(source, ", ".join(
-            ([f"unknown placeholder {', '.join(unknown)}"] if unknown else [])
-            + ([f"missing placeholder {', '.join(missing)}"] if missing else []))
-            + "; a judge template uses exactly {prompt}, {response_a} and {response_b}")
-    return text
-
-
-def read_template(path: str | None) -> str:
-    """The template in file ``path`` (checked), or :data:`DEFAULT_TEMPLATE` for None."""
-    if path is None:
-        return DEFAULT_TEMPLATE
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "no such template file") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "the template is not UTF-8 text") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read the template ({exc.strerror or exc})") from None
-    return check_template(text, path)
-
-
-def check_llm_judge(name: str, template: str | None = None, trust_remote_code: bool = False) -> None:
+def check_llm_judge(name: str, template: str | None = None, trust_remote_code: bool = False,
+                    mode: JudgeMode = PAIRWISE) -> None:
     """Refuse (InputError) a bad template file, or a model whose config is not a causal LM."""
     from transformers import AutoConfig
 
     from realspo.gguf import resolve_model_path
 
-    read_template(template)
+    read_template(template, mode)
     if name.startswith(("/", ".", "~")) and not Path(name).expanduser().exists():
         raise InputError(name, "no such model directory or .gguf file")
     path = resolve_model_path(name)
@@ -126,24 +92,24 @@ def check_llm_judge(name: str, template: str | None = None, trust_remote_code: b
 
 
 def answer_token_ids(tokenizer, context: str, add_special_tokens: bool,
-                     source: str) -> tuple[str, list[int]]:
-    """``(gap, ids)``: the ids of the tokens "A" and "B" as the next token after ``context +
-    gap``. After a space the answer is "A"; after another character it is " A" (``gap`` ""),
+                     source: str, answers: tuple[str, str] = ANSWERS) -> tuple[str, list[int]]:
+    """``(gap, ids)``: the ids of the ``answers`` tokens ("A" and "B", or "Yes" and "No") as
+    the next token after ``context + gap``. After a space the answer is "A"; after another character it is " A" (``gap`` ""),
     or, for a tokenizer that makes the space a token of its own, "A" after ``gap`` " ".
     InputError if no way makes both letters one token."""
     tries = [("", "")] if context[-1:].isspace() else [("", " "), (" ", "")]  # (gap, lead)
     for gap, lead in tries:
         base = tokenizer(context + gap, add_special_tokens=add_special_tokens)["input_ids"]
         ids = []
-        for letter in ANSWERS:
+        for letter in answers:
             full = tokenizer(context + gap + lead + letter,
                              add_special_tokens=add_special_tokens)["input_ids"]
             if len(full) == len(base) + 1 and full[: len(base)] == base:
                 ids.append(full[-1])
-        if len(ids) == len(ANSWERS):
+        if len(ids) == len(answers):
             return gap, ids
-    raise InputError(source, "the answers 'A' and 'B' are not single tokens after the judge "
-                             "prompt; end the template differently")
+    raise InputError(source, f"the answers {answers[0]!r} and {answers[1]!r} are not single "
+                             "tokens after the judge prompt; end the template differently")
 
 
 def answer_probability(two_logits) -> np.ndarray:
@@ -154,16 +120,19 @@ def answer_probability(two_logits) -> np.ndarray:
 
 
 class LLMJudge:
-    """A causal LM comparing two responses to a prompt (see the module docstring)."""
+    """A causal LM comparing two responses to a prompt, or grading each alone with
+    ``mode=POINTWISE`` (see the module docstring and :mod:`realspo.labels.judge_prompts`)."""
 
     def __init__(self, name: str, *, template: str | None = None, device: str = "auto",
                  dtype: str = "auto", batch_size: int = 16, max_length: int = 1024,
                  progress: bool = True, trust_remote_code: bool = False,
-                 allow_pickle: bool = False) -> None:
+                 allow_pickle: bool = False, mode: JudgeMode = PAIRWISE,
+                 tie_margin: float = 0.0) -> None:
         from realspo.models import load_model, load_tokenizer, pick_device, pick_dtype
 
-        check_llm_judge(name, template, trust_remote_code)
-        self.template = read_template(template)
+        check_llm_judge(name, template, trust_remote_code, mode)
+        self.mode, self.tie_margin = mode, tie_margin
+        self.template = read_template(template, mode)
         self.batch_size, self.max_length, self.progress = batch_size, max_length, progress
         self.device = pick_device(device)
         self.tokenizer = load_tokenizer(name, trust_remote_code=trust_remote_code)
@@ -175,19 +144,28 @@ class LLMJudge:
         accepted = inspect.signature(self.model.forward).parameters
         self._extra = {k: k in accepted for k in ("position_ids", "logits_to_keep")}
         self.gap = ""
-        self.gap, self.answer_ids = answer_token_ids(self.tokenizer, self.render("", "", ""),
-                                                     not self.chat, name)
+        empty = self._render(**dict.fromkeys(mode.placeholders, ""))
+        self.gap, self.answer_ids = answer_token_ids(self.tokenizer, empty, not self.chat, name,
+                                                     mode.answers)
 
     def render(self, prompt: str, response_a: str, response_b: str) -> str:
-        """The judge's input for one order of one pair."""
-        text = self.template.format(prompt=prompt, response_a=response_a, response_b=response_b)
+        """The judge's input for one order of one pair (pairwise mode)."""
+        return self._render(prompt=prompt, response_a=response_a, response_b=response_b)
+
+    def render_single(self, prompt: str, response: str) -> str:
+        """The judge's input for one response (pointwise mode)."""
+        return self._render(prompt=prompt, response=response)
+
+    def _render(self, **slots: str) -> str:
+        text = self.template.format(**slots)
         if not self.chat:
             return text + PLAIN_ANSWER_CUE + self.gap
         return self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
                                                   tokenize=False, add_generation_prompt=True) + self.gap
 
     def p_first(self, texts: Sequence[str]) -> np.ndarray:
-        """(M,) P("A") over {"A", "B"} as the next token after each text (batched, left-padded)."""
+        """(M,) P(first answer) over the mode's two answers ("A"/"B", "Yes"/"No") as the next
+        token after each text (batched, left-padded)."""
         import torch
         from tqdm.auto import tqdm
 
@@ -201,7 +179,7 @@ class LLMJudge:
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))  # less padding
         out = np.empty(len(encoded))
         pad = self.tokenizer.pad_token_id
-        with torch.inference_mode(), tqdm(total=len(encoded), desc="judge (llm, both orders)",
+        with torch.inference_mode(), tqdm(total=len(encoded), desc=f"judge (llm, {self.mode.name})",
                                           unit="input", disable=not self.progress) as bar:
             for lo in range(0, len(order), self.batch_size):
                 rows = order[lo:lo + self.batch_size]
@@ -221,6 +199,10 @@ class LLMJudge:
         return out
 
     def compare(self, prompts: Sequence[str], responses_a: Sequence[str],
-                responses_b: Sequence[str]) -> Comparison:
-        """P(A preferred) for each pair, asked in both orders."""
+                responses_b: Sequence[str]) -> Verdicts:
+        """P(A preferred) for each pair, asked in both orders; or, pointwise, each response's
+        P("Yes") and the pair's preference from their difference."""
+        if self.mode is not PAIRWISE:
+            return grade_pairs(self.p_first, self.render_single, prompts, responses_a,
+                               responses_b, self.tie_margin)
         return compare_both_orders(self.p_first, self.render, prompts, responses_a, responses_b)

@@ -1,7 +1,8 @@
 """Outcomes of pairs and the preference rows they give.
 
 Every label source produces one *outcome* per annotation pair, ``"A"``, ``"B"``, ``"tie"`` or
-``"skip"`` (``"unanswered"`` for a human task left blank): from scores already present
+``"skip"`` (``"unanswered"`` for a human task left blank, ``"unparseable"`` for a served
+judge's reply that named no response): from scores already present
 (:func:`pair_scores` + :func:`outcome_of`), from a judge's rewards (:func:`judge_pairs`), from
 a pairwise judge's comparison (:func:`compare_pairs`), from
 annotators (:mod:`realspo.labels.annotation`) or from the simulated annotator
@@ -20,7 +21,7 @@ import numpy as np
 
 from realspo.labels.annotator import label_errors
 from realspo.labels.judges import Judge
-from realspo.labels.pairwise import Comparison, PairwiseJudge
+from realspo.labels.pairwise import PairwiseJudge, Verdicts
 from realspo.schema import AnnotationPair, preference_row
 from realspo.sources import finite_float
 
@@ -65,7 +66,7 @@ def judge_pairs(judge: Judge, pairs: Sequence[AnnotationPair]) -> np.ndarray:
     return np.asarray(rewards, dtype=np.float64).reshape(2, len(pairs)).T
 
 
-def compare_pairs(judge: PairwiseJudge, pairs: Sequence[AnnotationPair]) -> tuple[np.ndarray, Comparison]:
+def compare_pairs(judge: PairwiseJudge, pairs: Sequence[AnnotationPair]) -> tuple[np.ndarray, Verdicts]:
     """A pairwise judge's verdicts on the pairs (both orders, one call) and (N, 2) scores of
     (A, B): the probabilities that each is preferred, ``(p_a, 1 - p_a)``."""
     comparison = judge.compare([p.prompt for p in pairs], [p.response_a for p in pairs],
@@ -82,6 +83,8 @@ class LabelReport:
     tied: int
     skipped: int
     unanswered: int = 0
+    unparseable: int = 0  # a served judge's replies that named no response
+    contested: int = 0  # several annotators who did not settle the pair (see labels.aggregate)
     oracle_compared: int = 0  # labeled pairs the oracle orders (not an oracle tie)
     label_errors: int = 0
     label_error_rate: float | None = None
@@ -89,7 +92,9 @@ class LabelReport:
 
     def summary(self) -> str:
         text = (f"labeled {self.labeled} of {self.pairs} pairs (tied {self.tied}, skipped "
-                f"{self.skipped}" + (f", unanswered {self.unanswered}" if self.unanswered else "") + ")")
+                f"{self.skipped}" + (f", unanswered {self.unanswered}" if self.unanswered else "")
+                + (f", unparseable {self.unparseable}" if self.unparseable else "")
+                + (f", contested {self.contested}" if self.contested else "") + ")")
         if self.judge_bias is not None:
             text += f"; judge {self.judge_bias}"
         if self.label_error_rate is not None:
@@ -110,14 +115,17 @@ def _finished(pair: AnnotationPair, chosen: int, rejected: int) -> dict[str, boo
 
 def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label_source: str,
                  scores: np.ndarray | None = None,
-                 oracle: np.ndarray | None = None) -> tuple[list[dict[str, Any]], LabelReport]:
+                 oracle: np.ndarray | None = None,
+                 columns: Sequence[dict[str, Any]] | None = None
+                 ) -> tuple[list[dict[str, Any]], LabelReport]:
     """Preference rows for the pairs labeled A or B, and the counts.
 
     ``scores``/``oracle``: optional (N, 2) rewards of (A, B) from the label source / an oracle;
     they become ``chosen_score``/``rejected_score`` and ``oracle_chosen``/``oracle_rejected``
-    (+ ``label_error``: True, False, or None on an oracle tie).
+    (+ ``label_error``: True, False, or None on an oracle tie). ``columns``: per pair, more
+    preference columns (``n_annotators``, ``agreement``, ``confidence`` of aggregated answers).
     """
-    rows, counts = [], {"tie": 0, "skip": 0, "unanswered": 0}
+    rows, counts = [], {"tie": 0, "skip": 0, "unanswered": 0, "unparseable": 0, "contested": 0}
     errors = compared = 0
     for n, (pair, outcome) in enumerate(zip(pairs, outcomes, strict=True)):
         if outcome not in ("A", "B"):
@@ -140,7 +148,9 @@ def labeled_rows(pairs: Sequence[AnnotationPair], outcomes: Sequence[str], label
             chosen_score=None if scores is None else float(scores[n, c]),
             rejected_score=None if scores is None else float(scores[n, r]),
             similarity=pair.meta.get("similarity"), strategy=pair.meta.get("strategy"),
-            label_source=label_source, **judged, **_finished(pair, c, r)))
+            label_source=label_source, **judged, **_finished(pair, c, r),
+            **(columns[n] if columns is not None else {})))
     report = LabelReport(len(pairs), len(rows), counts["tie"], counts["skip"], counts["unanswered"],
-                         compared, errors, errors / compared if compared else None)
+                         counts["unparseable"], counts["contested"], compared, errors,
+                         errors / compared if compared else None)
     return rows, report

@@ -14,8 +14,10 @@ similarity of responses ``i`` and ``j`` is the cosine of their embeddings,
   ``easy`` pair;
 * ``random``: a seeded, uniformly random pair among the prompt's valid pairs.
 
-Beyond REAL (``/work/shared/METHODS.md``, "Selection beyond REAL"), strategies that read
-per-response scores computed outside this layer and passed in as arrays:
+Beyond REAL, strategies that choose pairs by what a model already believes (implicit-reward
+margins, reward-model scores) or by the information a pair adds to the whole labelled set
+(D-optimal design). They read per-response scores computed outside this layer
+(:mod:`realspo.pipeline.candidate_scores`) and passed in as arrays:
 
 * ``margin`` (Yang et al., arXiv 2406.17312): with ``rho_i = beta (log pi(y_i|x) -
   log pi_ref(y_i|x))`` (``implicit_rewards``), the implicit-reward margin of a pair is
@@ -51,7 +53,7 @@ embeddings is ever copied, so memory-mapped arrays far larger than RAM work.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -63,8 +65,7 @@ if TYPE_CHECKING:
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget, resolve_budget
 from realspo.selection.design import DesignCandidates, select_design
-from realspo.selection.pickers import (  # noqa: F401  (re-exported: the REAL pickers' old home)
-    TIE_TOLERANCE,
+from realspo.selection.pickers import (
     Chunk,
     abs_margin_key,
     cosine_matrices,
@@ -232,7 +233,34 @@ def select_pairs(
     ``design_ridge`` (lambda > 0) and ``pairs_per_prompt`` (N >= 1; a budget then counts
     pairs, a fraction is of the eligible prompts times N) apply to ``design`` only.
     """
-    import torch
+    chosen, sizes, keys, extra = _checked_inputs(embeddings, group_sizes, strategy, budget, response_keys,
+                                                 implicit_rewards, rewards, pairs_per_prompt)
+    n_groups = len(sizes)
+    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+    # Pair choice per group, drawn once in group order so it does not depend on chunking.
+    rng = np.random.default_rng(seed)
+    uniforms = rng.random(n_groups)
+    design = DesignCandidates(embeddings, sizes, starts, design_ridge, pairs_per_prompt,
+                              seed) if chosen.joint else None
+    picks = _PerPrompt.empty(n_groups)
+    for groups, block, rows, sim, valid in _similarity_chunks(embeddings, sizes, starts, keys):
+        picks.all_similarities.append(sim[valid].numpy())
+        picks.eligible[groups] = valid.flatten(1).any(-1).numpy()
+        scores = _chunk_scores(chosen, extra, rows)
+        if design is not None:
+            design.add(groups, block, sim, valid, scores["implicit_rewards"])
+        else:
+            _pick_in_chunk(chosen, picks, groups, sim, valid, uniforms, scores)
+    return _rank_and_keep(chosen, picks, design, budget, rng, embeddings, starts)
+
+
+def _checked_inputs(embeddings: np.ndarray, group_sizes: Sequence[int], strategy: str,
+                    budget: int | float | str | None, response_keys: np.ndarray | None,
+                    implicit_rewards: np.ndarray | None, rewards: np.ndarray | None,
+                    pairs_per_prompt: int
+                    ) -> tuple[Strategy, np.ndarray, np.ndarray | None, dict[str, np.ndarray | None]]:
+    """The arguments of :func:`select_pairs`, checked before any work: the strategy, the group
+    sizes (G,), the response keys (N,) or None, and the per-response scores by input name."""
     chosen = get_strategy(strategy)
     sizes = np.asarray(group_sizes, dtype=np.int64)
     if embeddings.ndim != 2:
@@ -254,21 +282,18 @@ def select_pairs(
         raise ConfigError(f"--pairs-per-prompt applies only to --strategy design, not {strategy}")
     if budget is not None:
         parse_budget(budget)  # fail on a malformed budget before any work
-    n_groups, dim = len(sizes), embeddings.shape[1]
-    starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    # Pair choice per group, drawn once in group order so it does not depend on chunking.
-    rng = np.random.default_rng(seed)
-    uniforms = rng.random(n_groups)
-    design = DesignCandidates(embeddings, sizes, starts, design_ridge, pairs_per_prompt,
-                              seed) if chosen.joint else None
+    return chosen, sizes, keys, extra
 
-    pair_a = np.zeros(n_groups, dtype=np.int64)
-    pair_b = np.zeros(n_groups, dtype=np.int64)
-    pair_sim = np.zeros(n_groups, dtype=np.float64)
-    pair_key = np.zeros(n_groups, dtype=np.float64)
-    eligible = np.zeros(n_groups, dtype=bool)
-    all_sims: list[np.ndarray] = []
 
+def _similarity_chunks(embeddings: np.ndarray, sizes: np.ndarray, starts: np.ndarray,
+                       keys: np.ndarray | None) -> Iterator[tuple]:
+    """The groups with K >= 2 responses, bucketed by K and a chunk of C groups at a time (at
+    most :data:`CHUNK_ELEMENTS` embedding floats copied): yields the chunk's group indices (C,),
+    embeddings (C, K, D), flattened row indices (C, K), cosine matrices (C, K, K) and candidate
+    pairs (C, K, K) bool: ``i < j`` and distinct texts."""
+    import torch
+
+    dim = embeddings.shape[1]
     for k in np.unique(sizes[sizes >= 2]):
         k = int(k)
         members = np.flatnonzero(sizes == k)
@@ -292,43 +317,73 @@ def select_pairs(
             if keys is not None:
                 kk = torch.from_numpy(keys[rows])
                 valid = valid & (kk[:, :, None] != kk[:, None, :])
-            ok = valid.flatten(1).any(-1)
-            all_sims.append(sim[valid].numpy())
-            eligible[groups] = ok.numpy()
-            scores = {name: None if v is None or not chosen.uses(name) else torch.from_numpy(v[rows])
-                      for name, v in extra.items()}
-            if design is not None:
-                design.add(groups, block, sim, valid, scores["implicit_rewards"])
-                continue
-            context = Chunk(sim, valid, torch.from_numpy(uniforms[groups]), **scores)
-            key = chosen.key(context)
-            pair = chosen.pick_per_prompt(key, valid, context.u)  # type: ignore[misc]
-            chosen_sim = sim.reshape(len(groups), k * k).gather(1, pair[:, None]).squeeze(1)
-            pair_a[groups] = (pair // k).numpy()
-            pair_b[groups] = (pair % k).numpy()
-            pair_sim[groups] = chosen_sim.double().numpy()
-            pair_key[groups] = key.reshape(len(groups), k * k).gather(1, pair[:, None]).squeeze(1).double().numpy()
+            yield groups, block, rows, sim, valid
 
-    candidates = np.flatnonzero(eligible)
-    n_skipped = n_groups - len(candidates)
+
+def _chunk_scores(chosen: Strategy, extra: dict[str, np.ndarray | None], rows: np.ndarray
+                  ) -> dict[str, torch.Tensor | None]:
+    """The per-response scores the strategy reads, for the chunk's rows (C, K); None otherwise."""
+    import torch
+
+    return {name: None if v is None or not chosen.uses(name) else torch.from_numpy(v[rows])
+            for name, v in extra.items()}
+
+
+@dataclass
+class _PerPrompt:
+    """Each prompt's pick, filled chunk by chunk: the pair ``(pair_a, pair_b)``, its cosine and
+    key, and whether the prompt has two distinct responses; and every candidate pair's cosine."""
+
+    pair_a: np.ndarray
+    pair_b: np.ndarray
+    similarity: np.ndarray
+    key: np.ndarray
+    eligible: np.ndarray
+    all_similarities: list[np.ndarray]
+
+    @classmethod
+    def empty(cls, n_groups: int) -> _PerPrompt:
+        return cls(np.zeros(n_groups, dtype=np.int64), np.zeros(n_groups, dtype=np.int64),
+                   np.zeros(n_groups, dtype=np.float64), np.zeros(n_groups, dtype=np.float64),
+                   np.zeros(n_groups, dtype=bool), [])
+
+
+def _pick_in_chunk(chosen: Strategy, picks: _PerPrompt, groups: np.ndarray, sim: torch.Tensor,
+                   valid: torch.Tensor, uniforms: np.ndarray, scores: dict[str, torch.Tensor | None]) -> None:
+    """The strategy's pair for each prompt of the chunk, written into ``picks``."""
+    import torch
+
+    k = sim.shape[-1]
+    context = Chunk(sim, valid, torch.from_numpy(uniforms[groups]), **scores)
+    key = chosen.key(context)
+    pair = chosen.pick_per_prompt(key, valid, context.u)  # type: ignore[misc]
+    chosen_sim = sim.reshape(len(groups), k * k).gather(1, pair[:, None]).squeeze(1)
+    picks.pair_a[groups] = (pair // k).numpy()
+    picks.pair_b[groups] = (pair % k).numpy()
+    picks.similarity[groups] = chosen_sim.double().numpy()
+    picks.key[groups] = key.reshape(len(groups), k * k).gather(1, pair[:, None]).squeeze(1).double().numpy()
+
+
+def _rank_and_keep(chosen: Strategy, picks: _PerPrompt, design: DesignCandidates | None,
+                   budget: int | float | str | None, rng: np.random.Generator,
+                   embeddings: np.ndarray, starts: np.ndarray) -> Selection:
+    """Rank the eligible prompts' pairs across the dataset and keep the budget (``design``: its
+    joint greedy choice instead)."""
+    candidates = np.flatnonzero(picks.eligible)
+    n_skipped = len(picks.eligible) - len(candidates)
     skipped = {SKIP_FEW_DISTINCT: n_skipped} if n_skipped else {}
-    all_similarities = np.concatenate(all_sims) if all_sims else np.zeros(0, dtype=np.float32)
+    all_similarities = (np.concatenate(picks.all_similarities) if picks.all_similarities
+                        else np.zeros(0, dtype=np.float32))
     if design is not None:
         kept, index_a, index_b, gains = select_design(design, budget, len(candidates))
         return Selection(kept, index_a, index_b, _pair_cosines(embeddings, starts, kept, index_a, index_b),
                          all_similarities, skipped, gains)
     n_keep = resolve_budget(budget, len(candidates))
-    order = chosen.rank_across_dataset(pair_key[candidates], rng)  # type: ignore[misc]
+    order = chosen.rank_across_dataset(picks.key[candidates], rng)  # type: ignore[misc]
     kept = candidates[order[:n_keep]]
-    return Selection(
-        group_index=kept,
-        index_a=pair_a[kept],
-        index_b=pair_b[kept],
-        similarity=pair_sim[kept],
-        all_similarities=all_similarities,
-        skipped=skipped,
-        key=pair_key[kept],
-    )
+    return Selection(group_index=kept, index_a=picks.pair_a[kept], index_b=picks.pair_b[kept],
+                     similarity=picks.similarity[kept], all_similarities=all_similarities,
+                     skipped=skipped, key=picks.key[kept])
 
 
 def _pair_cosines(embeddings: np.ndarray, starts: np.ndarray, groups: np.ndarray,

@@ -51,10 +51,6 @@ class KeyPhrase:
     score: float
     spans: tuple[tuple[int, int], ...]
 
-    @property
-    def num_words(self) -> int:
-        return len(self.text.split())
-
 
 @lru_cache(maxsize=1)
 def stopwords() -> frozenset[str]:

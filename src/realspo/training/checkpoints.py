@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from realspo.errors import ConfigError, InputError
 from realspo.training.state_files import (
@@ -115,6 +114,8 @@ def check_supported(accelerator: Any, *, saving: bool, resuming: bool) -> None:
 
 def rng_state() -> dict[str, Any]:
     """This process's generator states: Python ``random``, numpy, torch CPU and CUDA."""
+    import torch  # here: `train` checks its run directory (this module) before torch loads
+
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {"python": random.getstate(),
                              "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached)),
@@ -125,6 +126,8 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
     name, keys, pos, has_gauss, cached = state["numpy"]
     np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
     random.setstate(state["python"])

@@ -10,7 +10,7 @@
    of whole pairs (:mod:`realspo.training.passes`); accelerate does gradient accumulation,
    mixed precision, DDP / FSDP / DeepSpeed;
 5. write metrics, checkpoints (:mod:`realspo.training.checkpoints`: safetensors and JSON,
-   no pickle) and the exported model (:mod:`realspo.training.outputs`).
+   no pickle) and the exported model (:mod:`realspo.training.run_dir`).
 
 The step-0 metrics record is the first micro-batch, measured before any update: with a fresh
 policy equal to its reference, ``loss`` there is the loss at zero margin (log 2 for ``sigmoid``).
@@ -41,7 +41,6 @@ from realspo.training.checkpoints import (
     restore_checkpoint,
     save_checkpoint,
 )
-from realspo.training.config import TrainConfig, default_cache_dir
 from realspo.training.metrics import (
     BATCH_METRICS,
     METRIC_KEYS,
@@ -49,7 +48,8 @@ from realspo.training.metrics import (
     metric_record,
     peak_memory_mb,
 )
-from realspo.training.outputs import (
+from realspo.training.passes import pass_budget, run_passes
+from realspo.training.run_dir import (
     METRICS,
     MetricsLog,
     RunStart,
@@ -59,10 +59,10 @@ from realspo.training.outputs import (
     export_model,
     write_run_config,
 )
-from realspo.training.passes import pass_budget, run_passes
 from realspo.training.sharding import make_accelerator
 from realspo.training.step import StepResult, build_model, check_finite, forward_batch
 from realspo.training.trackers import end_trackers, start_trackers, tracker_values
+from realspo.training.train_config import TrainConfig, default_cache_dir
 
 log = logging.getLogger(__name__)
 

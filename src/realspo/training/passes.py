@@ -31,9 +31,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from realspo.training.config import BatchSettings
 from realspo.training.metrics import Metrics
 from realspo.training.step import StepResult, forward_pass, variant_batch
+from realspo.training.train_config import BatchSettings
 
 # SmolLM2-135M LoRA, batch 4 of ~260-token pairs, peak RSS of the whole run: one pass 4.2 GB,
 # 512 tokens 2.6 GB, 256 (one pair a pass there) 2.1 GB, at the same seconds per step

@@ -33,8 +33,8 @@ from typing import Any
 import torch
 
 from realspo.errors import ConfigError
-from realspo.training.config import TrainConfig, mixed_precision
 from realspo.training.trackers import tracker_options
+from realspo.training.train_config import TrainConfig, mixed_precision
 
 log = logging.getLogger(__name__)
 

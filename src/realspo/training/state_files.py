@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # torch in the functions: `train` checks a run directory before loading it
+    import torch
 
 TENSOR, TUPLE, ITEMS = "$tensor", "$tuple", "$items"
 
 
 def encode(obj: Any, tensors: dict[str, torch.Tensor], name: str = "") -> Any:
     """The JSON-able form of ``obj``; its tensors are moved (on the CPU) into ``tensors``."""
+    import torch
+
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj
     if isinstance(obj, torch.Tensor):

@@ -40,7 +40,6 @@ from realspo.chat_format import PromptFormat
 from realspo.errors import ConfigError, TrainingDiverged
 from realspo.spo.head import DegreeHead, degree_loss, pool_hidden, pool_positions
 from realspo.spo.variants import num_classes, plan_variants
-from realspo.training.config import BatchSettings, TrainConfig
 from realspo.training.logprobs import (
     grouped_hidden_states,
     last_hidden_states,
@@ -57,6 +56,7 @@ from realspo.training.prefix_tree import (
     sharing_unsupported,
 )
 from realspo.training.tokenization import collate, tokenize_response
+from realspo.training.train_config import BatchSettings, TrainConfig
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ that keep local files keep them in ``OUT/runs`` (TensorBoard: ``OUT/runs/realspo
 A tracker named but not installed stops the run at its start: accelerate would silently
 leave it out.
 
-Torch-free at import: :class:`realspo.training.config.TrainConfig` checks ``--report-to`` with it.
+Torch-free at import: :class:`realspo.training.train_config.TrainConfig` checks ``--report-to`` with it.
 """
 
 from __future__ import annotations

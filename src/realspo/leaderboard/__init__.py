@@ -1,0 +1,1 @@
+"""``realspo leaderboard``: every registered selection strategy on the proving ground, one round and several."""

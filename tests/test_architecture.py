@@ -23,6 +23,7 @@ LAYERS: list[set[str]] = [
     {"formats", "spo", "proving_ground", "served"},
     {"generation", "embeddings", "selection"},
     {"labels"},
+    {"annotate"},
     {"training"},
     {"evaluation"},
     {"pipeline"},                         # select and rounds: pipelines that span stages

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo leaderboard test test-served test-label-studio lint bench docs
+.PHONY: install demo leaderboard test test-browser test-served test-label-studio lint bench docs
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,15 @@ leaderboard: install
 
 test: install
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+# The labeling page in a real headless Chromium (Debian's chromium + chromium-driver; Selenium
+# Manager cannot download a browser here). Installs them when missing; a missing browser then
+# fails the tests instead of skipping them.
+test-browser: install
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+		SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; fi
+	REALSPO_REQUIRE_BROWSER=1 HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests/test_annotate_browser.py
 
 # The real-server tests (tests/test_served_llama.py, the served judge of
 # tests/test_registry_judges.py): llama.cpp's OpenAI-compatible server in its own venv. The

@@ -14,7 +14,9 @@ What runs (all in-process, one model):
   MFU = tokens/s x FLOPs per token / ceiling, FLOPs per token ``6 N`` for a full fine-tune and
   ``4 N`` with LoRA (no weight gradients for the frozen base), N the model's weights;
   reference log-probs are computed before training and not timed;
-- SPO: the same LoRA run with ``--spo`` (default settings): step time over the plain DPO step's;
+- SPO: the same LoRA run with ``--spo`` at its defaults and with every level
+  (``--spo-sample-levels`` all): step time and peak memory (``torch.cuda.max_memory_allocated``
+  over the run, reset before it) over the plain DPO LoRA run's;
 - embedding: :func:`realspo.embeddings.embed.embed_with_causal_lm` (conditioned), ``2 N_body``
   FLOPs per token;
 - generation: ``realspo generate``'s loop against ``model.generate`` (``bench_generation.py``),
@@ -101,9 +103,10 @@ def weights(model: Any, body_only: bool = False) -> int:
 
 
 def train_run(args: argparse.Namespace, data: Path, work: Path, name: str, **options: Any
-              ) -> dict[str, float]:
-    """One in-process ``realspo train``: median seconds per optimizer step (after the first two)
-    and tokens/s from its metrics."""
+              ) -> dict[str, float | None]:
+    """One in-process ``realspo train``: median seconds per optimizer step (after the first two),
+    tokens/s from its metrics, and its peak ``torch.cuda.max_memory_allocated`` in bytes (None
+    off CUDA)."""
     from realspo.training.loop import train
     from realspo.training.run_dir import read_metrics
     from realspo.training.train_config import TrainConfig
@@ -114,12 +117,24 @@ def train_run(args: argparse.Namespace, data: Path, work: Path, name: str, **opt
                       max_length=args.max_length, max_steps=args.steps, logging_steps=1,
                       eval_fraction=0.0, dtype=args.dtype, lr=1e-5, overwrite=True, **options)
     cfg.validate()
+    cuda = torch.cuda.is_available() and torch.device(args.device).type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
     train(cfg, on_batch=lambda step, _: stamps.append(time.perf_counter()))
+    peak = float(torch.cuda.max_memory_allocated()) if cuda else None
     steps = np.diff(stamps)[2:] if len(stamps) > 3 else np.diff(stamps)
     rates = [r["tokens_per_second"] for r in read_metrics(work / name / "metrics.jsonl")
              if r.get("step", 0) >= 3 and "tokens_per_second" in r]
     return {"step_s": float(statistics.median(steps)) if len(steps) else float("nan"),
-            "tokens_per_s": float(statistics.median(rates)) if rates else float("nan")}
+            "tokens_per_s": float(statistics.median(rates)) if rates else float("nan"), "peak_bytes": peak}
+
+
+SPO_RUNS = {"spo": {}, "spo all levels": {"spo_sample_levels": None}}  # results key: extra options
+
+
+def _gib(n: float | None) -> str:
+    return f"{n / 2**30:.2f} GiB" if n else "-"
 
 
 def embedding_run(model: Any, tokenizer: Any, n: int, batch_size: int, device: torch.device
@@ -303,9 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             r["mfu"] = r["tokens_per_s"] * per_token * n_all / (peak * 1e12)
             results[f"train {name}"] = r
             print(f"train {name}: {r}", flush=True)
-        spo = train_run(args, data, work, "spo", lora_r=16, spo=True)
-        results["spo"] = {**spo, "overhead": spo["step_s"] / results["train LoRA r=16"]["step_s"]}
-        print(f"SPO: {results['spo']}", flush=True)
+        dpo = results["train LoRA r=16"]
+        for key, options in SPO_RUNS.items():
+            spo = train_run(args, data, work, key, lora_r=16, spo=True, **options)
+            memory = spo["peak_bytes"] / dpo["peak_bytes"] if spo["peak_bytes"] and dpo["peak_bytes"] else None
+            results[key] = {**spo, "overhead": spo["step_s"] / dpo["step_s"], "memory": memory}
+            print(f"{key}: {results[key]}", flush=True)
 
         seconds, tokens = embedding_run(model, tokenizer, args.embed_texts, 2 * args.batch_size, device)
         results["embedding"] = {"tokens_per_s": tokens / seconds,
@@ -323,8 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(["benchmark", "result", "MFU / ratio"], [
         *[[k, f"{v['tokens_per_s']:.0f} tokens/s, {v['step_s']:.3f} s/step", f"{v['mfu']:.1%}"]
           for k, v in results.items() if k.startswith("train ")],
-        ["SPO (LoRA, defaults) over DPO", f"{results['spo']['step_s']:.3f} s/step",
-         f"{results['spo']['overhead']:.2f}x"],
+        *[[f"SPO (LoRA, {label}) over DPO", f"{results[key]['step_s']:.3f} s/step, peak "
+           f"{_gib(results[key]['peak_bytes'])} (DPO {_gib(results['train LoRA r=16']['peak_bytes'])})",
+           f"{results[key]['overhead']:.2f}x step time, "
+           + (f"{results[key]['memory']:.2f}x peak memory" if results[key]["memory"] else "peak memory -")]
+          for key, label in (("spo", "defaults"), ("spo all levels", "all levels"))],
         ["embedding (conditioned)", f"{results['embedding']['tokens_per_s']:.0f} tokens/s",
          f"{results['embedding']['mfu']:.1%}"],
         ["generation: realspo / model.generate",

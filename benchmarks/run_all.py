@@ -25,7 +25,9 @@ SMOLLM2_ARGS = {
     "training": ["--model", "smollm2", "--pairs", "32", "--configs", "lora,full", "--thread-counts", "1",
                  "--repeats", "2", "--section", "training_smollm2_prefix"],
     "spo": ["--model", "smollm2", "--lora-r", "16", "--pairs", "32", "--repeats", "2", "--threads", "1",
-            "--configs", "DPO,DPO+SPO (defaults),DPO (no prefix sharing),DPO+SPO (defaults; no prefix sharing)"],
+            "--configs", "DPO,DPO+SPO (defaults),DPO+SPO (all levels),DPO+SPO (defaults; one pass: before),"
+            "DPO+SPO (all levels; one pass: before),DPO (no prefix sharing),DPO+SPO (defaults; no prefix sharing),"
+            "DPO+SPO (all levels; no prefix sharing)"],
 }
 
 

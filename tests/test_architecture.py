@@ -18,11 +18,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "realspo"
 # The pipeline order is the architecture (docs/ARCHITECTURE.md).
 LAYERS: list[set[str]] = [
     {"errors", "faults", "__init__"},
-    {"config", "outputs", "processes", "sources", "schema", "models", "gguf", "toy_models"},
-    {"conversations", "chat_format"},
+    {"config", "outputs", "output_lock", "output_paths", "processes", "sources", "schema", "models",
+     "gguf", "toy_models"},
+    {"conversations", "chat_format", "template_sandbox"},
     {"formats", "spo", "proving_ground", "served"},
     {"generation", "embeddings", "selection"},
     {"labels"},
+    {"annotate"},
     {"training"},
     {"evaluation"},
     {"pipeline"},                         # select and rounds: pipelines that span stages

@@ -26,7 +26,7 @@ import pytest
 
 from realspo.cli import main
 from realspo.embeddings.embed import save_embeddings
-from realspo.outputs import atomic_dir, write_json, write_rows
+from realspo.outputs import _mark_backup, atomic_dir, write_json, write_rows
 
 OLD_ROWS = [{"prompt": "old", "chosen": "a", "rejected": "b"}]
 NEW_ROWS = [{"prompt": f"new {i}", "chosen": "x" * i, "rejected": "y", "n": [i, 2.5]} for i in range(5)]
@@ -104,10 +104,24 @@ def test_a_directory_swapped_by_two_renames_is_never_lost(tmp_path, monkeypatch)
 def test_a_kill_between_the_two_renames_is_repaired_by_the_next_write(tmp_path):
     out = tmp_path / "report"
     _write_dir(out, {"a.md": "old"}, False)
-    out.rename(tmp_path / ".report.old")  # killed after the first rename of a swap
+    _mark_backup(out)  # killed after the first rename of a swap
+    out.rename(tmp_path / ".report.old")
     with pytest.raises(Exception, match="already exists"):
         _write_dir(out, {"a.md": "new"}, False)  # the old report is back, and protected
     assert (out / "a.md").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["report"]
+
+
+def test_a_foreign_dot_old_directory_is_never_moved_or_deleted(tmp_path):
+    """``.NAME.old`` is the reserved backup name of a swap, but a directory realspo did not
+    put there (a user's ``.report.old/thesis.tex``) is neither moved into ``report`` nor
+    deleted, with or without --overwrite."""
+    foreign = tmp_path / ".report.old"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("my thesis")
+    with pytest.raises(Exception, match="reserved for the backup of report"):
+        _write_dir(tmp_path / "report", {"a.md": "new"}, False)
+    assert not (tmp_path / "report").exists()
+    assert (foreign / "thesis.tex").read_text() == "my thesis"
 
 
 def _interrupt_at_every_point(tmp_path: Path, name: str, write_old: Callable, write_new: Callable) -> None:
@@ -242,4 +256,18 @@ def test_every_command_that_writes_is_covered(tmp_path):
     from realspo.cli import COMMANDS
 
     covered = {case.split()[0] for case in CASES}
-    assert covered | {"spo-preview", "chat"} == set(COMMANDS)  # spo-preview and chat only print
+    # spo-preview and chat only print; annotate resumes its own campaigns and has no --overwrite
+    # (test_annotate_refuses_a_foreign_directory below)
+    assert covered | {"spo-preview", "chat", "annotate"} == set(COMMANDS)
+
+
+def test_annotate_refuses_a_foreign_directory(tmp_path, capsys):
+    pairs = _jsonl(tmp_path / "pairs.jsonl", PAIRS)
+    existing = tmp_path / "campaign"
+    existing.mkdir()
+    (existing / "precious.txt").write_text("precious\n")
+    before = _snapshot(existing)
+    assert main(["annotate", "--pairs", pairs, "--out", str(existing)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(existing) in err[0] and "refusing to replace it" in err[0]
+    assert _snapshot(existing) == before

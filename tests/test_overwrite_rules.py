@@ -108,7 +108,7 @@ def test_a_second_run_on_a_busy_output_is_refused(tmp_path):
 
     out = tmp_path / "run"
     with output_lock(out) as lock:
-        assert lock.read_text().strip() == str(os.getpid())
+        assert lock.read_text().split() == ["realspo-lock", str(os.getpid())]
         with pytest.raises(OutputExistsError, match=f"another run \\(PID {os.getpid()}"):
             with output_lock(out):
                 pass
@@ -127,5 +127,5 @@ def test_a_stale_lock_is_named_and_taken_over(tmp_path, caplog):
     lock = tmp_path / ".run.lock"
     lock.write_text(dead.stdout)
     with caplog.at_level("WARNING"), output_lock(out):
-        assert lock.read_text().strip() == str(os.getpid())
+        assert lock.read_text().split() == ["realspo-lock", str(os.getpid())]
     assert "stale lock" in caplog.text and dead.stdout.strip() in caplog.text

@@ -135,7 +135,8 @@ def test_checkpoint_ignores_and_removes_a_half_written_chunk(tmp_path):
     again.remove_temporaries()
     done = again.load()
     assert sorted(done) == [1, 3] and np.array_equal(done[1], [0.0, 1.0])
-    assert [p.name for p in (tmp_path / "p").iterdir()] == ["chunk-r0-000000.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "p").iterdir()) == [  # the chunk and the marker
+        ".realspo-output.json", "chunk-r0-000000.safetensors"]
 
 
 # --- SIGKILL midway, then --resume --------------------------------------------------------------

@@ -42,6 +42,7 @@ from typing import Any
 
 from realspo.conversations import HH_ASSISTANT, ROLE_LABELS, prompt_from_turns
 from realspo.errors import ConfigError
+from realspo.template_sandbox import render_guarded
 
 CHAT_TEMPLATE_MODES = ("auto", "on", "off")
 CHAT_TEMPLATE_HELP = ("render prompts with the tokenizer's chat template: auto (if it has one), on "
@@ -112,8 +113,10 @@ class PromptFormat:
     # -- text ------------------------------------------------------------------------------
 
     def _render(self, messages: list[dict[str, str]], generation: bool = False) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False,
-                                                  add_generation_prompt=generation)
+        # the template is the model's code: sandboxed, with a time and an output limit
+        return render_guarded(lambda: self.tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=generation),
+            getattr(self.tokenizer, "name_or_path", "") or "the tokenizer")
 
     @cached_property
     def _generation_prompt(self) -> str:

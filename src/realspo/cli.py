@@ -37,6 +37,8 @@ COMMANDS = {
                                 "embeddings first)"),
     "label": Command("label", "label pairs: from scores, a reward model, an LLM judge, human "
                               "annotators (export/import) or a simulated annotator"),
+    "annotate": Command("annotate", "serve a labeling page for a small team: one link per "
+                                    "annotator, labels journaled for label --annotations"),
     "train": Command("train", "train a causal LM on preference pairs (the DPO family of losses, "
                               "see --loss; optionally + SPO)"),
     "rounds": Command("rounds", "multi-round active labeling: R rounds of generate -> select -> "

@@ -34,7 +34,11 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *, flag: str | No
     """A dataclass field with its command-line help. ``default=MISSING`` makes it required.
 
     ``path="input"`` or ``path="output"`` declares a file or directory the command reads or
-    writes: :func:`resolve` refuses an output that is, contains or lies inside an input.
+    writes: :func:`resolve` refuses an output that is, contains or lies inside an input (an
+    input may be a value naming a model, ``llm:PATH``: see
+    :func:`realspo.output_paths.local_input_path`). A config whose class has a
+    ``reserved_paths()`` method (``{description: path}``: the names it derives for itself,
+    such as a progress sidecar) has those checked against the inputs too.
     """
     if path is not None and path not in PATH_ROLES:
         raise ValueError(f"path must be one of {PATH_ROLES}, got {path!r}")
@@ -244,7 +248,13 @@ def resolve(cls: type[T], args: argparse.Namespace | dict[str, Any] | None = Non
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         validate()
-    check_outputs_apart(declared_paths(cfg, "input"), declared_paths(cfg, "output"))
+    inputs = declared_paths(cfg, "input")
+    if config_file:
+        inputs["--config"] = str(config_file)
+    outputs = declared_paths(cfg, "output")
+    check_outputs_apart({}, outputs)  # an empty or duplicated output, before deriving names from it
+    reserved = getattr(cfg, "reserved_paths", None)
+    check_outputs_apart(inputs, outputs, reserved() if callable(reserved) else None)
     return cfg
 
 
@@ -253,7 +263,8 @@ def declared_paths(cfg: Any, role: str) -> dict[str, str]:
     found = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.metadata.get("path") == role and value not in (None, ""):
+        empty_output = role == "output" and isinstance(value, str) and not value.strip()
+        if f.metadata.get("path") == role and (value not in (None, "") or empty_output):
             flag = f.metadata.get("flag") or "--" + f.name.replace("_", "-")
             for i, item in enumerate(value if isinstance(value, list) else [value]):
                 found[flag if not isinstance(value, list) else f"{flag}[{i}]"] = str(item)

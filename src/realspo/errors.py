@@ -38,5 +38,18 @@ class OutputExistsError(RealspoError):
                          f"{path}: already exists; pass --overwrite to replace it")
 
 
+class WriteFailed(RealspoError, OSError):
+    """The environment failed a write (a full disk, a quota, a file-size limit): one line
+    naming the file. Still an ``OSError``, for callers that catch those."""
+
+    def __init__(self, path: str, reason: OSError) -> None:
+        self.message = f"{path}: cannot be written ({reason.strerror or reason})"
+        RealspoError.__init__(self, self.message)
+        self.errno, self.filename = reason.errno, path
+
+    def __str__(self) -> str:  # (OSError's own would print "[Errno 28] None: PATH")
+        return self.message
+
+
 class TrainingDiverged(RealspoError):
     """A non-finite loss stopped training; the last good checkpoint is kept."""

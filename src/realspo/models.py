@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from realspo.errors import InputError
+from realspo.errors import ConfigError, InputError
 from realspo.gguf import resolve_model_path
 
 if TYPE_CHECKING:
@@ -29,12 +30,56 @@ def pick_device(device: str | None = None) -> torch.device:
     import torch  # in the functions, not at the top: `realspo CMD --help` imports this module
 
     if device and device != "auto":
-        return torch.device(device)
+        return check_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def check_device(device: str | None) -> torch.device | None:
+    """The ``torch.device`` that ``--device`` names, refused (one line) unless this machine's
+    torch has it: ``cuda`` on a build without CUDA or without that GPU, ``mps`` off Apple,
+    ``tpu`` or a misspelling anywhere. ``auto`` / None: None (pick the best later).
+
+    Args:
+        device: the option's value.
+
+    Returns:
+        The device, or None for ``auto``.
+    """
+    import torch
+
+    if not device or device == "auto":
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ConfigError(f"--device {device}: not a device name; expected auto, cpu, cuda, "
+                          "cuda:N or mps") from None
+    if dev.type == "cpu":
+        return dev
+    if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: this torch has no CUDA device "
+                              f"(torch {torch.__version__}); use --device cpu or auto")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {device}: only {count} CUDA device(s) here (0..{count - 1})")
+        return dev
+    if dev.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if not (mps and mps.is_available()):
+            raise ConfigError(f"--device {device}: MPS (Apple GPUs) is not available here; "
+                              "use --device cpu or auto")
+        return dev
+    backend = getattr(torch, dev.type, None)
+    available = getattr(backend, "is_available", None)
+    if callable(available) and available():
+        return dev
+    raise ConfigError(f"--device {device}: torch has no usable {dev.type} device here; expected "
+                      "auto, cpu, cuda, cuda:N or mps")
 
 
 def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
@@ -55,13 +100,72 @@ def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
 MAX_SAFETENSORS_HEADER = 100 << 20  # the limit safetensors itself enforces
 
 
+# Beyond any model that exists (the largest vocabularies are ~256k, widths ~16k, depths ~200):
+# a config.json past these is forged or broken, and would ask for terabytes before failing.
+CONFIG_LIMITS = {"vocab_size": 1 << 22, "hidden_size": 1 << 17, "intermediate_size": 1 << 19,
+                 "num_hidden_layers": 4096, "num_attention_heads": 1 << 14,
+                 "num_key_value_heads": 1 << 14, "max_position_embeddings": 1 << 24,
+                 "n_embd": 1 << 17, "n_layer": 4096, "n_head": 1 << 14, "n_positions": 1 << 24}
+MAX_CONFIG_BYTES = 16 << 20
+
+
+def check_model_config(directory: Path, headers: list[dict[str, Any]] | None) -> None:
+    """Refuse a ``config.json`` whose sizes are absurd, or larger than its weights can be.
+
+    A config declaring ``vocab_size`` 2e9 and ``hidden_size`` 65536 makes transformers try to
+    allocate an embedding of 10^14 numbers before any weight is read. Each size must be a
+    positive integer under :data:`CONFIG_LIMITS`; with safetensors ``headers`` (one dict per
+    file), the embedding the config implies (vocab x hidden) must fit in the weights, and the
+    vocabulary and width must each be a dimension of some weight tensor.
+
+    Args:
+        directory: the model directory (its ``config.json`` is read).
+        headers: the parsed safetensors headers, or None when the weights are pickles.
+    """
+    file = directory / "config.json"
+    try:
+        if file.stat().st_size > MAX_CONFIG_BYTES:
+            raise InputError(str(file), f"larger than {MAX_CONFIG_BYTES >> 20} MiB; not a model config")
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:
+        raise InputError(str(file), f"not a readable JSON model config ({exc})") from None
+    if not isinstance(config, dict):
+        raise InputError(str(file), "not a model config: expected a JSON object")
+    sizes = {}
+    for key, limit in CONFIG_LIMITS.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 < value <= limit:
+            raise InputError(str(file), f"expected a positive integer of at most {limit}, got "
+                                        f"{str(value)[:40]}", field=key)
+        sizes[key] = value
+    if not headers:
+        return
+    shapes = [tuple(entry.get("shape") or ()) for header in headers for name, entry in header.items()
+              if name != "__metadata__" and isinstance(entry, dict)]
+    total = sum(math.prod(int(d) for d in shape) for shape in shapes)
+    dims = {int(d) for shape in shapes for d in shape}
+    vocab, hidden = sizes.get("vocab_size"), sizes.get("hidden_size") or sizes.get("n_embd")
+    if vocab and hidden and vocab * hidden > total:
+        raise InputError(str(file), f"declares vocab_size {vocab} x hidden size {hidden} = "
+                                    f"{vocab * hidden} embedding weights, but the weights hold "
+                                    f"{total} numbers in all")
+    for key, value in (("vocab_size", vocab), ("hidden_size", hidden)):
+        if value and dims and value not in dims:
+            raise InputError(str(file), f"{value} is no dimension of any weight tensor (the "
+                                        "weights belong to another model)", field=key)
+
+
 def check_safetensors_files(directory: Path) -> Path:
     """Refuse (InputError naming the file) a ``*.safetensors`` file in ``directory`` whose
     header is forged or torn: a length past the end of the file or over 100 MiB, or not a JSON
-    object. The loader would fail on it with an error that names no file. Returns
+    object. The loader would fail on it with an error that names no file. Then the directory's
+    ``config.json`` is checked against the headers (:func:`check_model_config`). Returns
     ``directory`` (anything that is not a directory is not checked)."""
     if not directory.is_dir():
         return directory
+    headers: list[dict[str, Any]] = []
     for file in sorted(directory.glob("*.safetensors")):
         try:
             size = file.stat().st_size
@@ -81,6 +185,9 @@ def check_safetensors_files(directory: Path) -> Path:
                                         "JSON") from None
         if not isinstance(header, dict):
             raise InputError(str(file), "not a safetensors file: its header is not a JSON object")
+        headers.append(header)
+    if (directory / "config.json").is_file():
+        check_model_config(directory, headers)
     return directory
 
 

@@ -15,11 +15,18 @@ import math
 import os
 import secrets
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from realspo.errors import ConfigError, OutputExistsError, RealspoError
+from realspo.errors import OutputExistsError, RealspoError, WriteFailed
+from realspo.output_lock import make_parents, output_lock, remove_if_empty  # noqa: F401
+from realspo.output_paths import (  # noqa: F401  (re-exported)
+    check_outputs_apart,
+    check_replaceable_file,
+    reserved_names,
+)
 
 MIN_FREE_BYTES = 1 << 20  # a file system with less free space than this counts as full
 
@@ -27,9 +34,12 @@ MIN_FREE_BYTES = 1 << 20  # a file system with less free space than this counts 
 def check_writable(path: str | os.PathLike, overwrite: bool) -> Path:
     """Fail early (before expensive work) if ``path`` exists and may not be replaced, or if it
     cannot be written at all (:func:`check_location`)."""
+    if not os.fspath(path).strip():
+        raise RealspoError("an empty output path ''; give a file or directory name")
     path = Path(path)
-    if path.exists() and not overwrite:
+    if os.path.lexists(path) and not overwrite:
         raise OutputExistsError(str(path))
+    check_replaceable_file(path)
     check_location(path)
     return path
 
@@ -83,48 +93,6 @@ def _probe(directory: Path) -> str | None:
     return None
 
 
-def check_outputs_apart(inputs: dict[str, str], outputs: dict[str, str]) -> None:
-    """Refuse an output that is, contains, or lies inside an input, or two outputs that are
-    the same path (symlinks resolved).
-
-    ``inputs`` and ``outputs`` map an option name to a path. Whatever ``--overwrite`` says,
-    no command may replace, or write into, what it reads: ``train --data D/p.jsonl --out D``
-    would otherwise delete its own data; nor write two outputs to one path (the second would
-    replace the first, or fail after the first was written). A hub id (``org/model``, where
-    no ``org`` exists here) is not a local path and is not compared.
-    """
-    seen: dict[Path, str] = {}
-    for out_flag, out_value in outputs.items():
-        out = Path(out_value).expanduser().resolve()
-        if out in seen:
-            raise ConfigError(f"{out_flag} {out_value}: the same path as {seen[out]}; "
-                              "give each output its own path")
-        seen[out] = out_flag
-    for out_flag, out_value in outputs.items():
-        out = Path(out_value).expanduser().resolve()
-        for in_flag, in_value in inputs.items():
-            if _is_hub_id(in_value):
-                continue
-            inp = Path(in_value).expanduser().resolve()
-            if out == inp:
-                how = "is"
-            elif inp in out.parents:
-                how = "lies inside"
-            elif out in inp.parents:
-                how = "contains"
-            else:
-                continue
-            raise ConfigError(f"{out_flag} {out_value}: {how} the input {in_flag} {in_value}; "
-                              "write the output elsewhere")
-
-
-def _is_hub_id(value: str) -> bool:
-    """``org/name`` that names nothing here: a Hugging Face Hub id, not a local path."""
-    parts = Path(value).parts
-    return (len(parts) == 2 and not Path(value).is_absolute() and not value.startswith(".")
-            and not os.path.lexists(parts[0]))
-
-
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
@@ -135,10 +103,37 @@ def atomic_path(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Pa
         raise OutputExistsError(str(path), "is a directory, and a file never replaces one")
     try:  # created inside the try: an interruption at any point leaves no temporary behind
         tmp_path.touch(exist_ok=False)
-        yield tmp_path
+        try:
+            yield tmp_path
+        except OSError as exc:
+            raise _named(exc, path) from None
+        check_replaceable_file(path)  # (again: it may have changed while the work ran)
         os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """An environment failure while writing ``path`` (a full disk, a quota, a file-size limit),
+    as one line naming ``path`` (:class:`~realspo.errors.WriteFailed`); other errors unchanged."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO) \
+            and not isinstance(exc, WriteFailed):
+        return WriteFailed(str(path), exc)
+    return exc
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Name ``path`` in an environment failure raised inside (a full disk while appending to
+    a progress or metrics file, or writing a checkpoint), as :func:`atomic_path` does.
+
+    Args:
+        path: the file or directory being written.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise _named(exc, Path(path)) from None
 
 
 def _temporary_name(path: Path) -> Path:
@@ -187,6 +182,31 @@ def check_replaceable_dir(path: Path, kind: str) -> None:
         raise OutputExistsError(str(path), f"is {what}, not a {kind} output")
 
 
+def check_dir_output(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
+                     replace_unmarked: bool = False) -> Path:
+    """Fail early if :func:`atomic_dir` could not write the directory ``path``: it exists
+    (without ``overwrite``, or not a realspo ``kind`` output), it cannot be written, or its
+    reserved backup name ``.NAME.old`` holds something realspo did not put there.
+
+    Args:
+        path: the output directory.
+        overwrite: whether an existing ``kind`` output may be replaced.
+        kind: the kind recorded in the directory's marker.
+        replace_unmarked: also replace an unmarked directory (realspo's own caches).
+
+    Returns:
+        ``path`` as a Path.
+    """
+    path = check_writable(path, overwrite)
+    if path.exists() and not (replace_unmarked and path.is_dir() and output_kind(path) is None):
+        check_replaceable_dir(path, kind)
+    old = backup_name(path)
+    if os.path.lexists(old) and not _is_backup(path):
+        raise OutputExistsError(str(old), f"is reserved for the backup of {path.name} and is not "
+                                          "realspo's; move it away")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
                replace_unmarked: bool = False) -> Iterator[Path]:
@@ -199,42 +219,76 @@ def atomic_dir(path: str | os.PathLike, overwrite: bool = False, *, kind: str,
     (Linux); elsewhere by two renames: an exception between them puts the old directory back,
     and a kill between them leaves it at ``.NAME.old``, restored by the next call on ``path``.
     """
-    _finish_swap(Path(path))  # a kill may have interrupted an earlier swap
-    path = check_writable(path, overwrite)
-    if path.exists() and not (replace_unmarked and path.is_dir() and output_kind(path) is None):
-        check_replaceable_dir(path, kind)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if Path(path).name:
+        _finish_swap(Path(path))  # a kill may have interrupted an earlier swap
+    path = check_dir_output(path, overwrite, kind=kind, replace_unmarked=replace_unmarked)
+    old = backup_name(path)
+    created = make_parents(path)
     tmp = _temporary_name(path)
-    try:
+    try:  # (a fresh random name in the reserved ``.NAME.*.tmp`` space: ours once made)
         tmp.mkdir()
         yield tmp
         mark_output(tmp, kind)
         if path.is_dir() and not path.is_symlink() and _exchange(tmp, path):
             shutil.rmtree(tmp)  # now the old directory
         elif path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
+            _mark_backup(path)
             os.replace(path, old)
             os.replace(tmp, path)
             _finish_swap(path)  # (again in `finally`, should this be interrupted)
         else:
             os.replace(tmp, path)
+    except OSError as exc:
+        raise _named(exc, path) from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
         _finish_swap(path)
+        remove_if_empty(created)
+
+
+def backup_name(path: Path) -> Path:
+    """Where a two-rename swap keeps the old ``path`` for a moment: ``.NAME.old``."""
+    return path.with_name(f".{path.name}.old")
+
+
+def _backup_marker(path: Path) -> Path:
+    """The marker beside ``.NAME.old`` that makes it realspo's: ``.NAME.old.realspo``, holding
+    the directory's device and inode (a rename keeps them; another directory has others)."""
+    return path.with_name(f".{path.name}.old.realspo")
+
+
+def _mark_backup(path: Path) -> None:
+    """Record, before ``path`` is renamed to ``.NAME.old``, that the directory is realspo's."""
+    st = os.lstat(path)
+    _backup_marker(path).write_text(json.dumps({"dev": st.st_dev, "ino": st.st_ino}) + "\n",
+                                    encoding="utf-8")
+
+
+def _is_backup(path: Path) -> bool:
+    """Whether ``.NAME.old`` is the directory realspo itself moved there (its marker names it)."""
+    old = backup_name(path)
+    try:
+        st = os.lstat(old)
+        mark = json.loads(_backup_marker(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(mark, dict) and stat.S_ISDIR(st.st_mode)
+            and mark.get("dev") == st.st_dev and mark.get("ino") == st.st_ino)
 
 
 def _finish_swap(path: Path) -> None:
     """After a two-rename swap, finished or interrupted: drop ``.NAME.old`` if ``path`` holds
-    the new directory, else put it back."""
-    old = path.with_name(f".{path.name}.old")
-    if old.exists():
+    the new directory, else put it back. A ``.NAME.old`` realspo did not put there (no marker
+    naming it) is never touched."""
+    old = backup_name(path)
+    if _is_backup(path):
         if path.exists():
             shutil.rmtree(old)
         else:
             os.replace(old, path)
+    if not os.path.lexists(old):
+        _backup_marker(path).unlink(missing_ok=True)
 
 
 def _json_safe(value: Any) -> Any:
@@ -311,59 +365,3 @@ def write_rows(
                 for r in rows:
                     fh.write(json.dumps(_json_safe(r), ensure_ascii=False) + "\n")
     return path
-
-
-@contextlib.contextmanager
-def output_lock(path: str | os.PathLike) -> Iterator[Path]:
-    """Hold ``.NAME.lock`` beside ``path`` (holding this process's PID) while a run writes it.
-
-    A second run on the same output is refused at start instead of interleaving its writes
-    with the first one's. A lock whose process is gone (killed) is stale: it is named in a log
-    line and taken over.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lock = path.with_name(f".{path.name}.lock")
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid = _lock_pid(lock)
-            if pid is not None and _alive(pid):
-                raise OutputExistsError(str(path), f"is being written by another run (PID {pid}, "
-                                                   f"lock {lock})") from None
-            import logging
-
-            logging.getLogger(__name__).warning("%s: stale lock of PID %s (no such process); "
-                                                "taking it over", lock, pid)
-            lock.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as fh:
-            fh.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise OutputExistsError(str(path), f"its lock {lock} could not be taken")
-    try:
-        yield lock
-    finally:
-        if _lock_pid(lock) == os.getpid():
-            lock.unlink(missing_ok=True)
-
-
-def _lock_pid(lock: Path) -> int | None:
-    try:
-        return int(lock.read_text(encoding="utf-8").split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True

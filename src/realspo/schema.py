@@ -149,6 +149,43 @@ ANNOTATION_COLUMNS: tuple[Column, ...] = (
 )
 """Annotation-row columns in their order; ``prompt``, ``response_a``, ``response_b`` are required."""
 
+# The columns of both tables that hold numbers or flags: a CSV file brings every cell back
+# as text, so :func:`typed_cells` turns these back into what was written (an empty cell: None).
+COLUMN_TYPES: dict[str, type] = {
+    **dict.fromkeys(("chosen_index", "rejected_index", "index_a", "index_b"), int),
+    **dict.fromkeys(("chosen_score", "rejected_score", "similarity", "oracle_chosen",
+                     "oracle_rejected", "ref_chosen_logps", "ref_rejected_logps", "score_a",
+                     "score_b"), float),
+    **dict.fromkeys(("label_error", "chosen_finished", "rejected_finished"), bool),
+}
+
+
+def typed_cells(row: Row) -> None:
+    """Convert, in place, the text cells of the :data:`COLUMN_TYPES` columns of ``row`` (a CSV
+    row) to their types; a blank cell becomes None; anything else is an error naming the cell.
+
+    Args:
+        row: one row as read; cells that are not text are left as they are.
+    """
+    for name, kind in COLUMN_TYPES.items():
+        value = row.data.get(name)
+        if not isinstance(value, str):
+            continue
+        text = value.strip()
+        try:
+            if not text:
+                converted: Any = None
+            elif kind is bool:
+                converted = {"true": True, "1": True, "yes": True, "false": False, "0": False,
+                             "no": False}[text.lower()]
+            else:
+                converted = kind(text)
+        except (ValueError, KeyError):
+            raise row.error(f"expected {'true or false' if kind is bool else 'a number'}, got "
+                            f"{value!r:.40}", name) from None
+        row.data[name] = converted
+
+
 PREFERENCE_TEXTS = ("prompt", "chosen", "rejected")
 ANNOTATION_TEXTS = ("prompt", "response_a", "response_b")
 REFERENCE_LOGPS = ("ref_chosen_logps", "ref_rejected_logps")
@@ -229,6 +266,7 @@ def read_preference_rows(source: str | os.PathLike, split: str = "train", *,
     """
     rows = _read_nonempty(source, split)
     for row in rows:
+        typed_cells(row)
         for name in PREFERENCE_TEXTS:
             value = row.data.get(name)
             if value is None:
@@ -261,8 +299,8 @@ def read_annotation_rows(source: str | os.PathLike) -> list[AnnotationPair]:
     """Read and validate annotation rows (:data:`ANNOTATION_COLUMNS`).
 
     ``prompt`` must be a string and ``response_a``/``response_b`` non-empty strings; ``pair_id``
-    defaults to ``row-{i}`` and must be unique. CSV cells arrive as text: ``index_a``/``index_b``
-    digits become ints and ``similarity`` a float.
+    defaults to ``row-{i}`` and must be unique. CSV cells arrive as text: the number columns
+    are converted back (:func:`typed_cells`).
     """
     rows = _read_nonempty(source, "train")
     metadata = [c.name for c in ANNOTATION_COLUMNS if c.name not in ("pair_id", *ANNOTATION_TEXTS)]
@@ -281,17 +319,10 @@ def read_annotation_rows(source: str | os.PathLike) -> list[AnnotationPair]:
         if pid in seen:
             raise row.error(f"duplicate pair id {pid!r} (first at {seen[pid]})", "pair_id")
         seen[pid] = row.where
+        typed_cells(row)
         meta = {k: row.data[k] for k in metadata if row.data.get(k) not in (None, "")}
-        for k in ("index_a", "index_b"):
-            if isinstance(meta.get(k), str) and meta[k].strip().isdigit():
-                meta[k] = int(meta[k])
         for k in ("finished_a", "finished_b"):
             if k in meta:
                 meta[k] = is_finished_value(meta[k])
-        if isinstance(meta.get("similarity"), str):
-            try:
-                meta["similarity"] = float(meta["similarity"])
-            except ValueError:
-                raise row.error("expected a number", "similarity") from None
         pairs.append(AnnotationPair(pid, *texts, row=row, meta=meta))
     return pairs

@@ -115,15 +115,21 @@ def _training_device(device: str):
 
 def run(args: argparse.Namespace) -> int:
     from realspo.demo.run import run_demo
+    from realspo.models import check_device
+    from realspo.outputs import check_dir_output, output_lock
 
     cfg = resolve(DemoConfig, args)
-    if cfg.grid:
-        return run_grid_command(cfg)
-    plan = make_plan(cfg.preset, seed=cfg.seed, seeds=cfg.seeds, budget=cfg.budget,
-                     device=cfg.device, annotator_confusion=cfg.annotator_confusion,
-                     world_coupling=cfg.world_coupling)
-    with _training_device(cfg.device):
-        run_demo(plan, cfg.out, overwrite=cfg.overwrite)
+    if not cfg.grid:  # (a grid resumes in its existing --out)
+        check_dir_output(cfg.out, cfg.overwrite, kind="demo-report")
+    check_device(cfg.device)
+    with output_lock(cfg.out):  # one run per output, before any work
+        if cfg.grid:
+            return run_grid_command(cfg)
+        plan = make_plan(cfg.preset, seed=cfg.seed, seeds=cfg.seeds, budget=cfg.budget,
+                         device=cfg.device, annotator_confusion=cfg.annotator_confusion,
+                         world_coupling=cfg.world_coupling)
+        with _training_device(cfg.device):
+            run_demo(plan, cfg.out, overwrite=cfg.overwrite)
     print(os.path.join(cfg.out, "report.md"))
     return 0
 

@@ -16,7 +16,7 @@ from realspo.gguf import find_gguf
 from realspo.labels.judge_prompts import JUDGE_MODE_HELP, TIE_MARGIN_HELP
 from realspo.labels.judges import REWARD_MODEL, check_reward_model, find_judge, judges_help
 from realspo.models import check_model_location
-from realspo.outputs import check_writable, write_json
+from realspo.outputs import check_writable, output_lock, write_json
 from realspo.schema import read_preference_rows
 from realspo.served.options import ServedFields
 
@@ -28,7 +28,8 @@ class EvaluateConfig(ServedFields):
                                 "reference for the implicit reward", metavar="PATH", path="input")
     prompts: str = option(help="evaluation prompts (same format as `realspo generate`)",
                           metavar="FILE", path="input")
-    judge: str = option(help=f"what scores the responses, a judge: {judges_help()}", metavar="NAME")
+    judge: str = option(help=f"what scores the responses, a judge: {judges_help()}", metavar="NAME",
+                        path="input")
     out: str = option(help="where to write the results (JSON)", metavar="FILE", path="output")
     judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
                                               "{prompt}, {response_a}, {response_b}", metavar="FILE",
@@ -104,16 +105,17 @@ def run(args: argparse.Namespace) -> int:
     # inputs and output are checked: now torch, the judge's check and the models
     from realspo.evaluation.evaluate import evaluate_models
 
-    result = evaluate_models(
-        cfg.model, cfg.baseline, prompts, cfg.judge, cfg.settings(), batch_size=cfg.batch_size,
-        pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,
-        n_resamples=cfg.bootstrap_resamples, device=cfg.device, dtype=cfg.dtype,
-        trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
-        allow_pickle=cfg.allow_pickle, judge_template=cfg.judge_template,
-        judge_mode=cfg.judge_mode, tie_margin=cfg.tie_margin, served=served,
-    )
-    result = {"config": to_dict(cfg), **result}
-    write_json(cfg.out, result, overwrite=cfg.overwrite)
+    with output_lock(cfg.out):  # one run per output, before any work
+        result = evaluate_models(
+            cfg.model, cfg.baseline, prompts, cfg.judge, cfg.settings(), batch_size=cfg.batch_size,
+            pairs=pairs, pairs_source=cfg.pairs or "pairs", beta=cfg.beta, max_length=cfg.max_length,
+            n_resamples=cfg.bootstrap_resamples, device=cfg.device, dtype=cfg.dtype,
+            trust_remote_code=cfg.trust_remote_code, progress=cfg.progress,
+            allow_pickle=cfg.allow_pickle, judge_template=cfg.judge_template,
+            judge_mode=cfg.judge_mode, tie_margin=cfg.tie_margin, served=served,
+        )
+        result = {"config": to_dict(cfg), **result}
+        write_json(cfg.out, result, overwrite=cfg.overwrite)
     if result["win_rate"] is None:  # every judgment a tie: no rate, and no interval around one
         line = (f"{cfg.model} vs {cfg.baseline}: {result['no_win_rate']}, no win rate "
                 f"({result['num_prompts']} prompts); ")

@@ -24,7 +24,7 @@ from realspo.generation.settings import (
     sampling_settings,
 )
 from realspo.models import check_model_location
-from realspo.outputs import check_writable
+from realspo.outputs import check_writable, output_lock
 from realspo.served.options import ServedFields, is_served, served_name
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,10 @@ class GenerateConfig(ServedFields):
                     raise ConfigError(f"{flag} is not an OpenAI API parameter; set it on the "
                                       "server for an openai:NAME model")
 
+    def reserved_paths(self) -> dict[str, str]:
+        """The progress sidecar ``OUT.partial.jsonl``: a name this command derives for itself."""
+        return {"the progress file of --out": self.out + ".partial.jsonl"}
+
     def settings(self, defaults: SamplingDefaults | None = None) -> SamplingSettings:
         """The sampling settings: the given options, the rest from ``defaults``."""
         return sampling_settings(self, defaults, num_responses=self.num_responses)
@@ -103,11 +107,18 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(GenerateConfig, args)
     check_writable(cfg.out, cfg.overwrite or cfg.resume)  # before reading prompts or the model
     prompts = read_prompts(cfg.prompts, cfg.split)
-    if is_served(cfg.model):
-        return _run_served(cfg, prompts)
+    with output_lock(cfg.out):  # one run per output, before any work
+        return _run_served(cfg, prompts) if is_served(cfg.model) else _run_local(cfg, prompts)
+
+
+def _run_local(cfg: GenerateConfig, prompts: list) -> int:
+    """Generate with a local model (``--model`` a directory, ``.gguf`` or hub id)."""
     check_model_location(cfg.model)
     # inputs and output are checked: now torch, transformers and the model
     from realspo.generation.candidates import generate_candidates
+    from realspo.models import check_device
+
+    check_device(cfg.device)
 
     defaults = resolve_sampling(cfg.model, given_sampling(cfg), cfg.trust_remote_code)
     settings = cfg.settings(defaults)

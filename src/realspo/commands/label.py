@@ -40,7 +40,7 @@ from realspo.labels.outcomes import (
     outcome_of,
     pair_scores,
 )
-from realspo.outputs import check_outputs_apart, check_writable, write_json, write_rows
+from realspo.outputs import check_outputs_apart, check_writable, output_lock, write_json, write_rows
 from realspo.schema import read_annotation_rows
 from realspo.served.options import ServedFields
 
@@ -66,7 +66,8 @@ class LabelConfig(ServedFields):
                                    path="input")
     judge: str | None = option(None, f"label by a judge: {judges_help()}; a pairwise judge's "
                                      "probability that the chosen response is preferred becomes "
-                                     "chosen_score (rejected_score = 1 - it)", metavar="NAME")
+                                     "chosen_score (rejected_score = 1 - it)", metavar="NAME",
+                                path="input")
     judge_template: str | None = option(None, "--judge llm:PATH: the judge's prompt template, with "
                                               "{prompt}, {response_a}, {response_b}", metavar="FILE",
                                         path="input")
@@ -109,7 +110,8 @@ class LabelConfig(ServedFields):
                                              "similarity to it (0 = off)")
     oracle: str | None = option(None, f"oracle reward, a judge: {judges_help()}; used by "
                                       f"--simulate (default {PROVING_GROUND.name}) and, with any "
-                                      "other source, for the label-error rate", metavar="NAME")
+                                      "other source, for the label-error rate", metavar="NAME",
+                                 path="input")
     seed: int = option(0, "seed of the shown order (--export-tasks) and of --simulate")
     model: str | None = option(None, "--export-tasks: the model that wrote the responses; its chat "
                                      "template's system prompt is shown to annotators", metavar="PATH",
@@ -280,6 +282,16 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve(LabelConfig, args)
     pairs = read_annotation_rows(cfg.pairs)
     check_derived_paths(cfg)  # before any model loads
+    if cfg.device != "auto":
+        from realspo.models import check_device
+
+        check_device(cfg.device)
+    with output_lock(cfg.out or cfg.export_tasks):  # one run per output, before any work
+        return _label(cfg, pairs)
+
+
+def _label(cfg: LabelConfig, pairs: list) -> int:
+    """``realspo label`` once its inputs are read, its outputs checked and locked."""
     if cfg.export_tasks:
         return export(cfg, pairs)
     assert cfg.out is not None  # validate() made sure

@@ -57,12 +57,16 @@ def run(args: argparse.Namespace) -> int:
     from realspo.commands.demo import _training_device
     from realspo.leaderboard.plan import make_leaderboard_plan
     from realspo.leaderboard.run import run_leaderboard
+    from realspo.models import check_device
+    from realspo.outputs import check_dir_output, output_lock
 
     cfg = resolve(LeaderboardConfig, args)
     plan = make_leaderboard_plan("quick" if cfg.quick else "default", seed=cfg.seed,
                                  seeds=cfg.seeds, budget=cfg.budget, rounds=cfg.rounds,
                                  arms=tuple(cfg.arms) if cfg.arms else None, device=cfg.device)
-    with _training_device(cfg.device):
+    check_dir_output(cfg.out, cfg.overwrite, kind="leaderboard-report")
+    check_device(cfg.device)
+    with output_lock(cfg.out), _training_device(cfg.device):  # one run per output
         run_leaderboard(plan, cfg.out, overwrite=cfg.overwrite)
     print(os.path.join(cfg.out, "report.md"))
     return 0

@@ -95,6 +95,10 @@ def plot_metrics(metrics_path: Path, png: Path, overwrite: bool = False) -> Path
         raise InputError(str(metrics_path), "no metrics records to plot")
     panels = [(title, keys) for title, keys in PANELS
               if any(k in r or f"eval/{k}" in r for r in records for k in keys)]
+    if not panels:  # another tool's metrics.jsonl: steps, but none of the metrics train logs
+        known = ", ".join(key for _, keys in PANELS for key in keys)
+        raise InputError(str(metrics_path), f"none of its {len(records)} records holds a metric "
+                                            f"realspo plots ({known}); not the metrics of `realspo train`?")
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.2 * rows), squeeze=False)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 from collections.abc import Sequence
@@ -29,11 +30,44 @@ from typing import Any
 import numpy as np
 
 from realspo.errors import RealspoError
+from realspo.outputs import mark_output, output_kind
 
 log = logging.getLogger(__name__)
 
 FINGERPRINT_KEY = "realspo_embedding_fingerprint"
 _CHUNK = re.compile(r"^chunk-r(\d+)-(\d+)\.safetensors$")
+
+
+PROGRESS_KIND = "embedding-progress"  # the kind in a progress directory's marker
+
+
+def check_progress_owned(path: Path) -> None:
+    """Refuse ``path`` unless it is absent or a progress directory realspo made (its marker
+    records :data:`PROGRESS_KIND`): the name is reserved, and what else lives there is not ours."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return
+    if path.is_symlink() or not path.is_dir() or output_kind(path) != PROGRESS_KIND:
+        raise RealspoError(f"{path}: not a realspo embedding-progress directory (this name is "
+                           "reserved for the progress of --out); move it away")
+
+
+def remove_progress(path: str | Path) -> None:
+    """Delete the progress directory ``path`` (absent: nothing), refusing one realspo did not make."""
+    path = Path(path)
+    check_progress_owned(path)
+    if path.exists():
+        shutil.rmtree(path)
+
+
+def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse to discard an interrupted run's saved embeddings unless told to (as ``generate``
+    does), and a directory at the progress name that realspo did not make in any case."""
+    check_progress_owned(progress)
+    if resume or overwrite or not EmbeddingCheckpoint(progress, "").chunks():
+        return
+    raise RealspoError(f"{progress}: an interrupted run left its embedding progress here; pass "
+                       "--resume to continue it or --overwrite to start over")
 
 
 def embedding_fingerprint(texts: Sequence[str], prompts: Sequence[str] | None,
@@ -65,6 +99,10 @@ class EmbeddingCheckpoint:
         self._batches = 0
         self._next = 0
 
+    def check_owned(self) -> None:
+        """Refuse a directory at this name that realspo did not make (no progress marker)."""
+        check_progress_owned(self.path)
+
     def chunks(self) -> list[Path]:
         """The complete chunk files, in name order."""
         if not self.path.is_dir():
@@ -72,9 +110,9 @@ class EmbeddingCheckpoint:
         return sorted(p for p in self.path.iterdir() if _CHUNK.match(p.name))
 
     def clear(self) -> None:
-        """Delete the directory and everything in it (a fresh start)."""
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        """Delete the directory and everything in it (a fresh start); only a directory
+        carrying the progress marker is ever deleted."""
+        remove_progress(self.path)
 
     def load(self) -> dict[int, np.ndarray]:
         """Rows saved by an earlier run of the same fingerprint: index -> (H,) float32.
@@ -83,6 +121,7 @@ class EmbeddingCheckpoint:
         """
         from safetensors import safe_open
 
+        self.check_owned()
         done: dict[int, np.ndarray] = {}
         for chunk in self.chunks():
             try:
@@ -123,7 +162,11 @@ class EmbeddingCheckpoint:
 
         from realspo.outputs import atomic_path
 
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:  # (ownership was checked at start, by clear() or load())
+            self.path.mkdir(parents=True)
+            mark_output(self.path, PROGRESS_KIND)
+        except FileExistsError:  # an earlier chunk, or another process, made it
+            pass
         target = self.path / f"chunk-r{self.rank}-{self._next:06d}.safetensors"
         tensors = {"indices": np.asarray(self._indices, dtype=np.int64),
                    "embeddings": np.ascontiguousarray(np.concatenate(self._rows))}
@@ -135,5 +178,6 @@ class EmbeddingCheckpoint:
     def remove_temporaries(self) -> None:
         """Delete half-written chunk files a kill left behind (their names start with '.')."""
         if self.path.is_dir():
+            self.check_owned()
             for stray in self.path.glob(".chunk-*.tmp"):
                 stray.unlink(missing_ok=True)

@@ -24,7 +24,7 @@ from realspo.errors import ConfigError, RealspoError
 from realspo.faults import after_batch
 from realspo.generation.prompts import PromptRecord
 from realspo.generation.sampling import SamplingSettings, iter_samples, load_generator_model
-from realspo.outputs import check_writable, write_rows
+from realspo.outputs import check_writable, write_rows, writing
 
 log = logging.getLogger(__name__)
 
@@ -35,18 +35,40 @@ def partial_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
+PARTIAL_TAG = "realspo_generate"  # the key of a progress sidecar's first line: its marker
+
+
+def is_partial_file(sidecar: Path) -> bool:
+    """Whether ``sidecar`` is a regular file whose first line is a realspo generate header
+    (the marker that lets a run resume, truncate or delete it)."""
+    if sidecar.is_symlink() or not sidecar.is_file():
+        return False
+    with sidecar.open("rb") as fh:
+        first = fh.readline(1 << 16)
+    if not first.endswith(b"\n"):  # a kill while the header was written: ours, torn
+        return first.startswith(json.dumps({PARTIAL_TAG: {}})[:-3].encode())
+    try:
+        header = json.loads(first)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(header, dict) and isinstance(header.get(PARTIAL_TAG), dict)
+
+
+def check_partial_owned(sidecar: Path) -> None:
+    """Refuse to resume, cut or delete a file at the sidecar's name that realspo did not write."""
+    if os.path.lexists(sidecar) and not is_partial_file(sidecar):
+        raise RealspoError(f"{sidecar}: not a realspo generate progress file (this name is "
+                           "reserved for the progress of --out); move it away")
+
+
 def _read_partial(sidecar: Path, header: dict[str, Any],
                   prompts: Sequence[PromptRecord]) -> list[dict[str, Any]]:
-    """Finished rows from a sidecar; a torn last line (from a kill mid-write) is cut off."""
+    """Finished rows from a sidecar; a torn last line (from a kill mid-write) is cut off, but
+    only once the file is known to be a realspo progress file."""
+    check_partial_owned(sidecar)
     raw = sidecar.read_bytes()
     lines = raw.split(b"\n")
     complete = lines[:-1]  # text after the last newline was never finished
-    if lines[-1]:
-        log.info("%s: dropping an unfinished last line", sidecar)
-    good = sum(len(line) + 1 for line in complete)
-    if good != len(raw):
-        with sidecar.open("r+b") as fh:
-            fh.truncate(good)
     try:
         parsed = [json.loads(line) for line in complete if line.strip()]
     except json.JSONDecodeError:
@@ -54,9 +76,7 @@ def _read_partial(sidecar: Path, header: dict[str, Any],
     if not parsed:  # killed while writing the first batch: nothing was finished
         sidecar.unlink()
         return []
-    if parsed[0].get("realspo_generate") is None:
-        raise RealspoError(f"{sidecar}: not a realspo generate progress file; pass --overwrite")
-    saved = parsed[0]["realspo_generate"]
+    saved = parsed[0][PARTIAL_TAG]
     differ = [k for k in header if saved.get(k) != header[k]]
     if differ:
         raise ConfigError(
@@ -69,6 +89,11 @@ def _read_partial(sidecar: Path, header: dict[str, Any],
                                f"{prompt.prompt_id!r}; pass --overwrite to start over")
     if len(rows) > len(prompts):
         raise RealspoError(f"{sidecar}: holds more rows than there are prompts; pass --overwrite")
+    good = sum(len(line) + 1 for line in complete)
+    if good != len(raw):
+        log.info("%s: dropping an unfinished last line", sidecar)
+        with sidecar.open("r+b") as fh:
+            fh.truncate(good)
     return rows
 
 
@@ -109,7 +134,8 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
     sidecar = partial_path(out)
     header = {"model": str(model_name), "prompts": len(prompts), **asdict(settings)}
     done: list[dict[str, Any]] = []
-    if sidecar.exists():
+    if os.path.lexists(sidecar):
+        check_partial_owned(sidecar)
         if resume:
             done = _read_partial(sidecar, header, prompts)
             log.info("resuming after %d of %d prompts", len(done), len(prompts))
@@ -122,7 +148,7 @@ def generate_candidates(model_name: str, prompts: Sequence[PromptRecord], out: s
         log.info("%s: nothing to resume, starting from the first prompt", sidecar)
     # The header goes in with the first finished batch, so a run that fails before any
     # prompt is done (bad model, bad option) leaves no sidecar behind.
-    pending = [] if sidecar.exists() else [{"realspo_generate": header}]
+    pending = [] if sidecar.exists() else [{PARTIAL_TAG: header}]
     remaining = prompts[len(done):]
     if remaining:
         model, tokenizer = load_generator_model(model_name, device=device, dtype=dtype,
@@ -163,7 +189,7 @@ def drop_empty(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _append(path: Path, rows: list[dict[str, Any]]) -> None:
-    with path.open("a", encoding="utf-8") as fh:
+    with writing(path), path.open("a", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")
         fh.flush()

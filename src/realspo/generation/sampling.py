@@ -22,6 +22,7 @@ no longer runs every row until its longest sample ends. Its samples are those th
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from typing import Any
@@ -32,6 +33,8 @@ from realspo.chat_format import PromptFormat
 from realspo.errors import ConfigError
 from realspo.generation.prompts import PromptRecord
 from realspo.generation.settings import SamplingSettings
+
+log = logging.getLogger(__name__)
 
 
 def row_seed(seed: int, prompt_index: int, sample_index: int) -> int:
@@ -103,7 +106,14 @@ def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
     """
     k = settings.num_responses
     fmt = PromptFormat.of(tokenizer, settings.chat_template)
-    ids = [fmt.prompt_ids(p.prompt) for p in prompts]
+    budget = prompt_budget(model, settings.max_new_tokens)
+    fitted = [fitted_prompt_ids(fmt, p.prompt, budget) for p in prompts]
+    ids = [i for i, _ in fitted]
+    cut = sum(c for _, c in fitted)
+    if cut:
+        log.warning("%d of %d prompts were longer than the model's context leaves room for (%d "
+                    "tokens: its positions less --max-new-tokens) and were cut from the left",
+                    cut, len(prompts), budget)
     width = max(len(i) for i in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     device = next(model.parameters()).device
@@ -118,6 +128,51 @@ def sample_batch(model: Any, tokenizer: Any, prompts: Sequence[PromptRecord],
     responses = [d.strip() for d in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
     return ([responses[b * k:(b + 1) * k] for b in range(len(prompts))],
             [ended[b * k:(b + 1) * k] for b in range(len(prompts))])
+
+
+def prompt_budget(model: Any, max_new_tokens: int) -> int | None:
+    """The longest prompt, in tokens, that leaves ``max_new_tokens`` positions free in the
+    model's context (``max_position_embeddings``); None if the config names no context.
+
+    Args:
+        model: the causal LM.
+        max_new_tokens: the longest response.
+
+    Returns:
+        The prompt's token budget, or None.
+    """
+    config = getattr(model, "config", None)
+    context = getattr(config, "max_position_embeddings", None) or getattr(config, "n_positions", None)
+    if not isinstance(context, int) or context <= 0:
+        return None
+    if context - max_new_tokens < 1:
+        raise ConfigError(f"--max-new-tokens {max_new_tokens} leaves no room for a prompt in the "
+                          f"model's context of {context} positions")
+    return context - max_new_tokens
+
+
+def fitted_prompt_ids(fmt: PromptFormat, prompt: Any, budget: int | None) -> tuple[list[int], bool]:
+    """``prompt``'s token ids, at most ``budget`` of them (the end kept: the question and the
+    turn the model answers), and whether it was cut. The text is first cut to ``budget *
+    CHARS_PER_TOKEN`` characters (each message's, for a conversation), so a megabyte prompt
+    is never tokenized whole (:func:`realspo.models.clip_texts`)."""
+    from realspo.models import CHARS_PER_TOKEN
+
+    if budget is None:
+        return fmt.prompt_ids(prompt), False
+    limit = budget * CHARS_PER_TOKEN
+    cut = False
+    if isinstance(prompt, str) and len(prompt) > limit:
+        prompt, cut = prompt[-limit:], True
+    elif isinstance(prompt, list):
+        clipped = [{**m, "content": m["content"][-limit:]} if isinstance(m, dict) and
+                   isinstance(m.get("content"), str) and len(m["content"]) > limit else m for m in prompt]
+        cut = any(a is not b for a, b in zip(clipped, prompt, strict=True))
+        prompt = clipped
+    ids = fmt.prompt_ids(prompt)
+    if len(ids) > budget:
+        ids, cut = ids[-budget:], True
+    return ids, cut
 
 
 def decode(model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, k: int,

@@ -234,7 +234,7 @@ def read_answers(paths: Sequence[str | os.PathLike], key: str | os.PathLike | No
         for file in campaign_files(path) if path.is_dir() else [path]:
             found = _read_file(file, counts, notes)
             raw.extend(found)
-            if not found:
+            if not found and not path.is_dir():  # in a campaign, a journal may be all undone
                 who = file.stem
                 raise InputError(str(file), f"no answers in this file (annotator {who!r}); "
                                  "fill the answer column (A, B, tie or skip) or leave the file out")

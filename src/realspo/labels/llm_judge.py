@@ -61,6 +61,7 @@ from realspo.labels.judge_prompts import (  # the prompts belong to this judge's
     read_template,
 )
 from realspo.labels.pairwise import Verdicts, compare_both_orders, grade_pairs
+from realspo.template_sandbox import render_guarded
 
 __all__ = ["ANSWERS", "DEFAULT_TEMPLATE", "PLACEHOLDERS", "LLMJudge", "check_llm_judge",
            "check_template", "read_template"]
@@ -160,8 +161,9 @@ class LLMJudge:
         text = self.template.format(**slots)
         if not self.chat:
             return text + PLAIN_ANSWER_CUE + self.gap
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": text}],
-                                                  tokenize=False, add_generation_prompt=True) + self.gap
+        return render_guarded(lambda: self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True),
+            "the judge") + self.gap
 
     def p_first(self, texts: Sequence[str]) -> np.ndarray:
         """(M,) P(first answer) over the mode's two answers ("A"/"B", "Yes"/"No") as the next

@@ -82,6 +82,9 @@ def make_leaderboard_plan(preset: str = "default", *, seed: int = 0, seeds: int 
         raise ConfigError(f"--rounds must be at least 1, got {rounds}")
     arms = tuple(arms) if arms else LeaderboardPlan.arms
     known = (*strategy_names(), *CONTROL_ARMS)
+    repeated = sorted({arm for arm in arms if arms.count(arm) > 1})
+    if repeated:
+        raise ConfigError(f"--arms: {', '.join(repeated)} given more than once; name each arm once")
     for arm in arms:
         if arm not in known:
             raise ConfigError(f"--arms: unknown arm {arm!r}; expected some of {', '.join(known)}")

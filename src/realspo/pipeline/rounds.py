@@ -197,17 +197,29 @@ def run_rounds(cfg: Any) -> Path:
     check_inputs(cfg, plan)
     out = Path(cfg.out)
     with output_lock(out):
+        created = not out.exists() or cfg.overwrite
         done = prepare_out(cfg)
-        if done:
-            log.info("%s: rounds 1-%d already finished; continuing with round %d", out, done, done + 1)
-        judges = RoundJudges(cfg, judge_options(cfg))
-        for r in range(done + 1, cfg.rounds + 1):
-            run_round(cfg, plan, judges, r)
-            write_summary(cfg, plan)
-        if done == cfg.rounds:
-            log.info("%s: all %d rounds were already finished", out, cfg.rounds)
-            write_summary(cfg, plan)
+        try:
+            _run_remaining(cfg, plan, done)
+        except BaseException:
+            if created and finished_rounds(out) == 0 and output_kind(out) == KIND:
+                shutil.rmtree(out)  # a refused or failed first round leaves no half-made OUT
+            raise
     return Path(policy_path(out, cfg.rounds, cfg))
+
+
+def _run_remaining(cfg: Any, plan: RoundsPlan, done: int) -> None:
+    """Rounds ``done + 1 .. R`` of ``cfg`` in its prepared, locked ``OUT``."""
+    out = Path(cfg.out)
+    if done:
+        log.info("%s: rounds 1-%d already finished; continuing with round %d", out, done, done + 1)
+    judges = RoundJudges(cfg, judge_options(cfg))
+    for r in range(done + 1, cfg.rounds + 1):
+        run_round(cfg, plan, judges, r)
+        write_summary(cfg, plan)
+    if done == cfg.rounds:
+        log.info("%s: all %d rounds were already finished", out, cfg.rounds)
+        write_summary(cfg, plan)
 
 
 def run_round(cfg: Any, plan: RoundsPlan, judges: RoundJudges, r: int) -> None:

@@ -59,7 +59,7 @@ class _RoundsOptions:
     prompts: str = option(help="prompts file (anything `realspo generate --prompts` reads)",
                           metavar="FILE", path="input")
     judge: str = option(help=f"the automatic judge that labels every round: {judges_help()}",
-                        metavar="NAME")
+                        metavar="NAME", path="input")
     out: str = option(help="output directory: round-1/, round-2/, ..., summary.json, model "
                            "(a link to the latest round's policy)", metavar="DIR", path="output")
     budget: str = option(help="labels (pairs) over all rounds: a count (300) or a fraction of the "
@@ -92,12 +92,12 @@ class _RoundsOptions:
                                               "is given (e.g. random)", choices=strategy_names())
     embedder: str | None = option(None, "what embeds responses for embedding strategies: a "
                                         "causal LM path or st:PATH (unset: the current policy)",
-                                  metavar="PATH")
+                                  metavar="PATH", path="input")
     design_ridge: float = option(1.0, "--strategy design: ridge lambda > 0")
     pairs_per_prompt: int = option(1, "--strategy design: at most N pairs per prompt")
     selection_judge: str | None = option(None, "reward-gap/reward-uncertain: the reward judge "
                                                "that scores candidates (unset: --judge)",
-                                         metavar="NAME")
+                                         metavar="NAME", path="input")
     judge_template: str | None = option(None, "--judge llm:PATH: its prompt template",
                                         metavar="FILE", path="input")
     score_batch_size: int = option(16, "batch size of embedding, margin log-probs and judges")

@@ -15,7 +15,6 @@ before anything expensive, and nothing is written unless every stage succeeded.
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +23,9 @@ import numpy as np
 
 from realspo.errors import InputError, RealspoError
 from realspo.formats.registry import load_groups
+from realspo.output_lock import main_process_lock
 from realspo.outputs import check_writable, write_rows
-from realspo.pipeline.select_config import SelectConfig
+from realspo.pipeline.select_config import SelectConfig, progress_dir
 from realspo.schema import num_responses
 from realspo.selection.budget import count_eligible, resolve_budget
 from realspo.selection.rows import build_rows, response_keys, restore_indices, without_unfinished
@@ -53,20 +53,6 @@ def is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def progress_dir(out: str | Path) -> Path:
-    """Where embedding progress is saved while embedding for ``out`` (removed on success)."""
-    out = Path(out)
-    return out.with_name(out.name + ".embeddings-partial")
-
-
-def check_interrupted_run(progress: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse to discard an interrupted run's saved embeddings unless told to (as ``generate`` does)."""
-    if resume or overwrite or not progress.is_dir() or not any(progress.iterdir()):
-        return
-    raise RealspoError(f"{progress}: an interrupted run left its embedding progress here; pass "
-                       "--resume to continue it or --overwrite to start over")
-
-
 def select_from_config(cfg: SelectConfig) -> SelectResult:
     """Load, embed, select and write, as ``realspo select`` does; returns what was done."""
     check_writable(cfg.out, cfg.overwrite)
@@ -87,8 +73,17 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
     # a budget too large fails before embedding (design: up to --pairs-per-prompt per prompt)
     resolve_budget(cfg.budget, eligible * cfg.pairs_per_prompt)
     check_scorers(cfg)  # the scoring models' configs, before any model loads
+    with main_process_lock(cfg.out):  # one run per output, before any work
+        return _embed_select_write(cfg, groups, work, origin, cut, fmt, eligible, rows_skipped)
+
+
+def _embed_select_write(cfg: SelectConfig, groups: list, work: list, origin: Any, cut: int, fmt: str,
+                        eligible: int, rows_skipped: dict[str, int]) -> SelectResult:
+    """The work of :func:`select_from_config` once inputs and outputs are checked and the
+    output is locked (``pick_device`` checks ``--device`` when a model loads)."""
     # inputs and outputs are checked: now torch and the models
     from realspo.embeddings.embed import embed_responses, load_embeddings
+    from realspo.embeddings.progress import check_interrupted_run, remove_progress
 
     emb, reference_logps = None, None
     if cfg.embeddings:
@@ -117,7 +112,7 @@ def select_from_config(cfg: SelectConfig) -> SelectResult:
         # could not resume from the sidecar, so it must not be refused for it. (A kill, Ctrl-C
         # or an environment failure such as a full disk keeps it, for --resume.)
         if not cfg.embeddings:
-            shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)
+            remove_progress(progress_dir(cfg.out))
         raise
 
 
@@ -189,7 +184,10 @@ def _select_and_write(cfg: SelectConfig, groups: list, work: list, origin: Any, 
             save_embeddings(cfg.save_embeddings, all_emb, overwrite=cfg.overwrite,
                             metadata=meta if cfg.save_embeddings.lower().endswith(".safetensors") else None)
         write_rows(cfg.out, rows, overwrite=cfg.overwrite)
-        shutil.rmtree(progress_dir(cfg.out), ignore_errors=True)  # the result is safely written
+        if not cfg.embeddings:
+            from realspo.embeddings.progress import remove_progress
+
+            remove_progress(progress_dir(cfg.out))  # the result is safely written
     return SelectResult(fmt, len(groups), eligible, kind, rows, dropped, selection, Path(cfg.out),
                         rows_skipped, cut)
 

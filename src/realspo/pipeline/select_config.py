@@ -34,7 +34,7 @@ class SelectConfig(ServedFields):
                                      "embeds the responses", metavar="PATH", path="input")
     embedder: str | None = option(None, "a sentence-transformers model instead, written st:PATH, "
                                         "or a model behind a server's /embeddings, openai:NAME "
-                                        "(--base-url)", metavar="st:PATH")
+                                        "(--base-url)", metavar="st:PATH", path="input")
     base_url: str | None = option(None, "--embedder openai:NAME: the server's OpenAI-compatible "
                                         "base URL, e.g. http://127.0.0.1:8000/v1", metavar="URL")
     embeddings: str | None = option(None, "precomputed embeddings instead (.npy or .safetensors, one "
@@ -83,6 +83,10 @@ class SelectConfig(ServedFields):
                                  "that directory is cleared and embedding starts over")
     checkpoint_every: int = option(64, "save embedding progress (for --resume) every N batches")
     overwrite: bool = option(False, "replace existing output files")
+
+    def reserved_paths(self) -> dict[str, str]:
+        """The embedding progress ``OUT.embeddings-partial/``: a name select derives for itself."""
+        return {"the embedding progress of --out": str(progress_dir(self.out))}
 
     def validate(self) -> None:
         sources = [f"--{n}" for n in ("model", "embedder", "embeddings") if getattr(self, n)]
@@ -153,3 +157,9 @@ class SelectConfig(ServedFields):
     def embedder_name(self) -> str | None:
         """The embedder spec for :func:`realspo.embeddings.embed.embed_responses` (None: from a file)."""
         return self.model if self.model is not None else self.embedder
+
+
+def progress_dir(out: str | Path) -> Path:
+    """Where embedding progress is saved while embedding for ``out`` (removed on success)."""
+    out = Path(out)
+    return out.with_name(out.name + ".embeddings-partial")

@@ -141,6 +141,14 @@ class Chunk:
     u: torch.Tensor
     implicit_rewards: torch.Tensor | None = None
     rewards: torch.Tensor | None = None
+    rows: slice | None = None  # a block of rows i (large groups): sim and valid are (C, B, K)
+
+
+def _pairwise_difference(values: torch.Tensor, chunk: Chunk) -> torch.Tensor:
+    """``v_i - v_j`` over the chunk's pairs: (C, K, K), or (C, B, K) for a block of rows."""
+    v = values.double()
+    rows = v if chunk.rows is None else v[:, chunk.rows]
+    return rows[:, :, None] - v[:, None, :]
 
 
 def similarity_key(chunk: Chunk) -> torch.Tensor:
@@ -150,18 +158,15 @@ def similarity_key(chunk: Chunk) -> torch.Tensor:
 
 def abs_margin_key(chunk: Chunk) -> torch.Tensor:
     """``|m_ij| = |rho_i - rho_j|`` (Yang et al., arXiv 2406.17312), rho the implicit rewards."""
-    rho = chunk.implicit_rewards.double()  # type: ignore[union-attr]
-    return (rho[:, :, None] - rho[:, None, :]).abs()
+    return _pairwise_difference(chunk.implicit_rewards, chunk).abs()  # type: ignore[arg-type]
 
 
 def reward_gap_key(chunk: Chunk) -> torch.Tensor:
     """``|r_i - r_j|``: its argmax is the prompt's (highest, lowest) reward pair."""
-    r = chunk.rewards.double()  # type: ignore[union-attr]
-    return (r[:, :, None] - r[:, None, :]).abs()
+    return _pairwise_difference(chunk.rewards, chunk).abs()  # type: ignore[arg-type]
 
 
 def reward_uncertainty_key(chunk: Chunk) -> torch.Tensor:
     """``|sigma(r_i - r_j) - 1/2|``: 0 where the reward model cannot tell the pair apart."""
     import torch
-    r = chunk.rewards.double()  # type: ignore[union-attr]
-    return (torch.sigmoid(r[:, :, None] - r[:, None, :]) - 0.5).abs()
+    return (torch.sigmoid(_pairwise_difference(chunk.rewards, chunk)) - 0.5).abs()  # type: ignore[arg-type]

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 from realspo.errors import ConfigError
 from realspo.selection.budget import parse_budget, resolve_budget
 from realspo.selection.design import DesignCandidates, select_design
+from realspo.selection.large_groups import BLOCK_THRESHOLD, pick_large_groups
 from realspo.selection.pickers import (
     Chunk,
     abs_margin_key,
@@ -253,6 +254,8 @@ def select_pairs(
             design.add(groups, block, sim, valid, scores["implicit_rewards"])
         else:
             _pick_in_chunk(chosen, picks, groups, sim, valid, uniforms, scores)
+    pick_large_groups(chosen, picks, embeddings, np.flatnonzero(sizes > BLOCK_THRESHOLD), sizes, starts,
+                      keys, uniforms, extra)  # memory linear in K: never a whole K x K matrix
     return _rank_and_keep(chosen, picks, design, budget, rng, embeddings, starts)
 
 
@@ -296,7 +299,7 @@ def _similarity_chunks(embeddings: np.ndarray, sizes: np.ndarray, starts: np.nda
     import torch
 
     dim = embeddings.shape[1]
-    for k in np.unique(sizes[sizes >= 2]):
+    for k in np.unique(sizes[(sizes >= 2) & (sizes <= BLOCK_THRESHOLD)]):  # (larger: in row blocks)
         k = int(k)
         members = np.flatnonzero(sizes == k)
         chunk = max(1, CHUNK_ELEMENTS // (k * max(dim, 1)))

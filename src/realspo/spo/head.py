@@ -71,6 +71,29 @@ def pool_hidden(hidden: Tensor, response_mask: Tensor, pooling: str) -> Tensor:
     return (summed / counts.unsqueeze(-1)).to(hidden.dtype)
 
 
+def pool_positions(states: Tensor, index: Tensor, response_mask: Tensor, pooling: str) -> Tensor:
+    """:func:`pool_hidden` reading only the positions it pools: ``states`` (N, H) and ``index``
+    (B, T), the row of ``states`` holding each position's state (a laid-out ``hidden`` (B, T, H)
+    is ``states[index]``). ``"last"`` gathers one row per sequence, ``"mean"`` its response
+    positions' rows; nothing else is copied (and nothing else gets a gradient buffer). Returns
+    (B, H) in ``states``' dtype; raises ValueError if a row has no response token."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"spo pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    mask = response_mask.to(device=states.device, dtype=torch.bool)
+    index = index.to(states.device)
+    counts = mask.sum(dim=1)
+    if bool((counts == 0).any()):
+        raise ValueError(f"rows without response tokens: {torch.nonzero(counts == 0).flatten().tolist()}")
+    if pooling == "last":
+        positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+        last = torch.where(mask, positions, -1).max(dim=1).values  # (B,)
+        return states.index_select(0, index[torch.arange(index.shape[0], device=index.device), last])
+    rows, _ = mask.nonzero(as_tuple=True)
+    gathered = states.index_select(0, index[mask]).float()
+    summed = gathered.new_zeros(mask.shape[0], states.shape[-1]).index_add(0, rows, gathered)
+    return (summed / counts.unsqueeze(-1)).to(states.dtype)
+
+
 def degree_loss(head: DegreeHead, pooled: Tensor, labels: Tensor, weights: Tensor | None = None
                 ) -> tuple[Tensor, Tensor]:
     """SPO's self-supervised term: ``CE(head(pooled), labels)`` averaged over the batch.

@@ -37,8 +37,10 @@ from typing import Any
 import numpy as np
 
 from realspo.errors import ConfigError, InputError
+from realspo.outputs import writing
 from realspo.training.state_files import (
     StateFileError,
+    check_like,
     read_json,
     read_state,
     read_tensors,
@@ -147,15 +149,16 @@ def save_checkpoint(accelerator: Any, parts: dict[str, Any], out: Path, step: in
     tmp, final = checkpoint_paths(out, step)
     if accelerator.is_main_process:
         try:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-            _write(tmp, accelerator, parts, rngs)
-            state = {**state, "format": FORMAT, "accelerator_step": accelerator.step}
-            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            with writing(final):  # a full disk names the checkpoint
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+                _write(tmp, accelerator, parts, rngs)
+                state = {**state, "format": FORMAT, "accelerator_step": accelerator.step}
+                (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2) + "\n", encoding="utf-8")
+                if final.exists():
+                    shutil.rmtree(final)
+                os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
         if keep > 0:
@@ -246,7 +249,7 @@ def restore_checkpoint(accelerator: Any, parts: dict[str, Any], checkpoint: Path
         load_model(accelerator.unwrap_model(parts["model"]), str(checkpoint / MODEL), strict=True)
     except Exception as exc:
         raise _invalid(checkpoint / MODEL, StateFileError(checkpoint / MODEL, exc).reason) from None
-    _load(checkpoint, "optimizer", parts["optimizer"].load_state_dict)
+    _load(checkpoint, "optimizer", _checked_optimizer_state(parts["optimizer"]))
     _load(checkpoint, "scheduler", _same_keys(parts["scheduler"]))
     if parts.get("scaler") is not None and (checkpoint / "scaler.json").exists():
         _load(checkpoint, "scaler", _same_keys(parts["scaler"]))
@@ -265,13 +268,31 @@ def _load(checkpoint: Path, name: str, apply: Any) -> None:
         raise _invalid(path, StateFileError(path, exc).reason) from None
 
 
+def _checked_optimizer_state(optimizer: Any) -> Any:
+    """``optimizer.load_state_dict``, after the hyper-parameters of each group (``lr``,
+    ``betas``, ...) are checked like the optimizer's own and every moment tensor is finite."""
+    def apply(state: Any) -> None:
+        own = optimizer.state_dict()
+        if not isinstance(state, dict) or not isinstance(state.get("param_groups"), list):
+            raise ValueError("expected a mapping with 'param_groups'")
+        check_like(state["param_groups"], own["param_groups"], "param_groups")
+        for key, moments in (state.get("state") or {}).items():
+            for name, tensor in (moments.items() if isinstance(moments, dict) else ()):
+                if hasattr(tensor, "is_floating_point") and tensor.is_floating_point() \
+                        and not bool(tensor.isfinite().all()):
+                    raise ValueError(f"state.{key}.{name}: holds non-finite numbers")
+        optimizer.load_state_dict(state)
+    return apply
+
+
 def _same_keys(target: Any) -> Any:
     """``target.load_state_dict``, refusing a key ``target``'s own state lacks (a scheduler's
     load_state_dict sets whatever attributes it is given, ``optimizer`` included)."""
     def apply(state: Any) -> None:
-        known = set(target.state_dict())
-        if not isinstance(state, dict) or not set(state) <= known:
-            unknown = sorted(set(state) - known) if isinstance(state, dict) else state
+        own = target.state_dict()
+        if not isinstance(state, dict) or not set(state) <= set(own):
+            unknown = sorted(set(state) - set(own)) if isinstance(state, dict) else state
             raise ValueError(f"unexpected keys {unknown!r:.80}")
+        check_like(state, own)  # types and ranges, before anything is set
         target.load_state_dict(state)
     return apply

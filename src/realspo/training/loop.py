@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from realspo.config import to_dict
-from realspo.errors import TrainingDiverged
+from realspo.errors import InputError, TrainingDiverged
 from realspo.faults import after_batch
 from realspo.outputs import output_lock
 from realspo.processes import destroy_process_group_at_exit
@@ -48,7 +48,7 @@ from realspo.training.metrics import (
     metric_record,
     peak_memory_mb,
 )
-from realspo.training.passes import merge_results, pass_budget, split_pairs
+from realspo.training.passes import pass_budget, run_passes
 from realspo.training.run_dir import (
     METRICS,
     MetricsLog,
@@ -235,6 +235,9 @@ class _Run:
         self.acc.wait_for_everyone()  # every process has checked OUT before it changes
         if resume_from is not None:
             step = int(restore_checkpoint(self.acc, self._parts(), resume_from)["step"])
+            if step > self.total:  # a forged step would "finish" the run without training
+                raise InputError(str(resume_from), f"a checkpoint at step {step}, beyond this "
+                                                   f"run's {self.total} steps; not this run's")
             if self.acc.is_main_process:
                 log.info("resuming from %s (step %d)", resume_from, step)
         elif self.start.restart and self.acc.is_main_process:
@@ -317,15 +320,10 @@ class _Run:
 
     def _forward_backward(self, batch: dict[str, Any], step: int, spo_step: int) -> StepResult:
         """The micro-batch's loss and gradient: one forward/backward pass, or one per group of pairs."""
-        budget = pass_budget(self.cfg.pass_tokens, self.acc.device)
-        split = budget > 0 and self.settings.spo is None and self.acc.num_processes == 1
-        parts, results = split_pairs(batch, budget) if split else [batch], []
-        for part in parts:
-            results.append(forward_batch(self.model, part, self.settings, self.tokenizer, spo_step=spo_step))
-            check_finite(self.acc, results[-1].loss, step + 1, self.last_checkpoint)
-            share = results[-1].count / len(batch["index"])  # the pairs' share of the batch's mean loss
-            self.acc.backward(results[-1].loss if len(parts) == 1 else results[-1].loss * share)
-        return merge_results(results)
+        # several processes keep one pass: each would need the same number of backward calls
+        budget = pass_budget(self.cfg.pass_tokens, self.acc.device) if self.acc.num_processes == 1 else 0
+        return run_passes(self.model, batch, self.settings, self.tokenizer, spo_step, budget, self.acc.backward,
+                          check=lambda loss: check_finite(self.acc, loss, step + 1, self.last_checkpoint))
 
     def _window(self) -> _Window:
         return _Window(Metrics.zeros(METRIC_KEYS, device=self.acc.device))

@@ -121,10 +121,22 @@ def shared_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor,
                          groups: Sequence[Sequence[int]], overhead: int | None = None) -> Tensor:
     """Final hidden states (B, T, H) of a right-padded batch (``input_ids``, ``attention_mask``
     (B, T)), each of ``groups`` (lists of row indices, every row in exactly one) run as one
-    token tree (a batch that is not right-padded runs in length groups instead); trees of similar size share a model call (:func:`length_groups`). Positions
-    past a row's length hold an arbitrary real state, as in :func:`grouped_hidden_states`."""
+    token tree (a batch that is not right-padded runs in length groups instead); trees of
+    similar size share a model call (:func:`length_groups`). Positions past a row's length hold
+    an arbitrary real state, as in :func:`grouped_hidden_states`."""
+    states, index = shared_states(model, input_ids, attention_mask, groups, overhead)
+    return states.index_select(0, index.reshape(-1)).reshape(*input_ids.shape, states.shape[-1])
+
+
+def shared_states(model: Any, input_ids: Tensor, attention_mask: Tensor, groups: Sequence[Sequence[int]],
+                  overhead: int | None = None) -> tuple[Tensor, Tensor]:
+    """:func:`shared_hidden_states` before it is laid out: the distinct states (N, H) the model
+    computed and ``index`` (B, T), the row of ``states`` holding each position's state, so a
+    reader can gather only the positions it needs (the degree head: one per variant)."""
     if not bool((attention_mask[:, :-1] >= attention_mask[:, 1:]).all()):  # not right-padded
-        return grouped_hidden_states(model, input_ids, attention_mask, overhead)
+        hidden = grouped_hidden_states(model, input_ids, attention_mask, overhead)
+        index = torch.arange(hidden.shape[0] * hidden.shape[1], device=hidden.device)
+        return hidden.reshape(-1, hidden.shape[-1]), index.reshape(input_ids.shape)
     causal_lm = unwrap_causal_lm(model)
     implementation = causal_lm.config._attn_implementation
     dtype = causal_lm.get_input_embeddings().weight.dtype
@@ -132,7 +144,6 @@ def shared_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor,
     trees, members = _packed_rows(input_ids, attention_mask, groups)
     if overhead is None:
         overhead = group_overhead(device)
-    width = input_ids.shape[1]
     source = torch.zeros(input_ids.shape, dtype=torch.long)  # (B, T) -> index into the packed states
     pieces, offset = [], 0
     for calls in length_groups([len(t.tokens) for t in trees], overhead):
@@ -145,8 +156,7 @@ def shared_hidden_states(model: Any, input_ids: Tensor, attention_mask: Tensor,
         pieces.append(hidden.reshape(-1, hidden.shape[-1]))
         offset += hidden.shape[0] * hidden.shape[1]
     flat = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
-    out = flat.index_select(0, source.to(device).reshape(-1))
-    return out.reshape(input_ids.shape[0], width, flat.shape[-1])
+    return flat, source.to(device)
 
 
 def pair_groups(n_pairs: int, variant_pairs: Sequence[int] = ()) -> list[list[int]]:

@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import yaml
 
 from realspo.errors import ConfigError, InputError, OutputExistsError, RealspoError
-from realspo.outputs import MARKER, _json_safe, atomic_path, mark_output, output_kind
+from realspo.outputs import MARKER, _json_safe, atomic_path, mark_output, output_kind, writing
 from realspo.training.checkpoints import check_checkpoint_files, latest_checkpoint
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,7 @@ class MetricsLog:
             tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a", encoding="utf-8") as fh:
+        with writing(self.path), self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(_json_safe(record)) + "\n")
             fh.flush()
 

@@ -13,6 +13,7 @@ weights, rebuild arbitrary objects by calling them).
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -137,3 +138,59 @@ class StateFileError(Exception):
             reason = f"{type(reason).__name__}: {text[0]}" if text else type(reason).__name__
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+MAX_STATE_INT = 1 << 40  # steps, epochs, counters: far beyond any run
+
+
+def check_like(value: Any, reference: Any, where: str = "") -> None:
+    """Refuse (ValueError naming the entry) ``value`` unless it has ``reference``'s shape:
+    the same types, list lengths and keys, finite numbers of a sane size.
+
+    ``reference`` is the live object's own ``state_dict()``: a loaded scheduler or optimizer
+    state may differ from it in values, never in kind. An integer must stay within
+    ``±MAX_STATE_INT``; a float must be finite and at most 1000 times the size of its
+    reference (or 1), so ``base_lrs: [1e30]`` or ``_step_count: 1e300`` is refused before
+    it can train the weights to nonsense.
+
+    Args:
+        value: the state read from a file.
+        reference: the state the object has now.
+        where: the path of ``value`` in the state, for the message.
+    """
+    at = where or "(top)"
+    if isinstance(reference, bool) or reference is None or isinstance(reference, str):
+        if reference is not None and type(value) is not type(reference):
+            raise ValueError(f"{at}: expected {type(reference).__name__}, got {_shown(value)}")
+        if reference is None and not (value is None or isinstance(value, (bool, int, float, str))):
+            raise ValueError(f"{at}: expected a plain value, got {type(value).__name__}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{at}: expected a finite number, got {value}")
+    elif isinstance(reference, int):
+        if type(value) is not int or abs(value) > MAX_STATE_INT:
+            raise ValueError(f"{at}: expected an integer of at most {MAX_STATE_INT}, got {_shown(value)}")
+    elif isinstance(reference, float):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) \
+                or abs(value) > 1000 * max(abs(reference), 1.0):
+            raise ValueError(f"{at}: expected a finite number near {reference:g}, got {_shown(value)}")
+    elif isinstance(reference, (list, tuple)):
+        if not isinstance(value, (list, tuple)) or len(value) != len(reference):
+            raise ValueError(f"{at}: expected a list of {len(reference)}, got {_shown(value)}")
+        for i, (item, ref) in enumerate(zip(value, reference, strict=True)):
+            check_like(item, ref, f"{where}[{i}]")
+    elif isinstance(reference, dict):
+        if not isinstance(value, dict):
+            raise ValueError(f"{at}: expected a mapping, got {_shown(value)}")
+        for key, item in value.items():
+            if key in reference:
+                check_like(item, reference[key], f"{where}.{key}" if where else str(key))
+    elif isinstance(reference, torch.Tensor):
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{at}: expected a tensor, got {_shown(value)}")
+        if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise ValueError(f"{at}: holds non-finite numbers")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"

@@ -38,7 +38,7 @@ from torch import Tensor, nn
 
 from realspo.chat_format import PromptFormat
 from realspo.errors import ConfigError, TrainingDiverged
-from realspo.spo.head import DegreeHead, degree_loss, pool_hidden
+from realspo.spo.head import DegreeHead, degree_loss, pool_hidden, pool_positions
 from realspo.spo.variants import num_classes, plan_variants
 from realspo.training.logprobs import (
     grouped_hidden_states,
@@ -49,7 +49,12 @@ from realspo.training.logprobs import (
 )
 from realspo.training.losses import PolicyLogps, preference_loss
 from realspo.training.metrics import Metrics
-from realspo.training.prefix_tree import pair_groups, shared_hidden_states, sharing_unsupported
+from realspo.training.prefix_tree import (
+    pair_groups,
+    shared_hidden_states,
+    shared_states,
+    sharing_unsupported,
+)
 from realspo.training.tokenization import collate, tokenize_response
 from realspo.training.train_config import BatchSettings, TrainConfig
 
@@ -73,6 +78,17 @@ class PolicyWithHead(nn.Module):
             pairs = [] if variant_pairs is None else variant_pairs.tolist()
             return shared_hidden_states(self.policy, input_ids, attention_mask, pair_groups(n_pairs, pairs))
         return grouped_hidden_states(self.policy, input_ids, attention_mask)
+
+    def _states(self, input_ids: Tensor, attention_mask: Tensor, n_pairs: int,
+                variant_pairs: Tensor | None) -> tuple[Tensor, Tensor]:
+        """:meth:`_hidden` before it is laid out: states (N, H) and each position's row in them
+        (B, T) (:func:`realspo.training.prefix_tree.shared_states`)."""
+        if self.share_prefixes:
+            pairs = [] if variant_pairs is None else variant_pairs.tolist()
+            return shared_states(self.policy, input_ids, attention_mask, pair_groups(n_pairs, pairs))
+        hidden = grouped_hidden_states(self.policy, input_ids, attention_mask)
+        index = torch.arange(hidden.shape[0] * hidden.shape[1], device=hidden.device)
+        return hidden.reshape(-1, hidden.shape[-1]), index.reshape(input_ids.shape)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, response_mask: Tensor,
                 variants: dict[str, Tensor] | None = None, fast: bool = True) -> dict[str, Tensor]:
@@ -106,10 +122,13 @@ class PolicyWithHead(nn.Module):
                 ids, mask, resp = (_stack_padded(a, variants[k], pad) for a, k, pad in (
                     (input_ids, "input_ids", 0), (attention_mask, "attention_mask", 0),
                     (response_mask, "response_mask", False)))
-            hidden = self._hidden(ids, mask, input_ids.shape[0] // 2, variants.get("pairs"))
+            states, index = self._states(ids, mask, input_ids.shape[0] // 2, variants.get("pairs"))
             n, width = input_ids.shape
-            logps, n_tokens = logps_from_hidden(self.policy, hidden[:n, :width], input_ids, response_mask)
-            pooled = pool_hidden(hidden, resp, self.pooling)[variants["rows"]]
+            # the pairs' states laid out for the LM head; of the variants', only the pooled positions
+            hidden = states.index_select(0, index[:n, :width].reshape(-1)).reshape(n, width, -1)
+            logps, n_tokens = logps_from_hidden(self.policy, hidden, input_ids, response_mask)
+            rows = variants["rows"]
+            pooled = pool_positions(states, index[rows], resp[rows], self.pooling)
         out = {"logps": logps, "n_tokens": n_tokens}
         out["spo_loss"], out["spo_accuracy"] = degree_loss(self.head, pooled, variants["labels"],
                                                            variants.get("weights"))
@@ -198,9 +217,33 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], settings: BatchSettin
     ``spo_step`` seeds the choice of degree levels when ``--spo-sample-levels`` is set;
     ``fast=False`` runs the plain computation (see the module docstring).
     """
+    variants = (variant_batch(batch, settings, tokenizer, spo_step, reuse_originals=fast)
+                if settings.spo else None)
+    return forward_pass(model, batch, settings, variants, fast=fast)
+
+
+def forward_pass(model: nn.Module, batch: dict[str, Any], settings: BatchSettings,
+                 variants: dict[str, Tensor] | None, fast: bool = True, degree_scale: float = 1.0
+                 ) -> StepResult:
+    """:func:`forward_batch` with the degree variants already built (:func:`variant_batch`).
+
+    ``degree_scale`` multiplies the degree loss and accuracy: a pass of some of a micro-batch's
+    pairs (:func:`realspo.training.passes.split_passes`) uses it so that its loss, times its
+    pairs' share of the batch, adds up over the passes to the micro-batch's loss.
+
+    Args:
+        model: a prepared :class:`PolicyWithHead`.
+        batch: the pairs, as :class:`realspo.training.data.PairCollator` builds them.
+        settings: the run's batch settings.
+        variants: the pairs' degree variants, or None (no SPO, or none graded).
+        fast: False runs the plain computation (``variants`` built with ``reuse_originals=False``).
+        degree_scale: the factor on the degree loss and accuracy.
+
+    Returns:
+        The pass's :class:`StepResult`.
+    """
     n = len(batch["index"])
     spo = settings.spo
-    variants = variant_batch(batch, settings, tokenizer, spo_step, reuse_originals=fast) if spo else None
     out = model(batch["input_ids"], batch["attention_mask"], batch["response_mask"], variants=variants,
                 fast=fast)
     logps, n_tokens = out["logps"], out["n_tokens"]
@@ -210,6 +253,8 @@ def forward_batch(model: nn.Module, batch: dict[str, Any], settings: BatchSettin
     loss = pref.loss
     zero = loss.detach() * 0.0
     spo_loss, spo_acc = out.get("spo_loss", zero), out.get("spo_accuracy", zero)
+    if degree_scale != 1.0:
+        spo_loss, spo_acc = spo_loss * degree_scale, spo_acc * degree_scale
     # without SPO the degree loss is that zero, and so is its weighted term
     spo_weight = spo.weight if spo is not None else 0.0
     if spo is not None:

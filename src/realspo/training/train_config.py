@@ -136,7 +136,8 @@ class TrainConfig:
     gradient_checkpointing: bool = option(False, help="recompute activations in the backward pass")
     pass_tokens: int | None = option(None, help="run a micro-batch in forward/backward passes of whole pairs of "
                                              "at most this many tokens: the same gradient, one pass's activations "
-                                             "alive at a time (one process, no --spo; on a CPU with a fused "
+                                             "alive at a time (one process; with --spo each pair with its degree "
+                                             "variants; on a CPU with a fused "
                                              "AdamW); 0: one pass per micro-batch, unfused AdamW; "
                                              "unset: 256 on CPU, one pass on a GPU")
     prefix_sharing: str = option("auto", help="run each pair's chosen, rejected and SPO variant "

@@ -219,7 +219,7 @@ def select_pairs(
     design_ridge: float = 1.0,
     pairs_per_prompt: int = 1,
 ) -> Selection:
-    """Select one pair per prompt with ``strategy``; keep the ``budget`` best across the dataset.
+    """Pick one pair per prompt by ``strategy``; return the ``budget`` best (a :class:`Selection`).
 
     Args:
         embeddings: (N, D) response embeddings in flattened order (group, then response).
@@ -232,9 +232,6 @@ def select_pairs(
         rewards: (N,) reward-model scores (``reward-*``).
         design_ridge: ``design``'s ridge lambda > 0.
         pairs_per_prompt: ``design``: at most N pairs per prompt (a budget then counts pairs).
-
-    Returns:
-        The kept pairs in rank order with their similarities (:class:`Selection`).
     """
     chosen, sizes, keys, extra = _checked_inputs(embeddings, group_sizes, strategy, budget, response_keys,
                                                  implicit_rewards, rewards, pairs_per_prompt)

@@ -394,7 +394,7 @@ def test_non_finite_json_score_is_rejected(tmp_path):
 
 def test_non_numeric_csv_score_is_rejected(tmp_path):
     path = write_csv(tmp_path / "shp.csv", [SHP_ROWS[0], dict(SHP_ROWS[1], score_A="lots")])
-    with pytest.raises(InputError, match=r"shp\.csv:row 1: field 'score_A': expected a number, got str 'lots'"):
+    with pytest.raises(InputError, match=r"shp\.csv:row 3: field 'score_A': expected a number, got str 'lots'"):
         load_groups(path)
 
 

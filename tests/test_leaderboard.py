@@ -15,14 +15,14 @@ from realspo.arms.records import Candidates
 from realspo.errors import ConfigError
 from realspo.leaderboard import run as lb_module
 from realspo.leaderboard.plan import CONTROL_ARMS, load_run, make_leaderboard_plan
-from realspo.leaderboard.pool import fit_reward_proxy, pair_rows
+from realspo.leaderboard.pool import PaidLabels, fit_reward_proxy, pair_rows, proxy_arm_pairs
 from realspo.leaderboard.report import FIGURES
 from realspo.leaderboard.run import run_leaderboard
 from realspo.schema import PromptGroup
 from realspo.selection.strategies import strategy_names
 
 ARMS = (*strategy_names(), *CONTROL_ARMS)
-TINY = dict(n_train_prompts=12, n_test_prompts=10, reward_prompts=30, steps=6, max_new_tokens=16,
+TINY = dict(n_train_prompts=12, n_test_prompts=10, steps=6, max_new_tokens=16,
             bootstrap_resamples=200)
 
 
@@ -79,6 +79,31 @@ def test_budgets_are_equal_across_arms_and_settings(tiny):
         for r in (1, 2, 3):
             assert _lines(out / "seed-0" / arm / f"round-{r}" / "pairs.jsonl") == 2
     assert all(row["n_labels"] == [6] for s in results["settings"].values() for row in s.values())
+
+
+def test_proxy_arms_pay_for_their_proxys_labels_from_the_budget(tiny):
+    """Every arm spends the same labels; a proxy arm's include those it fitted its proxy on
+    (half of each selection, rounded up), and its proxy saw nothing else."""
+    _, out, run, _, results = tiny
+    totals = {(r.arm, r.setting): r.cumulative_labels for r in run.records
+              if r.round == (1 if r.setting == "one-round" else 3)}
+    assert set(totals.values()) == {6}
+    for arm in ("reward-gap", "reward-uncertain"):
+        one = next(r for r in run.records if (r.arm, r.setting) == (arm, "one-round"))
+        assert one.extra["fit_labels"] == 3 and one.extra["proxy_labels"] == 3
+        assert one.extra["proxy"]["pairs"] == 3
+        rounds = sorted((r for r in run.records if (r.arm, r.setting) == (arm, "rounds")),
+                        key=lambda r: r.round)
+        assert [r.extra["fit_labels"] for r in rounds] == [1, 1, 1]
+        # the proxy refits on every label paid before: round r sees 2(r-1) earlier + 1 new
+        assert [r.extra["proxy_labels"] for r in rounds] == [1, 3, 5]
+        for setting in ("one-round", "rounds"):
+            row = results["settings"][setting][arm]
+            assert row["n_labels"] == [6] and row["proxy_fit_labels"] == [3]
+        assert [p["pairs_fitted"] for p in results["reward_proxy"][arm]["rounds"]] == [1, 3, 5]
+    assert results["settings"]["one-round"]["random"]["proxy_fit_labels"] is None
+    report = (out / "report.md").read_text()
+    assert "| reward-gap | 6 (3) |" in report and "| random | 6 |" in report
 
 
 def test_rounds_train_from_the_previous_rounds_policy(tiny):
@@ -167,10 +192,34 @@ def test_reward_proxy_recovers_a_planted_linear_reward():
     r = 4 * emb @ w_true
     labels = rng.random(len(a)) < 1 / (1 + np.exp(-(r[a] - r[b])))
     dummy.a_preferred = labels
-    proxy = fit_reward_proxy(dummy)
+    paid = PaidLabels.empty()
+    paid.add(dummy, list(range(len(a))))
+    proxy = fit_reward_proxy(np.concatenate(paid.differences), np.concatenate(paid.preferred),
+                             paid.prompts)
     fitted = proxy.rewards(emb)
     assert np.corrcoef(fitted, r)[0, 1] > 0.9
-    assert proxy.info["pairs"] == len(a)
+    assert proxy.info["pairs"] == len(a) and proxy.info["prompts"] == g
+
+
+def test_a_proxy_arm_fits_on_half_its_budget_and_picks_the_rest_on_other_prompts():
+    rng = np.random.default_rng(1)
+    dim, k, g = 6, 4, 40
+    emb = rng.normal(size=(g * k, dim))
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    groups = [PromptGroup(f"train-{i}", "q", [f"r{i}-{j}" for j in range(k)]) for i in range(g)]
+    index = {(i, a, b): n for n, (i, a, b) in enumerate(
+        (i, a, b) for i in range(g) for a in range(k) for b in range(a + 1, k))}
+    cands = Candidates(groups, emb, np.arange(g * k), index, np.zeros(len(index)),
+                       np.zeros(len(index)), np.zeros(len(index)), rng.random(len(index)) < 0.5,
+                       np.zeros(len(index)))
+    paid = PaidLabels.empty()
+    rows, proxy, spent = proxy_arm_pairs("reward-gap", cands, 9, 0, paid, {})
+    assert len(rows) == 9 and spent == {"fit_labels": 5, "proxy_labels": 5}
+    assert proxy.info["pairs"] == 5 and len(paid) == 9          # the picks join the paid labels
+    prompts = [pair_rows(cands)[2][r] for r in rows]
+    assert len(set(prompts)) == 9                                # one pair per prompt
+    again, proxy2, spent2 = proxy_arm_pairs("reward-gap", cands, 4, 1, paid, {})
+    assert spent2 == {"fit_labels": 2, "proxy_labels": 11} and len(paid) == 13
 
 
 def test_round_budgets_split_the_total_and_steps_follow_the_labels():
@@ -221,3 +270,16 @@ def test_findings_call_an_arm_better_only_when_its_interval_excludes_zero():
     assert "can show a selection effect" in text
     assert "better for none, worse for none" in text
     assert findings({**results, "verdicts": False}) == ["smoke run: no verdicts (the --quick sizes cannot support any)"]
+
+
+def test_a_runs_json_from_before_equal_proxy_labels_is_refused(tiny, tmp_path):
+    import shutil
+
+    _, out, _, _, _ = tiny
+    copy = tmp_path / "old"
+    shutil.copytree(out, copy)
+    raw = json.loads((copy / "runs.json").read_text())
+    raw["proxy"] = {"0": {"pairs": 1430}}         # the spare-prompt proxy's record
+    (copy / "runs.json").write_text(json.dumps(raw))
+    with pytest.raises(ConfigError, match="paid for their proxy's labels"):
+        load_run(copy)

@@ -24,12 +24,10 @@ CONTROL_ARMS = ("ceiling", "noiseless")  # demo controls the leaderboard runs be
 
 # Sizes per preset: the demo preset it builds on, and what the leaderboard changes.
 PRESETS: dict[str, dict[str, Any]] = {
-    "quick": dict(base="quick", n_train_prompts=30, n_test_prompts=40, reward_prompts=60,
-                  steps=6),
+    "quick": dict(base="quick", n_train_prompts=30, n_test_prompts=40, steps=6),
     # 180 prompts: the 3 x 11 arms' candidate sampling in rounds 2-3 dominates the cost; with
     # other jobs on the 2 cores (load 7-10) an arm of one seed took about 75 s at this size
-    "default": dict(base="default", n_train_prompts=180, n_test_prompts=200,
-                    reward_prompts=240),
+    "default": dict(base="default", n_train_prompts=180, n_test_prompts=200),
 }
 
 
@@ -41,7 +39,6 @@ class LeaderboardPlan:
     demo: DemoPlan
     rounds: int = 3
     arms: tuple[str, ...] = (*strategy_names(), *CONTROL_ARMS)
-    reward_prompts: int = 240     # spare training prompts the reward proxy is fitted on
     overrides: dict[str, Any] = field(default_factory=dict)  # make_leaderboard_plan's extra sizes
 
     @property
@@ -73,9 +70,8 @@ def make_leaderboard_plan(preset: str = "default", *, seed: int = 0, seeds: int 
     if preset not in PRESETS:
         raise ConfigError(f"unknown leaderboard preset {preset!r}; expected one of {', '.join(PRESETS)}")
     sizes = dict(PRESETS[preset])
-    base, reward_prompts = sizes.pop("base"), sizes.pop("reward_prompts")
+    base = sizes.pop("base")
     given = dict(overrides)
-    reward_prompts = overrides.pop("reward_prompts", reward_prompts)
     demo = make_plan(base, seed=seed, seeds=seeds, budget=budget, device=device)
     demo = replace(demo, **{**sizes, **overrides})
     if rounds < 1:
@@ -88,10 +84,10 @@ def make_leaderboard_plan(preset: str = "default", *, seed: int = 0, seeds: int 
     for arm in arms:
         if arm not in known:
             raise ConfigError(f"--arms: unknown arm {arm!r}; expected some of {', '.join(known)}")
-    if demo.n_train_prompts + reward_prompts > demo.world.n_train_prompts:
-        raise ConfigError(f"the leaderboard needs {demo.n_train_prompts} + {reward_prompts} "
-                          f"training prompts; the world has {demo.world.n_train_prompts}")
-    plan = LeaderboardPlan(demo, rounds, arms, reward_prompts, given)
+    if demo.n_train_prompts > demo.world.n_train_prompts:
+        raise ConfigError(f"the leaderboard needs {demo.n_train_prompts} training prompts; the "
+                          f"world has {demo.world.n_train_prompts}")
+    plan = LeaderboardPlan(demo, rounds, arms, given)
     if plan.total_labels > demo.n_train_prompts or plan.total_labels < rounds:
         raise ConfigError(f"--budget: {plan.total_labels} labels for {demo.n_train_prompts} "
                           f"prompts and {rounds} rounds (one pair per prompt, one per round at least)")
@@ -121,7 +117,6 @@ class LeaderboardRun:
     sft_dir: Path
     baseline: dict[int, np.ndarray] = field(default_factory=dict)
     records: list[ArmRecord] = field(default_factory=list)
-    proxy: dict[int, dict[str, Any]] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -136,12 +131,17 @@ def save_run(lb: LeaderboardRun, out: Path) -> None:
                  "device": lb.plan.demo.device, "overrides": lb.plan.overrides},
         "sft_dir": str(lb.sft_dir), "baseline": {str(s): b.tolist() for s, b in lb.baseline.items()},
         "records": [asdict(r) | {"rewards": r.rewards.tolist()} for r in lb.records],
-        "proxy": {str(s): p for s, p in lb.proxy.items()}, "timings": lb.timings}, overwrite=True)
+        "timings": lb.timings}, overwrite=True)
 
 
 def load_run(out: str | Path) -> LeaderboardRun:
     """The run saved in ``out/runs.json`` (to rebuild its report)."""
     raw = json.loads((Path(out) / RAW).read_text(encoding="utf-8"))
+    if "proxy" in raw:
+        # Its reward-proxy arms had a proxy fitted on spare prompts' labels (16x the budget):
+        # a report rebuilt with today's label counts would misstate what they spent.
+        raise ConfigError(f"{Path(out) / RAW}: written before the reward-proxy arms paid for "
+                          f"their proxy's labels from their budget; rerun realspo leaderboard")
     p = raw["plan"]
     plan = make_leaderboard_plan(p["preset"], seed=p["seeds"][0], seeds=len(p["seeds"]),
                                  budget=p["budget"], rounds=p["rounds"], arms=tuple(p["arms"]),
@@ -150,4 +150,4 @@ def load_run(out: str | Path) -> LeaderboardRun:
                for r in raw["records"]]
     return LeaderboardRun(plan, Path(raw["sft_dir"]),
                           {int(s): np.asarray(b, dtype=np.float64) for s, b in raw["baseline"].items()},
-                          records, {int(s): v for s, v in raw["proxy"].items()}, raw["timings"])
+                          records, raw["timings"])

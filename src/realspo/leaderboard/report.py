@@ -12,8 +12,10 @@ SFT model pools its seeds with a hierarchical bootstrap (seeds, then prompts wit
 a difference to ``random`` is paired (same prompts, same sampling noise) and carries its se and
 mde (2.80 x se); the share of the ceiling is ``(arm - random) / (ceiling - random)`` of the win
 rates, divided per resample. ``results.json``: ``config``, ``budgets``, ``statistics``,
-``verdicts``, ``reward_proxy``, ``settings`` (setting -> arm -> win rate, interval, labels,
-``vs_random``, ``share_of_ceiling``), ``rounds_vs_one_round``, ``label_efficiency``, ``runs``,
+``verdicts``, ``reward_proxy`` (per proxy arm, setting and round: labels fitted on, ridge,
+accuracy), ``settings`` (setting -> arm -> win rate, interval, ``n_labels`` (every label the
+arm paid for, per seed), ``proxy_fit_labels`` (those spent fitting its reward proxy, proxy
+arms only), ``vs_random``, ``share_of_ceiling``), ``rounds_vs_one_round``, ``label_efficiency``, ``runs``,
 ``timings_seconds``.
 """
 
@@ -50,13 +52,25 @@ def _wins(lb: LeaderboardRun, r: ArmRecord) -> np.ndarray:
     return win_indicators(r.rewards, lb.baseline[r.seed])
 
 
+def proxy_fit_labels(lb: LeaderboardRun, run: ArmRecord) -> int | None:
+    """The labels ``run``'s arm spent on random pairs to fit its reward proxy, up to and
+    including ``run`` (None: the arm has no proxy). They are part of ``cumulative_labels``."""
+    spent = [r.extra["fit_labels"] for r in lb.records
+             if (r.seed, r.arm, r.setting) == (run.seed, run.arm, run.setting)
+             and r.round <= run.round and "fit_labels" in r.extra]
+    return sum(spent) if spent else None
+
+
 def win_summary(lb: LeaderboardRun, runs: list[ArmRecord]) -> dict[str, Any]:
-    """Pooled win rate vs SFT of one arm's runs (one per seed), with its hierarchical interval."""
+    """Pooled win rate vs SFT of one arm's runs (one per seed), with its hierarchical interval,
+    and the labels each paid for (a proxy arm's fitting labels included)."""
     w = hierarchical_bootstrap([_wins(lb, r) for r in runs], lb.plan.demo.bootstrap_resamples, seed=0)
     ordered = sum(r.labels["n_ordered"] for r in runs)
+    fitted = [proxy_fit_labels(lb, r) for r in runs]
     return {"win_rate": w["estimate"], "ci_low": w["ci_low"], "ci_high": w["ci_high"],
             "se": w["se"], "mde": w["mde"],
             "n_labels": [r.cumulative_labels for r in runs],
+            "proxy_fit_labels": None if None in fitted else fitted,
             "label_error_rate": sum(r.labels["n_errors"] for r in runs) / ordered if ordered else None,
             "mean_reward_gap": float(np.mean([r.labels["mean_reward_gap"] or 0.0 for r in runs])),
             "per_seed": [float(_wins(lb, r).mean()) for r in runs]}
@@ -104,6 +118,30 @@ def label_efficiency(lb: LeaderboardRun) -> dict[str, dict[str, list[dict[str, A
     return out
 
 
+PROXY_LABELS = ("paid from the arm's budget: half of each selection (rounded up) on random pairs "
+                "to fit the proxy, the rest picked by it; the proxy refits on every label the arm "
+                "has paid for; the arm trains on all of them")
+
+
+def reward_proxy_summary(lb: LeaderboardRun) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """arm -> setting -> per round: the labels the proxy was fitted on, the ridges chosen and
+    its accuracy against the oracle on that round's candidates, averaged over seeds."""
+    by: dict[tuple[str, str, int], list[dict[str, Any]]] = defaultdict(list)
+    for r in lb.records:
+        if "proxy" in r.extra:
+            by[r.arm, r.setting, r.round].append(r.extra["proxy"])
+    out: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(dict)
+    for (arm, setting, round_), fits in sorted(by.items()):
+        accuracy = [f["oracle_accuracy"] for f in fits if f["oracle_accuracy"] is not None]
+        agreement = [f["label_agreement"] for f in fits if f["label_agreement"] is not None]
+        out[arm].setdefault(setting, []).append({
+            "round": round_, "pairs_fitted": float(np.mean([f["pairs"] for f in fits])),
+            "ridges": [f["ridge"] for f in fits],
+            "label_agreement": float(np.mean(agreement)) if agreement else None,
+            "oracle_accuracy": float(np.mean(accuracy)) if accuracy else None})
+    return dict(out)
+
+
 def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
     """Every number of the report, JSON-ready."""
     plan, final = lb.plan, _final(lb)
@@ -126,7 +164,7 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
     demo = plan_dict(plan.demo)
     return {
         "config": {"preset": plan.preset, "rounds": plan.rounds, "arms": list(plan.arms),
-                   "reward_prompts": plan.reward_prompts, "demo": demo},
+                   "reward_proxy_labels": PROXY_LABELS, "demo": demo},
         "budgets": {"total_labels": plan.total_labels, "round_labels": plan.round_budgets(),
                     "steps_one_round": plan.steps_for(plan.total_labels),
                     "steps_per_round": [plan.steps_for(b) for b in plan.round_budgets()]},
@@ -136,7 +174,7 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
                        "mde": f"{MDE_FACTOR:.2f} x bootstrap se (80% power, two-sided alpha 0.05)"},
         "verdicts": plan.preset != "quick",
         "sft_mean_reward": {str(s): float(b.mean()) for s, b in lb.baseline.items()},
-        "reward_proxy": {str(s): v for s, v in lb.proxy.items()},
+        "reward_proxy": reward_proxy_summary(lb),
         "settings": settings,
         "rounds_vs_one_round": rounds_vs_one,
         "label_efficiency": label_efficiency(lb),
@@ -160,6 +198,15 @@ def _ci(d: dict[str, Any], key: str = "difference", sign: bool = True) -> str:
     return f"{_f(d[key], sign=sign)} [{_f(d['ci_low'], sign=sign)}, {_f(d['ci_high'], sign=sign)}]"
 
 
+def _labels(row: dict[str, Any]) -> str:
+    """Every label the arm paid for (one number when the seeds agree), and those spent fitting
+    its proxy."""
+    total = sorted(set(row["n_labels"]))
+    text = "/".join(str(n) for n in total)
+    fitted = row.get("proxy_fit_labels")
+    return f"{text} ({'/'.join(str(n) for n in sorted(set(fitted)))})" if fitted else text
+
+
 NOTES = """## How to read it
 
 - **Equal budgets, equal compute.** Every arm labels the same pairs count, one pair per prompt.
@@ -174,8 +221,11 @@ NOTES = """## How to read it
   strategies fall to the registry's tie order (each prompt's first valid pair, prompts in data
   order) and pick the same pairs.
 - **Reward proxy.** `reward-gap` and `reward-uncertain` read a linear Bradley-Terry reward
-  model fitted to simulated labels of spare prompts (not the oracle, which would make
-  `reward-gap` the `ceiling`); its accuracy is in the last table.
+  model (not the oracle, which would make `reward-gap` the `ceiling`) fitted to labels paid
+  from their own budget: half of each selection (rounded up) goes to random pairs labelled by
+  the same simulated annotator, the proxy is fitted to every label the arm has paid for (in
+  rounds: earlier rounds' too) and picks the rest; the arm trains on all of them. Every arm's
+  labels, fitting included, are the `labels` column; the proxy's fits are in the last table.
 - **Controls.** `ceiling`: the oracle's largest-gap pair per prompt, annotator's labels;
   `noiseless`: random's pairs with the oracle's labels.
 """
@@ -225,12 +275,13 @@ def render(results: dict[str, Any]) -> str:
     for setting, rows in results["settings"].items():
         last = " (last round's pairs)" if setting == "rounds" else ""
         lines += [f"## {setting}", "",
-                  "| arm | win rate vs SFT [95%] | minus random [95%] | mde | share of ceiling [95%] "
-                  f"| label errors{last} | mean oracle gap{last} |", "|---|---|---|---|---|---|---|"]
+                  "| arm | labels (fitting a proxy) | win rate vs SFT [95%] | minus random [95%] | mde "
+                  f"| share of ceiling [95%] | label errors{last} | mean oracle gap{last} |",
+                  "|---|---|---|---|---|---|---|---|"]
         for arm, r in rows.items():
             vs = r.get("vs_random")
             sh = r.get("share_of_ceiling")
-            lines.append(f"| {arm} | {_ci(r, 'win_rate', False)} | {_ci(vs) if vs else '-'} | "
+            lines.append(f"| {arm} | {_labels(r)} | {_ci(r, 'win_rate', False)} | {_ci(vs) if vs else '-'} | "
                          f"{_f(vs['mde']) if vs else '-'} | {_ci(sh, 'estimate') if sh else '-'} | "
                          f"{_f(r['label_error_rate'])} | {_f(r['mean_reward_gap'], 2)} |")
         lines.append("")
@@ -247,12 +298,14 @@ def render(results: dict[str, Any]) -> str:
     lines += ["## Rounds minus one round (same arm, same labels, same steps)", "",
               "| arm | difference [95%] | mde |", "|---|---|---|"]
     lines += [f"| {arm} | {_ci(d)} | {_f(d['mde'])} |" for arm, d in results["rounds_vs_one_round"].items()]
-    lines += ["", "## Reward proxy (reward-gap, reward-uncertain)", "",
-              "| seed | pairs fitted | ridge | agreement with its labels | oracle accuracy on the "
-              "candidates |", "|---|---|---|---|---|"]
-    for seed, p in results["reward_proxy"].items():
-        lines.append(f"| {seed} | {p['pairs']} | {p['ridge']:g} | {_f(p['label_agreement'])} | "
-                     f"{_f(p['on_candidates']['oracle_accuracy'])} |")
+    lines += ["", "## Reward proxy (reward-gap, reward-uncertain; mean over seeds)", "",
+              "| arm | setting | round | labels fitted on | ridges | agreement with its labels "
+              "| oracle accuracy on the candidates |", "|---|---|---|---|---|---|---|"]
+    for arm, settings in results["reward_proxy"].items():
+        for setting, fits in settings.items():
+            lines += [f"| {arm} | {setting} | {p['round']} | {p['pairs_fitted']:g} | "
+                      f"{', '.join(f'{x:g}' for x in p['ridges'])} | {_f(p['label_agreement'])} | "
+                      f"{_f(p['oracle_accuracy'])} |" for p in fits]
     lines += ["", NOTES, "![label efficiency](label_efficiency.png)", "", "![win rates](win_rates.png)", "",
               "Stage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_seconds"].items()),
               ""]

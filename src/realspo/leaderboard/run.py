@@ -5,7 +5,6 @@ in R rounds of active labeling. The report: :mod:`realspo.leaderboard.report`.
 Per seed (the world, its oracle, the SFT model and the simulated annotator are the demo's)::
 
     baseline      the SFT model's held-out samples (the win rates' opponent)
-    reward proxy  fitted on spare prompts (realspo.leaderboard.pool: not the oracle)
     candidates    K samples from the SFT model for the N training prompts (the demo's)
     for each arm:
       one round   select B pairs, label, train from the SFT model, evaluate
@@ -14,7 +13,10 @@ Per seed (the world, its oracle, the SFT model and the simulated annotator are t
                   round's policy, evaluate (B = B_1 + ... + B_R, near-equal shares)
 
 **Equal budgets, equal compute.** Every arm labels the same B pairs in both settings (one pair
-per prompt). A run trains ``steps * labels / B`` optimizer steps (at least 1): the same epochs
+per prompt), the reward-proxy arms included: ``reward-gap`` and ``reward-uncertain`` pay for
+their proxy's labels out of that budget (half of each selection on random pairs to fit it, the
+other half picked by it; :func:`realspo.leaderboard.pool.proxy_arm_pairs`), and train on all
+of them. A run trains ``steps * labels / B`` optimizer steps (at least 1): the same epochs
 over its labels everywhere, so the R rounds together take the one-round run's steps, and round 1
 *is* a one-round run at budget B_1 (same candidates, same selection, same steps): the label-
 efficiency curve reads it as such.
@@ -64,18 +66,17 @@ from realspo.leaderboard.plan import (
     save_run,
 )
 from realspo.leaderboard.pool import (
-    RewardProxy,
+    PaidLabels,
     arm_pairs,
-    fit_reward_proxy,
     pool_candidates,
     proxy_accuracy,
+    proxy_arm_pairs,
 )
 from realspo.outputs import atomic_dir, check_writable, write_rows
 from realspo.selection.strategies import get_strategy
 
 log = logging.getLogger(__name__)
 
-PROXY_SEED_OFFSET = 30_000   # the reward proxy's spare-prompt samples and labels
 ROUND_SEED_OFFSET = 1_000    # round r >= 2 samples and labels with seed + r * this
 
 
@@ -101,16 +102,10 @@ def run_leaderboard(plan: LeaderboardPlan, out: str | Path, overwrite: bool = Fa
         for seed in demo.seeds:
             with timed(lb.timings, "evaluation"):
                 lb.baseline[seed] = evaluate_run(lb.sft_dir, demo, world, seed)
-            with timed(lb.timings, "reward_proxy"):
-                spare = pool_candidates(world, *sft, *sft, list(range(n_train, n_train + plan.reward_prompts)),
-                                        demo, seed + PROXY_SEED_OFFSET, seed + PROXY_SEED_OFFSET)
-                proxy = fit_reward_proxy(spare)
             with timed(lb.timings, "candidates"):
                 first = pool_candidates(world, *sft, *sft, list(range(n_train)), demo, seed, seed)
-            lb.proxy[seed] = {**proxy.info, "on_candidates": proxy_accuracy(proxy, first)}
-            log.info("[%.0fs] seed %d: reward proxy %s", time.perf_counter() - started, seed, lb.proxy[seed])
             for arm in plan.arms:
-                run_arm(lb, world, sft, proxy, first, arm, seed, tmp / f"seed-{seed}" / arm,
+                run_arm(lb, world, sft, first, arm, seed, tmp / f"seed-{seed}" / arm,
                         Path(scratch) / arm, started)
         lb.timings["total"] = time.perf_counter() - started
         save_run(lb, tmp)
@@ -120,17 +115,20 @@ def run_leaderboard(plan: LeaderboardPlan, out: str | Path, overwrite: bool = Fa
     return lb
 
 
-def _scores(arm: str, cands: Candidates, proxy: RewardProxy, policy: Path | None,
+def uses_proxy(arm: str) -> bool:
+    """Whether ``arm`` reads the reward proxy (and so pays for its labels)."""
+    return arm not in CONTROL_ARMS and get_strategy(arm).uses("rewards")
+
+
+def _scores(arm: str, cands: Candidates, policy: Path | None,
             reference: Path | None, plan: LeaderboardPlan) -> dict[str, np.ndarray | None]:
-    """The arrays the arm reads: implicit rewards (zero when policy is the reference) and the
-    proxy's rewards."""
-    scores: dict[str, np.ndarray | None] = {"implicit_rewards": None, "rewards": None}
+    """The arrays the arm reads besides the proxy: implicit rewards (zero when policy is the
+    reference)."""
+    scores: dict[str, np.ndarray | None] = {"implicit_rewards": None}
     if arm in CONTROL_ARMS:
         return scores
     strategy = get_strategy(arm)
     n = len(cands.embeddings)
-    if strategy.uses("rewards"):
-        scores["rewards"] = proxy.rewards(cands.embeddings)
     if strategy.uses("implicit_rewards"):
         if policy is None or reference is None:
             scores["implicit_rewards"] = np.zeros(n) if "implicit_rewards" in strategy.needs else None
@@ -172,8 +170,20 @@ def _train_and_record(lb: LeaderboardRun, world: Any, cands: Candidates, rows: l
     return record
 
 
-def run_arm(lb: LeaderboardRun, world: Any, sft: tuple[Any, Any], proxy: RewardProxy,
-            first: Candidates, arm: str, seed: int, out: Path, scratch: Path, started: float) -> None:
+def select(arm: str, cands: Candidates, n: int, seed: int, scores: dict[str, np.ndarray | None],
+           paid: PaidLabels) -> tuple[list[int], np.ndarray | None, dict[str, Any]]:
+    """The arm's ``n`` pairs of ``cands``, their labels (None: the annotator's), and what the
+    record keeps of the selection (a proxy arm: its labels spent on fitting, the proxy's fit and
+    accuracy). ``paid``: a proxy arm's earlier labels, updated in place."""
+    if not uses_proxy(arm):
+        rows, labels = arm_pairs(arm, cands, n, seed, scores)
+        return rows, labels, {}
+    rows, proxy, spent = proxy_arm_pairs(arm, cands, n, seed, paid, scores)
+    return rows, None, {**spent, "proxy": {**proxy.info, **proxy_accuracy(proxy, cands)}}
+
+
+def run_arm(lb: LeaderboardRun, world: Any, sft: tuple[Any, Any], first: Candidates, arm: str,
+            seed: int, out: Path, scratch: Path, started: float) -> None:
     """One arm of one seed: the one-round run, then the R rounds."""
     from realspo.evaluation.evaluate import win_rate
     from realspo.generation.sampling import load_generator_model
@@ -181,17 +191,18 @@ def run_arm(lb: LeaderboardRun, world: Any, sft: tuple[Any, Any], proxy: RewardP
     plan = lb.plan
     n_train, total = plan.demo.n_train_prompts, plan.total_labels
     with timed(lb.timings, "selection"):
-        scores = _scores(arm, first, proxy, None, None, plan)
-        rows, labels = arm_pairs(arm, first, total, seed, scores)
+        scores = _scores(arm, first, None, None, plan)
+        rows, labels, extra = select(arm, first, total, seed, scores, PaidLabels.empty())
     rec = _train_and_record(lb, world, first, rows, labels, lb.sft_dir, scratch / "one-round",
                             out / "one-round", scratch, seed=seed, arm=arm, setting="one-round",
-                            round_=1, cumulative=len(rows), extra={})
+                            round_=1, cumulative=len(rows), extra=extra)
     shutil.rmtree(scratch / "one-round")
     log.info("[%.0fs] seed %d %s one round, %d labels: win rate %.3f", time.perf_counter() - started,
              seed, arm, rec.n_labels, win_rate(rec.rewards, lb.baseline[seed]))
     labelled: set[int] = set()
     models = [lb.sft_dir]   # pi_0 = SFT, pi_1, ... (the two newest kept)
     cumulative = 0
+    paid = PaidLabels.empty()   # a proxy arm's labels of earlier rounds: its proxy refits on all
     for r, budget in enumerate(plan.round_budgets(), start=1):
         with timed(lb.timings, "candidates"):
             if r == 1:
@@ -203,17 +214,15 @@ def run_arm(lb: LeaderboardRun, world: Any, sft: tuple[Any, Any], proxy: RewardP
                                         seed + r * ROUND_SEED_OFFSET, seed + r * ROUND_SEED_OFFSET)
                 del policy
         with timed(lb.timings, "selection"):
-            scores = _scores(arm, cands, proxy, models[-1] if r > 1 else None,
+            scores = _scores(arm, cands, models[-1] if r > 1 else None,
                              models[-2] if r > 1 else None, plan)
-            rows, labels = arm_pairs(arm, cands, min(budget, len(cands.groups)), seed, scores)
+            rows, labels, chosen = select(arm, cands, min(budget, len(cands.groups)), seed, scores, paid)
         cumulative += len(rows)
         by_row = {v: k for k, v in cands.pair_index.items()}
         labelled.update(int(cands.groups[by_row[row][0]].prompt_id.split("-")[1]) for row in rows)
-        extra = {"pool_prompts": len(cands.groups)}
+        extra = {"pool_prompts": len(cands.groups), **chosen}
         if scores["implicit_rewards"] is not None:
             extra["implicit_reward_sd"] = float(np.std(scores["implicit_rewards"]))
-        if scores["rewards"] is not None:
-            extra["proxy"] = proxy_accuracy(proxy, cands)
         model_out = scratch / f"round-{r}"
         rec = _train_and_record(lb, world, cands, rows, labels, models[-1], model_out,
                                 out / f"round-{r}", scratch, seed=seed, arm=arm, setting="rounds",

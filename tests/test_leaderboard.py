@@ -176,18 +176,24 @@ def test_report_files_and_keys(tiny):
 # --- units ------------------------------------------------------------------------------
 
 
-def test_reward_proxy_recovers_a_planted_linear_reward():
-    rng = np.random.default_rng(0)
-    dim, k, g = 8, 4, 150
-    w_true = rng.normal(size=dim)
+def _random_candidates(rng: np.random.Generator, dim: int, k: int, g: int) -> Candidates:
+    """G prompts x K distinct responses with random unit embeddings; every pair, random labels."""
     emb = rng.normal(size=(g * k, dim))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    groups = [PromptGroup(f"p{i}", "q", [f"r{i}-{j}" for j in range(k)]) for i in range(g)]
+    groups = [PromptGroup(f"train-{i}", "q", [f"r{i}-{j}" for j in range(k)]) for i in range(g)]
     index = {(i, a, b): n for n, (i, a, b) in enumerate(
         (i, a, b) for i in range(g) for a in range(k) for b in range(a + 1, k))}
-    dummy = Candidates(groups, emb, np.arange(g * k), index, np.zeros(len(index)),
-                       np.zeros(len(index)), np.zeros(len(index)), np.zeros(len(index), bool),
-                       np.zeros(len(index)))
+    p = len(index)
+    return Candidates(groups, emb, np.arange(g * k), index, np.zeros(p), np.zeros(p), np.zeros(p),
+                      rng.random(p) < 0.5, np.zeros(p))
+
+
+def test_reward_proxy_recovers_a_planted_linear_reward():
+    rng = np.random.default_rng(0)
+    dim, g = 8, 150
+    w_true = rng.normal(size=dim)
+    dummy = _random_candidates(rng, dim, 4, g)
+    emb = dummy.embeddings
     a, b, _ = pair_rows(dummy)
     r = 4 * emb @ w_true
     labels = rng.random(len(a)) < 1 / (1 + np.exp(-(r[a] - r[b])))
@@ -202,16 +208,7 @@ def test_reward_proxy_recovers_a_planted_linear_reward():
 
 
 def test_a_proxy_arm_fits_on_half_its_budget_and_picks_the_rest_on_other_prompts():
-    rng = np.random.default_rng(1)
-    dim, k, g = 6, 4, 40
-    emb = rng.normal(size=(g * k, dim))
-    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    groups = [PromptGroup(f"train-{i}", "q", [f"r{i}-{j}" for j in range(k)]) for i in range(g)]
-    index = {(i, a, b): n for n, (i, a, b) in enumerate(
-        (i, a, b) for i in range(g) for a in range(k) for b in range(a + 1, k))}
-    cands = Candidates(groups, emb, np.arange(g * k), index, np.zeros(len(index)),
-                       np.zeros(len(index)), np.zeros(len(index)), rng.random(len(index)) < 0.5,
-                       np.zeros(len(index)))
+    cands = _random_candidates(np.random.default_rng(1), 6, 4, 40)
     paid = PaidLabels.empty()
     rows, proxy, spent = proxy_arm_pairs("reward-gap", cands, 9, 0, paid, {})
     assert len(rows) == 9 and spent == {"fit_labels": 5, "proxy_labels": 5}

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from realspo.arms.analysis import crossing_point, rank_correlation
+from realspo.arms.analysis import rank_correlation
+from realspo.arms.efficiency import crossing_point
 from realspo.cli import main
 from realspo.demo.findings import SMOKE
 from realspo.demo.report import FIGURES, findings
@@ -102,6 +103,10 @@ def test_label_efficiency_has_random_and_easy_at_each_budget(results):
     assert [p["n_labels"] for p in curves["easy"]] == [20, 40]
     needed = results["label_efficiency"]["easy_labels_to_match"]
     assert needed is None or 20 <= needed <= 40
+    primary = results["label_efficiency"]["outcomes"]["mean_reward_samples"]
+    assert [p["n_labels"] for p in primary["curves"]["easy"]] == [20, 40]
+    assert primary["target"]["n_labels"] == 40
+    assert 0.0 <= primary["labels_needed"]["not_reached_share"] <= 1.0
 
 
 def test_report_has_the_table_and_computed_findings(quick_demo, results):
@@ -212,9 +217,11 @@ def test_rank_correlation_uses_average_ranks_for_ties():
 def test_findings_say_not_reached_when_easy_never_matches_random(results):
     altered = json.loads(json.dumps(results))
     altered["verdicts"] = True
-    altered["label_efficiency"].update(random_best={"win_rate": 0.9, "n_labels": 40},
-                                       easy_labels_to_match=None, labels_saved=None)
-    assert any("not reached" in f for f in findings(altered))
+    primary = altered["label_efficiency"]["outcomes"]["mean_reward_samples"]
+    primary["labels_needed"].update(estimate=None, ci_low=None, ci_high=None, not_reached_share=1.0)
+    primary["share_saved"].update(estimate=None, ci_low=None, ci_high=None)
+    assert any("does not reach it at any budget tried (not reached in 100% of resamples)" in f
+               for f in findings(altered))
 
 
 def test_findings_call_a_difference_significant_only_when_its_interval_excludes_zero(results):

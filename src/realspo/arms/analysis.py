@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from realspo.arms.arm_outcomes import paired_outcomes, pooled_outcomes
+from realspo.arms.efficiency import label_efficiency
 from realspo.arms.manipulation import spo_dose, spo_manipulation
 from realspo.arms.plan import budget_label, plan_dict
 from realspo.arms.records import DemoRun, RunRecord
@@ -53,20 +54,6 @@ def rank_correlation(x: np.ndarray, y: np.ndarray) -> float:
     if rx.std() == 0 or ry.std() == 0:
         return float("nan")
     return float(np.corrcoef(rx, ry)[0, 1])
-
-
-def crossing_point(points: list[tuple[float, float]], target: float) -> float | None:
-    """The smallest x at which the piecewise-linear curve through ``points`` (x ascending)
-    reaches ``target``; the first x if it starts there, None if it never does."""
-    points = sorted(points)
-    if not points:
-        return None
-    if points[0][1] >= target:
-        return points[0][0]
-    for (x0, y0), (x1, y1) in zip(points, points[1:], strict=False):
-        if y0 < target <= y1:
-            return x0 + (target - y0) / (y1 - y0) * (x1 - x0)
-    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -188,32 +175,6 @@ def premise_difference(demo: DemoRun, bins: int = 10) -> dict[str, float] | None
             "ci_high": result["ci_high"], "se": result["se"], "mde": result["mde"],
             "least_similar_rate": float(pooled[0] / pooled[1]) if pooled[1] else None,
             "most_similar_rate": float(pooled[2] / pooled[3]) if pooled[3] else None}
-
-
-def label_efficiency(demo: DemoRun, pooled: dict[tuple[str, str, str], dict[str, Any]]
-                     ) -> dict[str, Any]:
-    """Win rate against labels for random and easy (DPO), and the labels easy needs to reach
-    random's best win rate (linear interpolation between budgets)."""
-    curves: dict[str, list[dict[str, Any]]] = {}
-    for (strategy, loss, budget), p in pooled.items():
-        if loss == "dpo" and strategy in ("random", "easy"):
-            curves.setdefault(strategy, []).append(
-                {"budget": budget, "n_labels": p["n_labels"], "win_rate": p["win_rate"],
-                 "ci_low": p["ci_low"], "ci_high": p["ci_high"]})
-    for points in curves.values():
-        points.sort(key=lambda p: p["n_labels"])
-    result: dict[str, Any] = {"curves": curves, "random_best": None, "easy_labels_to_match": None,
-                              "labels_saved": None}
-    if not curves.get("random") or not curves.get("easy"):
-        return result
-    best = max(curves["random"], key=lambda p: (p["win_rate"], -p["n_labels"]))
-    result["random_best"] = best
-    needed = crossing_point([(p["n_labels"], p["win_rate"]) for p in curves["easy"]],
-                            best["win_rate"])
-    result["easy_labels_to_match"] = needed
-    if needed is not None:
-        result["labels_saved"] = 1.0 - needed / best["n_labels"]
-    return result
 
 
 def _comparisons(demo: DemoRun, groups: dict[tuple[str, str, str], list[RunRecord]]

@@ -3,7 +3,9 @@
     win_rates.png                  win rate vs SFT per strategy, control and loss, 95% intervals
     label_error_by_similarity.png  label-error rate of every candidate pair by similarity decile
     training_curves.png            loss, reward margin, SPO degree accuracy per step (first seed)
-    label_efficiency.png           win rate against labels, random vs easy (DPO)
+    label_efficiency.png           random vs easy (DPO) against labels, 95% bands: the mean
+                                   oracle reward over the samples (primary) and the win rate,
+                                   random's value at the full budget, where easy reaches it
 """
 
 from __future__ import annotations
@@ -89,22 +91,37 @@ def plot_training_curves(demo: DemoRun, path: Path) -> None:
 
 
 def plot_label_efficiency(results: dict[str, Any], path: Path) -> None:
+    """One panel per outcome of ``results["label_efficiency"]["outcomes"]`` (the primary
+    first): both curves with their interval bands, the target and easy's crossing."""
     eff = results["label_efficiency"]
-    fig, ax = new_figure(figsize=(6, 4))
-    for strategy, points in eff["curves"].items():
-        xs = [p["n_labels"] for p in points]
-        ax.plot(xs, [p["win_rate"] for p in points], "o-", color=COLORS.get(strategy), label=strategy)
-        ax.fill_between(xs, [p["ci_low"] for p in points], [p["ci_high"] for p in points],
-                        color=COLORS.get(strategy), alpha=0.15)
-    if eff["random_best"] is not None:
-        ax.axhline(eff["random_best"]["win_rate"], color=COLORS["random"], ls=":", lw=1,
-                   label="random's best")
-    if eff["easy_labels_to_match"] is not None:
-        ax.axvline(eff["easy_labels_to_match"], color=COLORS["easy"], ls=":", lw=1,
-                   label="easy reaches it")
-    ax.axhline(0.5, color="k", ls="--", lw=0.8)
-    ax.set_xlabel("labels (pairs annotated)")
-    ax.set_ylabel("win rate vs SFT (DPO)")
-    ax.set_title("Label efficiency: random vs easy (95% CI)", fontsize=9)
-    ax.legend(fontsize=7)
+    outcomes = eff.get("outcomes") or {}
+    titles = {"mean_reward_samples": "mean oracle reward over the samples (primary)",
+              "win_rate": "win rate vs SFT"}
+    if not outcomes:   # fewer than two budgets: the win-rate points only
+        outcomes = {"win_rate": {"curves": {s: [{**p, "estimate": p["win_rate"]} for p in points]
+                                            for s, points in eff["curves"].items()}}}
+    fig, axes = new_figure(ncols=len(outcomes), figsize=(5.5 * len(outcomes), 4), squeeze=False)
+    for ax, (name, o) in zip(axes[0], outcomes.items(), strict=True):
+        for strategy, points in o["curves"].items():
+            xs = [p["n_labels"] for p in points]
+            ax.plot(xs, [p["estimate"] for p in points], "o-", color=COLORS.get(strategy), label=strategy)
+            ax.fill_between(xs, [p["ci_low"] for p in points], [p["ci_high"] for p in points],
+                            color=COLORS.get(strategy), alpha=0.15)
+        if "target" in o:
+            t, need = o["target"], o["labels_needed"]
+            ax.axhline(t["value"], color=COLORS["random"], ls=":", lw=1,
+                       label=f"random at the full budget ({t['n_labels']:.0f} labels)")
+            if need["estimate"] is not None:
+                ax.axvline(need["estimate"], color=COLORS["easy"], ls=":", lw=1,
+                           label=f"easy reaches it: {need['estimate']:.0f} labels")
+            ax.set_title(f"{titles.get(name, name)}; easy not reaching it in "
+                         f"{need['not_reached_share']:.0%} of resamples", fontsize=8)
+        else:
+            ax.set_title(titles.get(name, name), fontsize=8)
+        if name == "win_rate":
+            ax.axhline(0.5, color="k", ls="--", lw=0.8)
+        ax.set_xlabel("labels (pairs annotated)")
+        ax.set_ylabel(titles.get(name, name).split(" (")[0])
+        ax.legend(fontsize=7)
+    fig.suptitle("Label efficiency (DPO): random vs easy, 95% hierarchical intervals", fontsize=9)
     save_figure(fig, path)

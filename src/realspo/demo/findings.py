@@ -222,24 +222,41 @@ def _premise(lo: dict[str, Any], hi: dict[str, Any], premise: dict[str, Any], rh
             f"reward gap is {rho:+.3f}.")
 
 
+OUTCOME_NAMES = {"mean_reward_samples": "mean oracle reward over the samples per prompt",
+                 "win_rate": "win rate vs SFT"}
+
+
 def _efficiency(eff: dict[str, Any]) -> str | None:
-    if eff["random_best"] is None:
+    """The paper's terms on the primary outcome (the win rate when the run has no samples):
+    the labels easy needs to reach random's value at the full budget and the share saved,
+    with their intervals, beside the paper's claim (:mod:`realspo.arms.efficiency`)."""
+    outcomes = eff.get("outcomes") or {}
+    name = eff.get("primary_outcome") if eff.get("primary_outcome") in outcomes else next(iter(outcomes), None)
+    if name is None:
         return None
-    best = eff["random_best"]
-    head = (f"Label efficiency (DPO): random's best win rate is {best['win_rate']:.3f} with "
-            f"{best['n_labels']:.0f} labels; ")
-    needed = eff["easy_labels_to_match"]
-    first = eff["curves"]["easy"][0]["n_labels"]
-    if needed is not None and needed <= first:
-        return (head + f"easy already reaches it at the smallest budget tried ({first:.0f} labels, "
-                f"{eff['labels_saved']:.0%} fewer; the true crossing may be lower). Single budgets "
-                "are noisy: compare the intervals in the figure.")
-    if needed is None:
-        return head + "easy does not reach it at any budget tried (not reached): no labels saved."
-    saved = eff["labels_saved"]
-    return (head + f"easy reaches it with about {needed:.0f} labels (interpolated), "
-            + (f"{saved:.0%} fewer labels." if saved >= 0 else f"{-saved:.0%} more labels.")
-            + " Single budgets are noisy: compare the intervals in the figure.")
+    o = outcomes[name]
+    target, need, saved = o["target"], o["labels_needed"], o["share_saved"]
+    full = target["n_labels"]
+    head = (f"Label efficiency (DPO, {OUTCOME_NAMES.get(name, name)}"
+            + ("" if name == eff.get("primary_outcome") else "; the primary outcome was not recorded")
+            + f"): random reaches {target['value']:.3f} [{target['ci_low']:.3f}, "
+            f"{target['ci_high']:.3f}] at the full budget ({full:.0f} labels); ")
+    missed = f"not reached in {need['not_reached_share']:.0%} of resamples"
+    if need["estimate"] is None:
+        body = f"easy does not reach it at any budget tried ({missed}"
+        if need["ci_low"] is not None:
+            body += f"; labels needed [{need['ci_low']:.0f}, more than {full:.0f}]"
+        body += "): no labels saved"
+    else:
+        hi = f"{need['ci_high']:.0f}" if need["ci_high"] is not None else f"more than {full:.0f}"
+        lo_saved = f"{saved['ci_low']:.0%}" if saved["ci_low"] is not None else "none (not reached)"
+        hi_saved = f"{saved['ci_high']:.0%}" if saved["ci_high"] is not None else "none (not reached)"
+        body = (f"easy needs {need['estimate']:.0f} [{need['ci_low']:.0f}, {hi}] labels to reach "
+                f"random's value at the full budget ({full:.0f} labels): saves "
+                f"{saved['estimate']:.0%} [{lo_saved}, {hi_saved}] ({missed})")
+        if need.get("at_smallest_budget"):
+            body += "; easy already reaches it at the smallest budget tried, so the true crossing may be lower"
+    return head + body + f". The paper claims {eff.get('paper_claim', 'up to 65% fewer labels')}."
 
 
 def _names(items: list[str]) -> str:

@@ -28,7 +28,16 @@ from realspo.demo.figures import (
     plot_training_curves,
     plot_win_rates,
 )
-from realspo.demo.findings import SMOKE, _ci, _diff, _rate, _share, findings, verdict
+from realspo.demo.findings import (
+    OUTCOME_NAMES,
+    SMOKE,
+    _ci,
+    _diff,
+    _rate,
+    _share,
+    findings,
+    verdict,
+)
 from realspo.outputs import atomic_path, write_json
 
 __all__ = ["FIGURES", "findings", "markdown", "write_report"]
@@ -211,12 +220,55 @@ def markdown(results: dict[str, Any]) -> str:
                      f"{_rate(d['expected_error_rate'])} | {d['mean_reward_gap'] or 0:.2f} |")
     eff = results["label_efficiency"]
     lines += ["", "![label errors by similarity](label_error_by_similarity.png)", "",
-              "## Label efficiency (DPO)", "", "| strategy | budget | labels | win rate [95% CI] |",
-              "|---|---|---|---|"]
-    for strategy, points in eff["curves"].items():
-        lines += [f"| {strategy} | {p['budget']} | {p['n_labels']:.0f} | {_ci(p)} |" for p in points]
+              "## Label efficiency (DPO)", ""]
+    lines += _efficiency_table(eff)
     lines += ["", "![label efficiency](label_efficiency.png)", "", "## Training curves", "",
               "![training curves](training_curves.png)", "",
               "Per-seed numbers, selected pairs and training metrics: `results.json` and "
               "`seed-*/`.", ""]
     return "\n".join(lines)
+
+
+def _efficiency_table(eff: dict[str, Any]) -> list[str]:
+    """random and easy per budget on both outcomes (realspo.arms.efficiency), with intervals;
+    the win rates alone when the run has fewer than two budgets."""
+    outcomes = eff.get("outcomes") or {}
+    if not outcomes:
+        lines = ["| strategy | budget | labels | win rate [95% CI] |", "|---|---|---|---|"]
+        for strategy, points in eff["curves"].items():
+            lines += [f"| {strategy} | {p['budget']} | {p['n_labels']:.0f} | {_ci(p)} |" for p in points]
+        return lines
+    names = list(outcomes)
+    lines = ["| strategy | budget | labels | " + " | ".join(f"{OUTCOME_NAMES.get(n, n)} [95%]" for n in names)
+             + " |", "|---" * (3 + len(names)) + "|"]
+    first = outcomes[names[0]]["curves"]
+    for strategy, points in first.items():
+        for j, p in enumerate(points):
+            cells = [outcomes[n]["curves"][strategy][j] for n in names]
+            lines.append(f"| {strategy} | {p['budget']} | {p['n_labels']:.0f} | "
+                         + " | ".join(f"{c['estimate']:.3f} [{c['ci_low']:.3f}, {c['ci_high']:.3f}]"
+                                      for c in cells) + " |")
+    lines += ["", "Labels easy needs to reach random's value at the full budget, and the share "
+              "saved (hierarchical bootstrap: seeds, then prompts shared by every run of a seed; "
+              "'more than' = not reached in the interval's end; 'at most' = reached at the smallest budget "
+              "tried, so the true crossing may be lower):", "",
+              "| outcome | random at the full budget [95%] | labels easy needs [95%] | not reached "
+              "(share of resamples) | labels saved [95%] |", "|---|---|---|---|---|"]
+    for n in names:
+        t, need, saved = (outcomes[n][k] for k in ("target", "labels_needed", "share_saved"))
+        full = t["n_labels"]
+        at_most = "at most " if need.get("at_smallest_budget") else ""  # reached at the first budget
+        hi = _count(need["ci_high"]) if need["ci_high"] is not None else f"more than {full:.0f}"
+        lines.append(f"| {OUTCOME_NAMES.get(n, n)} | {t['value']:.3f} [{t['ci_low']:.3f}, "
+                     f"{t['ci_high']:.3f}] ({full:.0f} labels) | {at_most}{_count(need['estimate'])} "
+                     f"[{_count(need['ci_low'])}, {hi}] | {need['not_reached_share']:.0%} | "
+                     f"{_percent(saved['estimate'])} [{_percent(saved['ci_low'])}, {_percent(saved['ci_high'])}] |")
+    return lines
+
+
+def _count(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0f}"
+
+
+def _percent(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"

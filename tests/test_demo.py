@@ -117,6 +117,11 @@ def test_report_has_the_table_and_computed_findings(quick_demo, results):
     judged = findings({**results, "verdicts": True})
     assert any(f.startswith("SPO (DPO+SPO minus DPO") for f in judged)
     assert any(f.startswith("Positive control: ceiling") for f in judged)
+    assert any(f.startswith("Label efficiency (DPO, mean oracle reward over the samples per prompt)")
+               and "up to 65%" in f for f in judged)
+    target = results["label_efficiency"]["outcomes"]["mean_reward_samples"]["target"]
+    assert (f"| mean oracle reward over the samples per prompt | {target['value']:.3f} "
+            f"[{target['ci_low']:.3f}, {target['ci_high']:.3f}] (40 labels) |") in text
 
 
 def test_existing_out_is_refused_without_overwrite(tmp_path, capsys):

@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo leaderboard test test-browser test-served test-label-studio lint bench docs
+.PHONY: install demo positive-controls leaderboard test test-browser test-served test-label-studio lint bench docs
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +20,13 @@ $(VENV)/.installed: pyproject.toml
 # One intra-op thread: the demo's models are tiny, and extra threads only contend (measured).
 demo: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VENV)/bin/realspo demo --out runs/demo --overwrite
+
+# The positive controls (docs/explanation/positive-controls.md): the two worlds side by side,
+# one core each; seeds from the power calculation on that page.
+positive-controls: install
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VENV)/bin/realspo demo --world premise --seeds 8 --out runs/premise --overwrite & pid=$$!; \
+	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VENV)/bin/realspo demo --world omissions --seeds 6 --out runs/omissions --overwrite; \
+	rc=$$?; wait $$pid && exit $$rc
 
 leaderboard: install
 	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(VENV)/bin/realspo leaderboard --out runs/leaderboard --overwrite

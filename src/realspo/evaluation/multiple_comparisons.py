@@ -25,8 +25,9 @@ from scipy import stats
 
 from realspo.evaluation.statistics import ALPHA, power, seeds_for_power
 
-RULE = ("significantly better/worse = Holm-adjusted p < 0.05 within the family (two-sided "
-        "bootstrap p-values; Benjamini-Hochberg q-values reported beside them)")
+# no word "significant" here: a smoke run's report states the rule but makes no verdicts
+RULE = ("a difference is called better or worse only when its Holm-adjusted p < 0.05 within "
+        "its family (two-sided bootstrap p-values; Benjamini-Hochberg q-values beside them)")
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

@@ -220,3 +220,19 @@ def hierarchical_bootstrap(samples: list[Any], n_resamples: int = 2000, seed: in
     se = float(finite.std(ddof=1)) if finite.size > 1 else 0.0
     return {"estimate": float(point), "ci_low": float(lo), "ci_high": float(hi), "se": se,
             "mde": minimum_detectable_effect(se, len(samples)), "p": bootstrap_p_value(finite)}
+
+
+def mde_text(seeds: int) -> str:
+    """How the run's mde is computed, for the statistics line of a report.
+
+    Args:
+        seeds: number of seeds of the run.
+
+    Returns:
+        One sentence naming the factor and its degrees of freedom.
+    """
+    if seeds >= 2:
+        return (f"(t_0.975,{seeds - 1} + t_0.8,{seeds - 1}) x bootstrap se = {mde_factor(seeds):.2f}"
+                f" x se with {seeds} seeds (df = seeds - 1; 80% power, two-sided alpha 0.05)")
+    return (f"(z_0.975 + z_0.8) x bootstrap se = {mde_factor(1):.2f} x se with one seed "
+            "(the prompt bootstrap; 80% power, two-sided alpha 0.05)")

@@ -9,8 +9,12 @@
 
 Statistics are the demo's (:mod:`realspo.evaluation.statistics`): a model's win rate over the
 SFT model pools its seeds with a hierarchical bootstrap (seeds, then prompts within a seed);
-a difference to ``random`` is paired (same prompts, same sampling noise) and carries its se and
-mde (2.80 x se); the share of the ceiling is ``(arm - random) / (ceiling - random)`` of the win
+a difference to ``random`` is paired (same prompts, same sampling noise) and carries its se,
+mde (t-based with seeds - 1 df, 2.80 x se with one seed) and bootstrap p. The family is every
+comparison the report judges (each arm minus random in both settings, each arm's rounds minus
+one round), adjusted by Holm and Benjamini-Hochberg; "significant" means Holm p < 0.05
+(:mod:`realspo.evaluation.multiple_comparisons`); each carries its power to detect the
+setting's ``ceiling - random`` (the one-round setting's for rounds minus one round); the share of the ceiling is ``(arm - random) / (ceiling - random)`` of the win
 rates, divided per resample. ``results.json``: ``config``, ``budgets``, ``statistics``,
 ``verdicts``, ``reward_proxy``, ``settings`` (setting -> arm -> win rate, interval, labels,
 ``vs_random``, ``share_of_ceiling``), ``rounds_vs_one_round``, ``label_efficiency``, ``runs``,
@@ -28,7 +32,14 @@ import numpy as np
 
 from realspo.arms.plan import plan_dict
 from realspo.evaluation.evaluate import win_indicators
-from realspo.evaluation.statistics import MDE_FACTOR, hierarchical_bootstrap
+from realspo.evaluation.multiple_comparisons import (
+    RULE,
+    add_power,
+    adjust_family,
+    direction,
+    p_text,
+)
+from realspo.evaluation.statistics import hierarchical_bootstrap, mde_text
 from realspo.leaderboard.plan import SETTINGS, ArmRecord, LeaderboardRun
 from realspo.outputs import atomic_path, write_json
 
@@ -68,8 +79,32 @@ def paired(lb: LeaderboardRun, a: list[ArmRecord], b: list[ArmRecord], seed: int
     diffs = [_wins(lb, r) - _wins(lb, other[r.seed]) for r in a]
     d = hierarchical_bootstrap(diffs, lb.plan.demo.bootstrap_resamples, seed=seed)
     return {"difference": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-            "se": d["se"], "mde": d["mde"], "significant": bool(d["ci_low"] > 0 or d["ci_high"] < 0),
-            "per_seed": [float(x.mean()) for x in diffs]}
+            "se": d["se"], "mde": d["mde"], "p": d["p"], "per_seed": [float(x.mean()) for x in diffs]}
+
+
+def judge(settings: dict[str, dict[str, Any]], rounds_vs_one: dict[str, dict[str, Any]],
+          seeds: int) -> dict[str, Any]:
+    """Adjust the family of every judged comparison, mark ``significant`` (Holm p < 0.05) and
+    add power to detect the setting's ceiling gain (in place); returns the family's description.
+
+    Args:
+        settings: setting -> arm -> row (``vs_random`` where the arm has one).
+        rounds_vs_one: arm -> rounds minus one round.
+        seeds: number of seeds.
+
+    Returns:
+        ``{"size", "comparisons", "reference"}``.
+    """
+    named = [(f"{setting}: {arm} - random", setting, r["vs_random"])
+             for setting, rows in settings.items() for arm, r in rows.items() if "vs_random" in r]
+    named += [(f"{arm}: rounds - one round", "one-round", d) for arm, d in rounds_vs_one.items()]
+    adjust_family([e for _, _, e in named], "win_rate")
+    for _, setting, e in named:
+        ceiling = settings.get(setting, {}).get("ceiling", {}).get("vs_random")
+        add_power(e, ceiling["difference"] if ceiling else None, seeds)
+        e["significant"] = direction(e) is not None
+    return {"size": len(named), "comparisons": [n for n, _, _ in named],
+            "reference": "the setting's ceiling - random (one-round's for rounds - one round)"}
 
 
 def share(lb: LeaderboardRun, runs: list[ArmRecord], random: list[ArmRecord],
@@ -123,6 +158,7 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
         settings[setting] = rows
     rounds_vs_one = {arm: paired(lb, final["rounds", arm], final["one-round", arm], seed=4)
                      for arm in plan.arms if ("rounds", arm) in final and ("one-round", arm) in final}
+    family = judge(settings, rounds_vs_one, len(plan.demo.seeds))
     demo = plan_dict(plan.demo)
     return {
         "config": {"preset": plan.preset, "rounds": plan.rounds, "arms": list(plan.arms),
@@ -133,7 +169,9 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
         "statistics": {"interval": "hierarchical percentile bootstrap, 95%: resample seeds, then "
                                    "prompts within each drawn seed",
                        "resamples": plan.demo.bootstrap_resamples, "seeds": len(plan.demo.seeds),
-                       "mde": f"{MDE_FACTOR:.2f} x bootstrap se (80% power, two-sided alpha 0.05)"},
+                       "mde": mde_text(len(plan.demo.seeds)), "rule": RULE, "family": family,
+                       "outcome": "win rate vs SFT (the leaderboard draws one sample per "
+                                  "held-out prompt)"},
         "verdicts": plan.preset != "quick",
         "sft_mean_reward": {str(s): float(b.mean()) for s, b in lb.baseline.items()},
         "reward_proxy": {str(s): v for s, v in lb.proxy.items()},
@@ -160,6 +198,24 @@ def _ci(d: dict[str, Any], key: str = "difference", sign: bool = True) -> str:
     return f"{_f(d[key], sign=sign)} [{_f(d['ci_low'], sign=sign)}, {_f(d['ci_high'], sign=sign)}]"
 
 
+def _tests(d: dict[str, Any] | None) -> str:
+    """``p | Holm p | BH q | power | seeds for 0.8`` cells of one comparison."""
+    if not d:
+        return "- | - | - | - | -"
+    return (f"{_f(d.get('p'))} | {_f(d.get('p_holm'))} | {_f(d.get('q_bh'))} | "
+            f"{_f(d.get('power'), 2)} | {d.get('seeds_for_power') or 'n/a'}")
+
+
+def _family_line(stats: dict[str, Any]) -> str:
+    family = stats.get("family") or {}
+    return (f"Outcome: {stats.get('outcome', 'win rate vs SFT')}. The family: every comparison "
+            f"below ({family.get('size', 0)}: each arm minus random in both settings, each arm's "
+            f"rounds minus one round), adjusted by Holm and Benjamini-Hochberg; "
+            f"{stats.get('rule', RULE)}. Power: to detect {family.get('reference', 'n/a')} "
+            "(noncentral t, seeds - 1 df; normal with one seed); seeds for 0.8 from the SD over "
+            "seeds of the per-seed differences.")
+
+
 NOTES = """## How to read it
 
 - **Equal budgets, equal compute.** Every arm labels the same pairs count, one pair per prompt.
@@ -182,28 +238,29 @@ NOTES = """## How to read it
 
 
 def findings(results: dict[str, Any]) -> list[str]:
-    """One line per setting: which arms beat random (interval excluding 0), which did not; the
-    positive control; rounds against one round."""
+    """One line per setting: which arms beat random (Holm-adjusted p < 0.05 in the report's
+    family), which did not; the positive control; rounds against one round."""
     if not results["verdicts"]:
         return [SMOKE]
     lines = []
     for setting, rows in results["settings"].items():
         c = rows.get("ceiling", {}).get("vs_random")
         if c:
-            ok = c["ci_low"] > 0
+            ok = direction(c) == "better"
             lines.append(f"{setting}: the positive control `ceiling` minus random {_ci(c)} "
-                         f"(mde {_f(c['mde'])}): " + ("the run can show a selection effect of "
+                         f"(mde {_f(c['mde'])}, {p_text(c)}): " + ("the run can show a selection effect of "
                                                       "about this size" if ok else
-                                                      "not significant, so this run cannot show "
+                                                      "not significant after Holm, so this run "
+                                                      "cannot show "
                                                       "a selection effect even at the ceiling"))
     rounds = results["rounds_vs_one_round"]
-    better = [a for a, d in rounds.items() if d["ci_low"] > 0]
-    worse = [a for a, d in rounds.items() if d["ci_high"] < 0]
+    better = [a for a, d in rounds.items() if direction(d) == "better"]
+    worse = [a for a, d in rounds.items() if direction(d) == "worse"]
     lines.append(f"rounds minus one round (same arm, labels, steps): better for "
                  f"{', '.join(better) or 'none'}, worse for {', '.join(worse) or 'none'}.")
     for setting, rows in results["settings"].items():
-        better = [a for a, r in rows.items() if "vs_random" in r and r["vs_random"]["ci_low"] > 0]
-        worse = [a for a, r in rows.items() if "vs_random" in r and r["vs_random"]["ci_high"] < 0]
+        better = [a for a, r in rows.items() if "vs_random" in r and direction(r["vs_random"]) == "better"]
+        worse = [a for a, r in rows.items() if "vs_random" in r and direction(r["vs_random"]) == "worse"]
         mdes = [r["vs_random"]["mde"] for r in rows.values() if "vs_random" in r]
         lines.append(f"{setting}: significantly better than random: {', '.join(better) or 'none'}; "
                      f"significantly worse: {', '.join(worse) or 'none'}; the rest are "
@@ -220,18 +277,22 @@ def render(results: dict[str, Any]) -> str:
              f"or in {results['config']['rounds']} rounds of {b['round_labels']} "
              f"({b['steps_per_round']} steps). Win rate = against the SFT model on "
              f"{results['config']['demo']['n_test_prompts']} held-out prompts; intervals: "
-             f"{results['statistics']['interval']}; mde = {results['statistics']['mde']}.", "",
+             f"{results['statistics']['interval']}; mde = {results['statistics']['mde']}. "
+             + _family_line(results["statistics"]), "",
              "## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]
     for setting, rows in results["settings"].items():
         last = " (last round's pairs)" if setting == "rounds" else ""
         lines += [f"## {setting}", "",
-                  "| arm | win rate vs SFT [95%] | minus random [95%] | mde | share of ceiling [95%] "
-                  f"| label errors{last} | mean oracle gap{last} |", "|---|---|---|---|---|---|---|"]
+                  "| arm | win rate vs SFT [95%] | minus random [95%] | mde | p | Holm p | BH q "
+                  "| power (ceiling's gain) | seeds for 0.8 | share of ceiling [95%] "
+                  f"| label errors{last} | mean oracle gap{last} |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for arm, r in rows.items():
             vs = r.get("vs_random")
             sh = r.get("share_of_ceiling")
             lines.append(f"| {arm} | {_ci(r, 'win_rate', False)} | {_ci(vs) if vs else '-'} | "
-                         f"{_f(vs['mde']) if vs else '-'} | {_ci(sh, 'estimate') if sh else '-'} | "
+                         f"{_f(vs['mde']) if vs else '-'} | {_tests(vs)} | "
+                         f"{_ci(sh, 'estimate') if sh else '-'} | "
                          f"{_f(r['label_error_rate'])} | {_f(r['mean_reward_gap'], 2)} |")
         lines.append("")
     lines += ["## Label efficiency (win rate vs SFT after each round; one round at the full budget)", "",
@@ -245,8 +306,10 @@ def render(results: dict[str, Any]) -> str:
                      + f" | {_ci(one, 'win_rate', False) if one else '-'} |")
     lines.append("")
     lines += ["## Rounds minus one round (same arm, same labels, same steps)", "",
-              "| arm | difference [95%] | mde |", "|---|---|---|"]
-    lines += [f"| {arm} | {_ci(d)} | {_f(d['mde'])} |" for arm, d in results["rounds_vs_one_round"].items()]
+              "| arm | difference [95%] | mde | p | Holm p | BH q | power (ceiling's gain) "
+              "| seeds for 0.8 |", "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {arm} | {_ci(d)} | {_f(d['mde'])} | {_tests(d)} |"
+              for arm, d in results["rounds_vs_one_round"].items()]
     lines += ["", "## Reward proxy (reward-gap, reward-uncertain)", "",
               "| seed | pairs fitted | ridge | agreement with its labels | oracle accuracy on the "
               "candidates |", "|---|---|---|---|---|"]

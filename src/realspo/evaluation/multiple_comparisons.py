@@ -75,7 +75,7 @@ def adjust_family(entries: list[dict[str, Any]], family: str) -> None:
         entries: comparisons, each with a raw ``p`` (the family is all of them).
         family: the family's name, as the report states it.
     """
-    raw = [float(e.get("p", np.nan)) for e in entries]
+    raw = [float(e["p"]) for e in entries]
     size = int(np.isfinite(raw).sum())
     for e, h, q in zip(entries, holm(raw), benjamini_hochberg(raw), strict=True):
         e.update(p_holm=float(h), q_bh=float(q), family=family, family_size=size)

@@ -122,7 +122,8 @@ def _controls(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, An
     if ceiling is not None:
         first = on_outcome(ceiling, primary_outcome(results))
         head = (f"Positive control: ceiling (the oracle's largest-gap pairs) minus random, DPO, "
-                f"{NAMES[primary_outcome(results)]} (primary): {_diff(first)}")
+                f"{NAMES[primary_outcome(results)]} (primary): {_diff(first)}"
+                + (f" ({power})" if (power := power_text(first, "its own gain")) else ""))
         found = direction(first)
         if found == "better":
             out.append(head + ": significantly better, so this run can show a selection effect "

@@ -369,6 +369,7 @@ def test_every_difference_carries_its_interval_and_mde(results):
 def test_share_of_the_ceiling_is_reported_for_each_arm(results):
     shares = results["share_of_ceiling"]
     assert set(shares) == {"easy", "hard", "centroid", "noiseless", "easy-random-prompts"}
+    assert all("mde" not in s and "p" not in s for s in shares.values())  # a ratio: neither
     main, ctl = results["main"], results["controls"]
     gain = ctl["ceiling"]["dpo"]["win_rate"] - main["random"]["dpo"]["win_rate"]
     if gain != 0:

@@ -141,8 +141,15 @@ def share_of_ceiling(demo: DemoRun, runs: list[RunRecord], random: list[RunRecor
     columns = [np.stack([_wins(demo, r) - _wins(demo, rnd[r.seed]),
                          _wins(demo, ceil[r.seed]) - _wins(demo, rnd[r.seed])], axis=1)
                for r in sorted(runs, key=lambda r: r.seed)]
-    return hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=3,
-                                  statistic=lambda m: m[..., 0] / m[..., 1])
+    result = hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=3,
+                                    statistic=lambda m: m[..., 0] / m[..., 1])
+    return without_mde(result)
+
+
+def without_mde(result: dict[str, float]) -> dict[str, float]:
+    """A ratio's bootstrap summary without the mde: a minimum detectable effect (and a test of
+    0) is about a difference, not a share of another difference."""
+    return {k: v for k, v in result.items() if k not in ("mde", "p")}
 
 
 def similarity_deciles(demo: DemoRun, bins: int = 10) -> list[dict[str, Any]]:

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from realspo.arms.analysis import without_mde
 from realspo.arms.plan import plan_dict
 from realspo.evaluation.evaluate import win_indicators
 from realspo.evaluation.multiple_comparisons import (
@@ -113,8 +114,8 @@ def share(lb: LeaderboardRun, runs: list[ArmRecord], random: list[ArmRecord],
     rnd, ceil = {r.seed: r for r in random}, {r.seed: r for r in ceiling}
     cols = [np.stack([_wins(lb, r) - _wins(lb, rnd[r.seed]),
                       _wins(lb, ceil[r.seed]) - _wins(lb, rnd[r.seed])], axis=1) for r in runs]
-    return hierarchical_bootstrap(cols, lb.plan.demo.bootstrap_resamples, seed=3,
-                                  statistic=lambda m: m[..., 0] / m[..., 1])
+    return without_mde(hierarchical_bootstrap(cols, lb.plan.demo.bootstrap_resamples, seed=3,
+                                              statistic=lambda m: m[..., 0] / m[..., 1]))
 
 
 def label_efficiency(lb: LeaderboardRun) -> dict[str, dict[str, list[dict[str, Any]]]]:

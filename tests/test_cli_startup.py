@@ -75,7 +75,7 @@ def test_building_the_full_parser_imports_neither_torch_nor_transformers():
 
 
 @pytest.mark.parametrize("argv, named", [
-    (["demo", "--world", "premise"], "--world premise"),  # --world-coupling, shortened
+    (["demo", "--world-coup", "1"], "--world-coup 1"),     # --world-coupling, shortened
     (["demo", "--quic"], "--quic"),                        # --quick, shortened
     (["generate", "--temp", "0.7"], "--temp 0.7"),         # --temperature, shortened
 ])

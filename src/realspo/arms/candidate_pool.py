@@ -19,6 +19,8 @@ from realspo.proving_ground.world import World
 from realspo.schema import PromptGroup
 from realspo.selection.strategies import select_pairs
 
+WRITER_SEED_OFFSET = 7_000_000_000  # written candidates never repeat the SFT corpus's draws
+
 
 def sample_responses(model: Any, tokenizer: Any, prompts: list[str], settings: SamplingSettings,
                      batch_size: int = 32) -> list[list[str]]:
@@ -46,13 +48,26 @@ def build_candidates(world: World, model: Any, tokenizer: Any, plan: DemoPlan, s
     settings = SamplingSettings(num_responses=plan.num_candidates, temperature=plan.temperature,
                                 max_new_tokens=plan.max_new_tokens, seed=seed)
     with timed(timings, "candidates"):
-        samples = sample_responses_finished(model, tokenizer, prompts, settings)
+        if plan.candidates == "world":
+            samples = written_responses(world, prompts, plan.num_candidates, seed)
+        else:
+            samples = sample_responses_finished(model, tokenizer, prompts, settings)
     groups = scored_groups(world, range(len(prompts)), prompts, samples)
     with timed(timings, "embeddings"):
         flat = [r for g in groups for r in g.responses]
         embeddings = embed_with_causal_lm(model, tokenizer, flat, show_progress=False)
     cands = labelled_candidates(groups, embeddings, plan, seed)
     return with_confusion(cands, world, plan.annotator_confusion, seed)  # K = 0: labels unchanged
+
+
+def written_responses(world: World, prompts: list[str], k: int, seed: int
+                      ) -> list[tuple[list[str], list[bool]]]:
+    """``k`` responses per prompt from the world's own writer (the SFT corpus's distribution,
+    fresh draws: seeded by ``seed`` and the prompt's position, apart from the corpus's seeds),
+    all finished. The ``premise`` world's candidates: its small SFT model cannot tell, before it
+    writes an answer, how good that answer will be, so its samples lose the ladder's coupling."""
+    return [(world.responses_for(p, k, seed=WRITER_SEED_OFFSET + seed * 1_000_003 + i), [True] * k)
+            for i, p in enumerate(prompts)]
 
 
 def scored_groups(world: World, prompt_ids: Any, prompts: list[str],

@@ -13,13 +13,14 @@ from typing import Any
 
 from realspo.errors import ConfigError
 from realspo.proving_ground.sft import SFTConfig
-from realspo.proving_ground.world import WorldConfig
+from realspo.proving_ground.world import WORLD_KINDS, WorldConfig, question_pool_size
 from realspo.selection.budget import parse_budget
 from realspo.spo.variants import SPOConfig
 
 LOSSES = ("dpo", "dpo+spo")  # training.train with loss="sigmoid", without / with --spo
 EFFICIENCY_STRATEGIES = ("random", "easy")
 CONTROLS = ("ceiling", "noiseless", "easy-random-prompts")  # demo arms: realspo.arms.controls
+PREMISE_CONFUSION = 4.0  # --world premise's annotator confusion K unless one is given
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class DemoPlan:
     bootstrap_resamples: int = 2000
     device: str = "auto"
     annotator_confusion: float = 0.0  # K: guess with probability s**K (realspo.arms.knobs); 0 off
+    candidates: str = "policy"    # "policy": SFT samples; "world": the world's writer (premise world)
 
     def budget_specs(self) -> list[str]:
         """Budget labels, main first: ``"50%"`` for fractions, ``"120"`` for counts."""
@@ -91,17 +93,33 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def make_plan(preset: str = "default", *, seed: int = 0, seeds: int | None = None,
               budget: str | int | float = 0.5, device: str = "auto",
-              annotator_confusion: float = 0.0, world_coupling: float = 0.0) -> DemoPlan:
-    """The plan of a preset (``quick``, ``default``, ``full``), with the user's overrides and
-    the premise's knobs (:mod:`realspo.arms.knobs`)."""
+              annotator_confusion: float | None = None, world_coupling: float = 0.0,
+              world: str = "default") -> DemoPlan:
+    """The plan of a preset (``quick``, ``default``, ``full``), with the user's overrides, the
+    premise's knobs (:mod:`realspo.arms.knobs`) and the world (``default``, or a positive
+    control: ``premise``, ``omissions``; :mod:`realspo.proving_ground.world`).
+
+    ``annotator_confusion`` None is the world's default: :data:`PREMISE_CONFUSION` in the
+    ``premise`` world (both halves of REAL's premise), 0 (off) elsewhere. The ``omissions``
+    world has fewer questions: its training prompts are capped to what it can ask."""
     if preset not in PRESETS:
         raise ConfigError(f"unknown demo preset {preset!r}; expected one of {', '.join(PRESETS)}")
+    if world not in WORLD_KINDS:
+        raise ConfigError(f"--world must be one of {', '.join(WORLD_KINDS)}, got {world!r}")
     sizes = dict(PRESETS[preset])
     n_seeds = sizes.pop("seeds") if seeds is None else seeds
     if n_seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {n_seeds}")
+    if annotator_confusion is None:
+        annotator_confusion = PREMISE_CONFUSION if world == "premise" else 0.0
     check_knobs(annotator_confusion, world_coupling)
-    sizes["world"] = replace(sizes["world"], coupling=float(world_coupling))
+    world_cfg = replace(sizes["world"], coupling=float(world_coupling), kind=world)
+    room = question_pool_size(world) - world_cfg.n_test_prompts
+    if world_cfg.n_train_prompts > room:  # the omissions world asks fewer questions
+        world_cfg = replace(world_cfg, n_train_prompts=room)
+        sizes["n_train_prompts"] = min(sizes["n_train_prompts"], room)
+    sizes["world"] = world_cfg
+    sizes["candidates"] = "world" if world == "premise" else "policy"
     plan = DemoPlan(preset=preset, seeds=tuple(range(seed, seed + n_seeds)),
                     budget=parse_budget(budget), device=device,
                     annotator_confusion=float(annotator_confusion),

@@ -7,7 +7,8 @@ Examples::
     realspo demo --out runs/demo                       # the default run (3 seeds, ~7 min on 2 cores + the first SFT build)
     realspo demo --quick --out /tmp/demo-quick         # a smoke run (1 seed, small everything, no verdicts)
     realspo demo --full --seeds 5 --out runs/demo-full # more seeds and budgets
-    realspo demo --annotator-confusion 4 --world-coupling 1 --out runs/premise  # REAL's premise built in
+    realspo demo --world premise --out runs/premise    # a positive control: REAL's premise holds
+    realspo demo --world omissions --out runs/omissions  # a positive control for SPO
     realspo demo --grid --out runs/grid                # easy vs random over K x RHO (resumable)
 """
 
@@ -18,7 +19,7 @@ import contextlib
 import os
 from dataclasses import dataclass
 
-from realspo.arms.plan import PRESETS, check_knobs, make_plan
+from realspo.arms.plan import PREMISE_CONFUSION, PRESETS, check_knobs, make_plan
 from realspo.config import add_options, check_seed, option, resolve
 from realspo.errors import ConfigError
 from realspo.grid.spec import GridSpec, parse_values
@@ -49,10 +50,17 @@ class DemoConfig:
                                 "(0.5 = half of them) or a count", metavar="N|FRACTION")
     device: str = option("auto", "device for sampling, embedding and training; cpu also keeps "
                                  "training on the CPU", choices=("auto", "cpu", "cuda", "mps"))
-    annotator_confusion: float = option(
-        0.0, "K >= 0: the simulated annotator guesses at random with probability s^K, s = the "
-             "pair's perceptual (TF-IDF) similarity; 0 = off, 1 = guess with probability s, "
-             "larger K confuses only near-identical pairs", metavar="K")
+    world: str = option("default", "the proving-ground world: default; premise (REAL's "
+                                   "premise holds: quality shows on the surface as an ordinal "
+                                   "ladder of hedges, and the annotator is confused by look-alike "
+                                   "pairs); omissions (SPO's premise holds: errors are missing "
+                                   "facts, so removing key content lowers the reward)",
+                        choices=("default", "premise", "omissions"))
+    annotator_confusion: float | None = option(
+        None, "K >= 0: the simulated annotator guesses at random with probability s^K, s = the "
+              "pair's perceptual (TF-IDF) similarity; 0 = off, 1 = guess with probability s, "
+              f"larger K confuses only near-identical pairs (default: {PREMISE_CONFUSION:g} with "
+              "--world premise, else 0)", metavar="K")
     world_coupling: float = option(
         0.0, "RHO in [0, 1]: with probability RHO a low-quality corpus response is written in "
              "its own register, so quality shows on the surface; 0 = off (the default world); "
@@ -71,10 +79,13 @@ class DemoConfig:
         parse_budget(self.budget)
         check_seed(self.seed)
         check_seed(self.seed + (self.seeds or 1) - 1, "--seed + --seeds - 1")
-        check_knobs(self.annotator_confusion, self.world_coupling)
+        check_knobs(self.annotator_confusion or 0.0, self.world_coupling)
         if not self.grid and (self.grid_confusions, self.grid_couplings) != ("0,1,4", "0,0.5,1"):
             raise ConfigError("--grid-confusions and --grid-couplings apply only with --grid")
         if self.grid:
+            if self.world != "default":
+                raise ConfigError("--grid runs in the default world; --world applies to a single "
+                                  "demo run")
             if self.annotator_confusion or self.world_coupling:
                 raise ConfigError("--grid sets K and RHO per cell: give --grid-confusions and "
                                   "--grid-couplings instead of --annotator-confusion / "
@@ -127,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             return run_grid_command(cfg)
         plan = make_plan(cfg.preset, seed=cfg.seed, seeds=cfg.seeds, budget=cfg.budget,
                          device=cfg.device, annotator_confusion=cfg.annotator_confusion,
-                         world_coupling=cfg.world_coupling)
+                         world_coupling=cfg.world_coupling, world=cfg.world)
         with _training_device(cfg.device):
             run_demo(plan, cfg.out, overwrite=cfg.overwrite)
     print(os.path.join(cfg.out, "report.md"))

@@ -246,10 +246,10 @@ def _failing_part(check: dict[str, Any]) -> str:
         parts.append(f"{role}: {'passes' if ok else 'fails'} ({below}; "
                      f"{_pct(check['positive_share'][role])} of these responses have a positive "
                      f"reward, and among their variants the share below is {positive} by level)")
-    return (" By role, " + "; ".join(parts) + ". A response scoring 0 or less holds no correct, "
-            "asked fact, so removing its content cannot lower its reward (removing a wrong claim "
-            "raises it): the check can pass only where the responses SPO trains on are mostly "
-            "good.") if parts else ""
+    return (" By role, " + "; ".join(parts) + ". A response scoring 0 or less mostly holds no correct, "
+            "asked fact, or wrong claims that outweigh one; removing its content then keeps or "
+            "raises its reward (removing a wrong claim raises it by 1): the check can pass only "
+            "where the responses SPO trains on are mostly good.") if parts else ""
 
 
 def _pct(value: float | None) -> str:

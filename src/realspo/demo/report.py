@@ -20,6 +20,7 @@ from typing import Any
 
 from realspo.arms.analysis import analyse
 from realspo.arms.knobs import knob_effects
+from realspo.arms.premise_check import premise_line, within_prompt_spearman, world_text
 from realspo.arms.records import DemoRun
 from realspo.demo.figures import (
     FIGURES,
@@ -48,6 +49,7 @@ def write_report(demo: DemoRun, out: Path) -> dict[str, Any]:
     """Analyse ``demo`` and write results.json, the figures and report.md into ``out``."""
     results = analyse(demo)
     results["knobs"] = knob_effects(demo)
+    results["premise_check"] = within_prompt_spearman(demo.pairs, demo.plan.bootstrap_resamples)
     results["findings"] = findings(results)
     write_json(out / "results.json", results, overwrite=True)
     plot_win_rates(results, out / "win_rates.png")
@@ -188,7 +190,9 @@ def markdown(results: dict[str, Any]) -> str:
         f"Preset `{cfg['preset']}`, seeds {seeds}, device `{cfg['device']}`, "
         f"{sizes['torch_threads']} torch threads; total time {t.get('total', 0) / 60:.1f} min.", "",
         *([f"**{SMOKE}**", ""] if not results["verdicts"] else []),
+        f"**{premise_line(results.get('premise_check'))}**", "",
         "## What was run", "",
+        f"- World: {world_text(cfg)}",
         f"- SFT model: `{Path(results['sft_model']).name}` in the proving-ground cache, "
         f"{_sft_text(sizes.get('sft_model') or {}, cfg)}.",
         f"- Candidates: {cfg['num_candidates']} samples per training prompt for "

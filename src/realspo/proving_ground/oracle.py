@@ -29,7 +29,8 @@ A complete, polite, correct answer scores 2.0; an empty answer or "I do not know
 It is deterministic and looks only at the words of the prompt and response: nothing here uses
 embeddings or similarity between responses. The oracle of a world with ``coupling`` > 0
 (``registers=True``) first removes the register sentences (:mod:`realspo.proving_ground.registers`)
-and knows their words: style is not scored, content is.
+and knows their words, and the ``premise`` world's oracle (``ladder=True``) does the same with
+its ladder sentences (:mod:`realspo.proving_ground.ladder`): style is not scored, content is.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from realspo.errors import InputError
+from realspo.proving_ground.ladder import LADDER, strip_ladder
 from realspo.proving_ground.registers import register_sentences, strip_registers
 from realspo.proving_ground.topics import (
     CLOSERS,
@@ -99,9 +101,11 @@ class Oracle:
     """Scores ``(prompt, response)`` pairs of one world; see the module docstring."""
 
     def __init__(self, facts: dict[tuple[str, str], str], questions: dict[str, Question],
-                 topic_of: dict[str, Topic], registers: bool = False) -> None:
+                 topic_of: dict[str, Topic], registers: bool = False, ladder: bool = False
+                 ) -> None:
         self.facts = facts
         self.registers = registers  # strip register sentences before judging
+        self.ladder = ladder        # strip ladder sentences before judging
         self.questions = questions
         self.topic_of = topic_of
         # phrase (tuple of words) -> ("entity", name) or ("value", attribute, value)
@@ -113,7 +117,7 @@ class Oracle:
                 for value in attr.values:
                     self._add_phrase(value, ("value", attr.name, value))
         self._longest = max(len(p) for p in self._phrases)
-        self.vocabulary = frozenset(_vocabulary(registers))
+        self.vocabulary = frozenset(_vocabulary(registers, ladder))
 
     def _add_phrase(self, text: str, meaning: tuple[str, ...]) -> None:
         key = tuple(words(text))
@@ -168,6 +172,8 @@ class Oracle:
         q = self.question(prompt)
         if self.registers:
             response = strip_registers(response)
+        if self.ladder:
+            response = strip_ladder(response)
         covered, n_wrong, n_off = set(), 0, 0
         for entity, attribute, value in self.claims(response, q.entity):
             if self.facts.get((entity, attribute)) != value:
@@ -204,12 +210,14 @@ class Oracle:
                 and response.rstrip().endswith((".", "!", "?")))
 
 
-def _vocabulary(registers: bool = False) -> set[str]:
+def _vocabulary(registers: bool = False, ladder: bool = False) -> set[str]:
     """Every word a corpus response can contain (templates, values, names, stock sentences;
-    with ``registers``, the register sentences)."""
+    with ``registers``, the register sentences; with ``ladder``, the ladder's)."""
     texts = [*OPENERS, *CLOSERS, *HEDGES, *RUDE_SENTENCES, "a", "an"]
     if registers:
         texts += register_sentences()
+    if ladder:
+        texts += LADDER
     for topic in TOPICS:
         texts += topic.entities
         for attr in topic.attributes:

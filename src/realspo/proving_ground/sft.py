@@ -81,10 +81,13 @@ def default_cache_dir() -> Path:
 
 def cache_key(world_cfg: WorldConfig, sft_cfg: SFTConfig) -> str:
     """16 hex chars of SHA-256 over the two configs and :data:`BUILD_VERSION`. A world's
-    ``coupling`` enters only when it is not 0, so the default world keeps its models' keys."""
+    ``coupling`` enters only when it is not 0 and ``kind`` only when it is not ``default``, so
+    the default world keeps its models' keys."""
     world = asdict(world_cfg)
     if not world["coupling"]:
         del world["coupling"]
+    if world["kind"] == "default":
+        del world["kind"]
     blob = json.dumps({"version": BUILD_VERSION, "world": world, "sft": asdict(sft_cfg)},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -18,6 +18,19 @@ in :mod:`realspo.proving_ground.topics` it
    from a random stream of its own: the content of every response is the same for every RHO,
    and RHO = 0 is the default world, text for text.
 
+Two other worlds (``kind``, ``realspo demo --world``) are positive controls, each built so
+that one method's premise holds:
+
+* ``premise`` (REAL's): the same facts, prompts and kinds of response as the default world,
+  but every response opens with the rungs of a quality ladder, more the worse its content
+  (:mod:`realspo.proving_ground.ladder`); the oracle ignores the ladder.
+* ``omissions`` (SPO's): errors are omissions, not false claims. Only questions that ask for
+  two or more facts are used, and every corpus response states true, asked facts, all of them
+  (``complete``) or some (``partial``), with no filler, off-topic fact, rudeness or repetition:
+  removing a response's key content removes asked facts and lowers its oracle reward, which is
+  what SPO's degree task teaches. (The SFT model can still make up a wrong value; the oracle
+  charges it as in every world.)
+
 Nothing here looks at embeddings or similarities: which pairs annotators get wrong is left for
 the experiment to measure.
 """
@@ -30,6 +43,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from realspo.errors import ConfigError
+from realspo.proving_ground.ladder import with_ladder
 from realspo.proving_ground.oracle import Oracle, Question
 from realspo.proving_ground.registers import add_registers
 from realspo.proving_ground.topics import (
@@ -50,20 +64,28 @@ RESPONSE_KINDS: dict[str, float] = {
     "correct": 0.26, "partial": 0.10, "wrong": 0.16, "off_topic": 0.14, "repetitive": 0.10,
     "rude": 0.09, "hedge": 0.05, "short": 0.05, "long": 0.05,
 }
+# The omissions world's kinds: every asked fact, or a non-empty strict subset of them.
+OMISSION_KINDS: dict[str, float] = {"complete": 0.4, "partial_omission": 0.6}
+WORLD_KINDS = ("default", "premise", "omissions")
 
 
 @dataclass(frozen=True)
 class WorldConfig:
-    """What fixes a world: its seed, the split sizes, the size of the SFT corpus, and how
-    strongly quality shows on the surface (``coupling``, 0 to 1; module docstring, step 4)."""
+    """What fixes a world: its seed, the split sizes, the size of the SFT corpus, how
+    strongly quality shows on the surface (``coupling``, 0 to 1; module docstring, step 4)
+    and which world it is (``kind``: ``default``, ``premise`` or ``omissions``)."""
 
     seed: int = 0
     n_train_prompts: int = 600
     n_test_prompts: int = 200
     responses_per_prompt: int = 8
     coupling: float = 0.0
+    kind: str = "default"
 
     def validate(self, pool_size: int) -> None:
+        if self.kind not in WORLD_KINDS:
+            raise ConfigError(f"proving ground: world must be one of {', '.join(WORLD_KINDS)}, "
+                              f"got {self.kind!r}")
         if not 0.0 <= self.coupling <= 1.0:
             raise ConfigError(f"proving ground: coupling must be in [0, 1], got {self.coupling}")
         if self.n_train_prompts < 1 or self.n_test_prompts < 1:
@@ -111,18 +133,23 @@ class World:
     # -- writing responses ------------------------------------------------------------------
 
     def responses_for(self, prompt: str, n: int, seed: int = 0) -> list[str]:
-        """``n`` mixed-quality responses to ``prompt``, kinds drawn from RESPONSE_KINDS."""
+        """``n`` mixed-quality responses to ``prompt``, kinds drawn from RESPONSE_KINDS
+        (OMISSION_KINDS in the omissions world)."""
         rng = random.Random(seed)
-        kinds, weights = list(RESPONSE_KINDS), list(RESPONSE_KINDS.values())
+        table = OMISSION_KINDS if self.config.kind == "omissions" else RESPONSE_KINDS
+        kinds, weights = list(table), list(table.values())
         drawn = rng.choices(kinds, weights, k=n)
         texts = [self.write_response(prompt, k, rng) for k in drawn]
+        if self.config.kind == "premise":  # the ladder reads the content's score
+            texts = [with_ladder(t, self.oracle.score(prompt, t)) for t in texts]
         if self.config.coupling > 0:
             texts = add_registers(texts, drawn, self.config.coupling, random.Random(f"register-{seed}"))
         return texts
 
     def reference_response(self, prompt: str, seed: int = 0) -> str:
         """A correct, relevant, polite answer (the best kind the corpus holds)."""
-        return self.write_response(prompt, "correct", random.Random(seed))
+        kind = "complete" if self.config.kind == "omissions" else "correct"
+        return self.write_response(prompt, kind, random.Random(seed))
 
     def write_response(self, prompt: str, kind: str, rng: random.Random) -> str:
         """One response of the given kind (a key of RESPONSE_KINDS)."""
@@ -132,6 +159,10 @@ class World:
         correct = [(q.entity, a, self.facts[q.entity, a]) for a in asked]
         if kind == "correct":
             claims = correct
+        elif kind in ("complete", "partial_omission"):  # asked facts only: nothing false or extra
+            keep = rng.randint(1, len(correct) - 1) if kind != "complete" and len(correct) > 1 \
+                else len(correct)
+            return self._render(correct[:keep], q.entity, rng, filler=False)
         elif kind == "partial":
             keep = rng.randint(1, len(correct) - 1) if len(correct) > 1 else 1
             # one or more asked facts right, plus one wrong one (asked or another attribute)
@@ -243,11 +274,18 @@ def draw_facts(seed: int) -> dict[tuple[str, str], str]:
     return facts
 
 
+def question_pool_size(kind: str = "default") -> int:
+    """How many distinct questions a world of ``kind`` can ask (train + test prompts at most)."""
+    return sum(kind != "omissions" or len(q.attributes) > 1 for q in all_questions())
+
+
 @functools.lru_cache(maxsize=8)
 def build_world(cfg: WorldConfig | None = None) -> World:
     """The world for ``cfg`` (default :class:`WorldConfig`); the same config gives the same world."""
     cfg = cfg or WorldConfig()
     questions = all_questions()
+    if cfg.kind == "omissions":  # an omission needs a question with two or more asked facts
+        questions = [q for q in questions if len(q.attributes) > 1]
     cfg.validate(len(questions))
     order = list(range(len(questions)))
     random.Random(f"split-{cfg.seed}").shuffle(order)
@@ -258,7 +296,7 @@ def build_world(cfg: WorldConfig | None = None) -> World:
     topic_of = {e: t for t in TOPICS for e in t.entities}
     by_prompt = {format_prompt(q.text): q for q in questions}
     oracle = Oracle(facts=facts, questions={q.text: q for q in questions}, topic_of=topic_of,
-                    registers=cfg.coupling > 0)
+                    registers=cfg.coupling > 0, ladder=cfg.kind == "premise")
     return World(config=cfg, facts=facts, questions=by_prompt, train_prompts=train,
                  test_prompts=test, oracle=oracle, topic_of=topic_of)
 

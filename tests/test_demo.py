@@ -16,6 +16,7 @@ from realspo.arms.efficiency import crossing_point
 from realspo.cli import main
 from realspo.demo.findings import SMOKE
 from realspo.demo.report import FIGURES, findings
+from realspo.evaluation.multiple_comparisons import benjamini_hochberg, holm
 
 STRATEGIES = ("random", "easy", "hard", "centroid")
 CONTROLS = ("ceiling", "noiseless", "easy-random-prompts")
@@ -229,27 +230,58 @@ def test_findings_say_not_reached_when_easy_never_matches_random(results):
                for f in findings(altered))
 
 
-def test_findings_call_a_difference_significant_only_when_its_interval_excludes_zero(results):
+def _easy_vs_random(results, loss="dpo"):
+    return next(c for c in results["comparisons"] if (c["a"], c["b"]) == (f"easy/{loss}", f"random/{loss}"))
+
+
+def test_findings_call_a_difference_significant_only_when_its_holm_adjusted_p_is_below_0_05(results):
     altered = json.loads(json.dumps(results))
     altered["verdicts"] = True
-    for c in altered["comparisons"]:
-        c.update(difference=0.1, ci_low=0.02, ci_high=0.2) if (c["a"], c["b"]) == ("easy/dpo", "random/dpo") \
-            else c.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
-    text = findings(altered)
-    assert any("REAL (easy) vs random, dpo:" in f and f.endswith("significantly better.") for f in text)
-    assert any("REAL (easy) vs random, dpo+spo:" in f and "inconclusive (interval includes 0)" in f
-               for f in text)
-    assert any("mde" in f for f in text if f.startswith("REAL (easy) vs random"))
-    # every interval includes 0 and the premise is left out: the word never appears
     altered["label_error_by_similarity"] = []
+    assert altered["statistics"]["primary_outcome"] == "mean_reward_samples"
     for c in altered["comparisons"]:
         for entry in (c, c["mean_reward_samples"], c["implicit_reward_accuracy"]):
-            entry.update(difference=0.01, ci_low=-0.05, ci_high=0.07)
+            entry.update(difference=0.01, ci_low=-0.05, ci_high=0.07, p=0.5, p_holm=1.0, q_bh=0.9)
     assert "significant" not in " ".join(findings(altered)).lower()
-    # an extra outcome whose interval excludes 0 is called significant on its own line
-    altered["comparisons"][0]["implicit_reward_accuracy"].update(ci_low=0.002)
+    easy = _easy_vs_random(altered)
+    # the interval excludes 0 and the raw p is small, but Holm's is not: inconclusive
+    easy["mean_reward_samples"].update(difference=0.1, ci_low=0.02, ci_high=0.2, p=0.01, p_holm=0.12)
+    line = next(f for f in findings(altered) if f.startswith("REAL (easy) vs random, dpo:"))
+    assert "significant" not in line and "p 0.010, Holm 0.120" in line and "mde" in line
+    easy["mean_reward_samples"].update(p_holm=0.03)
+    line = next(f for f in findings(altered) if f.startswith("REAL (easy) vs random, dpo:"))
+    primary, secondary = line.split("win rate (secondary)")
+    assert "mean reward over the samples (primary) +0.100" in primary
+    assert "significantly better" in primary and "significant" not in secondary
+    assert any(f.startswith("REAL (easy) vs random, dpo+spo:") and "inconclusive" in f
+               for f in findings(altered))
+    # a secondary outcome below the Holm threshold is called significant on its own line
+    easy["mean_reward_samples"].update(p_holm=1.0)
+    easy["implicit_reward_accuracy"].update(p_holm=0.001)
     flagged = [f for f in findings(altered) if "significant" in f.lower()]
-    assert len(flagged) == 1 and flagged[0].startswith("More sensitive outcome, implicit-reward")
+    assert len(flagged) == 1 and flagged[0].startswith("Secondary outcome, implicit-reward")
+
+
+def test_every_comparison_has_raw_holm_and_bh_p_values_within_its_outcome_family(results):
+    families = results["statistics"]["families"]
+    assert families["mean_reward_samples"]["role"] == "primary"
+    assert {families[k]["role"] for k in ("win_rate", "implicit_reward_accuracy")} == {"secondary"}
+    n = len(results["comparisons"])
+    assert all(f["size"] == n for f in families.values())
+    for outcome in families:
+        entries = [c if outcome == "win_rate" else c[outcome] for c in results["comparisons"]]
+        raw = [e["p"] for e in entries]
+        np.testing.assert_allclose([e["p_holm"] for e in entries], holm(raw))
+        np.testing.assert_allclose([e["q_bh"] for e in entries], benjamini_hochberg(raw))
+        for e in entries:
+            assert 0 < e["p"] <= e["p_holm"] <= 1 and e["q_bh"] <= e["p_holm"] + 1e-12
+            assert e["family"] == outcome and e["family_size"] == n
+    ceiling = next(c for c in results["comparisons"] if c["a"] == "ceiling/dpo")
+    easy = _easy_vs_random(results)
+    assert easy["mean_reward_samples"]["reference_effect"] == pytest.approx(
+        ceiling["mean_reward_samples"]["difference"])
+    assert easy["reference_effect"] == pytest.approx(ceiling["difference"])
+    assert "Holm" in results["statistics"]["rule"] and "one seed" in results["statistics"]["mde"]
 
 
 def test_a_quick_report_makes_no_verdicts(quick_demo, results):
@@ -337,7 +369,8 @@ def test_every_difference_carries_its_interval_and_mde(results):
             ("easy/dpo", "random/dpo"), ("easy/dpo+spo", "easy/dpo")} <= pairs
     for c in results["comparisons"]:
         assert c["ci_low"] <= c["difference"] <= c["ci_high"]
-        assert c["mde"] == pytest.approx(2.80 * c["se"], rel=1e-3)
+        assert c["mde"] == pytest.approx(2.80 * c["se"], rel=1e-3)  # one seed: the normal factor
+        assert 0 < c["p"] <= 1 and {"p_holm", "q_bh", "power", "seeds_for_power"} <= set(c)
         assert len(c["per_seed"]) == 1
     for entry in [*(p for by in results["main"].values() for p in by.values()),
                   *(by["dpo"] for by in results["controls"].values())]:
@@ -348,6 +381,7 @@ def test_every_difference_carries_its_interval_and_mde(results):
 def test_share_of_the_ceiling_is_reported_for_each_arm(results):
     shares = results["share_of_ceiling"]
     assert set(shares) == {"easy", "hard", "centroid", "noiseless", "easy-random-prompts"}
+    assert all("mde" not in s and "p" not in s for s in shares.values())  # a ratio: neither
     main, ctl = results["main"], results["controls"]
     gain = ctl["ceiling"]["dpo"]["win_rate"] - main["random"]["dpo"]["win_rate"]
     if gain != 0:
@@ -384,10 +418,10 @@ def test_findings_say_when_the_positive_control_fails(results):
     altered = json.loads(json.dumps(results))
     altered["verdicts"] = True
     ceiling = next(c for c in altered["comparisons"] if (c["a"], c["b"]) == ("ceiling/dpo", "random/dpo"))
-    ceiling.update(difference=0.02, ci_low=-0.03, ci_high=0.07)
+    ceiling["mean_reward_samples"].update(difference=0.02, ci_low=-0.03, ci_high=0.07, p_holm=0.4)
     assert any(f.startswith("Positive control") and "the positive control fails" in f
                for f in findings(altered))
-    ceiling.update(difference=0.12, ci_low=0.05, ci_high=0.19)
+    ceiling["mean_reward_samples"].update(difference=0.12, ci_low=0.05, ci_high=0.19, p_holm=0.01)
     assert any(f.startswith("Positive control") and "significantly better" in f
                for f in findings(altered))
 
@@ -426,7 +460,10 @@ def test_report_shows_the_extra_outcomes_without_verdicts_in_a_smoke_run(quick_d
     assert f"{easy['estimate']:.3f} [{easy['ci_low']:.3f}, {easy['ci_high']:.3f}]" in text
     assert "significant" not in text.split("## More sensitive outcomes")[1].split("## SPO")[0]
     judged = findings({**results, "verdicts": True})
-    assert any(f.startswith("More sensitive outcome, mean oracle reward over 2 samples") for f in judged)
+    assert any(f.startswith("REAL (easy) vs random, dpo: mean reward over the samples (primary)")
+               for f in judged)
+    assert any(f.startswith("Secondary outcome, implicit-reward accuracy") for f in judged)
+    assert text.index("mean reward over the samples (primary") < text.index("win rate (secondary")
     assert any(f.startswith("SPO on the implicit-reward accuracy") for f in judged)
 
 

@@ -164,7 +164,8 @@ def test_report_files_and_keys(tiny):
         for arm, row in setting.items():
             assert row["ci_low"] <= row["win_rate"] <= row["ci_high"]
             if arm != "random":
-                assert {"difference", "ci_low", "ci_high", "mde"} <= set(row["vs_random"])
+                assert {"difference", "ci_low", "ci_high", "mde", "p", "p_holm", "q_bh",
+                        "power"} <= set(row["vs_random"])
             if arm not in ("random", "ceiling"):
                 assert "share_of_ceiling" in row
     curve = results["label_efficiency"]["easy"]
@@ -249,20 +250,28 @@ def test_the_report_rebuilds_from_runs_json(tiny, tmp_path):
     assert again["label_efficiency"] == results["label_efficiency"]
 
 
-def test_findings_call_an_arm_better_only_when_its_interval_excludes_zero():
-    from realspo.leaderboard.report import findings
+def test_findings_call_an_arm_better_only_when_its_holm_adjusted_p_is_below_0_05():
+    from realspo.leaderboard.markdown import findings
+    from realspo.leaderboard.report import judge
 
-    def diff(d, lo, hi):
-        return {"difference": d, "ci_low": lo, "ci_high": hi, "mde": 0.05}
+    def diff(d, lo, hi, p):
+        return {"difference": d, "ci_low": lo, "ci_high": hi, "mde": 0.05, "se": 0.02, "p": p,
+                "per_seed": [d - 0.01, d, d + 0.01]}
 
-    rows = {"random": {}, "ceiling": {"vs_random": diff(0.1, 0.04, 0.16)},
-            "easy": {"vs_random": diff(0.03, -0.01, 0.07)},
-            "hard": {"vs_random": diff(-0.06, -0.1, -0.02)},
-            "margin": {"vs_random": diff(0.05, 0.01, 0.09)}}
-    results = {"verdicts": True, "settings": {"one-round": rows},
-               "rounds_vs_one_round": {"easy": diff(0.0, -0.02, 0.02)}}
+    rows = {"random": {}, "ceiling": {"vs_random": diff(0.1, 0.04, 0.16, 0.001)},
+            "easy": {"vs_random": diff(0.03, -0.01, 0.07, 0.2)},
+            "hard": {"vs_random": diff(-0.06, -0.1, -0.02, 0.004)},
+            # its interval excludes 0 (raw p 0.03) but Holm over 5 comparisons does not keep it
+            "margin": {"vs_random": diff(0.05, 0.01, 0.09, 0.03)}}
+    rounds = {"easy": diff(0.0, -0.02, 0.02, 0.9)}
+    family = judge({"one-round": rows}, rounds, seeds=3)
+    assert family["size"] == 5
+    assert rows["margin"]["vs_random"]["p_holm"] == pytest.approx(0.09)  # 3 x 0.03
+    assert rows["hard"]["vs_random"]["p_holm"] == pytest.approx(0.016)  # 4 x 0.004
+    assert rows["easy"]["vs_random"]["power"] > 0 and rows["ceiling"]["vs_random"]["significant"]
+    results = {"verdicts": True, "settings": {"one-round": rows}, "rounds_vs_one_round": rounds}
     text = "\n".join(findings(results))
-    assert "significantly better than random: ceiling, margin;" in text
+    assert "significantly better than random: ceiling;" in text
     assert "significantly worse: hard;" in text
     assert "can show a selection effect" in text
     assert "better for none, worse for none" in text

@@ -8,9 +8,13 @@ import pytest
 from realspo.evaluation.evaluate import bootstrap_interval
 from realspo.evaluation.statistics import (
     MDE_FACTOR,
+    bootstrap_p_value,
     hierarchical_bootstrap,
     hierarchical_means,
+    mde_factor,
     minimum_detectable_effect,
+    power,
+    seeds_for_power,
 )
 
 
@@ -71,13 +75,70 @@ def test_non_finite_resamples_are_left_out_of_a_ratio():
     assert np.isnan(result["ci_low"]) and np.isnan(result["mde"])
 
 
-def test_mde_is_2_8_standard_errors():
+def test_mde_is_2_8_standard_errors_with_one_seed():
     assert MDE_FACTOR == pytest.approx(2.80, abs=0.005)
     assert minimum_detectable_effect(0.01) == pytest.approx(0.028, abs=1e-4)
-    samples = [np.random.default_rng(s).random(40) for s in range(3)]
-    result = hierarchical_bootstrap(samples, 1000, seed=0)
+    result = hierarchical_bootstrap([np.random.default_rng(0).random(40)], 1000, seed=0)
     assert result["mde"] == pytest.approx(MDE_FACTOR * result["se"])
     assert result["se"] > 0
+
+
+def test_mde_uses_t_quantiles_with_seeds_minus_one_degrees_of_freedom():
+    # t_{0.975,2} = 4.303, t_{0.8,2} = 1.061 (tables)
+    assert mde_factor(3) == pytest.approx(4.303 + 1.061, abs=0.002)
+    assert mde_factor(2) == pytest.approx(12.706 + 1.376, abs=0.002)
+    assert mde_factor(1) == MDE_FACTOR
+    assert mde_factor(3) > mde_factor(10) > mde_factor(1000) > MDE_FACTOR - 1e-9
+    samples = [np.random.default_rng(s).random(40) for s in range(3)]
+    result = hierarchical_bootstrap(samples, 1000, seed=0)
+    assert result["mde"] == pytest.approx(mde_factor(3) * result["se"])
+
+
+def test_a_clearly_shifted_sample_gets_a_small_p_and_a_centred_one_a_large_p():
+    rng = np.random.default_rng(2)
+    shifted = hierarchical_bootstrap([rng.normal(0.5, 1.0, 200) for _ in range(3)], 2000, seed=0)
+    assert shifted["p"] == pytest.approx(2 / 2001)  # no resample <= 0: (0 + 1) / (n + 1), twice
+    centred = [rng.normal(0.0, 1.0, 200) for _ in range(3)]
+    centred = [c - c.mean() for c in centred]
+    assert hierarchical_bootstrap(centred, 2000, seed=0)["p"] > 0.5
+
+
+def test_the_p_value_is_never_zero_and_counts_both_tails():
+    assert bootstrap_p_value(np.ones(99)) == pytest.approx(2 / 100)
+    assert bootstrap_p_value(-np.ones(99)) == pytest.approx(2 / 100)
+    # 10 of 99 resamples <= 0: 2 * 11 / 100
+    assert bootstrap_p_value(np.r_[-np.ones(10), np.ones(89)]) == pytest.approx(0.22)
+    assert bootstrap_p_value(np.zeros(9)) == 1.0
+    assert np.isnan(bootstrap_p_value(np.array([np.nan])))
+
+
+@pytest.mark.parametrize("shift", [0.0, 0.05, 0.1, 0.15, 0.2, 0.3])
+def test_the_p_value_agrees_with_the_interval(shift):
+    rng = np.random.default_rng(int(shift * 100))
+    samples = [rng.normal(shift, 1.0, 150) for _ in range(4)]
+    r = hierarchical_bootstrap(samples, 4000, seed=1)
+    outside = r["ci_low"] > 0 or r["ci_high"] < 0
+    assert (r["p"] < 0.05) == outside
+
+
+def test_power_is_alpha_at_no_effect_and_grows_with_the_effect():
+    assert power(0.0, 0.01, 1) == pytest.approx(0.05, abs=1e-6)
+    assert power(0.0, 0.01, 3) == pytest.approx(0.05, abs=1e-6)
+    # normal: effect = 2.80 se gives 0.80 (plus the far tail, ~0)
+    assert power(2.8016 * 0.01, 0.01, 1) == pytest.approx(0.80, abs=0.002)
+    # t with 2 df: effect = mde(3 seeds) gives roughly 0.8 (the mde formula is approximate)
+    assert 0.6 < power(mde_factor(3) * 0.01, 0.01, 3) < 0.85
+    assert power(0.03, 0.01, 3) < power(0.03, 0.01, 10) < power(0.03, 0.01, 1)
+    assert power(-0.03, 0.01, 3) == power(0.03, 0.01, 3)
+    assert np.isnan(power(0.03, 0.0, 3))
+
+
+def test_seeds_for_power_is_the_smallest_n_reaching_0_8():
+    n = seeds_for_power(0.06, 0.048)
+    assert power(0.06, 0.048 / np.sqrt(n), n) >= 0.8
+    assert power(0.06, 0.048 / np.sqrt(n - 1), n - 1) < 0.8
+    assert 7 <= n <= 9  # one-sample t: about (z_a + z_b)^2 (sd / effect)^2 + 2 = 7
+    assert seeds_for_power(0.06, 0.0) is None and seeds_for_power(0.0, 0.05) is None
 
 
 def test_empty_samples_are_refused():

@@ -10,9 +10,17 @@ resampled, then prompts within each drawn seed, so the interval covers both what
 (candidates, labels, training order) and the evaluation prompts. A *difference* between two
 methods is paired: both were judged on the same prompts with the same sampling noise, so the
 per-prompt differences of their win indicators are resampled together. Each pooled number and
-difference carries its ``se`` and ``mde`` (2.80 x se: the effect detectable with 80% power at
-two-sided alpha 0.05). A *share of the ceiling* is ``(s - random) / (ceiling - random)`` of
-the win rates, its interval from the same resamples (paired columns, ratio per resample).
+difference carries its ``se``, ``mde`` (:func:`realspo.evaluation.statistics.mde_factor`
+x se: t-based with df = seeds - 1, 2.80 with one seed) and two-sided bootstrap p-value. A
+*share of the ceiling* is ``(s - random) / (ceiling - random)`` of the win rates, its interval
+from the same resamples (paired columns, ratio per resample).
+
+Verdicts (:func:`realspo.arms.verdicts.judge_comparisons`). The comparisons form one family per outcome: the
+primary outcome is the mean oracle reward over the S samples per held-out prompt (the win
+rate when a run has no such samples); the win rate and the implicit-reward accuracy are
+secondary, each adjusted within its own family. Holm-adjusted p < 0.05 is "significant"
+(:mod:`realspo.evaluation.multiple_comparisons`); each comparison carries its power to detect
+the ceiling's observed gain on that outcome.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ from realspo.arms.efficiency import label_efficiency
 from realspo.arms.manipulation import spo_dose, spo_manipulation
 from realspo.arms.plan import budget_label, plan_dict
 from realspo.arms.records import DemoRun, RunRecord
+from realspo.arms.verdicts import judge_comparisons
 from realspo.evaluation.evaluate import bootstrap_interval, win_indicators
-from realspo.evaluation.statistics import MDE_FACTOR, hierarchical_bootstrap
+from realspo.evaluation.multiple_comparisons import RULE
+from realspo.evaluation.statistics import hierarchical_bootstrap, mde_text
 from realspo.labels.annotator import expected_error_rate
 
 
@@ -106,7 +116,7 @@ def paired_difference(demo: DemoRun, a: list[RunRecord], b: list[RunRecord]) -> 
     diffs = [_wins(demo, r) - _wins(demo, by_seed[r.seed]) for r in sorted(a, key=lambda r: r.seed)]
     d = interval(diffs, demo.plan.bootstrap_resamples, seed=2)
     return {"difference": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-            "se": d["se"], "mde": d["mde"],
+            "se": d["se"], "mde": d["mde"], "p": d["p"],
             "per_seed": [float(x.mean()) for x in diffs]}
 
 
@@ -118,8 +128,15 @@ def share_of_ceiling(demo: DemoRun, runs: list[RunRecord], random: list[RunRecor
     columns = [np.stack([_wins(demo, r) - _wins(demo, rnd[r.seed]),
                          _wins(demo, ceil[r.seed]) - _wins(demo, rnd[r.seed])], axis=1)
                for r in sorted(runs, key=lambda r: r.seed)]
-    return hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=3,
-                                  statistic=lambda m: m[..., 0] / m[..., 1])
+    result = hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=3,
+                                    statistic=lambda m: m[..., 0] / m[..., 1])
+    return without_mde(result)
+
+
+def without_mde(result: dict[str, float]) -> dict[str, float]:
+    """A ratio's bootstrap summary without the mde: a minimum detectable effect (and a test of
+    0) is about a difference, not a share of another difference."""
+    return {k: v for k, v in result.items() if k not in ("mde", "p")}
 
 
 def similarity_deciles(demo: DemoRun, bins: int = 10) -> list[dict[str, Any]]:
@@ -150,10 +167,20 @@ def similarity_deciles(demo: DemoRun, bins: int = 10) -> list[dict[str, Any]]:
     return out
 
 
+def prompt_of_pairs(candidates: Any) -> np.ndarray:
+    """(P,) the prompt (group) of every candidate pair, from ``pair_index``."""
+    prompt = np.full(len(candidates.similarity), -1, dtype=np.int64)
+    for (group, _, _), row in candidates.pair_index.items():
+        prompt[row] = group
+    return prompt
+
+
 def premise_difference(demo: DemoRun, bins: int = 10) -> dict[str, float] | None:
     """REAL's premise as one difference: label-error rate of the least similar decile minus
     that of the most similar (oracle-ordered candidate pairs, deciles over all seeds), with a
-    hierarchical interval (seeds, then pairs within a seed; each rate recomputed per resample)."""
+    hierarchical interval (seeds, then prompts within a seed: the pairs of one prompt share
+    its responses, so a prompt's sums are resampled as one row; each rate is recomputed per
+    resample)."""
     sim = np.concatenate([c.similarity for c in demo.pairs.values()])
     if sim.size < 2:
         return None
@@ -165,7 +192,11 @@ def premise_difference(demo: DemoRun, bins: int = 10) -> dict[str, float] | None
         low, high = ordered & (c.similarity < lo_edge), ordered & (c.similarity >= hi_edge)
         err = np.nan_to_num(c.error)
         keep = low | high
-        columns.append(np.stack([err * low, low, err * high, high], axis=1)[keep].astype(np.float64))
+        rows = np.stack([err * low, low, err * high, high], axis=1)[keep].astype(np.float64)
+        _, prompt = np.unique(prompt_of_pairs(c)[keep], return_inverse=True)
+        sums = np.zeros((int(prompt.max()) + 1 if prompt.size else 0, 4))
+        np.add.at(sums, prompt, rows)
+        columns.append(sums)
     if any(col.shape[0] == 0 for col in columns):
         return None
     result = hierarchical_bootstrap(columns, demo.plan.bootstrap_resamples, seed=4,
@@ -173,7 +204,7 @@ def premise_difference(demo: DemoRun, bins: int = 10) -> dict[str, float] | None
     pooled = np.concatenate(columns).sum(axis=0)
     return {"difference": result["estimate"], "ci_low": result["ci_low"],
             "ci_high": result["ci_high"], "se": result["se"], "mde": result["mde"],
-            "least_similar_rate": float(pooled[0] / pooled[1]) if pooled[1] else None,
+            "p": result["p"], "least_similar_rate": float(pooled[0] / pooled[1]) if pooled[1] else None,
             "most_similar_rate": float(pooled[2] / pooled[3]) if pooled[3] else None}
 
 
@@ -227,6 +258,8 @@ def analyse(demo: DemoRun) -> dict[str, Any]:
                                                 groups["ceiling", "dpo", main])
     all_sim = np.concatenate([c.similarity for c in demo.pairs.values()])
     all_gap = np.concatenate([np.abs(c.reward_a - c.reward_b) for c in demo.pairs.values()])
+    comparisons = _comparisons(demo, groups)
+    families = judge_comparisons(comparisons, len(plan.seeds))
     return {
         "config": plan_dict(plan), "sizes": demo.sizes,
         "timings_seconds": {k: round(v, 1) for k, v in demo.timings.items()},
@@ -235,8 +268,12 @@ def analyse(demo: DemoRun) -> dict[str, Any]:
         "statistics": {
             "interval": "hierarchical percentile bootstrap, 95%: resample seeds, then prompts "
                         "within each drawn seed", "resamples": plan.bootstrap_resamples,
-            "seeds": len(plan.seeds),
-            "mde": f"{MDE_FACTOR:.2f} x bootstrap se (80% power, two-sided alpha 0.05)"},
+            "seeds": len(plan.seeds), "mde": mde_text(len(plan.seeds)),
+            "p_value": "two-sided bootstrap p for a difference of 0: min(1, 2 min((n<=0 + 1) / "
+                       "(n + 1), (n>=0 + 1) / (n + 1)))",
+            "rule": RULE, "families": families,
+            "primary_outcome": next((o for o, f in families.items() if f["role"] == "primary"),
+                                    None)},
         "sft": {"mean_reward": sft["estimate"], "mean_reward_ci": [sft["ci_low"], sft["ci_high"]],
                 "per_seed": {str(s): float(b.mean()) for s, b in demo.baseline.items()},
                 **_sft_outcomes(demo)},
@@ -249,7 +286,7 @@ def analyse(demo: DemoRun) -> dict[str, Any]:
         "main": {s: {loss: pooled[s, loss, main] for loss in plan.losses} for s in plan.strategies},
         "controls": {c: {"dpo": pooled[c, "dpo", main]} for c in plan.controls},
         "share_of_ceiling": shares,
-        "comparisons": _comparisons(demo, groups),
+        "comparisons": comparisons,
         "spo_manipulation": spo_manipulation(demo.spo_variants, plan.spo_levels),
         "spo_dose": spo_dose(demo),
         "label_efficiency": label_efficiency(demo, pooled),
@@ -259,3 +296,4 @@ def analyse(demo: DemoRun) -> dict[str, Any]:
         "all_pairs_label_error_rate": float(np.nanmean(np.concatenate(
             [c.error for c in demo.pairs.values()]))),
     }
+

@@ -204,7 +204,7 @@ def pooled_outcomes(runs: list[Any], heldout: dict[int, HeldoutPairs], beta: flo
 def paired_outcomes(a: list[Any], b: list[Any], heldout: dict[int, HeldoutPairs], beta: float,
                     n_resamples: int) -> dict[str, Any]:
     """``a`` minus ``b`` for both outcomes, paired per seed and held-out prompt, with the
-    hierarchical interval, se, mde and per-seed differences."""
+    hierarchical interval, se, mde, bootstrap p and per-seed differences."""
     by_seed = {r.seed: r for r in b}
     a = sorted(a, key=lambda r: r.seed)
     out: dict[str, Any] = {}
@@ -230,4 +230,4 @@ def paired_outcomes(a: list[Any], b: list[Any], heldout: dict[int, HeldoutPairs]
 
 
 def _interval(d: dict[str, float]) -> dict[str, float]:
-    return {k: d[k] for k in ("ci_low", "ci_high", "se", "mde")}
+    return {k: d[k] for k in ("ci_low", "ci_high", "se", "mde", "p")}

@@ -1,13 +1,19 @@
 """What the numbers of ``realspo demo`` say: plain statements computed from ``results.json``.
 
-Rules: every difference is quoted with its hierarchical 95% interval and its minimum
-detectable effect (mde); the word "significant" appears only for an interval that excludes 0;
-a ``--quick`` run (``results["verdicts"]`` false) is a smoke test and gets no verdicts at all.
+Rules: every difference is quoted with its hierarchical 95% interval, its minimum
+detectable effect (mde) and its raw, Holm-adjusted and Benjamini-Hochberg p; "significant"
+means Holm-adjusted p < 0.05 within the comparison's family (one family per outcome, see
+:mod:`realspo.arms.verdicts`); each verdict is stated on the primary outcome (mean oracle
+reward over the samples per held-out prompt) first and the win rate after, with its power to
+detect the ceiling's gain. A ``--quick`` run (``results["verdicts"]`` false) is a smoke test
+and gets no verdicts at all.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from realspo.evaluation.multiple_comparisons import direction, p_text, power_text
 
 SMOKE = ("smoke run: no verdicts. A --quick run has one seed, a tiny SFT model and a few "
          "training steps; its numbers only show that every stage ran.")
@@ -18,16 +24,43 @@ def _ci(p: dict[str, Any]) -> str:
 
 
 def _diff(c: dict[str, Any]) -> str:
-    return f"{c['difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], mde {c['mde']:.3f}"
+    return (f"{c['difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], mde {c['mde']:.3f}, "
+            f"{p_text(c)}")
 
 
 def verdict(c: dict[str, Any]) -> str:
-    """``significantly better``/``worse`` for an interval that excludes 0, else inconclusive."""
-    if c["ci_low"] > 0:
-        return "significantly better"
-    if c["ci_high"] < 0:
-        return "significantly worse"
-    return "inconclusive (interval includes 0)"
+    """``significantly better``/``worse`` when the Holm-adjusted p is below 0.05, else
+    inconclusive."""
+    found = direction(c)
+    return f"significantly {found}" if found else "inconclusive (Holm-adjusted p >= 0.05)"
+
+
+NAMES = {"win_rate": "win rate", "mean_reward_samples": "mean reward over the samples",
+         "implicit_reward_accuracy": "implicit-reward accuracy"}
+
+
+def primary_outcome(results: dict[str, Any]) -> str:
+    """The key of the primary outcome (``win_rate`` for results that predate it)."""
+    return results.get("statistics", {}).get("primary_outcome") or "win_rate"
+
+
+def on_outcome(c: dict[str, Any], outcome: str) -> dict[str, Any] | None:
+    """A comparison's numbers on one outcome (the win rate's are the comparison itself)."""
+    return c if outcome == "win_rate" else c.get(outcome)
+
+
+def _judged(e: dict[str, Any]) -> str:
+    power = power_text(e, "the ceiling's gain")
+    return f"{_diff(e)}: {verdict(e)}" + (f" ({power})" if power else "")
+
+
+def judged(results: dict[str, Any], c: dict[str, Any]) -> str:
+    """A comparison's verdict on the primary outcome, then the win rate (secondary)."""
+    first = primary_outcome(results)
+    parts = [f"{NAMES[first]} (primary) {_judged(on_outcome(c, first))}"]
+    if first != "win_rate":
+        parts.append(f"win rate (secondary) {_judged(c)}")
+    return "; ".join(parts)
 
 
 def _share(s: dict[str, Any]) -> str:
@@ -50,10 +83,9 @@ def findings(results: dict[str, Any]) -> list[str]:
         c = comps.get((f"easy/{loss}", f"random/{loss}"))
         if c is None:
             continue
-        out.append(f"REAL (easy) vs random, {loss}: win rate {_ci(main['easy'][loss])} vs "
-                   f"{_ci(main['random'][loss])}; paired difference {_diff(c)}: {verdict(c)}.")
-        others = [f"{s} {_diff(comps[f'{s}/{loss}', f'random/{loss}'])} "
-                  f"({verdict(comps[f'{s}/{loss}', f'random/{loss}'])})"
+        out.append(f"REAL (easy) vs random, {loss}: {judged(results, c)}; win rates "
+                   f"{_ci(main['easy'][loss])} vs {_ci(main['random'][loss])}.")
+        others = [f"{s}: {judged(results, comps[f'{s}/{loss}', f'random/{loss}'])}"
                   for s in main if s not in ("easy", "random") and (f"{s}/{loss}", f"random/{loss}") in comps]
         if others:
             out.append(f"Other strategies vs random, {loss}: " + "; ".join(others) + ".")
@@ -88,34 +120,43 @@ def _controls(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, An
     out = []
     ceiling = comps.get(("ceiling/dpo", "random/dpo"))
     if ceiling is not None:
-        head = f"Positive control: ceiling (the oracle's largest-gap pairs) minus random, DPO: {_diff(ceiling)}"
-        if ceiling["ci_low"] > 0:
+        first = on_outcome(ceiling, primary_outcome(results))
+        head = (f"Positive control: ceiling (the oracle's largest-gap pairs) minus random, DPO, "
+                f"{NAMES[primary_outcome(results)]} (primary): {_diff(first)}"
+                + (f" ({power})" if (power := power_text(first, "its own gain")) else ""))
+        found = direction(first)
+        if found == "better":
             out.append(head + ": significantly better, so this run can show a selection effect "
-                       "of about that size.")
+                       "of about that size." + _secondary(results, ceiling))
         else:
-            how = ("the ceiling is significantly worse than random" if ceiling["ci_high"] < 0
-                   else "its interval includes 0")
+            how = ("the ceiling is significantly worse than random" if found == "worse"
+                   else "its Holm-adjusted p is 0.05 or more")
             out.append(head + f": the positive control fails ({how}). Even the best pairs the "
                        "oracle could pick did not beat random at this size, so a strategy's null "
                        "says nothing, and a strategy that beats random where the ceiling does not "
-                       "is more likely noise than an effect.")
+                       "is more likely noise than an effect." + _secondary(results, ceiling))
     noiseless = comps.get(("noiseless/dpo", "random/dpo"))
     if noiseless is not None:
         out.append(f"Labels: noiseless (random pairs, perfect labels) minus random, DPO: "
-                   f"{_diff(noiseless)}: {verdict(noiseless)}.")
+                   f"{judged(results, noiseless)}.")
     prompts = comps.get(("easy/dpo", "easy-random-prompts/dpo"))
     pairs = comps.get(("easy-random-prompts/dpo", "random/dpo"))
     if prompts is not None and pairs is not None:
-        out.append(f"Pair vs prompt choice (DPO): easy's pair on random prompts minus random "
-                   f"{_diff(pairs)}, {verdict(pairs)}: the effect of choosing the least similar "
-                   f"pair within a prompt. Easy minus easy-random-prompts {_diff(prompts)}, "
-                   f"{verdict(prompts)}: the effect of easy's choice of prompts.")
+        out.append(f"Pair vs prompt choice (DPO): easy's pair on random prompts minus random, "
+                   f"{judged(results, pairs)}: the effect of choosing the least similar pair "
+                   f"within a prompt. Easy minus easy-random-prompts, {judged(results, prompts)}: "
+                   "the effect of easy's choice of prompts.")
     shares = results.get("share_of_ceiling") or {}
     if shares:
         out.append("Share of the ceiling's gain over random, (s - random) / (ceiling - random), "
                    "DPO: " + "; ".join(f"{n} {_share(s)}" for n, s in shares.items())
                    + ". Intervals are wide when the ceiling's own gain is small.")
     return out
+
+
+def _secondary(results: dict[str, Any], c: dict[str, Any]) -> str:
+    """`` Win rate (secondary): ...`` when the win rate is not the primary outcome."""
+    return "" if primary_outcome(results) == "win_rate" else f" Win rate (secondary): {_judged(c)}."
 
 
 def _spo(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) -> list[str]:
@@ -143,21 +184,29 @@ def _spo(results: dict[str, Any], comps: dict[tuple[str, str], dict[str, Any]]) 
                    f"{_rate(dose['head_accuracy_training'])}); held-out answers "
                    f"that changed between DPO and DPO+SPO on the same pairs: "
                    f"{_rate(dose['changed_answers'])}.")
-    better = [s for s, c in spo if c["ci_low"] > 0]
-    worse = [s for s, c in spo if c["ci_high"] < 0]
+    first = primary_outcome(results)
+    spo = [(s, c) for s, c in spo if on_outcome(c, first) is not None]
+    if not spo:
+        return out
+    better = [s for s, c in spo if direction(on_outcome(c, first)) == "better"]
+    worse = [s for s, c in spo if direction(on_outcome(c, first)) == "worse"]
     parts = ([f"significantly better for {len(better)} of {len(spo)} strategies{_names(better)}"]
              if better else []) + ([f"significantly worse for {len(worse)}{_names(worse)}"] if worse else [])
     tally = (", ".join(parts) + ", inconclusive for the rest" if parts
-             else f"every interval includes 0 (inconclusive for all {len(spo)} strategies)")
-    mean = sum(c["difference"] for _, c in spo) / len(spo)
+             else f"no Holm-adjusted p below 0.05 (inconclusive for all {len(spo)} strategies)")
+    mean = sum(on_outcome(c, first)["difference"] for _, c in spo) / len(spo)
     void = "" if check["passes"] else " (void: the manipulation check failed)"
-    out.append(f"SPO (DPO+SPO minus DPO, same pairs){void}: {tally}; mean difference {mean:+.3f}. "
-               + "; ".join(f"{s} {_diff(c)}" for s, c in spo) + ".")
+    out.append(f"SPO (DPO+SPO minus DPO, same pairs){void}, {NAMES[first]} (primary): {tally}; "
+               f"mean difference {mean:+.3f}. "
+               + "; ".join(f"{s} {_judged(on_outcome(c, first))}" for s, c in spo) + ".")
+    if first != "win_rate":
+        out.append(f"SPO on the win rate (secondary){void}: "
+                   + "; ".join(f"{s} {_judged(c)}" for s, c in spo) + ".")
     for key, name in OUTCOMES.items():
-        if all(key in c for _, c in spo):
+        if key != first and all(key in c for _, c in spo):
             samples = results.get("outcomes", {}).get("eval_samples")
-            out.append(f"SPO on the {name.format(s=samples)}{void}: "
-                       + "; ".join(f"{s} {_diff(c[key])} ({verdict(c[key])})" for s, c in spo) + ".")
+            out.append(f"SPO on the {name.format(s=samples)} (secondary){void}: "
+                       + "; ".join(f"{s} {_judged(c[key])}" for s, c in spo) + ".")
     return out
 
 
@@ -166,16 +215,19 @@ OUTCOMES = {"mean_reward_samples": "mean oracle reward over {s} samples per held
 
 
 def _outcomes(results: dict[str, Any]) -> list[str]:
-    """One statement per extra outcome (realspo.arms.arm_outcomes): the strategies' and controls'
-    paired differences to random (DPO), each with its interval, mde and verdict."""
+    """One statement per secondary extra outcome (realspo.arms.arm_outcomes): the strategies'
+    and controls' paired differences to random (DPO), each with its interval, mde and verdict
+    (the primary outcome's are in the verdict lines)."""
     out = []
     samples = results.get("outcomes", {}).get("eval_samples")
     for key, name in OUTCOMES.items():
-        parts = [f"{c['a'].split('/')[0]} {_diff(c[key])} ({verdict(c[key])})"
+        if key == primary_outcome(results):
+            continue
+        parts = [f"{c['a'].split('/')[0]} {_judged(c[key])}"
                  for c in results["comparisons"]
                  if key in c and c["kind"] in ("strategy", "control") and c["b"] == "random/dpo"]
         if parts:
-            out.append(f"More sensitive outcome, {name.format(s=samples)}, minus random (DPO): "
+            out.append(f"Secondary outcome, {name.format(s=samples)}, minus random (DPO): "
                        + "; ".join(parts) + ".")
     return out
 
@@ -207,17 +259,19 @@ def _pct(value: float | None) -> str:
 def _premise(lo: dict[str, Any], hi: dict[str, Any], premise: dict[str, Any], rho: float) -> str:
     """REAL's premise: do the least similar pairs carry fewer label errors than the most similar?
     The difference of the two extreme deciles' rates, with its hierarchical interval."""
-    if premise["ci_high"] < 0:
+    p = premise.get("p", float("nan"))
+    if p < 0.05 and premise["difference"] < 0:
         answer = "dissimilar pairs carry significantly fewer label errors here"
-    elif premise["ci_low"] > 0:
+    elif p < 0.05 and premise["difference"] > 0:
         answer = "dissimilar pairs carry significantly MORE label errors here"
     else:
-        answer = "the interval includes 0, i.e. no evidence for the premise in this world"
+        answer = "p >= 0.05, i.e. no evidence for the premise in this world"
     return (f"REAL's premise, measured over every candidate pair: label-error rate "
             f"{lo['label_error_rate']:.3f} in the least similar decile (mean reward gap "
             f"{lo['mean_reward_gap']:.2f}, oracle ties {lo['oracle_tie_rate']:.0%}) vs "
             f"{hi['label_error_rate']:.3f} in the most similar (gap {hi['mean_reward_gap']:.2f}, "
-            f"ties {hi['oracle_tie_rate']:.0%}), difference {_diff(premise)}: {answer}. Annotator "
+            f"ties {hi['oracle_tie_rate']:.0%}), difference {_premise_diff(premise)} (prompts "
+            f"resampled within seeds; one test, no family): {answer}. Annotator "
             f"errors follow the reward gap, and the Spearman correlation of similarity with the "
             f"reward gap is {rho:+.3f}.")
 
@@ -257,6 +311,12 @@ def _efficiency(eff: dict[str, Any]) -> str | None:
         if need.get("at_smallest_budget"):
             body += "; easy already reaches it at the smallest budget tried, so the true crossing may be lower"
     return head + body + f". The paper claims {eff.get('paper_claim', 'up to 65% fewer labels')}."
+
+
+def _premise_diff(c: dict[str, Any]) -> str:
+    p = c.get("p")
+    return (f"{c['difference']:+.3f} [{c['ci_low']:+.3f}, {c['ci_high']:+.3f}], "
+            f"p {'n/a' if p is None else f'{p:.3f}'}")
 
 
 def _names(items: list[str]) -> str:

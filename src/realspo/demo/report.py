@@ -30,13 +30,15 @@ from realspo.demo.figures import (
     plot_win_rates,
 )
 from realspo.demo.findings import (
+    NAMES,
     OUTCOME_NAMES,
     SMOKE,
     _ci,
-    _diff,
     _rate,
     _share,
     findings,
+    on_outcome,
+    primary_outcome,
     verdict,
 )
 from realspo.outputs import atomic_path, write_json
@@ -110,7 +112,6 @@ def _outcomes_table(results: dict[str, Any]) -> list[str]:
     info = results.get("outcomes")
     if not info:
         return []
-    judge = verdict if results["verdicts"] else (lambda c: "none (smoke run)")
     pairs = ", ".join(f"{n} (seed {s})" for s, n in info["heldout_pairs"].items())
     lines = ["", "## More sensitive outcomes", "",
              f"Mean oracle reward over {info['eval_samples']} samples per held-out prompt (sample 0 "
@@ -125,14 +126,53 @@ def _outcomes_table(results: dict[str, Any]) -> list[str]:
         for loss, p in by_loss.items():
             lines.append(f"| {s} | {loss} | {_est(p.get('mean_reward_samples'))} | "
                          f"{_est(p.get('implicit_reward_accuracy'))} |")
-    lines += ["", "| a | b | mean reward (samples): difference [95% CI], mde | verdict | "
-              "implicit-reward accuracy: difference [95% CI], mde | verdict |", "|---|---|---|---|---|---|"]
-    for c in results["comparisons"]:
-        cells = [(_diff(c[k]), judge(c[k])) if k in c else ("n/a", "n/a")
-                 for k in ("mean_reward_samples", "implicit_reward_accuracy")]
-        lines.append(f"| {c['a']} | {c['b']} | {cells[0][0]} | {cells[0][1]} | {cells[1][0]} | "
-                     f"{cells[1][1]} |")
     return lines
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "n/a" if value is None or value != value else format(value, fmt)
+
+
+def _comparison_tables(results: dict[str, Any]) -> list[str]:
+    """One table of paired differences per outcome, the primary outcome first: interval, mde,
+    per-seed differences, raw p, Holm p, BH q, power to detect the ceiling's gain, verdict."""
+    judge = verdict if results["verdicts"] else (lambda c: "none (smoke run)")
+    first = primary_outcome(results)
+    families = results["statistics"].get("families", {})
+    order = [first, *[o for o in families if o != first]] if families else ["win_rate"]
+    lines = []
+    for outcome in order:
+        rows = [(c, e) for c in results["comparisons"] if (e := on_outcome(c, outcome)) is not None]
+        if not rows:
+            continue
+        role = families.get(outcome, {}).get("role", "primary")
+        lines += ["", f"### Paired differences (a minus b), {NAMES[outcome]} ({role}, a family "
+                  f"of {len(rows)})", "",
+                  "| a | b | difference [95% CI] | mde | per seed | p | Holm p | BH q | power "
+                  "(ceiling's gain) | seeds for 0.8 | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {c['a']} | {c['b']} | {e['difference']:+.3f} [{e['ci_low']:+.3f}, "
+                  f"{e['ci_high']:+.3f}] | {_num(e['mde'])} | "
+                  f"{', '.join(f'{d:+.3f}' for d in e['per_seed'])} | {_num(e.get('p'))} | "
+                  f"{_num(e.get('p_holm'))} | {_num(e.get('q_bh'))} | {_num(e.get('power'), '.2f')} | "
+                  f"{e.get('seeds_for_power') or 'n/a'} | {judge(e)} |" for c, e in rows]
+    return lines
+
+
+def _family_text(results: dict[str, Any]) -> str:
+    """The statistics paragraph: p-values, the families and the rule, the mde, power."""
+    st = results["statistics"]
+    families = st.get("families", {})
+    parts = [f"{NAMES[o]} ({f['role']}, {f['size']} comparisons)" for o, f in families.items()]
+    reference = next((f["reference"] for f in families.values() if f.get("reference")), None)
+    return (f"p-values: {st.get('p_value', 'n/a')}. Families, each adjusted on its own (Holm "
+            f"and Benjamini-Hochberg): {'; '.join(parts) or 'none'}; each family is every "
+            "comparison below (strategies and controls minus random, easy minus "
+            "easy-random-prompts, DPO+SPO minus DPO). Rule: " + st.get("rule", "n/a") + ". "
+            f"mde = {st['mde']}. Power: of a two-sided 5% test to detect the ceiling's observed "
+            f"gain over random on the same outcome ({reference or 'no ceiling arm: not computed'}), "
+            "noncentral t with seeds - 1 df (normal with one seed); seeds for 0.8 power from the "
+            "SD over seeds of the per-seed differences.")
 
 
 def _est(p: dict[str, Any] | None) -> str:
@@ -176,11 +216,11 @@ def markdown(results: dict[str, Any]) -> str:
         f"- Evaluation: one sample per held-out prompt ({sizes['test_prompts']} prompts) from the "
         "trained model and from the SFT model with the same sampling noise (for the mean reward, "
         f"{cfg.get('eval_samples', 1)} samples per prompt, the first being that one); the oracle "
-        "judges. Win "
-        "rate = mean of 1 / 1/2 / 0 per prompt; 95% intervals by a hierarchical bootstrap "
-        f"({results['statistics']['resamples']} resamples: seeds, then prompts within each drawn "
-        "seed); differences are paired; mde = minimum detectable effect = "
-        f"{results['statistics']['mde']}.",
+        "judges. The primary outcome is the mean oracle reward over the samples per held-out "
+        "prompt; the win rate (mean of 1 / 1/2 / 0 per prompt) is secondary. 95% intervals by a "
+        f"hierarchical bootstrap ({results['statistics']['resamples']} resamples: seeds, then "
+        "prompts within each drawn seed); differences are paired; mde = minimum detectable "
+        f"effect. {_family_text(results)}",
         f"- Controls (DPO, main budget): {', '.join(cfg['controls']) or 'none'}: the oracle's "
         "largest-gap pair per prompt labelled by the same annotator; random pairs with perfect "
         "labels; easy's pair on randomly chosen prompts.", "",
@@ -199,12 +239,7 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{p['mean_similarity']:.3f} |")
     lines += ["", "![win rates](win_rates.png)", "", "## What the numbers say", ""]
     lines += [f"- {f}" for f in results["findings"]]
-    judge = verdict if results["verdicts"] else (lambda c: "none (smoke run)")
-    lines += ["", "### Paired differences (a minus b, win rate vs SFT)", "",
-              "| a | b | difference [95% CI], mde | per seed | verdict |", "|---|---|---|---|---|"]
-    lines += [f"| {c['a']} | {c['b']} | {_diff(c)} | "
-              f"{', '.join(f'{d:+.3f}' for d in c['per_seed'])} | {judge(c)} |"
-              for c in results["comparisons"]]
+    lines += _comparison_tables(results)
     if results["share_of_ceiling"]:
         lines += ["", "### Share of the ceiling's gain over random (DPO)", "",
                   "(s - random) / (ceiling - random) of the win rates, hierarchical 95% interval: "

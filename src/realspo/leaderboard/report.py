@@ -9,8 +9,12 @@
 
 Statistics are the demo's (:mod:`realspo.evaluation.statistics`): a model's win rate over the
 SFT model pools its seeds with a hierarchical bootstrap (seeds, then prompts within a seed);
-a difference to ``random`` is paired (same prompts, same sampling noise) and carries its se and
-mde (2.80 x se); the share of the ceiling is ``(arm - random) / (ceiling - random)`` of the win
+a difference to ``random`` is paired (same prompts, same sampling noise) and carries its se,
+mde (t-based with seeds - 1 df, 2.80 x se with one seed) and bootstrap p. The family is every
+comparison the report judges (each arm minus random in both settings, each arm's rounds minus
+one round), adjusted by Holm and Benjamini-Hochberg; "significant" means Holm p < 0.05
+(:mod:`realspo.evaluation.multiple_comparisons`); each carries its power to detect the
+setting's ``ceiling - random`` (the one-round setting's for rounds minus one round); the share of the ceiling is ``(arm - random) / (ceiling - random)`` of the win
 rates, divided per resample. ``results.json``: ``config``, ``budgets``, ``statistics``,
 ``verdicts``, ``reward_proxy`` (per proxy arm, setting and round: labels fitted on, ridge,
 accuracy), ``settings`` (setting -> arm -> win rate, interval, ``n_labels`` (every label the
@@ -28,14 +32,21 @@ from typing import Any
 
 import numpy as np
 
+from realspo.arms.analysis import without_mde
 from realspo.arms.plan import plan_dict
 from realspo.evaluation.evaluate import win_indicators
-from realspo.evaluation.statistics import MDE_FACTOR, hierarchical_bootstrap
+from realspo.evaluation.multiple_comparisons import (
+    RULE,
+    add_power,
+    adjust_family,
+    direction,
+)
+from realspo.evaluation.statistics import hierarchical_bootstrap, mde_text
+from realspo.leaderboard.markdown import render
 from realspo.leaderboard.plan import SETTINGS, ArmRecord, LeaderboardRun
 from realspo.outputs import atomic_path, write_json
 
 FIGURES = ("label_efficiency.png", "win_rates.png")
-SMOKE = "smoke run: no verdicts (the --quick sizes cannot support any)"
 
 
 def _final(lb: LeaderboardRun) -> dict[tuple[str, str], list[ArmRecord]]:
@@ -82,8 +93,32 @@ def paired(lb: LeaderboardRun, a: list[ArmRecord], b: list[ArmRecord], seed: int
     diffs = [_wins(lb, r) - _wins(lb, other[r.seed]) for r in a]
     d = hierarchical_bootstrap(diffs, lb.plan.demo.bootstrap_resamples, seed=seed)
     return {"difference": d["estimate"], "ci_low": d["ci_low"], "ci_high": d["ci_high"],
-            "se": d["se"], "mde": d["mde"], "significant": bool(d["ci_low"] > 0 or d["ci_high"] < 0),
-            "per_seed": [float(x.mean()) for x in diffs]}
+            "se": d["se"], "mde": d["mde"], "p": d["p"], "per_seed": [float(x.mean()) for x in diffs]}
+
+
+def judge(settings: dict[str, dict[str, Any]], rounds_vs_one: dict[str, dict[str, Any]],
+          seeds: int) -> dict[str, Any]:
+    """Adjust the family of every judged comparison, mark ``significant`` (Holm p < 0.05) and
+    add power to detect the setting's ceiling gain (in place); returns the family's description.
+
+    Args:
+        settings: setting -> arm -> row (``vs_random`` where the arm has one).
+        rounds_vs_one: arm -> rounds minus one round.
+        seeds: number of seeds.
+
+    Returns:
+        ``{"size", "comparisons", "reference"}``.
+    """
+    named = [(f"{setting}: {arm} - random", setting, r["vs_random"])
+             for setting, rows in settings.items() for arm, r in rows.items() if "vs_random" in r]
+    named += [(f"{arm}: rounds - one round", "one-round", d) for arm, d in rounds_vs_one.items()]
+    adjust_family([e for _, _, e in named], "win_rate")
+    for _, setting, e in named:
+        ceiling = settings.get(setting, {}).get("ceiling", {}).get("vs_random")
+        add_power(e, ceiling["difference"] if ceiling else None, seeds)
+        e["significant"] = direction(e) is not None
+    return {"size": len(named), "comparisons": [n for n, _, _ in named],
+            "reference": "the setting's ceiling - random (one-round's for rounds - one round)"}
 
 
 def share(lb: LeaderboardRun, runs: list[ArmRecord], random: list[ArmRecord],
@@ -92,8 +127,8 @@ def share(lb: LeaderboardRun, runs: list[ArmRecord], random: list[ArmRecord],
     rnd, ceil = {r.seed: r for r in random}, {r.seed: r for r in ceiling}
     cols = [np.stack([_wins(lb, r) - _wins(lb, rnd[r.seed]),
                       _wins(lb, ceil[r.seed]) - _wins(lb, rnd[r.seed])], axis=1) for r in runs]
-    return hierarchical_bootstrap(cols, lb.plan.demo.bootstrap_resamples, seed=3,
-                                  statistic=lambda m: m[..., 0] / m[..., 1])
+    return without_mde(hierarchical_bootstrap(cols, lb.plan.demo.bootstrap_resamples, seed=3,
+                                              statistic=lambda m: m[..., 0] / m[..., 1]))
 
 
 def label_efficiency(lb: LeaderboardRun) -> dict[str, dict[str, list[dict[str, Any]]]]:
@@ -161,6 +196,7 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
         settings[setting] = rows
     rounds_vs_one = {arm: paired(lb, final["rounds", arm], final["one-round", arm], seed=4)
                      for arm in plan.arms if ("rounds", arm) in final and ("one-round", arm) in final}
+    family = judge(settings, rounds_vs_one, len(plan.demo.seeds))
     demo = plan_dict(plan.demo)
     return {
         "config": {"preset": plan.preset, "rounds": plan.rounds, "arms": list(plan.arms),
@@ -171,7 +207,9 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
         "statistics": {"interval": "hierarchical percentile bootstrap, 95%: resample seeds, then "
                                    "prompts within each drawn seed",
                        "resamples": plan.demo.bootstrap_resamples, "seeds": len(plan.demo.seeds),
-                       "mde": f"{MDE_FACTOR:.2f} x bootstrap se (80% power, two-sided alpha 0.05)"},
+                       "mde": mde_text(len(plan.demo.seeds)), "rule": RULE, "family": family,
+                       "outcome": "win rate vs SFT (the leaderboard draws one sample per "
+                                  "held-out prompt)"},
         "verdicts": plan.preset != "quick",
         "sft_mean_reward": {str(s): float(b.mean()) for s, b in lb.baseline.items()},
         "reward_proxy": reward_proxy_summary(lb),
@@ -186,130 +224,6 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------
-
-
-def _f(x: float | None, digits: int = 3, sign: bool = False) -> str:
-    if x is None or not np.isfinite(x):
-        return "n/a"
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
-
-
-def _ci(d: dict[str, Any], key: str = "difference", sign: bool = True) -> str:
-    return f"{_f(d[key], sign=sign)} [{_f(d['ci_low'], sign=sign)}, {_f(d['ci_high'], sign=sign)}]"
-
-
-def _labels(row: dict[str, Any]) -> str:
-    """Every label the arm paid for (one number when the seeds agree), and those spent fitting
-    its proxy."""
-    total = sorted(set(row["n_labels"]))
-    text = "/".join(str(n) for n in total)
-    fitted = row.get("proxy_fit_labels")
-    return f"{text} ({'/'.join(str(n) for n in sorted(set(fitted)))})" if fitted else text
-
-
-NOTES = """## How to read it
-
-- **Equal budgets, equal compute.** Every arm labels the same pairs count, one pair per prompt.
-  A run trains `steps x labels / B` optimizer steps, so the rounds together take the one-round
-  run's steps, and round 1 *is* a one-round run at budget B_1 (the curve's first point).
-- **Rounds.** Round r samples K candidates from the current policy for the prompts no earlier
-  round labelled, selects this round's share, labels it with the simulated annotator and trains
-  from the previous round's policy, which is also the round's DPO reference (iterative DPO).
-- **Margins.** `margin`, `margin-large` (and `design`'s weights from round 2) read
-  `beta (log pi_{r-1} - log pi_{r-2})`, the current policy against the reference it was trained
-  with. In one round and in round 1 the policy is the reference: every margin is 0, both
-  strategies fall to the registry's tie order (each prompt's first valid pair, prompts in data
-  order) and pick the same pairs.
-- **Reward proxy.** `reward-gap` and `reward-uncertain` read a linear Bradley-Terry reward
-  model (not the oracle, which would make `reward-gap` the `ceiling`) fitted to labels paid
-  from their own budget: half of each selection (rounded up) goes to random pairs labelled by
-  the same simulated annotator, the proxy is fitted to every label the arm has paid for (in
-  rounds: earlier rounds' too) and picks the rest; the arm trains on all of them. Every arm's
-  labels, fitting included, are the `labels` column; the proxy's fits are in the last table.
-- **Controls.** `ceiling`: the oracle's largest-gap pair per prompt, annotator's labels;
-  `noiseless`: random's pairs with the oracle's labels.
-"""
-
-
-def findings(results: dict[str, Any]) -> list[str]:
-    """One line per setting: which arms beat random (interval excluding 0), which did not; the
-    positive control; rounds against one round."""
-    if not results["verdicts"]:
-        return [SMOKE]
-    lines = []
-    for setting, rows in results["settings"].items():
-        c = rows.get("ceiling", {}).get("vs_random")
-        if c:
-            ok = c["ci_low"] > 0
-            lines.append(f"{setting}: the positive control `ceiling` minus random {_ci(c)} "
-                         f"(mde {_f(c['mde'])}): " + ("the run can show a selection effect of "
-                                                      "about this size" if ok else
-                                                      "not significant, so this run cannot show "
-                                                      "a selection effect even at the ceiling"))
-    rounds = results["rounds_vs_one_round"]
-    better = [a for a, d in rounds.items() if d["ci_low"] > 0]
-    worse = [a for a, d in rounds.items() if d["ci_high"] < 0]
-    lines.append(f"rounds minus one round (same arm, labels, steps): better for "
-                 f"{', '.join(better) or 'none'}, worse for {', '.join(worse) or 'none'}.")
-    for setting, rows in results["settings"].items():
-        better = [a for a, r in rows.items() if "vs_random" in r and r["vs_random"]["ci_low"] > 0]
-        worse = [a for a, r in rows.items() if "vs_random" in r and r["vs_random"]["ci_high"] < 0]
-        mdes = [r["vs_random"]["mde"] for r in rows.values() if "vs_random" in r]
-        lines.append(f"{setting}: significantly better than random: {', '.join(better) or 'none'}; "
-                     f"significantly worse: {', '.join(worse) or 'none'}; the rest are "
-                     f"indistinguishable from random at this size (mde of a difference "
-                     f"{_f(min(mdes))}-{_f(max(mdes))})." if mdes else f"{setting}: no comparison")
-    return lines
-
-
-def render(results: dict[str, Any]) -> str:
-    b = results["budgets"]
-    lines = ["# Strategy leaderboard (proving ground)", "",
-             f"Preset `{results['config']['preset']}`, seeds {results['config']['demo']['seeds']}; "
-             f"every arm labels {b['total_labels']} pairs: in one round ({b['steps_one_round']} steps) "
-             f"or in {results['config']['rounds']} rounds of {b['round_labels']} "
-             f"({b['steps_per_round']} steps). Win rate = against the SFT model on "
-             f"{results['config']['demo']['n_test_prompts']} held-out prompts; intervals: "
-             f"{results['statistics']['interval']}; mde = {results['statistics']['mde']}.", "",
-             "## Findings", ""] + [f"- {line}" for line in findings(results)] + [""]
-    for setting, rows in results["settings"].items():
-        last = " (last round's pairs)" if setting == "rounds" else ""
-        lines += [f"## {setting}", "",
-                  "| arm | labels (fitting a proxy) | win rate vs SFT [95%] | minus random [95%] | mde "
-                  f"| share of ceiling [95%] | label errors{last} | mean oracle gap{last} |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for arm, r in rows.items():
-            vs = r.get("vs_random")
-            sh = r.get("share_of_ceiling")
-            lines.append(f"| {arm} | {_labels(r)} | {_ci(r, 'win_rate', False)} | {_ci(vs) if vs else '-'} | "
-                         f"{_f(vs['mde']) if vs else '-'} | {_ci(sh, 'estimate') if sh else '-'} | "
-                         f"{_f(r['label_error_rate'])} | {_f(r['mean_reward_gap'], 2)} |")
-        lines.append("")
-    lines += ["## Label efficiency (win rate vs SFT after each round; one round at the full budget)", "",
-              "| arm | " + " | ".join(f"round {i + 1}: {sum(b['round_labels'][:i + 1])} labels"
-                                     for i in range(len(b["round_labels"])))
-              + f" | one round: {b['total_labels']} labels |",
-              "|---" * (len(b["round_labels"]) + 2) + "|"]
-    for arm, curve in results["label_efficiency"].items():
-        one = curve["one_round"][-1] if curve["one_round"] else None
-        lines.append(f"| {arm} | " + " | ".join(_ci(p, "win_rate", False) for p in curve["rounds"])
-                     + f" | {_ci(one, 'win_rate', False) if one else '-'} |")
-    lines.append("")
-    lines += ["## Rounds minus one round (same arm, same labels, same steps)", "",
-              "| arm | difference [95%] | mde |", "|---|---|---|"]
-    lines += [f"| {arm} | {_ci(d)} | {_f(d['mde'])} |" for arm, d in results["rounds_vs_one_round"].items()]
-    lines += ["", "## Reward proxy (reward-gap, reward-uncertain; mean over seeds)", "",
-              "| arm | setting | round | labels fitted on | ridges | agreement with its labels "
-              "| oracle accuracy on the candidates |", "|---|---|---|---|---|---|---|"]
-    for arm, settings in results["reward_proxy"].items():
-        for setting, fits in settings.items():
-            lines += [f"| {arm} | {setting} | {p['round']} | {p['pairs_fitted']:g} | "
-                      f"{', '.join(f'{x:g}' for x in p['ridges'])} | {_f(p['label_agreement'])} | "
-                      f"{_f(p['oracle_accuracy'])} |" for p in fits]
-    lines += ["", NOTES, "![label efficiency](label_efficiency.png)", "", "![win rates](win_rates.png)", "",
-              "Stage timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in results["timings_seconds"].items()),
-              ""]
-    return "\n".join(lines)
 
 
 def _figures(results: dict[str, Any], out: Path) -> None:

@@ -238,6 +238,9 @@ def test_findings_call_a_difference_significant_only_when_its_holm_adjusted_p_is
     altered = json.loads(json.dumps(results))
     altered["verdicts"] = True
     altered["label_error_by_similarity"] = []
+    # a run where REAL's premise holds (elsewhere its verdicts are withheld: test_worlds.py)
+    altered["premise_check"] = {"estimate": -0.6, "ci_low": -0.7, "ci_high": -0.5, "prompts": 40,
+                                "holds": True}
     assert altered["statistics"]["primary_outcome"] == "mean_reward_samples"
     for c in altered["comparisons"]:
         for entry in (c, c["mean_reward_samples"], c["implicit_reward_accuracy"]):

@@ -196,3 +196,19 @@ def test_quick_demo_in_the_premise_world_runs_and_reports_the_premise(tmp_path):
             assert _leading_rungs(response) == rungs(world.oracle.score(row["prompt"], strip_ladder(response)))
             assert reward == world.oracle.score(row["prompt"], response)
     assert "within-prompt Spearman" in (out / "report.md").read_text()
+
+
+def test_reals_verdicts_are_withheld_where_its_premise_does_not_hold():
+    from realspo.arms.premise_check import WITHHELD, withheld
+    from realspo.demo.findings import judged
+
+    c = {"kind": "strategy", "a": "easy/dpo", "b": "random/dpo", "difference": -0.05,
+         "ci_low": -0.09, "ci_high": -0.01, "mde": 0.05, "p": 0.01, "p_holm": 0.02, "q_bh": 0.02,
+         "per_seed": [-0.05]}
+    spo = {**c, "kind": "spo", "a": "random/dpo+spo"}
+    absent = {"premise_check": {"holds": False}, "statistics": {}}
+    present = {"premise_check": {"holds": True}, "statistics": {}}
+    assert withheld(absent, c) and not withheld(present, c) and not withheld(absent, spo)
+    assert withheld({"statistics": {}}, c)  # not measured: no conclusion either
+    assert WITHHELD in judged(absent, c) and "worse" not in judged(absent, c)
+    assert WITHHELD not in judged(present, c) and "worse" in judged(present, c)

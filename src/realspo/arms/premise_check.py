@@ -92,3 +92,15 @@ def world_text(config: dict[str, Any]) -> str:
     extra = f", register coupling RHO = {world['coupling']:g}" if world.get("coupling") else ""
     return (f"{WORLDS[world.get('kind', 'default')]} Candidates: {source}; annotator confusion "
             f"K = {config.get('annotator_confusion', 0):g}{extra}.")
+
+
+def withheld(results: dict[str, Any], comparison: dict[str, Any]) -> bool:
+    """True when ``comparison`` judges REAL's selection (a strategy against random, or easy's
+    pairs against anything) in a run whose premise check did not hold (or was not made)."""
+    check = results.get("premise_check")
+    if check is not None and check.get("holds"):
+        return False
+    return comparison.get("kind") == "strategy" or comparison["a"].startswith("easy")
+
+
+WITHHELD = "no conclusion (REAL's premise does not hold here)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from realspo.arms.premise_check import WITHHELD, premise_line, withheld
 from realspo.evaluation.multiple_comparisons import direction, p_text, power_text
 
 SMOKE = ("smoke run: no verdicts. A --quick run has one seed, a tiny SFT model and a few "
@@ -55,8 +56,16 @@ def _judged(e: dict[str, Any]) -> str:
 
 
 def judged(results: dict[str, Any], c: dict[str, Any]) -> str:
-    """A comparison's verdict on the primary outcome, then the win rate (secondary)."""
+    """A comparison's verdict on the primary outcome, then the win rate (secondary); for a
+    comparison of REAL's selection where its premise does not hold, the numbers and p-values
+    with no verdict (:func:`realspo.arms.premise_check.withheld`)."""
     first = primary_outcome(results)
+    if withheld(results, c):
+        e = on_outcome(c, first)
+        parts = [f"{NAMES[first]} (primary) {_diff(e)}, {p_text(e)}"]
+        if first != "win_rate":
+            parts.append(f"win rate {_diff(c)}, {p_text(c)}")
+        return "; ".join(parts) + f": {WITHHELD}"
     parts = [f"{NAMES[first]} (primary) {_judged(on_outcome(c, first))}"]
     if first != "win_rate":
         parts.append(f"win rate (secondary) {_judged(c)}")
@@ -75,7 +84,7 @@ def findings(results: dict[str, Any]) -> list[str]:
     """Plain statements, each computed from the numbers it quotes (none for a smoke run)."""
     if not results.get("verdicts", True):
         return [SMOKE]
-    out: list[str] = [_training(results)]
+    out: list[str] = [premise_line(results.get("premise_check")), _training(results)]
     comps = {(c["a"], c["b"]): c for c in results["comparisons"]}
     out += _controls(results, comps)
     main, losses = results["main"], results["config"]["losses"]
@@ -101,6 +110,8 @@ def findings(results: dict[str, Any]) -> list[str]:
                    f"{_rate(e['label_error_rate'])} vs random's {_rate(r['label_error_rate'])}; oracle "
                    f"ties {e['oracle_tie_rate']:.0%} vs {r['oracle_tie_rate']:.0%}.")
     efficiency = _efficiency(results["label_efficiency"])
+    if efficiency and withheld(results, {"kind": "strategy", "a": "easy"}):
+        efficiency += f" Label savings are REAL's: {WITHHELD}."
     return out + ([efficiency] if efficiency else [])
 
 

@@ -20,7 +20,13 @@ from typing import Any
 
 from realspo.arms.analysis import analyse
 from realspo.arms.knobs import knob_effects
-from realspo.arms.premise_check import premise_line, within_prompt_spearman, world_text
+from realspo.arms.premise_check import (
+    WITHHELD,
+    premise_line,
+    withheld,
+    within_prompt_spearman,
+    world_text,
+)
 from realspo.arms.records import DemoRun
 from realspo.demo.figures import (
     FIGURES,
@@ -155,7 +161,9 @@ def _comparison_tables(results: dict[str, Any]) -> list[str]:
                   f"{e['ci_high']:+.3f}] | {_num(e['mde'])} | "
                   f"{', '.join(f'{d:+.3f}' for d in e['per_seed'])} | {_num(e.get('p'))} | "
                   f"{_num(e.get('p_holm'))} | {_num(e.get('q_bh'))} | {_num(e.get('power'), '.2f')} | "
-                  f"{e.get('seeds_for_power') or 'n/a'} | {judge(e)} |" for c, e in rows]
+                  f"{e.get('seeds_for_power') or 'n/a'} | "
+                  f"{WITHHELD if results['verdicts'] and withheld(results, c) else judge(e)} |"
+                  for c, e in rows]
     return lines
 
 

@@ -57,9 +57,13 @@ def grid_config(spec: GridSpec) -> dict[str, Any]:
     for value in spec.couplings:
         check_knobs(0.0, value)
     plan = plan_dict(cell_plan(spec, spec.couplings[0]))
-    for key in ("device", "annotator_confusion"):
+    # the device, and what the grid's cells never use (one sample per held-out prompt, the
+    # default world, the SFT model's samples), do not enter: grids run before those options
+    # existed stay the same grid
+    for key in ("device", "annotator_confusion", "eval_samples", "candidates"):
         plan.pop(key)
     plan["world"].pop("coupling")
+    plan["world"].pop("kind")
     return {"confusions": list(spec.confusions), "couplings": list(spec.couplings),
             "arms": list(ARMS), "plan": plan}
 

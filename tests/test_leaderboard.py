@@ -289,3 +289,22 @@ def test_a_runs_json_from_before_equal_proxy_labels_is_refused(tiny, tmp_path):
     (copy / "runs.json").write_text(json.dumps(raw))
     with pytest.raises(ConfigError, match="paid for their proxy's labels"):
         load_run(copy)
+
+
+def test_reals_verdict_waits_for_its_premise(tiny):
+    """The leaderboard measures the within-prompt premise on each seed's candidates; where it
+    does not hold, easy's comparison with random carries no verdict."""
+    from realspo.arms.premise_check import WITHHELD
+    from realspo.leaderboard.markdown import findings
+
+    _, _, run, _, results = tiny
+    assert set(run.premise) == set(run.plan.demo.seeds) and all(run.premise.values())
+    check = results["premise_check"]
+    assert check["prompts"] == sum(len(v) for v in run.premise.values())
+    altered = json.loads(json.dumps(results)) | {"verdicts": True}
+    for rows in altered["settings"].values():
+        easy = rows["easy"]["vs_random"]
+        assert easy.get("withheld") == (not check["holds"])
+        easy.update(withheld=True, p_holm=0.001, difference=0.2)  # would be "better" if judged
+    text = "\n".join(findings(altered))
+    assert WITHHELD in text and "better than random: easy" not in text

@@ -45,7 +45,13 @@ def within_prompt_spearman(pairs: dict[int, Candidates], resamples: int = 2000
                            ) -> dict[str, Any] | None:
     """The run's within-prompt Spearman (module docstring): estimate, 95% interval, the
     prompts it rests on, per seed, and whether the premise holds (estimate <= -0.4)."""
-    per_seed = {seed: per_prompt_spearman(c) for seed, c in sorted(pairs.items())}
+    return pooled_spearman({seed: per_prompt_spearman(c) for seed, c in pairs.items()}, resamples)
+
+
+def pooled_spearman(per_seed: dict[int, Any], resamples: int = 2000) -> dict[str, Any] | None:
+    """:func:`within_prompt_spearman` from each seed's per-prompt values (what
+    :func:`per_prompt_spearman` returns; a leaderboard saves them in its ``runs.json``)."""
+    per_seed = {seed: np.asarray(v, dtype=np.float64) for seed, v in sorted(per_seed.items())}
     samples = [v for v in per_seed.values() if v.size]
     if not samples:
         return None

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from realspo.arms.premise_check import WITHHELD, premise_line
 from realspo.evaluation.multiple_comparisons import RULE, direction, p_text
 
 SMOKE = "smoke run: no verdicts (the --quick sizes cannot support any)"
@@ -78,7 +79,7 @@ def findings(results: dict[str, Any]) -> list[str]:
     family), which did not; the positive control; rounds against one round."""
     if not results["verdicts"]:
         return [SMOKE]
-    lines = []
+    lines = [premise_line(results.get("premise_check"))] if "premise_check" in results else []
     for setting, rows in results["settings"].items():
         c = rows.get("ceiling", {}).get("vs_random")
         if c:
@@ -95,13 +96,18 @@ def findings(results: dict[str, Any]) -> list[str]:
     lines.append(f"rounds minus one round (same arm, labels, steps): better for "
                  f"{', '.join(better) or 'none'}, worse for {', '.join(worse) or 'none'}.")
     for setting, rows in results["settings"].items():
-        better = [a for a, r in rows.items() if "vs_random" in r and direction(r["vs_random"]) == "better"]
-        worse = [a for a, r in rows.items() if "vs_random" in r and direction(r["vs_random"]) == "worse"]
+        judged = {a: r["vs_random"] for a, r in rows.items()
+                  if "vs_random" in r and not r["vs_random"].get("withheld")}
+        better = [a for a, e in judged.items() if direction(e) == "better"]
+        worse = [a for a, e in judged.items() if direction(e) == "worse"]
         mdes = [r["vs_random"]["mde"] for r in rows.values() if "vs_random" in r]
+        held = [a for a, r in rows.items() if r.get("vs_random", {}).get("withheld")]
         lines.append(f"{setting}: significantly better than random: {', '.join(better) or 'none'}; "
                      f"significantly worse: {', '.join(worse) or 'none'}; the rest are "
                      f"indistinguishable from random at this size (mde of a difference "
-                     f"{_f(min(mdes))}-{_f(max(mdes))})." if mdes else f"{setting}: no comparison")
+                     f"{_f(min(mdes))}-{_f(max(mdes))})"
+                     + (f"; {', '.join(held)}: {WITHHELD}" if held else "") + "."
+                     if mdes else f"{setting}: no comparison")
     return lines
 
 

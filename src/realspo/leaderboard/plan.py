@@ -118,6 +118,9 @@ class LeaderboardRun:
     baseline: dict[int, np.ndarray] = field(default_factory=dict)
     records: list[ArmRecord] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    # seed -> per-prompt Spearman(similarity, |gap|) of its first-round candidates
+    # (realspo.arms.premise_check): whether REAL's premise holds in this run
+    premise: dict[int, list[float]] = field(default_factory=dict)
 
 
 RAW = "runs.json"
@@ -131,7 +134,8 @@ def save_run(lb: LeaderboardRun, out: Path) -> None:
                  "device": lb.plan.demo.device, "overrides": lb.plan.overrides},
         "sft_dir": str(lb.sft_dir), "baseline": {str(s): b.tolist() for s, b in lb.baseline.items()},
         "records": [asdict(r) | {"rewards": r.rewards.tolist()} for r in lb.records],
-        "timings": lb.timings}, overwrite=True)
+        "timings": lb.timings, "premise": {str(s): v for s, v in lb.premise.items()}},
+        overwrite=True)
 
 
 def load_run(out: str | Path) -> LeaderboardRun:
@@ -150,4 +154,5 @@ def load_run(out: str | Path) -> LeaderboardRun:
                for r in raw["records"]]
     return LeaderboardRun(plan, Path(raw["sft_dir"]),
                           {int(s): np.asarray(b, dtype=np.float64) for s, b in raw["baseline"].items()},
-                          records, raw["timings"])
+                          records, raw["timings"],
+                          {int(s): v for s, v in raw.get("premise", {}).items()})

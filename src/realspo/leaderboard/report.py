@@ -34,6 +34,7 @@ import numpy as np
 
 from realspo.arms.analysis import without_mde
 from realspo.arms.plan import plan_dict
+from realspo.arms.premise_check import pooled_spearman
 from realspo.evaluation.evaluate import win_indicators
 from realspo.evaluation.multiple_comparisons import (
     RULE,
@@ -197,8 +198,14 @@ def analyse_leaderboard(lb: LeaderboardRun) -> dict[str, Any]:
     rounds_vs_one = {arm: paired(lb, final["rounds", arm], final["one-round", arm], seed=4)
                      for arm in plan.arms if ("rounds", arm) in final and ("one-round", arm) in final}
     family = judge(settings, rounds_vs_one, len(plan.demo.seeds))
+    check = pooled_spearman(lb.premise, plan.demo.bootstrap_resamples) if lb.premise else None
+    for rows in settings.values():  # REAL's verdict only where its premise holds
+        if "vs_random" in rows.get("easy", {}) and not (check and check["holds"]):
+            rows["easy"]["vs_random"]["significant"] = False
+            rows["easy"]["vs_random"]["withheld"] = True
     demo = plan_dict(plan.demo)
     return {
+        "premise_check": check,
         "config": {"preset": plan.preset, "rounds": plan.rounds, "arms": list(plan.arms),
                    "reward_proxy_labels": PROXY_LABELS, "demo": demo},
         "budgets": {"total_labels": plan.total_labels, "round_labels": plan.round_budgets(),

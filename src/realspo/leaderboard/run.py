@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 
 from realspo.arms.plan import DemoPlan
+from realspo.arms.premise_check import per_prompt_spearman
 from realspo.arms.records import Candidates
 from realspo.arms.timings import timed
 from realspo.arms.train_and_evaluate import (
@@ -104,6 +105,7 @@ def run_leaderboard(plan: LeaderboardPlan, out: str | Path, overwrite: bool = Fa
                 lb.baseline[seed] = evaluate_run(lb.sft_dir, demo, world, seed)
             with timed(lb.timings, "candidates"):
                 first = pool_candidates(world, *sft, *sft, list(range(n_train)), demo, seed, seed)
+            lb.premise[seed] = per_prompt_spearman(first).tolist()
             for arm in plan.arms:
                 run_arm(lb, world, sft, first, arm, seed, tmp / f"seed-{seed}" / arm,
                         Path(scratch) / arm, started)

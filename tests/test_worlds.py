@@ -211,4 +211,5 @@ def test_reals_verdicts_are_withheld_where_its_premise_does_not_hold():
     assert withheld(absent, c) and not withheld(present, c) and not withheld(absent, spo)
     assert withheld({"statistics": {}}, c)  # not measured: no conclusion either
     assert WITHHELD in judged(absent, c) and "worse" not in judged(absent, c)
+    assert judged(absent, c).count("Holm") == 1  # the numbers once, with their p-values
     assert WITHHELD not in judged(present, c) and "worse" in judged(present, c)

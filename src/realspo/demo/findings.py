@@ -62,9 +62,9 @@ def judged(results: dict[str, Any], c: dict[str, Any]) -> str:
     first = primary_outcome(results)
     if withheld(results, c):
         e = on_outcome(c, first)
-        parts = [f"{NAMES[first]} (primary) {_diff(e)}, {p_text(e)}"]
+        parts = [f"{NAMES[first]} (primary) {_diff(e)}"]
         if first != "win_rate":
-            parts.append(f"win rate {_diff(c)}, {p_text(c)}")
+            parts.append(f"win rate {_diff(c)}")
         return "; ".join(parts) + f": {WITHHELD}"
     parts = [f"{NAMES[first]} (primary) {_judged(on_outcome(c, first))}"]
     if first != "win_rate":
